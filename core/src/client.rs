@@ -1,0 +1,407 @@
+//! [`RelayClient`]: one client of a relay server, from `Hello` to goodbye.
+//!
+//! It speaks first (magic and `Hello`), learns its ID from `Welcome`, keeps its own
+//! copy of the roster current from `Joined` / `Left` / `Exited` notices, and turns
+//! what the relay sends into [`ClientEvent`]s for the user interface. Messages typed
+//! before `Welcome` are queued behind the `Hello`, so nothing typed early is lost.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::error::{ErrorCode, SendError};
+use crate::frame::{ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry};
+use crate::handshake::{our_hello, validate_name};
+use crate::id::ClientId;
+use crate::keepalive::KeepaliveAction;
+use crate::limits::Limits;
+use crate::link::{Link, LinkState};
+use crate::time::Timestamp;
+
+/// What a relay client's user should see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The relay admitted us.
+    Welcomed {
+        /// Our ID.
+        id: ClientId,
+        /// The relay's client limit.
+        max_clients: u32,
+        /// The protocol version agreed.
+        version: u16,
+    },
+    /// The full list of who is online (after `Welcome`, and in answer to `/who`).
+    Roster(Vec<RosterEntry>),
+    /// Another client was admitted.
+    Joined {
+        /// Its ID.
+        id: ClientId,
+        /// Its nickname.
+        name: String,
+    },
+    /// A client left.
+    Left {
+        /// Its ID.
+        id: ClientId,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// A client said `exit` (it still receives).
+    Exited {
+        /// Its ID.
+        id: ClientId,
+    },
+    /// A chat message for us.
+    Message {
+        /// The sender's ID.
+        from: ClientId,
+        /// Our ID, or [`ClientId::BROADCAST`] for a message to everyone.
+        to: ClientId,
+        /// The sender's sequence number.
+        seq: u64,
+        /// The text.
+        text: String,
+    },
+    /// A message with a payload kind this version does not know; ignored.
+    UnsupportedPayload {
+        /// The sender's ID.
+        from: ClientId,
+        /// The kind byte.
+        kind: u8,
+    },
+    /// The relay reported a problem with something we sent; the connection stays up.
+    Error(ErrorReport),
+    /// The relay turned us away.
+    Refused(Refused),
+    /// The connection is over (after `Refused`, too). `Normal` when we left on purpose.
+    Disconnected {
+        /// Why.
+        code: ErrorCode,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Where the client is in the conversation with the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `Hello` sent, waiting for `Welcome` or `Refused`.
+    Handshaking,
+    /// Admitted with this ID.
+    Admitted(ClientId),
+    /// The conversation is over; a `Disconnected` event has been emitted.
+    Over,
+}
+
+/// The relay client state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct RelayClient {
+    limits: Limits,
+    link: Link,
+    phase: Phase,
+    exited: bool,
+    next_seq: u64,
+    max_clients: u32,
+    roster: BTreeMap<ClientId, RosterEntry>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl RelayClient {
+    /// A client that introduces itself as `name` (may be empty). The magic and `Hello`
+    /// are queued at once.
+    pub fn new(name: &str, limits: Limits, now: Timestamp) -> Result<Self, String> {
+        validate_name(name, limits.max_name_len)?;
+        let mut link = Link::new(&limits, now, true);
+        link.send(&Frame::Hello(our_hello(Role::RelayClient, name)), now);
+        Ok(RelayClient {
+            limits,
+            link,
+            phase: Phase::Handshaking,
+            exited: false,
+            next_seq: 1,
+            max_clients: 0,
+            roster: BTreeMap::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// Our ID, once admitted.
+    pub fn id(&self) -> Option<ClientId> {
+        match self.phase {
+            Phase::Admitted(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The relay's client limit (0 before `Welcome`).
+    pub fn max_clients(&self) -> u32 {
+        self.max_clients
+    }
+
+    /// Who is online, as far as the notices received so far tell, in ID order.
+    pub fn roster(&self) -> impl Iterator<Item = &RosterEntry> {
+        self.roster.values()
+    }
+
+    /// Whether we said `exit`.
+    pub fn has_exited(&self) -> bool {
+        self.exited
+    }
+
+    /// Whether another online client has not said `exit` yet, i.e. someone may still
+    /// send us something.
+    pub fn anyone_still_sending(&self) -> bool {
+        let me = self.id();
+        self.roster.values().any(|e| Some(e.id) != me && !e.exited)
+    }
+
+    /// Whether the connection is over or closing.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Over || !self.link.is_open()
+    }
+
+    /// Whether a message of `len` bytes would fit in the outbound queue now; a driver
+    /// reading input faster than the network takes it should wait while this is false.
+    pub fn has_room_for(&self, len: usize) -> bool {
+        self.link.pending() + len + 64 <= self.limits.max_outbound_bytes
+    }
+
+    /// Sends `text` to client `to`. Returns the message's sequence number, which the
+    /// relay quotes if it reports an error about it.
+    pub fn send_chat(
+        &mut self,
+        to: ClientId,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<u64, SendError> {
+        if to.is_broadcast() {
+            return Err(SendError::InvalidRecipient(to));
+        }
+        self.send_payload(to, text, now)
+    }
+
+    /// Sends `text` to every other online client.
+    pub fn broadcast(&mut self, text: &str, now: Timestamp) -> Result<u64, SendError> {
+        self.send_payload(ClientId::BROADCAST, text, now)
+    }
+
+    fn send_payload(&mut self, to: ClientId, text: &str, now: Timestamp) -> Result<u64, SendError> {
+        if text.len() > self.limits.max_text_len {
+            return Err(SendError::MessageTooLong {
+                len: text.len(),
+                max: self.limits.max_text_len,
+            });
+        }
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if self.exited {
+            return Err(SendError::AlreadyExited);
+        }
+        let seq = self.next_seq;
+        let frame = Frame::Chat {
+            to,
+            seq,
+            payload: Payload::text(text),
+        };
+        if !self.link.try_send(&frame, now) {
+            return Err(SendError::QueueFull {
+                pending: self.link.pending(),
+            });
+        }
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Asks the relay for the roster; it arrives as a [`ClientEvent::Roster`].
+    pub fn request_roster(&mut self, now: Timestamp) {
+        self.link.send(&Frame::Who, now);
+    }
+
+    /// Says `exit`: we send no more messages but keep receiving. Idempotent.
+    pub fn exit(&mut self, now: Timestamp) {
+        if !self.exited && self.link.is_open() {
+            self.exited = true;
+            self.link.send(&Frame::Exit, now);
+        }
+    }
+
+    /// Leaves the relay now (Ctrl-C): tells it so and closes.
+    pub fn leave(&mut self, _now: Timestamp) {
+        if self.link.is_open() {
+            self.link.close(ErrorCode::Normal, "client left");
+            self.end(ErrorCode::Normal, "you left the relay".into());
+        }
+    }
+
+    /// Bytes arrived from the relay.
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
+        self.link.feed(bytes, now);
+        loop {
+            match self.link.next_frame() {
+                Ok(Some(frame)) => self.on_frame(frame, now),
+                Ok(None) => break,
+                Err(err) => {
+                    let reason = format!("the relay sent something unreadable: {err}");
+                    self.link.close(err.code(), &reason);
+                    self.end(err.code(), reason);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The driver wrote `n` bytes of what `poll_transmit` gave it.
+    pub fn handle_written(&mut self, n: usize) {
+        self.link.confirm_written(n);
+    }
+
+    /// The transport connection ended.
+    pub fn handle_closed(&mut self, _now: Timestamp) {
+        let was = self.link.state();
+        self.link.transport_closed();
+        if was != LinkState::Closed {
+            self.end(
+                ErrorCode::ConnectionLost,
+                "the connection to the relay was lost".into(),
+            );
+        }
+    }
+
+    /// Time passed: keepalive and dead-relay detection.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let KeepaliveAction::Expired = self.link.poll_keepalive(now) {
+            let reason = self.link.silence_message();
+            self.link.finish();
+            self.end(ErrorCode::PeerTimeout, reason);
+        }
+    }
+
+    /// The next bytes to write to the relay.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.link.poll_transmit()
+    }
+
+    /// The next event for the user.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the driver must call `handle_timeout` next, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.link.timeout()
+    }
+
+    /// Whether the driver should close the connection once it has written everything
+    /// `poll_transmit` gave it.
+    pub fn wants_close(&self) -> bool {
+        self.link.wants_close()
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Timestamp) {
+        match (self.phase, frame) {
+            (Phase::Handshaking, Frame::Welcome(w)) => {
+                self.phase = Phase::Admitted(w.client_id);
+                self.max_clients = w.max_clients;
+                self.events.push_back(ClientEvent::Welcomed {
+                    id: w.client_id,
+                    max_clients: w.max_clients,
+                    version: w.version,
+                });
+            }
+            (Phase::Handshaking, Frame::Refused(r)) => {
+                let reason = r.reason.clone();
+                let code = r.code;
+                self.events.push_back(ClientEvent::Refused(r));
+                self.link.finish();
+                self.end(code, reason);
+            }
+            (_, Frame::Close { code, message }) => {
+                self.link.finish();
+                self.end(code, message);
+            }
+            (_, Frame::Ping(nonce)) => self.link.send(&Frame::Pong(nonce), now),
+            (_, Frame::Pong(_)) => {}
+            (Phase::Admitted(_), frame) => self.on_admitted_frame(frame),
+            (Phase::Handshaking, Frame::Hello(_)) => {
+                let reason =
+                    "this address is a direct-chat peer, not a relay: use `p2pchat connect`";
+                self.fail(ErrorCode::WrongRole, reason.into());
+            }
+            (Phase::Handshaking, other) => {
+                let reason = format!("the relay sent {} before Welcome", other.name());
+                self.fail(ErrorCode::UnexpectedFrame, reason);
+            }
+            (Phase::Over, _) => {}
+        }
+    }
+
+    fn on_admitted_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Roster(entries) => {
+                self.roster = entries.iter().map(|e| (e.id, e.clone())).collect();
+                self.events.push_back(ClientEvent::Roster(entries));
+            }
+            Frame::Joined { id, name } => {
+                let entry = RosterEntry {
+                    id,
+                    exited: false,
+                    name: name.clone(),
+                };
+                self.roster.insert(id, entry);
+                self.events.push_back(ClientEvent::Joined { id, name });
+            }
+            Frame::Left { id, code } => {
+                self.roster.remove(&id);
+                self.events.push_back(ClientEvent::Left { id, code });
+            }
+            Frame::Exited { id } => {
+                if let Some(e) = self.roster.get_mut(&id) {
+                    e.exited = true;
+                }
+                self.events.push_back(ClientEvent::Exited { id });
+            }
+            Frame::Deliver {
+                from,
+                to,
+                seq,
+                payload,
+            } => match payload.kind {
+                PayloadKind::Text => match String::from_utf8(payload.body) {
+                    Ok(text) => self.events.push_back(ClientEvent::Message {
+                        from,
+                        to,
+                        seq,
+                        text,
+                    }),
+                    Err(_) => {
+                        let reason =
+                            format!("the relay delivered invalid UTF-8 from client {from}");
+                        self.fail(ErrorCode::InvalidUtf8, reason);
+                    }
+                },
+                PayloadKind::Other(kind) => {
+                    self.events
+                        .push_back(ClientEvent::UnsupportedPayload { from, kind });
+                }
+            },
+            Frame::Error(report) => self.events.push_back(ClientEvent::Error(report)),
+            other => {
+                let reason = format!("the relay sent {}, which only a client sends", other.name());
+                self.fail(ErrorCode::UnexpectedFrame, reason);
+            }
+        }
+    }
+
+    /// The relay broke the protocol: tell it why, close, and tell the user.
+    fn fail(&mut self, code: ErrorCode, reason: String) {
+        self.link.close(code, &reason);
+        self.end(code, reason);
+    }
+
+    fn end(&mut self, code: ErrorCode, reason: String) {
+        if self.phase != Phase::Over {
+            self.phase = Phase::Over;
+            self.events
+                .push_back(ClientEvent::Disconnected { code, reason });
+        }
+    }
+}

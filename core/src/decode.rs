@@ -1,0 +1,208 @@
+//! The incremental decoder: turns a byte stream, delivered in pieces of any size,
+//! into frames.
+//!
+//! TCP hands over bytes, not messages: a read may hold half a frame or ten of them.
+//! [`FrameDecoder`] buffers at most one unfinished frame (bounded by the maximum frame
+//! length, checked as soon as the length prefix is in) and fails with a typed
+//! [`DecodeError`] on anything that is not protocol v1; it never panics.
+
+use crate::error::DecodeError;
+use crate::frame::Frame;
+use crate::limits::MAGIC;
+
+/// Where the decoder is in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Matching the magic; the number of magic bytes seen so far.
+    Magic(usize),
+    /// Reading length-prefixed frames.
+    Frames,
+    /// A decode error happened; framing is lost.
+    Failed,
+}
+
+/// Length of the frame header: the `u32` length prefix and the type byte.
+const HEADER_LEN: usize = 5;
+
+/// Decodes one direction of one connection: the magic, then frames.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already consumed.
+    pos: usize,
+    max_frame_len: u32,
+    state: State,
+}
+
+impl FrameDecoder {
+    /// A decoder for a stream that opens with [`MAGIC`], with frames of at most
+    /// `max_frame_len` bytes (type byte and body).
+    pub fn new(max_frame_len: u32) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            pos: 0,
+            max_frame_len,
+            state: State::Magic(0),
+        }
+    }
+
+    /// A decoder for a stream of bare frames, without the magic (for tests and tools
+    /// that look at frames in isolation).
+    pub fn without_magic(max_frame_len: u32) -> Self {
+        FrameDecoder {
+            state: State::Frames,
+            ..FrameDecoder::new(max_frame_len)
+        }
+    }
+
+    /// Whether the whole magic has arrived: the other side speaks p2pchat.
+    pub fn magic_seen(&self) -> bool {
+        self.state == State::Frames
+    }
+
+    /// Bytes held but not yet decoded (at most one partial frame after draining).
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Adds bytes from the stream. Call [`FrameDecoder::next_frame`] until it returns
+    /// `Ok(None)` after each push, so that at most one partial frame stays buffered.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.state == State::Failed {
+            return;
+        }
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or the error that
+    /// ended the stream. After an error every call returns [`DecodeError::AlreadyFailed`].
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        let result = self.decode_one();
+        if result.is_err() {
+            self.state = State::Failed;
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+        result
+    }
+
+    fn decode_one(&mut self) -> Result<Option<Frame>, DecodeError> {
+        if let State::Magic(seen) = self.state {
+            let seen = self.match_magic(seen)?;
+            if seen < MAGIC.len() {
+                self.state = State::Magic(seen);
+                return Ok(None);
+            }
+            self.state = State::Frames;
+        }
+        if self.state == State::Failed {
+            return Err(DecodeError::AlreadyFailed);
+        }
+        let available = &self.buf[self.pos..];
+        if available.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([available[0], available[1], available[2], available[3]]);
+        if len > self.max_frame_len {
+            return Err(DecodeError::FrameTooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        if len == 0 {
+            return Err(DecodeError::Malformed {
+                frame: "frame",
+                problem: "length 0 leaves no room for the type byte",
+            });
+        }
+        let total = 4 + len as usize;
+        if available.len() < total {
+            return Ok(None);
+        }
+        let frame = Frame::decode(available[4], &available[HEADER_LEN..total])?;
+        self.pos += total;
+        Ok(Some(frame))
+    }
+
+    /// Consumes magic bytes one at a time, so that a stream that is not p2pchat is
+    /// recognised from its very first byte.
+    fn match_magic(&mut self, mut seen: usize) -> Result<usize, DecodeError> {
+        while seen < MAGIC.len() && self.pos < self.buf.len() {
+            let byte = self.buf[self.pos];
+            if byte != MAGIC[seen] {
+                return Err(DecodeError::BadMagic { first: byte });
+            }
+            seen += 1;
+            self.pos += 1;
+        }
+        Ok(seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    fn stream(frames: &[Frame]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for f in frames {
+            f.encode(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_frames_fed_one_byte_at_a_time() {
+        let frames = vec![Frame::Ping(7), Frame::Exit, Frame::Pong(7)];
+        let mut d = FrameDecoder::new(1024);
+        let mut got = Vec::new();
+        for b in stream(&frames) {
+            d.push(&[b]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+        assert_eq!(d.buffered_len(), 0);
+    }
+
+    #[test]
+    fn rejects_an_oversized_length_before_buffering_the_body() {
+        let mut d = FrameDecoder::without_magic(100);
+        d.push(&[0, 0, 0, 101]);
+        assert_eq!(
+            d.next_frame(),
+            Err(DecodeError::FrameTooLarge { len: 101, max: 100 })
+        );
+        assert_eq!(d.next_frame(), Err(DecodeError::AlreadyFailed));
+    }
+
+    #[test]
+    fn text_instead_of_magic_fails_at_the_first_byte() {
+        let mut d = FrameDecoder::new(100);
+        d.push(b"h");
+        assert_eq!(d.next_frame(), Err(DecodeError::BadMagic { first: b'h' }));
+    }
+
+    #[test]
+    fn zero_length_is_malformed() {
+        let mut d = FrameDecoder::without_magic(100);
+        d.push(&[0, 0, 0, 0]);
+        assert!(matches!(d.next_frame(), Err(DecodeError::Malformed { .. })));
+    }
+
+    #[test]
+    fn unknown_type_is_its_own_error() {
+        let mut d = FrameDecoder::without_magic(100);
+        d.push(&[0, 0, 0, 1, 0x7E]);
+        assert_eq!(d.next_frame(), Err(DecodeError::UnknownFrameType(0x7E)));
+    }
+}

@@ -1,0 +1,635 @@
+//! The frame catalogue of protocol v1: one Rust type per frame, with its exact byte
+//! layout (see `docs/PROTOCOL.md`, "Frames"), and the encoder.
+//!
+//! Every frame on the wire is `len: u32 BE | type: u8 | body`, where `len` counts the
+//! type byte and the body. Decoding a stream of them lives in [`crate::decode`].
+
+use crate::error::{DecodeError, ErrorCode};
+use crate::id::ClientId;
+use crate::wire::{Reader, Writer};
+
+/// Which machine a `Hello` comes from, so that a relay client that dials a direct peer
+/// (or the reverse) gets a clear "wrong role" instead of confusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A client of a relay server (`p2pchat join`).
+    RelayClient,
+    /// One side of a direct conversation (`p2pchat listen` / `p2pchat connect`).
+    DirectPeer,
+    /// A role number from a newer version.
+    Other(u8),
+}
+
+impl Role {
+    fn to_u8(self) -> u8 {
+        match self {
+            Role::RelayClient => 1,
+            Role::DirectPeer => 2,
+            Role::Other(n) => n,
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Role::RelayClient,
+            2 => Role::DirectPeer,
+            other => Role::Other(other),
+        }
+    }
+}
+
+/// The first frame each side sends: what it speaks and who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Oldest protocol version the sender speaks.
+    pub min_version: u16,
+    /// Newest protocol version the sender speaks.
+    pub max_version: u16,
+    /// Optional features the sender supports, one bit each; unknown bits are ignored.
+    pub capabilities: u64,
+    /// The sender's role.
+    pub role: Role,
+    /// The sender's nickname, possibly empty.
+    pub name: String,
+}
+
+/// The relay's answer to an admitted client's `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The version both sides will speak.
+    pub version: u16,
+    /// Capabilities both sides support (the intersection).
+    pub capabilities: u64,
+    /// The ID the server assigned to this client.
+    pub client_id: ClientId,
+    /// The server's client limit, so the client can show "3 of 256 online".
+    pub max_clients: u32,
+}
+
+/// The relay's answer to a `Hello` it will not admit, followed by a close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Why, as a code.
+    pub code: ErrorCode,
+    /// Clients online when the refusal was made.
+    pub online: u32,
+    /// The server's client limit.
+    pub limit: u32,
+    /// Why, in words a user can act on.
+    pub reason: String,
+}
+
+/// What a message payload holds. The relay routes payloads without reading them (except
+/// that a v1 relay checks that `Text` is UTF-8), so new kinds need no relay change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// UTF-8 chat text.
+    Text,
+    /// A kind from a newer version; routed as is, ignored by receivers that do not know it.
+    Other(u8),
+}
+
+impl PayloadKind {
+    fn to_u8(self) -> u8 {
+        match self {
+            PayloadKind::Text => 1,
+            PayloadKind::Other(n) => n,
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => PayloadKind::Text,
+            other => PayloadKind::Other(other),
+        }
+    }
+}
+
+/// The opaque part of a message: a kind byte and the bytes to the end of the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// What the body holds.
+    pub kind: PayloadKind,
+    /// The bytes.
+    pub body: Vec<u8>,
+}
+
+impl Payload {
+    /// A chat text payload.
+    pub fn text(text: &str) -> Self {
+        Payload {
+            kind: PayloadKind::Text,
+            body: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// The text, if this is a text payload holding valid UTF-8.
+    pub fn as_text(&self) -> Option<&str> {
+        match self.kind {
+            PayloadKind::Text => core::str::from_utf8(&self.body).ok(),
+            PayloadKind::Other(_) => None,
+        }
+    }
+}
+
+/// One line of the relay's list of who is online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterEntry {
+    /// The client's ID.
+    pub id: ClientId,
+    /// Whether the client has said `exit` (it still receives).
+    pub exited: bool,
+    /// The client's nickname, possibly empty.
+    pub name: String,
+}
+
+/// A non-fatal error about one thing the receiver did; the connection stays up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Sequence number of the message it concerns, or 0.
+    pub seq: u64,
+    /// The client it concerns (e.g. the unknown recipient), if any.
+    pub subject: Option<ClientId>,
+    /// A sentence for the user.
+    pub message: String,
+}
+
+/// One frame of protocol v1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// 0x01: opening frame of each side.
+    Hello(Hello),
+    /// 0x02: relay admits a client.
+    Welcome(Welcome),
+    /// 0x03: relay refuses a client; it closes next.
+    Refused(Refused),
+    /// 0x10: client asks the relay to route a message to `to` (or everyone: [`ClientId::BROADCAST`]).
+    Chat {
+        /// Recipient, or broadcast.
+        to: ClientId,
+        /// The sender's sequence number: strictly increasing per sender, from 1.
+        seq: u64,
+        /// The message.
+        payload: Payload,
+    },
+    /// 0x11: relay hands a routed message to its recipient.
+    Deliver {
+        /// Sender's ID.
+        from: ClientId,
+        /// The `to` the sender used (the recipient's ID, or broadcast).
+        to: ClientId,
+        /// The sender's sequence number.
+        seq: u64,
+        /// The message, untouched.
+        payload: Payload,
+    },
+    /// 0x12: client asks for the roster.
+    Who,
+    /// 0x13: who is online, in ID order.
+    Roster(Vec<RosterEntry>),
+    /// 0x14: a client was admitted.
+    Joined {
+        /// Its ID.
+        id: ClientId,
+        /// Its nickname.
+        name: String,
+    },
+    /// 0x15: a client left.
+    Left {
+        /// Its ID.
+        id: ClientId,
+        /// Why: `Normal` after `exit`, `ConnectionLost`, `SlowConsumer`, a protocol error...
+        code: ErrorCode,
+    },
+    /// 0x16: a client said `exit`: it sends no more but still receives.
+    Exited {
+        /// Its ID.
+        id: ClientId,
+    },
+    /// 0x20: a direct-chat message.
+    Message {
+        /// The sender's sequence number: strictly increasing, from 1.
+        seq: u64,
+        /// The message.
+        payload: Payload,
+    },
+    /// 0x30: the sender will send no more messages; it keeps receiving.
+    Exit,
+    /// 0x31: keepalive probe; answered with `Pong` carrying the same nonce.
+    Ping(u64),
+    /// 0x32: keepalive answer.
+    Pong(u64),
+    /// 0x33: non-fatal error report.
+    Error(ErrorReport),
+    /// 0x34: the sender is closing the connection, and why.
+    Close {
+        /// Why, as a code.
+        code: ErrorCode,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+/// Frame type bytes, as listed in `docs/PROTOCOL.md`.
+mod ty {
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const REFUSED: u8 = 0x03;
+    pub const CHAT: u8 = 0x10;
+    pub const DELIVER: u8 = 0x11;
+    pub const WHO: u8 = 0x12;
+    pub const ROSTER: u8 = 0x13;
+    pub const JOINED: u8 = 0x14;
+    pub const LEFT: u8 = 0x15;
+    pub const EXITED: u8 = 0x16;
+    pub const MESSAGE: u8 = 0x20;
+    pub const EXIT: u8 = 0x30;
+    pub const PING: u8 = 0x31;
+    pub const PONG: u8 = 0x32;
+    pub const ERROR: u8 = 0x33;
+    pub const CLOSE: u8 = 0x34;
+}
+
+/// Smallest encoded roster entry (id, flags, empty name): bounds how many entries a
+/// roster's count may claim before any allocation.
+const MIN_ROSTER_ENTRY_LEN: usize = 4 + 1 + 1;
+
+/// `subject` value meaning "no client".
+const NO_SUBJECT: u32 = u32::MAX;
+
+impl Frame {
+    /// The frame's name, as used in docs and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "Hello",
+            Frame::Welcome(_) => "Welcome",
+            Frame::Refused(_) => "Refused",
+            Frame::Chat { .. } => "Chat",
+            Frame::Deliver { .. } => "Deliver",
+            Frame::Who => "Who",
+            Frame::Roster(_) => "Roster",
+            Frame::Joined { .. } => "Joined",
+            Frame::Left { .. } => "Left",
+            Frame::Exited { .. } => "Exited",
+            Frame::Message { .. } => "Message",
+            Frame::Exit => "Exit",
+            Frame::Ping(_) => "Ping",
+            Frame::Pong(_) => "Pong",
+            Frame::Error(_) => "Error",
+            Frame::Close { .. } => "Close",
+        }
+    }
+
+    fn type_byte(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => ty::HELLO,
+            Frame::Welcome(_) => ty::WELCOME,
+            Frame::Refused(_) => ty::REFUSED,
+            Frame::Chat { .. } => ty::CHAT,
+            Frame::Deliver { .. } => ty::DELIVER,
+            Frame::Who => ty::WHO,
+            Frame::Roster(_) => ty::ROSTER,
+            Frame::Joined { .. } => ty::JOINED,
+            Frame::Left { .. } => ty::LEFT,
+            Frame::Exited { .. } => ty::EXITED,
+            Frame::Message { .. } => ty::MESSAGE,
+            Frame::Exit => ty::EXIT,
+            Frame::Ping(_) => ty::PING,
+            Frame::Pong(_) => ty::PONG,
+            Frame::Error(_) => ty::ERROR,
+            Frame::Close { .. } => ty::CLOSE,
+        }
+    }
+
+    /// Appends this frame, length prefix included, to `out`.
+    ///
+    /// Strings longer than their length field allows are cut at a character boundary;
+    /// the state machines never produce such strings, so this only guards against
+    /// misuse by other frontends.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        let mut w = Writer::new(out);
+        w.u8(self.type_byte());
+        match self {
+            Frame::Hello(h) => {
+                w.u16(h.min_version);
+                w.u16(h.max_version);
+                w.u64(h.capabilities);
+                w.u8(h.role.to_u8());
+                w.str8(&h.name);
+            }
+            Frame::Welcome(wel) => {
+                w.u16(wel.version);
+                w.u64(wel.capabilities);
+                w.u32(wel.client_id.0);
+                w.u32(wel.max_clients);
+            }
+            Frame::Refused(r) => {
+                w.u16(r.code.to_u16());
+                w.u32(r.online);
+                w.u32(r.limit);
+                w.str16(&r.reason);
+            }
+            Frame::Chat { to, seq, payload } => {
+                w.u32(to.0);
+                w.u64(*seq);
+                w.u8(payload.kind.to_u8());
+                w.rest(&payload.body);
+            }
+            Frame::Deliver {
+                from,
+                to,
+                seq,
+                payload,
+            } => {
+                w.u32(from.0);
+                w.u32(to.0);
+                w.u64(*seq);
+                w.u8(payload.kind.to_u8());
+                w.rest(&payload.body);
+            }
+            Frame::Who | Frame::Exit => {}
+            Frame::Roster(entries) => {
+                w.u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
+                for e in entries.iter().take(u32::MAX as usize) {
+                    w.u32(e.id.0);
+                    w.u8(u8::from(e.exited));
+                    w.str8(&e.name);
+                }
+            }
+            Frame::Joined { id, name } => {
+                w.u32(id.0);
+                w.str8(name);
+            }
+            Frame::Left { id, code } => {
+                w.u32(id.0);
+                w.u16(code.to_u16());
+            }
+            Frame::Exited { id } => w.u32(id.0),
+            Frame::Message { seq, payload } => {
+                w.u64(*seq);
+                w.u8(payload.kind.to_u8());
+                w.rest(&payload.body);
+            }
+            Frame::Ping(nonce) | Frame::Pong(nonce) => w.u64(*nonce),
+            Frame::Error(e) => {
+                w.u16(e.code.to_u16());
+                w.u64(e.seq);
+                w.u32(e.subject.map_or(NO_SUBJECT, |id| id.0));
+                w.str16(&e.message);
+            }
+            Frame::Close { code, message } => {
+                w.u16(code.to_u16());
+                w.str16(message);
+            }
+        }
+        let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Convenience: this frame's bytes, length prefix included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes one frame from its type byte and body (the length prefix already removed).
+    pub fn decode(type_byte: u8, body: &[u8]) -> Result<Frame, DecodeError> {
+        let frame = match type_byte {
+            ty::HELLO => {
+                let mut r = Reader::new(body, "Hello");
+                let hello = Hello {
+                    min_version: r.u16()?,
+                    max_version: r.u16()?,
+                    capabilities: r.u64()?,
+                    role: Role::from_u8(r.u8()?),
+                    name: r.str8("Hello name")?,
+                };
+                // Later versions may append fields to Hello; it is read before any
+                // version is agreed, so extra bytes are ignored, not rejected.
+                return Ok(Frame::Hello(hello));
+            }
+            ty::WELCOME => {
+                let mut r = Reader::new(body, "Welcome");
+                let w = Welcome {
+                    version: r.u16()?,
+                    capabilities: r.u64()?,
+                    client_id: ClientId(r.u32()?),
+                    max_clients: r.u32()?,
+                };
+                r.finish()?;
+                Frame::Welcome(w)
+            }
+            ty::REFUSED => {
+                let mut r = Reader::new(body, "Refused");
+                let f = Refused {
+                    code: ErrorCode::from_u16(r.u16()?),
+                    online: r.u32()?,
+                    limit: r.u32()?,
+                    reason: r.str16("Refused reason")?,
+                };
+                r.finish()?;
+                Frame::Refused(f)
+            }
+            ty::CHAT => {
+                let mut r = Reader::new(body, "Chat");
+                let to = ClientId(r.u32()?);
+                let seq = r.u64()?;
+                let kind = PayloadKind::from_u8(r.u8()?);
+                let body = r.rest().to_vec();
+                Frame::Chat {
+                    to,
+                    seq,
+                    payload: Payload { kind, body },
+                }
+            }
+            ty::DELIVER => {
+                let mut r = Reader::new(body, "Deliver");
+                let from = ClientId(r.u32()?);
+                let to = ClientId(r.u32()?);
+                let seq = r.u64()?;
+                let kind = PayloadKind::from_u8(r.u8()?);
+                let body = r.rest().to_vec();
+                Frame::Deliver {
+                    from,
+                    to,
+                    seq,
+                    payload: Payload { kind, body },
+                }
+            }
+            ty::WHO => {
+                Reader::new(body, "Who").finish()?;
+                Frame::Who
+            }
+            ty::ROSTER => {
+                let mut r = Reader::new(body, "Roster");
+                let count = r.u32()? as usize;
+                if count > body.len() / MIN_ROSTER_ENTRY_LEN {
+                    return Err(DecodeError::Malformed {
+                        frame: "Roster",
+                        problem: "entry count larger than the body can hold",
+                    });
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push(RosterEntry {
+                        id: ClientId(r.u32()?),
+                        exited: r.u8()? & 1 == 1,
+                        name: r.str8("Roster name")?,
+                    });
+                }
+                r.finish()?;
+                Frame::Roster(entries)
+            }
+            ty::JOINED => {
+                let mut r = Reader::new(body, "Joined");
+                let f = Frame::Joined {
+                    id: ClientId(r.u32()?),
+                    name: r.str8("Joined name")?,
+                };
+                r.finish()?;
+                f
+            }
+            ty::LEFT => {
+                let mut r = Reader::new(body, "Left");
+                let f = Frame::Left {
+                    id: ClientId(r.u32()?),
+                    code: ErrorCode::from_u16(r.u16()?),
+                };
+                r.finish()?;
+                f
+            }
+            ty::EXITED => {
+                let mut r = Reader::new(body, "Exited");
+                let f = Frame::Exited {
+                    id: ClientId(r.u32()?),
+                };
+                r.finish()?;
+                f
+            }
+            ty::MESSAGE => {
+                let mut r = Reader::new(body, "Message");
+                let seq = r.u64()?;
+                let kind = PayloadKind::from_u8(r.u8()?);
+                let body = r.rest().to_vec();
+                Frame::Message {
+                    seq,
+                    payload: Payload { kind, body },
+                }
+            }
+            ty::EXIT => {
+                Reader::new(body, "Exit").finish()?;
+                Frame::Exit
+            }
+            ty::PING | ty::PONG => {
+                let mut r = Reader::new(
+                    body,
+                    if type_byte == ty::PING {
+                        "Ping"
+                    } else {
+                        "Pong"
+                    },
+                );
+                let nonce = r.u64()?;
+                r.finish()?;
+                if type_byte == ty::PING {
+                    Frame::Ping(nonce)
+                } else {
+                    Frame::Pong(nonce)
+                }
+            }
+            ty::ERROR => {
+                let mut r = Reader::new(body, "Error");
+                let code = ErrorCode::from_u16(r.u16()?);
+                let seq = r.u64()?;
+                let subject = r.u32()?;
+                let message = r.str16("Error message")?;
+                r.finish()?;
+                Frame::Error(ErrorReport {
+                    code,
+                    seq,
+                    subject: (subject != NO_SUBJECT).then_some(ClientId(subject)),
+                    message,
+                })
+            }
+            ty::CLOSE => {
+                let mut r = Reader::new(body, "Close");
+                let code = ErrorCode::from_u16(r.u16()?);
+                let message = r.str16("Close message")?;
+                r.finish()?;
+                Frame::Close { code, message }
+            }
+            other => return Err(DecodeError::UnknownFrameType(other)),
+        };
+        Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_layout_matches_the_protocol_document() {
+        let bytes = Frame::Chat {
+            to: ClientId(1),
+            seq: 1,
+            payload: Payload::text("hi"),
+        }
+        .to_bytes();
+        assert_eq!(
+            bytes,
+            [
+                0, 0, 0, 16,   // len = type + 4 + 8 + 1 + 2
+                0x10, // Chat
+                0, 0, 0, 1, // to
+                0, 0, 0, 0, 0, 0, 0, 1, // seq
+                1, // kind = text
+                b'h', b'i'
+            ]
+        );
+    }
+
+    #[test]
+    fn roster_count_cannot_force_a_huge_allocation() {
+        let body = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0];
+        assert!(matches!(
+            Frame::decode(ty::ROSTER, &body),
+            Err(DecodeError::Malformed {
+                frame: "Roster",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected_except_in_hello() {
+        assert!(Frame::decode(ty::EXIT, &[0]).is_err());
+        let mut hello = Frame::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            capabilities: 0,
+            role: Role::DirectPeer,
+            name: "a".into(),
+        })
+        .to_bytes();
+        hello.push(0xAB);
+        assert!(Frame::decode(hello[4], &hello[5..]).is_ok());
+    }
+
+    #[test]
+    fn error_without_subject_round_trips() {
+        let f = Frame::Error(ErrorReport {
+            code: ErrorCode::NoRecipients,
+            seq: 4,
+            subject: None,
+            message: "nobody else is online".into(),
+        });
+        let b = f.to_bytes();
+        assert_eq!(Frame::decode(b[4], &b[5..]), Ok(f));
+    }
+}

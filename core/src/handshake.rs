@@ -1,0 +1,86 @@
+//! The opening exchange shared by every machine: building our `Hello`, agreeing on a
+//! version with theirs, and checking nicknames.
+//!
+//! Version negotiation is "highest version both speak", computed from ranges, so a
+//! v2 build can still talk to this one as long as its range includes 1.
+
+use crate::frame::{Hello, Role};
+use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
+/// Capability bits this build supports. Protocol v1 defines none; the bits are
+/// reserved for later features (files, acknowledgements, encryption) and unknown bits
+/// from the other side are ignored.
+pub const CAPABILITIES: u64 = 0;
+
+/// Our opening frame.
+pub(crate) fn our_hello(role: Role, name: &str) -> Hello {
+    Hello {
+        min_version: MIN_PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        capabilities: CAPABILITIES,
+        role,
+        name: name.to_owned(),
+    }
+}
+
+/// The highest version in both ranges, or a sentence saying why there is none.
+pub(crate) fn negotiate_version(theirs: &Hello) -> Result<u16, String> {
+    let low = theirs.min_version.max(MIN_PROTOCOL_VERSION);
+    let high = theirs.max_version.min(PROTOCOL_VERSION);
+    if low <= high {
+        Ok(high)
+    } else {
+        Err(format!(
+            "no protocol version in common: this side speaks {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}, \
+             the other {}..={}; upgrade the older p2pchat",
+            theirs.min_version, theirs.max_version
+        ))
+    }
+}
+
+/// Checks a nickname: at most `max_len` bytes and no control characters (which could
+/// rewrite another user's terminal).
+pub fn validate_name(name: &str, max_len: usize) -> Result<(), String> {
+    if name.len() > max_len {
+        return Err(format!(
+            "name is {} bytes; the limit is {max_len}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name contains control characters".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(min: u16, max: u16) -> Hello {
+        Hello {
+            min_version: min,
+            max_version: max,
+            ..our_hello(Role::RelayClient, "")
+        }
+    }
+
+    #[test]
+    fn picks_the_highest_common_version() {
+        assert_eq!(negotiate_version(&hello(1, 5)), Ok(1));
+        assert_eq!(negotiate_version(&hello(0, 1)), Ok(1));
+    }
+
+    #[test]
+    fn disjoint_ranges_fail_with_both_ranges_named() {
+        let err = negotiate_version(&hello(2, 3)).unwrap_err();
+        assert!(err.contains("1..=1") && err.contains("2..=3"), "{err}");
+    }
+
+    #[test]
+    fn names_with_escape_sequences_are_refused() {
+        assert!(validate_name("ann", 32).is_ok());
+        assert!(validate_name("\u{1b}[2J", 32).is_err());
+        assert!(validate_name(&"x".repeat(33), 32).is_err());
+    }
+}

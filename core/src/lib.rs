@@ -1,0 +1,43 @@
+//! # p2pchat-core
+//!
+//! The protocol of p2pchat as plain, deterministic state machines: no sockets, no
+//! async, no clock, no threads. A driver (real TCP, the simulator, a future GUI)
+//! feeds each machine what happened with `handle_*` calls, passing the current time,
+//! and carries out what it asks for through `poll_*` calls:
+//!
+//! - [`RelayServer`]: the relay, for many connections;
+//! - [`RelayClient`]: one client of a relay;
+//! - [`Peer`]: one side of a direct conversation.
+//!
+//! The wire format is specified in `docs/PROTOCOL.md`; [`Frame`] and [`FrameDecoder`]
+//! implement it. The same inputs in the same order always give byte-identical outputs.
+#![forbid(unsafe_code)]
+
+mod client;
+mod decode;
+mod error;
+mod frame;
+mod handshake;
+mod id;
+mod keepalive;
+mod limits;
+mod link;
+mod outbound;
+mod peer;
+mod relay;
+mod time;
+mod wire;
+
+pub use client::{ClientEvent, RelayClient};
+pub use decode::FrameDecoder;
+pub use error::{DecodeError, ErrorCode, SendError};
+pub use frame::{
+    ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
+};
+pub use handshake::{CAPABILITIES, validate_name};
+pub use id::{ClientId, ConnId};
+pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use peer::{Peer, PeerEvent, PeerSide};
+pub use relay::{RelayServer, ServerEvent, Transmit};
+pub use time::Timestamp;
+pub use wire::truncate_utf8;

@@ -1,0 +1,59 @@
+//! Every bound the protocol enforces, in one place, with the defaults `docs/PROTOCOL.md`
+//! documents.
+//!
+//! A bound that lives in one struct is a bound that tests, the simulator and the CLI
+//! can all turn; scattered constants drift.
+
+use core::time::Duration;
+
+/// The four bytes that open every p2pchat byte stream, in both directions.
+///
+/// The first byte, `0xFF`, never occurs in UTF-8 text, so one byte is enough to tell a
+/// p2pchat peer from a plain-text client (nc, telnet) that types characters.
+pub const MAGIC: [u8; 4] = [0xFF, b'P', b'2', b'C'];
+
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The oldest protocol version this build speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Bounds on frames, queues and time. `Limits::default()` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest value the 4-byte length prefix may carry (frame type byte + body).
+    pub max_frame_len: u32,
+    /// Largest chat text, in bytes of UTF-8.
+    pub max_text_len: usize,
+    /// Largest nickname, in bytes of UTF-8.
+    pub max_name_len: usize,
+    /// Bytes queued towards one connection (not yet written plus written but not yet
+    /// confirmed by the driver) past which that connection is cut off as too slow.
+    pub max_outbound_bytes: usize,
+    /// How long a new connection may take to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// Relay server: clients admitted at once; the next one is refused.
+    pub max_clients: u32,
+    /// Relay server: connections still in their handshake at once; more are closed.
+    pub max_pending_handshakes: usize,
+    /// Quiet time after which a side sends a `Ping` to show it is alive.
+    pub keepalive_interval: Duration,
+    /// Silence from the other side after which it is declared vanished.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_len: 65_536,
+            max_text_len: 16_384,
+            max_name_len: 32,
+            max_outbound_bytes: 512 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            max_clients: 256,
+            max_pending_handshakes: 1024,
+            keepalive_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+        }
+    }
+}

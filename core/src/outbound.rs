@@ -1,0 +1,107 @@
+//! The bytes waiting to go out on one connection, with the accounting that bounds them.
+//!
+//! A relay is only as robust as its slowest reader: if bytes for a client that does not
+//! read pile up without limit, one idle laptop can exhaust the server. So every
+//! connection counts what is queued here plus what the driver took but has not yet
+//! confirmed as written ([`Outbound::confirm_written`]); past the limit the owner cuts
+//! the connection off with a reason instead of growing.
+
+use crate::frame::Frame;
+
+/// Outbound buffer of one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    queued: Vec<u8>,
+    in_flight: usize,
+    max: usize,
+}
+
+impl Outbound {
+    pub(crate) fn new(max: usize) -> Self {
+        Outbound {
+            queued: Vec::new(),
+            in_flight: 0,
+            max,
+        }
+    }
+
+    /// Bytes queued or handed to the driver and not yet confirmed written.
+    pub(crate) fn pending(&self) -> usize {
+        self.queued.len() + self.in_flight
+    }
+
+    /// Queues a frame whatever the bound; for the few frames that must go out (a final
+    /// `Close`, a handshake reply) and for callers that checked the room first.
+    pub(crate) fn push(&mut self, frame: &Frame) {
+        frame.encode(&mut self.queued);
+    }
+
+    /// Queues raw bytes (the magic, a plain-text notice) whatever the bound.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        self.queued.extend_from_slice(bytes);
+    }
+
+    /// Queues a frame only if it fits under the bound; returns whether it did.
+    pub(crate) fn try_push(&mut self, frame: &Frame) -> bool {
+        let before = self.queued.len();
+        frame.encode(&mut self.queued);
+        if self.pending() > self.max {
+            self.queued.truncate(before);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Drops everything not yet handed to the driver (used when cutting off a
+    /// connection, so that its `Close` is the next thing it reads).
+    pub(crate) fn discard_queued(&mut self) -> usize {
+        let n = self.queued.len();
+        self.queued.clear();
+        n
+    }
+
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// Hands all queued bytes to the driver as one batch (one write, not one per frame).
+    pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
+        if self.queued.is_empty() {
+            return None;
+        }
+        let bytes = core::mem::take(&mut self.queued);
+        self.in_flight += bytes.len();
+        Some(bytes)
+    }
+
+    /// The driver wrote `n` bytes of what it took.
+    pub(crate) fn confirm_written(&mut self, n: usize) {
+        self.in_flight = self.in_flight.saturating_sub(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_bytes_count_against_the_bound_until_confirmed() {
+        let mut out = Outbound::new(30);
+        assert!(out.try_push(&Frame::Ping(1))); // 13 bytes
+        let batch = out.take().unwrap();
+        assert_eq!(out.pending(), batch.len());
+        assert!(out.try_push(&Frame::Ping(2)));
+        assert!(!out.try_push(&Frame::Ping(3)), "13 + 13 + 13 > 30");
+        out.confirm_written(batch.len());
+        assert!(out.try_push(&Frame::Ping(3)));
+    }
+
+    #[test]
+    fn a_refused_frame_leaves_the_queue_as_it_was() {
+        let mut out = Outbound::new(20);
+        assert!(out.try_push(&Frame::Ping(1)));
+        assert!(!out.try_push(&Frame::Ping(2)));
+        assert_eq!(out.take().unwrap(), Frame::Ping(1).to_bytes());
+    }
+}

@@ -1,0 +1,400 @@
+//! [`Peer`]: one side of a direct two-person conversation.
+//!
+//! The connecting side speaks first; the accepting side stays silent until the
+//! connector's magic has arrived (so that a stream that is not p2pchat never gets
+//! binary back), then answers with its own magic and `Hello`. Both can type from the
+//! first moment: what is typed before the handshake is queued behind our `Hello`.
+//!
+//! Exit is a half-close: my `exit` ends my sending, I keep receiving; when both sides
+//! have said exit the conversation ends cleanly and both close. Keepalive notices a
+//! peer that vanished without closing.
+
+use std::collections::VecDeque;
+
+use crate::error::{ErrorCode, SendError};
+use crate::frame::{ErrorReport, Frame, Hello, Payload, PayloadKind, Role};
+use crate::handshake::{negotiate_version, our_hello, validate_name};
+use crate::keepalive::KeepaliveAction;
+use crate::limits::Limits;
+use crate::link::{Link, LinkState};
+use crate::time::Timestamp;
+
+/// Which end of the TCP connection this peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSide {
+    /// It dialled (`p2pchat connect`): speaks first.
+    Connector,
+    /// It accepted (`p2pchat listen`): answers once the other side has spoken.
+    Acceptor,
+}
+
+/// What one side of a direct conversation should show its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The handshake completed.
+    Connected {
+        /// The other side's nickname.
+        name: String,
+        /// The protocol version agreed.
+        version: u16,
+    },
+    /// A chat message from the other side.
+    Message {
+        /// Its sequence number.
+        seq: u64,
+        /// The text.
+        text: String,
+    },
+    /// A message with a payload kind this version does not know; ignored.
+    UnsupportedPayload {
+        /// The kind byte.
+        kind: u8,
+    },
+    /// The other side said `exit`: it will send no more, but still reads.
+    PeerExited,
+    /// The other side reported a problem with something we sent.
+    Error(ErrorReport),
+    /// Both sides said exit: the conversation is over and the connection closes.
+    Finished,
+    /// The conversation ended otherwise: the peer vanished, closed, or broke the protocol.
+    Disconnected {
+        /// Why.
+        code: ErrorCode,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// The direct-chat state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    limits: Limits,
+    link: Link,
+    /// The other side's `Hello`, once it arrived.
+    remote: Option<Hello>,
+    we_exited: bool,
+    they_exited: bool,
+    next_seq: u64,
+    last_remote_seq: u64,
+    over: bool,
+    events: VecDeque<PeerEvent>,
+}
+
+impl Peer {
+    /// One side of a conversation, introducing itself as `name` (may be empty).
+    pub fn new(side: PeerSide, name: &str, limits: Limits, now: Timestamp) -> Result<Self, String> {
+        validate_name(name, limits.max_name_len)?;
+        let mut link = Link::new(&limits, now, side == PeerSide::Connector);
+        link.send(&Frame::Hello(our_hello(Role::DirectPeer, name)), now);
+        Ok(Peer {
+            limits,
+            link,
+            remote: None,
+            we_exited: false,
+            they_exited: false,
+            next_seq: 1,
+            last_remote_seq: 0,
+            over: false,
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The other side's nickname, once known.
+    pub fn remote_name(&self) -> Option<&str> {
+        self.remote.as_ref().map(|h| h.name.as_str())
+    }
+
+    /// Whether we said `exit`.
+    pub fn has_exited(&self) -> bool {
+        self.we_exited
+    }
+
+    /// Whether the other side said `exit`.
+    pub fn peer_has_exited(&self) -> bool {
+        self.they_exited
+    }
+
+    /// Whether the conversation is over (finished or disconnected).
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// Whether a message of `len` bytes fits in the outbound queue now.
+    pub fn has_room_for(&self, len: usize) -> bool {
+        self.link.pending() + len + 64 <= self.limits.max_outbound_bytes
+    }
+
+    /// Sends a chat message; returns its sequence number.
+    pub fn send_chat(&mut self, text: &str, now: Timestamp) -> Result<u64, SendError> {
+        if text.len() > self.limits.max_text_len {
+            return Err(SendError::MessageTooLong {
+                len: text.len(),
+                max: self.limits.max_text_len,
+            });
+        }
+        if self.over || !self.link.is_open() {
+            return Err(SendError::Closed);
+        }
+        if self.we_exited {
+            return Err(SendError::AlreadyExited);
+        }
+        let seq = self.next_seq;
+        let frame = Frame::Message {
+            seq,
+            payload: Payload::text(text),
+        };
+        if !self.link.try_send(&frame, now) {
+            return Err(SendError::QueueFull {
+                pending: self.link.pending(),
+            });
+        }
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Says `exit`: we send no more messages; we keep receiving until the other side
+    /// says exit too. Idempotent.
+    pub fn exit(&mut self, now: Timestamp) {
+        if self.we_exited || !self.link.is_open() {
+            return;
+        }
+        self.we_exited = true;
+        self.link.send(&Frame::Exit, now);
+        self.finish_if_both_exited();
+    }
+
+    /// Leaves now without waiting for the other side (Ctrl-C): tells it and closes.
+    pub fn leave(&mut self, _now: Timestamp) {
+        if self.link.is_open() {
+            self.link
+                .close(ErrorCode::Normal, "the other side left the conversation");
+            self.end(PeerEvent::Disconnected {
+                code: ErrorCode::Normal,
+                reason: "you left the conversation".into(),
+            });
+        }
+    }
+
+    /// Bytes arrived from the other side.
+    pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
+        self.link.feed(bytes, now);
+        loop {
+            match self.link.next_frame() {
+                Ok(Some(frame)) => self.on_frame(frame, now),
+                Ok(None) => break,
+                Err(err) => {
+                    let reason = format!("the other side sent something unreadable: {err}");
+                    self.fail(err.code(), reason);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The driver wrote `n` bytes of what `poll_transmit` gave it.
+    pub fn handle_written(&mut self, n: usize) {
+        self.link.confirm_written(n);
+    }
+
+    /// The transport connection ended.
+    pub fn handle_closed(&mut self, _now: Timestamp) {
+        let was = self.link.state();
+        self.link.transport_closed();
+        if was == LinkState::Closed || self.over {
+            return;
+        }
+        let reason = if self.they_exited {
+            "the other side closed the connection after saying exit"
+        } else {
+            "the connection to the other side was lost"
+        };
+        self.end(PeerEvent::Disconnected {
+            code: ErrorCode::ConnectionLost,
+            reason: reason.into(),
+        });
+    }
+
+    /// Time passed: keepalive and vanished-peer detection.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let KeepaliveAction::Expired = self.link.poll_keepalive(now) {
+            let reason = self.link.silence_message();
+            self.link.finish();
+            self.end(PeerEvent::Disconnected {
+                code: ErrorCode::PeerTimeout,
+                reason,
+            });
+        }
+    }
+
+    /// The next bytes to write to the other side.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.link.poll_transmit()
+    }
+
+    /// The next event for the user.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the driver must call `handle_timeout` next, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.link.timeout()
+    }
+
+    /// Whether the driver should close the connection once it has written everything
+    /// `poll_transmit` gave it.
+    pub fn wants_close(&self) -> bool {
+        self.link.wants_close()
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Timestamp) {
+        if self.remote.is_none() {
+            match frame {
+                Frame::Hello(hello) => self.on_hello(hello),
+                Frame::Close { code, message } => {
+                    self.link.finish();
+                    self.end(PeerEvent::Disconnected {
+                        code,
+                        reason: message,
+                    });
+                }
+                Frame::Refused(r) => {
+                    let reason = format!(
+                        "this address is a relay server, use `p2pchat join`: {}",
+                        r.reason
+                    );
+                    self.link.finish();
+                    self.end(PeerEvent::Disconnected {
+                        code: ErrorCode::WrongRole,
+                        reason,
+                    });
+                }
+                other => {
+                    let reason =
+                        format!("{} before Hello: the handshake comes first", other.name());
+                    self.fail(ErrorCode::UnexpectedFrame, reason);
+                }
+            }
+            return;
+        }
+        match frame {
+            Frame::Message { seq, payload } => self.on_message(seq, payload, now),
+            Frame::Exit => {
+                if !self.they_exited {
+                    self.they_exited = true;
+                    self.events.push_back(PeerEvent::PeerExited);
+                    self.finish_if_both_exited();
+                }
+            }
+            Frame::Ping(nonce) => self.link.send(&Frame::Pong(nonce), now),
+            Frame::Pong(_) => {}
+            Frame::Error(report) => self.events.push_back(PeerEvent::Error(report)),
+            Frame::Close { code, message } => {
+                self.link.finish();
+                self.end(PeerEvent::Disconnected {
+                    code,
+                    reason: message,
+                });
+            }
+            other => {
+                let reason = format!("a direct peer may not send {}", other.name());
+                self.fail(ErrorCode::UnexpectedFrame, reason);
+            }
+        }
+    }
+
+    fn on_hello(&mut self, hello: Hello) {
+        if hello.role != Role::DirectPeer {
+            let reason =
+                "a relay client (`p2pchat join`) reached a direct-chat peer; use `p2pchat connect`";
+            self.fail(ErrorCode::WrongRole, reason.into());
+            return;
+        }
+        let version = match negotiate_version(&hello) {
+            Ok(v) => v,
+            Err(why) => {
+                self.fail(ErrorCode::UnsupportedVersion, why);
+                return;
+            }
+        };
+        if let Err(why) = validate_name(&hello.name, self.limits.max_name_len) {
+            self.fail(ErrorCode::InvalidName, format!("the other side's {why}"));
+            return;
+        }
+        self.events.push_back(PeerEvent::Connected {
+            name: hello.name.clone(),
+            version,
+        });
+        self.remote = Some(hello);
+    }
+
+    fn on_message(&mut self, seq: u64, payload: Payload, now: Timestamp) {
+        if self.they_exited {
+            let report = ErrorReport {
+                code: ErrorCode::SendAfterExit,
+                seq,
+                subject: None,
+                message: "you said exit, so your message was not shown".into(),
+            };
+            self.link.send(&Frame::Error(report), now);
+            return;
+        }
+        if seq <= self.last_remote_seq {
+            let report = ErrorReport {
+                code: ErrorCode::BadSequence,
+                seq,
+                subject: None,
+                message: format!(
+                    "sequence number {seq} is not above the previous {}; message not shown",
+                    self.last_remote_seq
+                ),
+            };
+            self.link.send(&Frame::Error(report), now);
+            return;
+        }
+        self.last_remote_seq = seq;
+        match payload.kind {
+            PayloadKind::Text => {
+                if payload.body.len() > self.limits.max_text_len {
+                    let reason = format!(
+                        "the other side sent a message of {} bytes; the limit is {}",
+                        payload.body.len(),
+                        self.limits.max_text_len
+                    );
+                    self.fail(ErrorCode::MessageTooLong, reason);
+                    return;
+                }
+                match String::from_utf8(payload.body) {
+                    Ok(text) => self.events.push_back(PeerEvent::Message { seq, text }),
+                    Err(_) => self.fail(
+                        ErrorCode::InvalidUtf8,
+                        "the other side sent text that is not valid UTF-8".into(),
+                    ),
+                }
+            }
+            PayloadKind::Other(kind) => self
+                .events
+                .push_back(PeerEvent::UnsupportedPayload { kind }),
+        }
+    }
+
+    fn finish_if_both_exited(&mut self) {
+        if self.we_exited && self.they_exited && !self.over {
+            self.link.finish();
+            self.end(PeerEvent::Finished);
+        }
+    }
+
+    /// The other side broke the protocol: tell it why, close, and tell the user.
+    fn fail(&mut self, code: ErrorCode, reason: String) {
+        self.link.close(code, &reason);
+        self.end(PeerEvent::Disconnected { code, reason });
+    }
+
+    fn end(&mut self, event: PeerEvent) {
+        if !self.over {
+            self.over = true;
+            self.events.push_back(event);
+        }
+    }
+}

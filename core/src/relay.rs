@@ -1,0 +1,807 @@
+//! [`RelayServer`]: the relay's state machine, for any number of connections.
+//!
+//! It admits clients (at most `max_clients` at once), gives them IDs 0, 1, 2, ... in
+//! admission order, routes each `Chat` to exactly the client it names (or to everyone),
+//! answers a chat to an ID that is not online with an `Error` naming that ID, keeps
+//! everyone's roster current, and cuts off a connection that breaks the protocol or
+//! cannot keep up — that connection alone.
+//!
+//! The driver owns the sockets: it reports what happens with `handle_*` calls and
+//! carries out what the server asks through `poll_*` calls. See `docs/PROTOCOL.md`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+
+use crate::decode::FrameDecoder;
+use crate::error::{DecodeError, ErrorCode};
+use crate::frame::{ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome};
+use crate::handshake::{CAPABILITIES, negotiate_version, validate_name};
+use crate::id::{ClientId, ConnId};
+use crate::limits::{Limits, MAGIC};
+use crate::outbound::Outbound;
+use crate::time::Timestamp;
+
+/// Bytes for one connection that the driver should write, in order, as one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The connection to write to.
+    pub conn: ConnId,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What happened on the server, for its log. Carries no message contents: the
+/// operator learns who came and went and why, never what was said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A client completed the handshake and got an ID.
+    Admitted {
+        /// Its connection.
+        conn: ConnId,
+        /// Its new ID.
+        id: ClientId,
+        /// Its nickname.
+        name: String,
+    },
+    /// A connection was turned away during the handshake.
+    Refused {
+        /// The connection.
+        conn: ConnId,
+        /// Why, as a code.
+        code: ErrorCode,
+        /// Why, as sent to the client.
+        reason: String,
+    },
+    /// A client said `exit`: it sends no more but still receives.
+    Exited {
+        /// The client.
+        id: ClientId,
+    },
+    /// An admitted client is gone.
+    Left {
+        /// Its connection.
+        conn: ConnId,
+        /// Its ID, never to be reused.
+        id: ClientId,
+        /// Why: `Normal`, `ConnectionLost`, `SlowConsumer`, a protocol error, ...
+        code: ErrorCode,
+        /// The details, in words.
+        detail: String,
+    },
+    /// A connection that never completed the handshake was closed.
+    Dropped {
+        /// The connection.
+        conn: ConnId,
+        /// Why, as a code.
+        code: ErrorCode,
+        /// Why, in words.
+        detail: String,
+    },
+}
+
+/// Where one connection is in its life.
+#[derive(Debug, Clone)]
+enum ConnState {
+    /// Waiting for magic and `Hello` until the deadline.
+    Handshaking { deadline: Timestamp },
+    /// Admitted as a client.
+    Admitted(Client),
+    /// The server decided to close it; its last bytes may still be queued.
+    Closing,
+}
+
+/// An admitted client's state.
+#[derive(Debug, Clone)]
+struct Client {
+    id: ClientId,
+    name: String,
+    exited: bool,
+    last_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Connection {
+    decoder: FrameDecoder,
+    out: Outbound,
+    state: ConnState,
+    /// Whether our magic has been queued (only after theirs arrived: a stream that
+    /// turns out not to be p2pchat must not be answered with binary).
+    magic_sent: bool,
+    /// Whether the connection sits in the server's ready queue.
+    in_ready: bool,
+}
+
+/// The relay server state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct RelayServer {
+    limits: Limits,
+    next_conn: u64,
+    next_client: u32,
+    conns: BTreeMap<ConnId, Connection>,
+    /// Admitted clients in ID order: the routing table.
+    clients: BTreeMap<ClientId, ConnId>,
+    deadlines: BTreeSet<(Timestamp, ConnId)>,
+    ready: VecDeque<ConnId>,
+    closes: VecDeque<ConnId>,
+    events: VecDeque<ServerEvent>,
+    /// Connections whose queue overflowed and that must be cut off.
+    overflowed: Vec<ConnId>,
+    shutting_down: bool,
+}
+
+/// How many online IDs an "unknown recipient" error lists before it stops.
+const MAX_IDS_LISTED: usize = 20;
+
+impl RelayServer {
+    /// A server with these limits and no connections.
+    pub fn new(limits: Limits) -> Self {
+        RelayServer {
+            limits,
+            next_conn: 0,
+            next_client: 0,
+            conns: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            ready: VecDeque::new(),
+            closes: VecDeque::new(),
+            events: VecDeque::new(),
+            overflowed: Vec::new(),
+            shutting_down: false,
+        }
+    }
+
+    /// The limits this server enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Clients admitted and still connected.
+    pub fn online(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Connections still in their handshake.
+    pub fn pending_handshakes(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// The client ID of a connection, if it was admitted and is still connected.
+    pub fn client_id(&self, conn: ConnId) -> Option<ClientId> {
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Admitted(client)) => Some(client.id),
+            _ => None,
+        }
+    }
+
+    /// Bytes queued or in flight towards a connection (0 for an unknown one).
+    pub fn pending_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.out.pending())
+    }
+
+    /// A new transport connection arrived. Returns its handle for all later calls.
+    ///
+    /// When too many handshakes are pending, or the server is shutting down, the
+    /// connection is closed at once (see `poll_close`).
+    pub fn handle_connected(&mut self, now: Timestamp) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let deadline = now + self.limits.handshake_timeout;
+        self.conns.insert(
+            conn,
+            Connection {
+                decoder: FrameDecoder::new(self.limits.max_frame_len),
+                out: Outbound::new(self.limits.max_outbound_bytes),
+                state: ConnState::Handshaking { deadline },
+                magic_sent: false,
+                in_ready: false,
+            },
+        );
+        self.deadlines.insert((deadline, conn));
+        if self.shutting_down {
+            self.drop_pending(
+                conn,
+                ErrorCode::ServerShutdown,
+                "the server is shutting down",
+            );
+        } else if self.deadlines.len() > self.limits.max_pending_handshakes {
+            let detail = format!(
+                "{} connections are already in their handshake",
+                self.limits.max_pending_handshakes
+            );
+            self.drop_pending(conn, ErrorCode::TooManyHandshakes, &detail);
+        }
+        conn
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Timestamp) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.state, ConnState::Closing) {
+            return;
+        }
+        c.decoder.push(bytes);
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if matches!(c.state, ConnState::Closing) {
+                return;
+            }
+            let next = c.decoder.next_frame();
+            if c.decoder.magic_seen() && !c.magic_sent {
+                c.magic_sent = true;
+                c.out.push_bytes(&MAGIC);
+                self.mark_ready(conn);
+            }
+            match next {
+                Ok(Some(frame)) => self.on_frame(conn, frame, now),
+                Ok(None) => break,
+                Err(err) => {
+                    self.on_decode_error(conn, &err);
+                    break;
+                }
+            }
+        }
+        self.cut_off_overflowed();
+    }
+
+    /// The driver wrote `n` bytes of what `poll_transmit` gave it for `conn`.
+    pub fn handle_written(&mut self, conn: ConnId, n: usize) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.confirm_written(n);
+        }
+    }
+
+    /// The transport connection ended (EOF, reset, or the close the server asked for).
+    /// The handle is forgotten afterwards.
+    pub fn handle_closed(&mut self, conn: ConnId, _now: Timestamp) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        match c.state {
+            ConnState::Handshaking { deadline } => {
+                self.deadlines.remove(&(deadline, conn));
+                self.events.push_back(ServerEvent::Dropped {
+                    conn,
+                    code: ErrorCode::ConnectionLost,
+                    detail: "closed before completing the handshake".into(),
+                });
+            }
+            ConnState::Admitted(client) => {
+                self.clients.remove(&client.id);
+                let (code, detail) = if client.exited {
+                    (ErrorCode::Normal, "left after saying exit".to_owned())
+                } else {
+                    (
+                        ErrorCode::ConnectionLost,
+                        "connection closed without exit".to_owned(),
+                    )
+                };
+                self.announce_left(conn, client.id, code, detail);
+                self.cut_off_overflowed();
+            }
+            ConnState::Closing => {}
+        }
+    }
+
+    /// Time passed: expire handshakes whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(deadline, conn)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let secs = self.limits.handshake_timeout.as_secs_f64();
+            let detail = format!("no complete handshake within {secs} s");
+            self.drop_pending(conn, ErrorCode::HandshakeTimeout, &detail);
+        }
+    }
+
+    /// Begins an orderly shutdown: every connection is told why and closed; new
+    /// connections are closed at once.
+    pub fn shutdown(&mut self, _now: Timestamp) {
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            match self.conns.get(&conn).map(|c| &c.state) {
+                Some(ConnState::Handshaking { .. }) => {
+                    self.drop_pending(
+                        conn,
+                        ErrorCode::ServerShutdown,
+                        "the server is shutting down",
+                    );
+                }
+                Some(ConnState::Admitted(_)) => {
+                    self.close_client(
+                        conn,
+                        ErrorCode::ServerShutdown,
+                        "the server is shutting down".into(),
+                        false,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next batch of bytes to write, one connection at a time, in the order the
+    /// connections became ready. Drain this before `poll_close`.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        while let Some(conn) = self.ready.pop_front() {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            c.in_ready = false;
+            if let Some(bytes) = c.out.take() {
+                return Some(Transmit { conn, bytes });
+            }
+        }
+        None
+    }
+
+    /// A connection the driver should close after writing the bytes already polled
+    /// for it. The driver then reports `handle_closed`.
+    pub fn poll_close(&mut self) -> Option<ConnId> {
+        self.closes.pop_front()
+    }
+
+    /// The next event for the server's log.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the driver must call `handle_timeout` next, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|&(deadline, _)| deadline)
+    }
+
+    // ----- frames -------------------------------------------------------------------
+
+    fn on_frame(&mut self, conn: ConnId, frame: Frame, now: Timestamp) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match &mut c.state {
+            ConnState::Closing => {}
+            ConnState::Handshaking { .. } => match frame {
+                Frame::Hello(hello) => self.on_hello(conn, hello, now),
+                other => {
+                    let detail =
+                        format!("{} before Hello: the handshake comes first", other.name());
+                    self.drop_pending(conn, ErrorCode::UnexpectedFrame, &detail);
+                }
+            },
+            ConnState::Admitted(client) => {
+                let from = client.id;
+                match frame {
+                    Frame::Chat { to, seq, payload } => self.on_chat(conn, from, to, seq, payload),
+                    Frame::Who => {
+                        let roster = Frame::Roster(self.roster());
+                        self.enqueue(conn, &roster);
+                    }
+                    Frame::Exit => self.on_exit(conn),
+                    Frame::Ping(nonce) => self.enqueue(conn, &Frame::Pong(nonce)),
+                    Frame::Pong(_) | Frame::Error(_) => {}
+                    Frame::Close { .. } => {
+                        let detail = "closed by the client".to_owned();
+                        self.close_client(conn, ErrorCode::Normal, detail, true);
+                    }
+                    other => {
+                        let detail = format!("a client may not send {} to the relay", other.name());
+                        self.close_client(conn, ErrorCode::UnexpectedFrame, detail, false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, conn: ConnId, hello: Hello, _now: Timestamp) {
+        let refusal = self.admission_refusal(&hello);
+        if let Some((code, reason)) = refusal {
+            let refused = Frame::Refused(Refused {
+                code,
+                online: self.online() as u32,
+                limit: self.limits.max_clients,
+                reason: reason.clone(),
+            });
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.out.push(&refused);
+            }
+            self.events
+                .push_back(ServerEvent::Refused { conn, code, reason });
+            self.begin_close(conn);
+            return;
+        }
+        let version = negotiate_version(&hello).unwrap_or(1);
+        let id = ClientId(self.next_client);
+        self.next_client += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let ConnState::Handshaking { deadline } = c.state {
+            self.deadlines.remove(&(deadline, conn));
+        }
+        c.state = ConnState::Admitted(Client {
+            id,
+            name: hello.name.clone(),
+            exited: false,
+            last_seq: 0,
+        });
+        c.out.push(&Frame::Welcome(Welcome {
+            version,
+            capabilities: hello.capabilities & CAPABILITIES,
+            client_id: id,
+            max_clients: self.limits.max_clients,
+        }));
+        self.clients.insert(id, conn);
+        let roster = Frame::Roster(self.roster());
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.push(&roster);
+        }
+        self.mark_ready(conn);
+        self.events.push_back(ServerEvent::Admitted {
+            conn,
+            id,
+            name: hello.name.clone(),
+        });
+        self.notify_others(
+            id,
+            &Frame::Joined {
+                id,
+                name: hello.name,
+            },
+        );
+    }
+
+    /// Why a `Hello` cannot be admitted, if it cannot.
+    fn admission_refusal(&self, hello: &Hello) -> Option<(ErrorCode, String)> {
+        if hello.role != Role::RelayClient {
+            return Some((
+                ErrorCode::WrongRole,
+                "this is a p2pchat relay server: join it with `p2pchat join`, not `p2pchat connect`".into(),
+            ));
+        }
+        if let Err(why) = negotiate_version(hello) {
+            return Some((ErrorCode::UnsupportedVersion, why));
+        }
+        if let Err(why) = validate_name(&hello.name, self.limits.max_name_len) {
+            return Some((ErrorCode::InvalidName, why));
+        }
+        if self.shutting_down {
+            return Some((
+                ErrorCode::ServerShutdown,
+                "the server is shutting down".into(),
+            ));
+        }
+        let online = self.online();
+        if online >= self.limits.max_clients as usize {
+            return Some((
+                ErrorCode::ServerFull,
+                format!(
+                    "server full: {online} of {} clients connected; try again later",
+                    self.limits.max_clients
+                ),
+            ));
+        }
+        None
+    }
+
+    fn on_chat(
+        &mut self,
+        conn: ConnId,
+        from: ClientId,
+        to: ClientId,
+        seq: u64,
+        payload: crate::frame::Payload,
+    ) {
+        if let Some(problem) = self.check_text(&payload) {
+            let (code, detail) = problem;
+            self.close_client(conn, code, detail, false);
+            return;
+        }
+        let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        if client.exited {
+            let report = error_report(
+                ErrorCode::SendAfterExit,
+                seq,
+                Some(to),
+                "you said exit, so the relay accepts no more messages from you".into(),
+            );
+            self.enqueue(conn, &report);
+            return;
+        }
+        if seq <= client.last_seq {
+            let message = format!(
+                "sequence number {seq} is not above the previous {}; message not delivered",
+                client.last_seq
+            );
+            let report = error_report(ErrorCode::BadSequence, seq, Some(to), message);
+            self.enqueue(conn, &report);
+            return;
+        }
+        client.last_seq = seq;
+
+        if to.is_broadcast() {
+            let recipients: Vec<(ClientId, ConnId)> = self
+                .clients
+                .iter()
+                .filter(|&(&id, _)| id != from)
+                .map(|(&id, &c)| (id, c))
+                .collect();
+            if recipients.is_empty() {
+                let report = error_report(
+                    ErrorCode::NoRecipients,
+                    seq,
+                    None,
+                    "nobody else is online to receive this message".into(),
+                );
+                self.enqueue(conn, &report);
+                return;
+            }
+            let deliver = Frame::Deliver {
+                from,
+                to,
+                seq,
+                payload,
+            };
+            for (id, target) in recipients {
+                self.deliver(conn, target, id, seq, &deliver);
+            }
+        } else if let Some(&target) = self.clients.get(&to) {
+            let deliver = Frame::Deliver {
+                from,
+                to,
+                seq,
+                payload,
+            };
+            self.deliver(conn, target, to, seq, &deliver);
+        } else {
+            let message = self.unknown_recipient_message(to);
+            let report = error_report(ErrorCode::UnknownRecipient, seq, Some(to), message);
+            self.enqueue(conn, &report);
+        }
+    }
+
+    /// Routes one `Deliver`; if the recipient's queue is full, the recipient is cut off
+    /// and the sender is told that this message did not get through.
+    fn deliver(&mut self, sender: ConnId, target: ConnId, to: ClientId, seq: u64, deliver: &Frame) {
+        let Some(t) = self.conns.get_mut(&target) else {
+            return;
+        };
+        if t.out.try_push(deliver) {
+            self.mark_ready(target);
+            return;
+        }
+        if !self.overflowed.contains(&target) {
+            self.overflowed.push(target);
+        }
+        if sender != target {
+            let message = format!(
+                "client {to} was disconnected for not reading fast enough; your message {seq} did not reach it"
+            );
+            let report = error_report(ErrorCode::SlowConsumer, seq, Some(to), message);
+            self.enqueue(sender, &report);
+        }
+    }
+
+    fn check_text(&self, payload: &crate::frame::Payload) -> Option<(ErrorCode, String)> {
+        if payload.kind != PayloadKind::Text {
+            return None;
+        }
+        if payload.body.len() > self.limits.max_text_len {
+            return Some((
+                ErrorCode::MessageTooLong,
+                format!(
+                    "a message of {} bytes exceeds the limit of {} bytes",
+                    payload.body.len(),
+                    self.limits.max_text_len
+                ),
+            ));
+        }
+        if core::str::from_utf8(&payload.body).is_err() {
+            return Some((
+                ErrorCode::InvalidUtf8,
+                "message text is not valid UTF-8".into(),
+            ));
+        }
+        None
+    }
+
+    fn on_exit(&mut self, conn: ConnId) {
+        let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        if client.exited {
+            return;
+        }
+        client.exited = true;
+        let id = client.id;
+        self.events.push_back(ServerEvent::Exited { id });
+        self.notify_others(id, &Frame::Exited { id });
+    }
+
+    fn on_decode_error(&mut self, conn: ConnId, err: &DecodeError) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let DecodeError::BadMagic { .. } = err {
+            // Not a p2pchat client: answer in plain text, the only thing it can read.
+            c.out.push_bytes(
+                b"p2pchat: this relay speaks the p2pchat protocol; connect with `p2pchat join`\n",
+            );
+        }
+        let detail = err.to_string();
+        match c.state {
+            ConnState::Admitted(_) => self.close_client(conn, err.code(), detail, false),
+            _ => self.drop_pending(conn, err.code(), &detail),
+        }
+    }
+
+    // ----- closing ------------------------------------------------------------------
+
+    /// Closes a connection still in its handshake, telling it why if it can understand.
+    fn drop_pending(&mut self, conn: ConnId, code: ErrorCode, detail: &str) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let ConnState::Handshaking { deadline } = c.state {
+            self.deadlines.remove(&(deadline, conn));
+        }
+        if c.magic_sent {
+            c.out.push(&Frame::Close {
+                code,
+                message: detail.to_owned(),
+            });
+        }
+        self.events.push_back(ServerEvent::Dropped {
+            conn,
+            code,
+            detail: detail.to_owned(),
+        });
+        self.begin_close(conn);
+    }
+
+    /// Closes an admitted client's connection and tells everybody else it left.
+    /// `orderly` is true when the client itself asked to close.
+    fn close_client(&mut self, conn: ConnId, code: ErrorCode, detail: String, orderly: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let ConnState::Admitted(client) = &c.state else {
+            return;
+        };
+        let id = client.id;
+        if !orderly {
+            if code == ErrorCode::SlowConsumer {
+                // It cannot read what is queued anyway; make the reason the next thing it sees.
+                c.out.discard_queued();
+            }
+            c.out.push(&Frame::Close {
+                code,
+                message: detail.clone(),
+            });
+        }
+        self.clients.remove(&id);
+        self.begin_close(conn);
+        self.announce_left(conn, id, code, detail);
+    }
+
+    fn announce_left(&mut self, conn: ConnId, id: ClientId, code: ErrorCode, detail: String) {
+        self.events.push_back(ServerEvent::Left {
+            conn,
+            id,
+            code,
+            detail,
+        });
+        self.notify_others(id, &Frame::Left { id, code });
+    }
+
+    fn begin_close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if matches!(c.state, ConnState::Closing) {
+                return;
+            }
+            c.state = ConnState::Closing;
+            self.closes.push_back(conn);
+            self.mark_ready(conn);
+        }
+    }
+
+    /// Cuts off every connection whose queue overflowed, including those that overflow
+    /// on the departure notices this sends (hence the loop).
+    fn cut_off_overflowed(&mut self) {
+        while let Some(conn) = self.overflowed.pop() {
+            let limit = self.limits.max_outbound_bytes;
+            let detail = format!(
+                "disconnected for not reading fast enough: more than {limit} bytes were waiting for you"
+            );
+            self.close_client(conn, ErrorCode::SlowConsumer, detail, false);
+        }
+    }
+
+    // ----- helpers ------------------------------------------------------------------
+
+    fn roster(&self) -> Vec<RosterEntry> {
+        self.clients
+            .values()
+            .filter_map(|conn| match &self.conns.get(conn)?.state {
+                ConnState::Admitted(c) => Some(RosterEntry {
+                    id: c.id,
+                    exited: c.exited,
+                    name: c.name.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sends a notice to every admitted client except `about`.
+    fn notify_others(&mut self, about: ClientId, frame: &Frame) {
+        let targets: Vec<ConnId> = self
+            .clients
+            .iter()
+            .filter(|&(&id, _)| id != about)
+            .map(|(_, &conn)| conn)
+            .collect();
+        for conn in targets {
+            self.enqueue(conn, frame);
+        }
+    }
+
+    /// Queues a frame for a connection under its bound; marks it for cut-off if full.
+    fn enqueue(&mut self, conn: ConnId, frame: &Frame) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.state, ConnState::Closing) {
+            return;
+        }
+        if c.out.try_push(frame) {
+            self.mark_ready(conn);
+        } else if !self.overflowed.contains(&conn) {
+            self.overflowed.push(conn);
+        }
+    }
+
+    fn mark_ready(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.in_ready
+            && c.out.has_queued()
+        {
+            c.in_ready = true;
+            self.ready.push_back(conn);
+        }
+    }
+
+    fn unknown_recipient_message(&self, to: ClientId) -> String {
+        let mut message = format!("no client with ID {to} is online");
+        if self.clients.is_empty() {
+            return message;
+        }
+        message.push_str("; online: ");
+        for (i, id) in self.clients.keys().take(MAX_IDS_LISTED).enumerate() {
+            if i > 0 {
+                message.push_str(", ");
+            }
+            let _ = write!(message, "{id}");
+        }
+        if self.clients.len() > MAX_IDS_LISTED {
+            let _ = write!(message, " and {} more", self.clients.len() - MAX_IDS_LISTED);
+        }
+        message
+    }
+}
+
+fn error_report(code: ErrorCode, seq: u64, subject: Option<ClientId>, message: String) -> Frame {
+    Frame::Error(ErrorReport {
+        code,
+        seq,
+        subject,
+        message,
+    })
+}

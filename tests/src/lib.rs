@@ -1,0 +1,1 @@
+//! Placeholder: cross-crate scenario tests arrive with the simulator issue.

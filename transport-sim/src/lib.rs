@@ -1,0 +1,1 @@
+//! Placeholder: the simulated network arrives with its own issue.
