@@ -25,6 +25,8 @@ mod link;
 mod outbound;
 mod peer;
 mod relay;
+#[cfg(test)]
+mod test_support;
 mod time;
 mod wire;
 

@@ -105,10 +105,12 @@ impl Link {
         frame
     }
 
-    /// Queues a `Close` saying why and stops reading and sending.
+    /// Queues a `Close` saying why and stops reading and sending. A side that has not
+    /// spoken yet (an acceptor facing a stream that is not p2pchat) sends nothing.
     pub(crate) fn close(&mut self, code: ErrorCode, message: &str) {
-        if self.is_open() {
-            self.gate_open = true;
+        if self.is_open() && !self.gate_open {
+            self.state = LinkState::Closing;
+        } else if self.is_open() {
             self.out.push(&Frame::Close {
                 code,
                 message: message.to_owned(),

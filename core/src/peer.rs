@@ -398,3 +398,253 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::time::Duration;
+
+    /// Two peers joined by an in-memory pipe.
+    struct Pair {
+        a: Peer,
+        b: Peer,
+        a_events: Vec<PeerEvent>,
+        b_events: Vec<PeerEvent>,
+        now: Timestamp,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let now = Timestamp::ZERO;
+            Pair {
+                a: Peer::new(PeerSide::Connector, "ann", Limits::default(), now).unwrap(),
+                b: Peer::new(PeerSide::Acceptor, "bob", Limits::default(), now).unwrap(),
+                a_events: Vec::new(),
+                b_events: Vec::new(),
+                now,
+            }
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some(bytes) = self.a.poll_transmit() {
+                    moved = true;
+                    self.a.handle_written(bytes.len());
+                    self.b.handle_bytes(&bytes, self.now);
+                }
+                while let Some(bytes) = self.b.poll_transmit() {
+                    moved = true;
+                    self.b.handle_written(bytes.len());
+                    self.a.handle_bytes(&bytes, self.now);
+                }
+                self.a_events
+                    .extend(std::iter::from_fn(|| self.a.poll_event()));
+                self.b_events
+                    .extend(std::iter::from_fn(|| self.b.poll_event()));
+                if !moved {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn texts(events: &[PeerEvent]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::Message { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_acceptor_waits_for_the_connector_to_speak_first() {
+        let mut p = Pair::new();
+        assert!(
+            p.b.poll_transmit().is_none(),
+            "acceptor silent before the magic"
+        );
+        p.pump();
+        assert!(p.a_events.contains(&PeerEvent::Connected {
+            name: "bob".into(),
+            version: 1
+        }));
+        assert!(p.b_events.contains(&PeerEvent::Connected {
+            name: "ann".into(),
+            version: 1
+        }));
+    }
+
+    #[test]
+    fn both_type_at_once_including_before_the_handshake() {
+        let mut p = Pair::new();
+        let now = p.now;
+        p.a.send_chat("early from ann", now).unwrap();
+        p.b.send_chat("early from bob", now).unwrap();
+        p.pump();
+        p.a.send_chat("two", now).unwrap();
+        p.b.send_chat("deux", now).unwrap();
+        p.pump();
+        assert_eq!(texts(&p.b_events), ["early from ann", "two"]);
+        assert_eq!(texts(&p.a_events), ["early from bob", "deux"]);
+    }
+
+    #[test]
+    fn exit_is_a_half_close_in_either_order() {
+        for a_first in [true, false] {
+            let mut p = Pair::new();
+            let now = p.now;
+            p.pump();
+            let (first, second) = if a_first {
+                (&mut p.a, &mut p.b)
+            } else {
+                (&mut p.b, &mut p.a)
+            };
+            first.exit(now);
+            assert_eq!(first.send_chat("nope", now), Err(SendError::AlreadyExited));
+            second.send_chat("I can still talk", now).unwrap();
+            p.pump();
+            let (first_events, second_events) = if a_first {
+                (&p.a_events, &p.b_events)
+            } else {
+                (&p.b_events, &p.a_events)
+            };
+            assert_eq!(
+                texts(first_events),
+                ["I can still talk"],
+                "the exited side still receives"
+            );
+            assert!(second_events.contains(&PeerEvent::PeerExited));
+            assert!(!p.a.wants_close() && !p.b.wants_close());
+            if a_first {
+                p.b.exit(now)
+            } else {
+                p.a.exit(now)
+            }
+            p.pump();
+            for (peer, events) in [(&p.a, &p.a_events), (&p.b, &p.b_events)] {
+                assert!(peer.wants_close() && peer.is_over());
+                assert_eq!(events.last(), Some(&PeerEvent::Finished));
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_that_vanishes_is_detected_by_keepalive() {
+        let mut p = Pair::new();
+        p.pump();
+        let limits = Limits::default();
+        let t = p.now + limits.keepalive_interval;
+        assert_eq!(p.a.poll_timeout(), Some(t));
+        p.a.handle_timeout(t);
+        let ping = p.a.poll_transmit().expect("a ping after a quiet interval");
+        p.b.handle_bytes(&ping, t);
+        let pong = p.b.poll_transmit().expect("a pong");
+        p.a.handle_bytes(&pong, t);
+        // Now b goes silent for good.
+        let dead = t + limits.idle_timeout;
+        p.a.handle_timeout(dead - Duration::from_micros(1));
+        assert!(!p.a.is_over());
+        p.a.handle_timeout(dead);
+        let events: Vec<_> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert!(matches!(
+            events.last(),
+            Some(PeerEvent::Disconnected {
+                code: ErrorCode::PeerTimeout,
+                ..
+            })
+        ));
+        assert!(p.a.wants_close());
+    }
+
+    #[test]
+    fn a_lost_connection_before_both_exits_is_reported() {
+        let mut p = Pair::new();
+        p.pump();
+        p.a.handle_closed(p.now);
+        let events: Vec<_> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert!(matches!(
+            events.last(),
+            Some(PeerEvent::Disconnected {
+                code: ErrorCode::ConnectionLost,
+                ..
+            })
+        ));
+        assert_eq!(p.a.send_chat("hello?", p.now), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn a_relay_client_dialling_a_peer_is_told_it_has_the_wrong_role() {
+        let now = Timestamp::ZERO;
+        let mut listener = Peer::new(PeerSide::Acceptor, "", Limits::default(), now).unwrap();
+        let mut client = crate::RelayClient::new("", Limits::default(), now).unwrap();
+        let hello = client.poll_transmit().unwrap();
+        listener.handle_bytes(&hello, now);
+        let events: Vec<_> = std::iter::from_fn(|| listener.poll_event()).collect();
+        assert!(matches!(
+            events.as_slice(),
+            [PeerEvent::Disconnected {
+                code: ErrorCode::WrongRole,
+                ..
+            }]
+        ));
+        let answer = listener.poll_transmit().unwrap();
+        client.handle_bytes(&answer, now);
+        let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(
+            matches!(
+                events.last(),
+                Some(crate::ClientEvent::Disconnected {
+                    code: ErrorCode::WrongRole,
+                    ..
+                })
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_from_the_peer_closes_with_its_code() {
+        let mut p = Pair::new();
+        p.pump();
+        let bad = Frame::Message {
+            seq: 1,
+            payload: Payload {
+                kind: PayloadKind::Text,
+                body: vec![0xFF, 0xFE],
+            },
+        };
+        p.b.handle_bytes(&bad.to_bytes(), p.now);
+        let events: Vec<_> = std::iter::from_fn(|| p.b.poll_event()).collect();
+        assert!(matches!(
+            events.as_slice(),
+            [PeerEvent::Disconnected {
+                code: ErrorCode::InvalidUtf8,
+                ..
+            }]
+        ));
+        assert!(p.b.wants_close());
+    }
+
+    #[test]
+    fn a_stream_that_is_not_p2pchat_gets_no_binary_answer() {
+        let now = Timestamp::ZERO;
+        let mut listener = Peer::new(PeerSide::Acceptor, "", Limits::default(), now).unwrap();
+        listener.handle_bytes(b"hello\n", now);
+        let events: Vec<_> = std::iter::from_fn(|| listener.poll_event()).collect();
+        assert!(matches!(
+            events.as_slice(),
+            [PeerEvent::Disconnected {
+                code: ErrorCode::BadMagic,
+                ..
+            }]
+        ));
+        let reply = listener.poll_transmit().unwrap_or_default();
+        assert!(
+            !reply.starts_with(&crate::MAGIC),
+            "no handshake sent to a text peer"
+        );
+    }
+}

@@ -805,3 +805,497 @@ fn error_report(code: ErrorCode, seq: u64, subject: Option<ClientId>, message: S
         message,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Payload;
+    use crate::test_support::Wire;
+    use crate::{ClientEvent, FrameDecoder, MAGIC, PROTOCOL_VERSION};
+    use core::time::Duration;
+
+    const T: Timestamp = Timestamp::ZERO;
+
+    fn limits(max_clients: u32) -> Limits {
+        Limits {
+            max_clients,
+            ..Limits::default()
+        }
+    }
+
+    /// Everything the server queued for `conn`, decoded (after its magic).
+    fn frames_for(server: &mut RelayServer, conn: ConnId) -> Vec<Frame> {
+        let mut bytes = Vec::new();
+        let mut others = Vec::new();
+        while let Some(t) = server.poll_transmit() {
+            if t.conn == conn {
+                bytes.extend_from_slice(&t.bytes);
+            } else {
+                others.push(t);
+            }
+        }
+        decode_all(&bytes)
+    }
+
+    /// Like `frames_for`, but delivers what the server sent to the wire's other clients.
+    fn frames_for_in(w: &mut Wire, conn: ConnId) -> Vec<Frame> {
+        let mut bytes = Vec::new();
+        while let Some(t) = w.server.poll_transmit() {
+            if t.conn == conn {
+                bytes.extend_from_slice(&t.bytes);
+            } else if let Some(a) = w.clients.iter_mut().find(|a| a.conn == t.conn) {
+                w.server.handle_written(t.conn, t.bytes.len());
+                a.client.handle_bytes(&t.bytes, T);
+            }
+        }
+        decode_all(&bytes)
+    }
+
+    /// Decodes bytes sent to one connection, skipping the magic if they start with it.
+    fn decode_all(bytes: &[u8]) -> Vec<Frame> {
+        let bytes = bytes.strip_prefix(&MAGIC[..]).unwrap_or(bytes);
+        let mut d = FrameDecoder::without_magic(u32::MAX);
+        d.push(bytes);
+        let mut frames = Vec::new();
+        while let Ok(Some(f)) = d.next_frame() {
+            frames.push(f);
+        }
+        frames
+    }
+
+    fn raw_hello(name: &str) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        Frame::Hello(Hello {
+            min_version: 1,
+            max_version: PROTOCOL_VERSION,
+            capabilities: 0,
+            role: Role::RelayClient,
+            name: name.into(),
+        })
+        .encode(&mut bytes);
+        bytes
+    }
+
+    fn closes(server: &mut RelayServer) -> Vec<ConnId> {
+        std::iter::from_fn(|| server.poll_close()).collect()
+    }
+
+    #[test]
+    fn ids_follow_admission_order_and_are_never_reused() {
+        let mut w = Wire::new(limits(3));
+        for (i, name) in ["ann", "bob", "cy"].into_iter().enumerate() {
+            let c = w.join(name);
+            assert_eq!(w.client(c).id(), Some(ClientId(i as u32)));
+        }
+        w.client(1).leave(T);
+        w.pump();
+        let d = w.join("dee");
+        assert_eq!(
+            w.client(d).id(),
+            Some(ClientId(3)),
+            "ID 1 must not be reused"
+        );
+    }
+
+    #[test]
+    fn the_client_past_the_limit_is_refused_with_n_of_max() {
+        let mut w = Wire::new(limits(3));
+        for name in ["a", "b", "c"] {
+            w.join(name);
+        }
+        let fourth = w.join("d");
+        let events = w.take_events(fourth);
+        let refused = events.iter().find_map(|e| match e {
+            ClientEvent::Refused(r) => Some(r.clone()),
+            _ => None,
+        });
+        let refused = refused.expect("a Refused event");
+        assert_eq!(refused.code, ErrorCode::ServerFull);
+        assert_eq!((refused.online, refused.limit), (3, 3));
+        assert!(refused.reason.contains("3 of 3"), "{}", refused.reason);
+        assert!(w.clients[fourth].closed);
+        assert_eq!(w.server.online(), 3);
+        // Once somebody leaves, there is room again, under a fresh ID.
+        w.client(0).leave(T);
+        w.pump();
+        let fifth = w.join("e");
+        assert_eq!(w.client(fifth).id(), Some(ClientId(3)));
+    }
+
+    #[test]
+    fn chat_reaches_exactly_its_addressee_as_soon_as_two_are_online() {
+        let mut w = Wire::new(limits(3));
+        let a = w.join("a");
+        let b = w.join("b");
+        w.client(a)
+            .send_chat(ClientId(1), "hello there", T)
+            .unwrap();
+        w.pump();
+        assert_eq!(w.take_messages(b), vec![(0, "hello there".to_owned())]);
+        let c = w.join("c");
+        w.take_events(a);
+        w.take_events(b);
+        w.client(a).send_chat(ClientId(2), "only for c", T).unwrap();
+        w.pump();
+        assert_eq!(w.take_messages(c), vec![(0, "only for c".to_owned())]);
+        assert!(w.take_messages(b).is_empty());
+        assert!(w.take_messages(a).is_empty());
+    }
+
+    #[test]
+    fn a_chat_to_an_unknown_or_departed_id_is_answered_with_an_error_naming_it() {
+        let mut w = Wire::new(limits(3));
+        let a = w.join("a");
+        let b = w.join("b");
+        w.client(b).leave(T);
+        w.pump();
+        w.take_events(a);
+        for target in [1, 7] {
+            let seq = w
+                .client(a)
+                .send_chat(ClientId(target), "anyone?", T)
+                .unwrap();
+            w.pump();
+            let events = w.take_events(a);
+            let [ClientEvent::Error(report)] = events.as_slice() else {
+                panic!("expected one error, got {events:?}");
+            };
+            assert_eq!(report.code, ErrorCode::UnknownRecipient);
+            assert_eq!(report.subject, Some(ClientId(target)));
+            assert_eq!(report.seq, seq);
+            assert!(
+                report.message.contains(&format!("ID {target}")),
+                "{}",
+                report.message
+            );
+            assert!(report.message.contains("online: 0"), "{}", report.message);
+        }
+        assert!(!w.client(a).is_closed(), "the sender stays connected");
+    }
+
+    #[test]
+    fn broadcast_reaches_everyone_else_and_alone_is_an_error() {
+        let mut w = Wire::new(limits(4));
+        let a = w.join("a");
+        w.client(a).broadcast("is anyone here", T).unwrap();
+        w.pump();
+        assert!(w.take_events(a).iter().any(|e| matches!(
+            e,
+            ClientEvent::Error(ErrorReport {
+                code: ErrorCode::NoRecipients,
+                ..
+            })
+        )));
+        let b = w.join("b");
+        let c = w.join("c");
+        w.client(a).broadcast("hi all", T).unwrap();
+        w.pump();
+        assert_eq!(w.take_messages(b), vec![(0, "hi all".to_owned())]);
+        assert_eq!(w.take_messages(c), vec![(0, "hi all".to_owned())]);
+        assert!(w.take_messages(a).is_empty());
+    }
+
+    #[test]
+    fn an_exited_client_sends_no_more_but_still_receives() {
+        let mut w = Wire::new(limits(3));
+        let a = w.join("a");
+        let b = w.join("b");
+        w.client(a).exit(T);
+        w.pump();
+        assert!(
+            w.take_events(b)
+                .contains(&ClientEvent::Exited { id: ClientId(0) })
+        );
+        assert_eq!(
+            w.client(a).send_chat(ClientId(1), "late", T),
+            Err(crate::SendError::AlreadyExited)
+        );
+        w.client(b)
+            .send_chat(ClientId(0), "still there?", T)
+            .unwrap();
+        w.pump();
+        assert_eq!(w.take_messages(a), vec![(1, "still there?".to_owned())]);
+        // A client that ignores its own exit is answered with an error, not routed.
+        let conn = w.clients[a].conn;
+        let mut chat = Vec::new();
+        Frame::Chat {
+            to: ClientId(1),
+            seq: 99,
+            payload: Payload::text("sneaky"),
+        }
+        .encode(&mut chat);
+        w.server.handle_bytes(conn, &chat, T);
+        let frames = frames_for(&mut w.server, conn);
+        assert!(matches!(
+            frames.as_slice(),
+            [Frame::Error(ErrorReport {
+                code: ErrorCode::SendAfterExit,
+                seq: 99,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_off_and_nobody_else_is_slowed() {
+        let limits = Limits {
+            max_outbound_bytes: 4_096,
+            ..limits(3)
+        };
+        let mut w = Wire::new(limits);
+        let a = w.join("a");
+        let b = w.join("b");
+        let c = w.join("c");
+        w.clients[b].stalled = true;
+        let text = "x".repeat(100);
+        let mut sent = 0;
+        while !w.clients[b].closed && sent < 200 {
+            w.client(a).send_chat(ClientId(1), &text, T).unwrap();
+            w.client(a).send_chat(ClientId(2), "for c", T).unwrap();
+            w.pump();
+            sent += 1;
+            if w.server.client_id(w.clients[b].conn).is_none() {
+                break;
+            }
+        }
+        assert!(
+            w.server.client_id(w.clients[b].conn).is_none(),
+            "b was cut off"
+        );
+        assert!(
+            sent < 60,
+            "cut off near the 4 KiB bound, after {sent} rounds"
+        );
+        assert!(w.server_events.iter().any(|e| matches!(
+            e,
+            ServerEvent::Left {
+                id: ClientId(1),
+                code: ErrorCode::SlowConsumer,
+                ..
+            }
+        )));
+        let a_events = w.take_events(a);
+        assert!(a_events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Error(ErrorReport {
+                code: ErrorCode::SlowConsumer,
+                subject: Some(ClientId(1)),
+                ..
+            })
+        )));
+        assert!(a_events.contains(&ClientEvent::Left {
+            id: ClientId(1),
+            code: ErrorCode::SlowConsumer
+        }));
+        assert_eq!(w.take_messages(c).len(), sent);
+        // The last bytes queued for b end with a Close that says why.
+        let held: Vec<u8> = w.clients[b].held.concat();
+        let last = decode_all(&held).pop();
+        assert!(
+            matches!(
+                last,
+                Some(Frame::Close {
+                    code: ErrorCode::SlowConsumer,
+                    ..
+                })
+            ),
+            "{last:?}"
+        );
+        assert!(w.server.pending_bytes(w.clients[b].conn) <= 4_096 + 200);
+    }
+
+    #[test]
+    fn a_silent_connection_is_closed_at_the_handshake_deadline() {
+        let mut server = RelayServer::new(limits(3));
+        let t0 = Timestamp::ZERO;
+        let conn = server.handle_connected(t0);
+        assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        server.handle_timeout(t0 + Duration::from_secs(9));
+        assert!(closes(&mut server).is_empty());
+        server.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(closes(&mut server), vec![conn]);
+        assert!(matches!(
+            server.poll_event(),
+            Some(ServerEvent::Dropped {
+                code: ErrorCode::HandshakeTimeout,
+                ..
+            })
+        ));
+        assert_eq!(server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn chat_before_hello_closes_that_connection_with_its_own_code() {
+        let mut server = RelayServer::new(limits(3));
+        let conn = server.handle_connected(Timestamp::ZERO);
+        let mut bytes = MAGIC.to_vec();
+        Frame::Chat {
+            to: ClientId(0),
+            seq: 1,
+            payload: Payload::text("hi"),
+        }
+        .encode(&mut bytes);
+        server.handle_bytes(conn, &bytes, Timestamp::ZERO);
+        let frames = frames_for(&mut server, conn);
+        assert!(matches!(
+            frames.as_slice(),
+            [Frame::Close {
+                code: ErrorCode::UnexpectedFrame,
+                ..
+            }]
+        ));
+        assert_eq!(closes(&mut server), vec![conn]);
+    }
+
+    #[test]
+    fn each_kind_of_bad_input_closes_only_the_offender_with_its_code() {
+        let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
+            (vec![0, 1, 0, 1, 0x10], ErrorCode::FrameTooLarge),
+            (vec![0, 0, 0, 1, 0x7F], ErrorCode::UnknownFrameType),
+            (
+                {
+                    let mut b = Vec::new();
+                    Frame::Chat {
+                        to: ClientId(0),
+                        seq: 1,
+                        payload: Payload {
+                            kind: PayloadKind::Text,
+                            body: vec![0xC3, 0x28],
+                        },
+                    }
+                    .encode(&mut b);
+                    b
+                },
+                ErrorCode::InvalidUtf8,
+            ),
+            (vec![0, 0, 0, 2, 0x30, 0], ErrorCode::MalformedFrame),
+            (
+                Frame::Hello(crate::handshake::our_hello(Role::RelayClient, "x")).to_bytes(),
+                ErrorCode::UnexpectedFrame,
+            ),
+        ];
+        for (bad, code) in cases {
+            let mut w = Wire::new(limits(3));
+            let good = w.join("good");
+            let bad_client = w.join("bad");
+            let conn = w.clients[bad_client].conn;
+            w.take_events(good);
+            w.server.handle_bytes(conn, &bad, T);
+            let frames = frames_for_in(&mut w, conn);
+            assert!(
+                matches!(frames.last(), Some(Frame::Close { code: c, .. }) if *c == code),
+                "{code:?}: {frames:?}"
+            );
+            assert!(w.server.client_id(conn).is_none());
+            w.clients[bad_client].closed = true;
+            w.pump();
+            assert!(w.take_events(good).contains(&ClientEvent::Left {
+                id: ClientId(1),
+                code
+            }));
+            assert!(!w.client(good).is_closed());
+        }
+    }
+
+    #[test]
+    fn version_role_and_name_problems_are_refused_with_reasons() {
+        let cases = [
+            (
+                Hello {
+                    min_version: 2,
+                    max_version: 9,
+                    ..crate::handshake::our_hello(Role::RelayClient, "")
+                },
+                ErrorCode::UnsupportedVersion,
+            ),
+            (
+                crate::handshake::our_hello(Role::DirectPeer, ""),
+                ErrorCode::WrongRole,
+            ),
+            (
+                crate::handshake::our_hello(Role::RelayClient, "bad\nname"),
+                ErrorCode::InvalidName,
+            ),
+        ];
+        for (hello, code) in cases {
+            let mut server = RelayServer::new(limits(3));
+            let conn = server.handle_connected(Timestamp::ZERO);
+            let mut bytes = MAGIC.to_vec();
+            Frame::Hello(hello).encode(&mut bytes);
+            server.handle_bytes(conn, &bytes, Timestamp::ZERO);
+            let frames = frames_for(&mut server, conn);
+            assert!(
+                matches!(frames.as_slice(), [Frame::Refused(r)] if r.code == code && !r.reason.is_empty()),
+                "{code:?}: {frames:?}"
+            );
+            assert_eq!(closes(&mut server), vec![conn]);
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_p2pchat_gets_a_plain_text_answer() {
+        let mut server = RelayServer::new(limits(3));
+        let conn = server.handle_connected(Timestamp::ZERO);
+        server.handle_bytes(conn, b"1 hello\n", Timestamp::ZERO);
+        let t = server.poll_transmit().unwrap();
+        assert!(String::from_utf8(t.bytes).unwrap().starts_with("p2pchat: "));
+        assert_eq!(closes(&mut server), vec![conn]);
+    }
+
+    #[test]
+    fn the_roster_lists_everyone_with_exit_state() {
+        let mut w = Wire::new(limits(3));
+        let a = w.join("ann");
+        let b = w.join("bob");
+        w.client(b).exit(T);
+        w.pump();
+        w.take_events(a);
+        w.client(a).request_roster(T);
+        w.pump();
+        let events = w.take_events(a);
+        let [ClientEvent::Roster(entries)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        let summary: Vec<_> = entries
+            .iter()
+            .map(|e| (e.id.0, e.name.as_str(), e.exited))
+            .collect();
+        assert_eq!(summary, vec![(0, "ann", false), (1, "bob", true)]);
+    }
+
+    #[test]
+    fn too_many_pending_handshakes_are_closed_at_once() {
+        let mut server = RelayServer::new(Limits {
+            max_pending_handshakes: 2,
+            ..limits(3)
+        });
+        let t = Timestamp::ZERO;
+        let (c0, c1, c2) = (
+            server.handle_connected(t),
+            server.handle_connected(t),
+            server.handle_connected(t),
+        );
+        assert_eq!(closes(&mut server), vec![c2]);
+        server.handle_bytes(c0, &raw_hello("a"), t);
+        assert_eq!(server.client_id(c0), Some(ClientId(0)));
+        assert!(server.client_id(c1).is_none());
+    }
+
+    #[test]
+    fn shutdown_tells_every_client_why() {
+        let mut w = Wire::new(limits(3));
+        let a = w.join("a");
+        let b = w.join("b");
+        w.server.shutdown(T);
+        w.pump();
+        for i in [a, b] {
+            assert!(w.take_events(i).iter().any(|e| matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: ErrorCode::ServerShutdown,
+                    ..
+                }
+            )));
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! driver. The TCP driver maps `std::time::Instant` onto it, the simulator advances a
 //! virtual clock. Keeping time a plain value is what makes runs reproducible.
 
-use core::ops::{Add, AddAssign};
+use core::ops::{Add, AddAssign, Sub};
 use core::time::Duration;
 
 /// A point on a monotonic clock, in microseconds since an origin the driver picks.
@@ -51,6 +51,16 @@ impl Add<Duration> for Timestamp {
 impl AddAssign<Duration> for Timestamp {
     fn add_assign(&mut self, rhs: Duration) {
         *self = *self + rhs;
+    }
+}
+
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    /// Saturates at the origin.
+    fn sub(self, rhs: Duration) -> Timestamp {
+        let micros = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(micros))
     }
 }
 

@@ -1,0 +1,125 @@
+//! A tiny in-memory wiring of a [`RelayServer`] and [`RelayClient`]s, for the unit
+//! tests beside each machine. The real simulator (faults, latency, seeds) lives in
+//! `transport-sim`; this only moves bytes until nothing moves.
+
+use crate::{ClientEvent, ConnId, Limits, RelayClient, RelayServer, ServerEvent, Timestamp};
+
+pub(crate) struct Wire {
+    pub server: RelayServer,
+    pub clients: Vec<Attached>,
+    pub server_events: Vec<ServerEvent>,
+    pub now: Timestamp,
+}
+
+pub(crate) struct Attached {
+    pub conn: ConnId,
+    pub client: RelayClient,
+    /// While true, bytes from the server are left unread (a stalled reader).
+    pub stalled: bool,
+    pub held: Vec<Vec<u8>>,
+    pub closed: bool,
+    pub events: Vec<ClientEvent>,
+}
+
+impl Wire {
+    pub fn new(limits: Limits) -> Self {
+        Wire {
+            server: RelayServer::new(limits),
+            clients: Vec::new(),
+            server_events: Vec::new(),
+            now: Timestamp::ZERO,
+        }
+    }
+
+    /// Connects a new client and runs until quiet; returns its index.
+    pub fn join(&mut self, name: &str) -> usize {
+        let conn = self.server.handle_connected(self.now);
+        let limits = self.server.limits().clone();
+        let client = RelayClient::new(name, limits, self.now).unwrap();
+        self.clients.push(Attached {
+            conn,
+            client,
+            stalled: false,
+            held: Vec::new(),
+            closed: false,
+            events: Vec::new(),
+        });
+        self.pump();
+        self.clients.len() - 1
+    }
+
+    /// Moves bytes, closes and events until nothing changes.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for a in &mut self.clients {
+                if a.closed {
+                    continue;
+                }
+                while let Some(bytes) = a.client.poll_transmit() {
+                    moved = true;
+                    a.client.handle_written(bytes.len());
+                    self.server.handle_bytes(a.conn, &bytes, self.now);
+                }
+                if a.client.wants_close() {
+                    a.closed = true;
+                    moved = true;
+                    self.server.handle_closed(a.conn, self.now);
+                }
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                moved = true;
+                if let Some(a) = self.clients.iter_mut().find(|a| a.conn == t.conn) {
+                    if a.stalled {
+                        a.held.push(t.bytes);
+                    } else if !a.closed {
+                        self.server.handle_written(t.conn, t.bytes.len());
+                        a.client.handle_bytes(&t.bytes, self.now);
+                    }
+                }
+            }
+            while let Some(conn) = self.server.poll_close() {
+                moved = true;
+                if let Some(a) = self.clients.iter_mut().find(|a| a.conn == conn)
+                    && !a.stalled
+                    && !a.closed
+                {
+                    a.closed = true;
+                    a.client.handle_closed(self.now);
+                }
+                self.server.handle_closed(conn, self.now);
+            }
+            while let Some(e) = self.server.poll_event() {
+                self.server_events.push(e);
+            }
+            for a in &mut self.clients {
+                while let Some(e) = a.client.poll_event() {
+                    a.events.push(e);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    pub fn client(&mut self, i: usize) -> &mut RelayClient {
+        &mut self.clients[i].client
+    }
+
+    /// Takes the events client `i` has seen so far.
+    pub fn take_events(&mut self, i: usize) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.clients[i].events)
+    }
+
+    /// The chat messages client `i` has seen so far, as `(from, text)`, taking all events.
+    pub fn take_messages(&mut self, i: usize) -> Vec<(u32, String)> {
+        self.take_events(i)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message { from, text, .. } => Some((from.0, text)),
+                _ => None,
+            })
+            .collect()
+    }
+}
