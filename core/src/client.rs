@@ -405,3 +405,92 @@ impl RelayClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::Wire;
+
+    const T: Timestamp = Timestamp::ZERO;
+
+    #[test]
+    fn messages_typed_before_welcome_are_not_lost() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        // b types before its handshake has even been sent.
+        let conn = w.server.handle_connected(T);
+        let mut b = RelayClient::new("b", Limits::default(), T).unwrap();
+        b.send_chat(ClientId(0), "typed early", T).unwrap();
+        b.exit(T);
+        w.clients.push(crate::test_support::Attached {
+            conn,
+            client: b,
+            stalled: false,
+            held: Vec::new(),
+            closed: false,
+            events: Vec::new(),
+        });
+        w.pump();
+        assert_eq!(w.take_messages(a), vec![(1, "typed early".to_owned())]);
+    }
+
+    #[test]
+    fn welcome_roster_and_notices_keep_the_local_roster_current() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("ann");
+        let events = w.take_events(a);
+        assert!(matches!(events[0], ClientEvent::Welcomed { id: ClientId(0), max_clients: 256, version: 1 }));
+        assert!(!w.client(a).anyone_still_sending());
+        let b = w.join("bob");
+        assert!(w.client(a).anyone_still_sending());
+        w.client(b).exit(T);
+        w.pump();
+        assert!(!w.client(a).anyone_still_sending(), "bob exited");
+        let names: Vec<_> = w.client(a).roster().map(|e| (e.id.0, e.name.clone(), e.exited)).collect();
+        assert_eq!(names, vec![(0, "ann".into(), false), (1, "bob".into(), true)]);
+        w.client(b).leave(T);
+        w.pump();
+        assert_eq!(w.client(a).roster().count(), 1);
+    }
+
+    #[test]
+    fn local_checks_refuse_bad_sends_without_queueing_anything() {
+        let limits = Limits {
+            max_outbound_bytes: 200,
+            ..Limits::default()
+        };
+        let mut c = RelayClient::new("c", limits.clone(), T).unwrap();
+        let long = "x".repeat(limits.max_text_len + 1);
+        assert!(matches!(c.send_chat(ClientId(0), &long, T), Err(SendError::MessageTooLong { .. })));
+        assert_eq!(c.send_chat(ClientId::BROADCAST, "x", T), Err(SendError::InvalidRecipient(ClientId::BROADCAST)));
+        let mut sent = 0;
+        while c.send_chat(ClientId(0), "0123456789", T).is_ok() {
+            sent += 1;
+        }
+        assert!(sent > 0 && sent < 10);
+        assert!(matches!(c.send_chat(ClientId(0), "more", T), Err(SendError::QueueFull { .. })));
+        assert!(RelayClient::new("\u{7}", Limits::default(), T).is_err());
+    }
+
+    #[test]
+    fn a_silent_relay_is_given_up_after_the_idle_timeout() {
+        let limits = Limits::default();
+        let mut c = RelayClient::new("c", limits.clone(), T).unwrap();
+        while c.poll_transmit().is_some() {}
+        let deadline = T + limits.idle_timeout;
+        let mut now = T;
+        while let Some(t) = c.poll_timeout() {
+            now = t;
+            c.handle_timeout(t);
+            if c.is_closed() {
+                break;
+            }
+        }
+        assert_eq!(now, deadline);
+        let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert!(matches!(
+            events.last(),
+            Some(ClientEvent::Disconnected { code: ErrorCode::PeerTimeout, .. })
+        ));
+    }
+}

@@ -21,9 +21,6 @@ enum State {
     Failed,
 }
 
-/// Length of the frame header: the `u32` length prefix and the type byte.
-const HEADER_LEN: usize = 5;
-
 /// Decodes one direction of one connection: the magic, then frames.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -105,28 +102,28 @@ impl FrameDecoder {
         if self.state == State::Failed {
             return Err(DecodeError::AlreadyFailed);
         }
-        let available = &self.buf[self.pos..];
-        if available.len() < 4 {
+        let available = self.buf.get(self.pos..).unwrap_or_default();
+        let Some((len_bytes, after_len)) = available.split_first_chunk::<4>() else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([available[0], available[1], available[2], available[3]]);
+        };
+        let len = u32::from_be_bytes(*len_bytes);
         if len > self.max_frame_len {
             return Err(DecodeError::FrameTooLarge {
                 len,
                 max: self.max_frame_len,
             });
         }
-        if len == 0 {
+        let Some(frame_bytes) = after_len.get(..len as usize) else {
+            return Ok(None);
+        };
+        let Some((&type_byte, body)) = frame_bytes.split_first() else {
             return Err(DecodeError::Malformed {
                 frame: "frame",
                 problem: "length 0 leaves no room for the type byte",
             });
-        }
-        let total = 4 + len as usize;
-        if available.len() < total {
-            return Ok(None);
-        }
-        let frame = Frame::decode(available[4], &available[HEADER_LEN..total])?;
+        };
+        let frame = Frame::decode(type_byte, body)?;
+        let total = 4 + frame_bytes.len();
         self.pos += total;
         Ok(Some(frame))
     }
@@ -134,9 +131,8 @@ impl FrameDecoder {
     /// Consumes magic bytes one at a time, so that a stream that is not p2pchat is
     /// recognised from its very first byte.
     fn match_magic(&mut self, mut seen: usize) -> Result<usize, DecodeError> {
-        while seen < MAGIC.len() && self.pos < self.buf.len() {
-            let byte = self.buf[self.pos];
-            if byte != MAGIC[seen] {
+        while let (Some(&expected), Some(&byte)) = (MAGIC.get(seen), self.buf.get(self.pos)) {
+            if byte != expected {
                 return Err(DecodeError::BadMagic { first: byte });
             }
             seen += 1;

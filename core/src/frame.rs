@@ -387,7 +387,9 @@ impl Frame {
             }
         }
         let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        if let Some(prefix) = out.get_mut(start..start + 4) {
+            prefix.copy_from_slice(&len.to_be_bytes());
+        }
     }
 
     /// Convenience: this frame's bytes, length prefix included.

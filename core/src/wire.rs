@@ -61,7 +61,7 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &s[..end]
+    s.get(..end).unwrap_or_default()
 }
 
 /// Reads fields from one frame body, failing with a [`DecodeError::Malformed`] that
@@ -95,7 +95,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
+        let [byte] = self.array::<1>()?;
+        Ok(byte)
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
