@@ -439,15 +439,29 @@ mod tests {
         let mut w = Wire::new(Limits::default());
         let a = w.join("ann");
         let events = w.take_events(a);
-        assert!(matches!(events[0], ClientEvent::Welcomed { id: ClientId(0), max_clients: 256, version: 1 }));
+        assert!(matches!(
+            events[0],
+            ClientEvent::Welcomed {
+                id: ClientId(0),
+                max_clients: 256,
+                version: 1
+            }
+        ));
         assert!(!w.client(a).anyone_still_sending());
         let b = w.join("bob");
         assert!(w.client(a).anyone_still_sending());
         w.client(b).exit(T);
         w.pump();
         assert!(!w.client(a).anyone_still_sending(), "bob exited");
-        let names: Vec<_> = w.client(a).roster().map(|e| (e.id.0, e.name.clone(), e.exited)).collect();
-        assert_eq!(names, vec![(0, "ann".into(), false), (1, "bob".into(), true)]);
+        let names: Vec<_> = w
+            .client(a)
+            .roster()
+            .map(|e| (e.id.0, e.name.clone(), e.exited))
+            .collect();
+        assert_eq!(
+            names,
+            vec![(0, "ann".into(), false), (1, "bob".into(), true)]
+        );
         w.client(b).leave(T);
         w.pump();
         assert_eq!(w.client(a).roster().count(), 1);
@@ -461,14 +475,23 @@ mod tests {
         };
         let mut c = RelayClient::new("c", limits.clone(), T).unwrap();
         let long = "x".repeat(limits.max_text_len + 1);
-        assert!(matches!(c.send_chat(ClientId(0), &long, T), Err(SendError::MessageTooLong { .. })));
-        assert_eq!(c.send_chat(ClientId::BROADCAST, "x", T), Err(SendError::InvalidRecipient(ClientId::BROADCAST)));
+        assert!(matches!(
+            c.send_chat(ClientId(0), &long, T),
+            Err(SendError::MessageTooLong { .. })
+        ));
+        assert_eq!(
+            c.send_chat(ClientId::BROADCAST, "x", T),
+            Err(SendError::InvalidRecipient(ClientId::BROADCAST))
+        );
         let mut sent = 0;
         while c.send_chat(ClientId(0), "0123456789", T).is_ok() {
             sent += 1;
         }
         assert!(sent > 0 && sent < 10);
-        assert!(matches!(c.send_chat(ClientId(0), "more", T), Err(SendError::QueueFull { .. })));
+        assert!(matches!(
+            c.send_chat(ClientId(0), "more", T),
+            Err(SendError::QueueFull { .. })
+        ));
         assert!(RelayClient::new("\u{7}", Limits::default(), T).is_err());
     }
 
@@ -490,7 +513,10 @@ mod tests {
         let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
         assert!(matches!(
             events.last(),
-            Some(ClientEvent::Disconnected { code: ErrorCode::PeerTimeout, .. })
+            Some(ClientEvent::Disconnected {
+                code: ErrorCode::PeerTimeout,
+                ..
+            })
         ));
     }
 }
