@@ -71,6 +71,9 @@ pub enum ClientEvent {
     Error(ErrorReport),
     /// The relay turned us away.
     Refused(Refused),
+    /// We said exit and every other online client has said exit (or left): nobody can
+    /// send us anything more, so the client leaves the relay on its own.
+    Finished,
     /// The connection is over (after `Refused`, too). `Normal` when we left on purpose.
     Disconnected {
         /// Why.
@@ -101,6 +104,8 @@ pub struct RelayClient {
     next_seq: u64,
     max_clients: u32,
     roster: BTreeMap<ClientId, RosterEntry>,
+    /// Whether the relay's first roster has arrived.
+    roster_known: bool,
     events: VecDeque<ClientEvent>,
 }
 
@@ -119,6 +124,7 @@ impl RelayClient {
             next_seq: 1,
             max_clients: 0,
             roster: BTreeMap::new(),
+            roster_known: false,
             events: VecDeque::new(),
         })
     }
@@ -216,11 +222,23 @@ impl RelayClient {
         self.link.send(&Frame::Who, now);
     }
 
-    /// Says `exit`: we send no more messages but keep receiving. Idempotent.
+    /// Says `exit`: we send no more messages but keep receiving, until every other
+    /// online client has said exit too (then [`ClientEvent::Finished`]). Idempotent.
     pub fn exit(&mut self, now: Timestamp) {
         if !self.exited && self.link.is_open() {
             self.exited = true;
             self.link.send(&Frame::Exit, now);
+            self.finish_if_everyone_done();
+        }
+    }
+
+    /// After our exit, leaves once nobody else can send us anything. Only judged once
+    /// the relay's roster has arrived, so an early exit does not leave before joining.
+    fn finish_if_everyone_done(&mut self) {
+        if self.exited && self.roster_known && self.link.is_open() && !self.anyone_still_sending() {
+            self.events.push_back(ClientEvent::Finished);
+            self.link.close(ErrorCode::Normal, "everyone has said exit");
+            self.end(ErrorCode::Normal, "everyone has said exit".into());
         }
     }
 
@@ -338,7 +356,9 @@ impl RelayClient {
         match frame {
             Frame::Roster(entries) => {
                 self.roster = entries.iter().map(|e| (e.id, e.clone())).collect();
+                self.roster_known = true;
                 self.events.push_back(ClientEvent::Roster(entries));
+                self.finish_if_everyone_done();
             }
             Frame::Joined { id, name } => {
                 let entry = RosterEntry {
@@ -352,12 +372,14 @@ impl RelayClient {
             Frame::Left { id, code } => {
                 self.roster.remove(&id);
                 self.events.push_back(ClientEvent::Left { id, code });
+                self.finish_if_everyone_done();
             }
             Frame::Exited { id } => {
                 if let Some(e) = self.roster.get_mut(&id) {
                     e.exited = true;
                 }
                 self.events.push_back(ClientEvent::Exited { id });
+                self.finish_if_everyone_done();
             }
             Frame::Deliver {
                 from,
@@ -465,6 +487,28 @@ mod tests {
         w.client(b).leave(T);
         w.pump();
         assert_eq!(w.client(a).roster().count(), 1);
+    }
+
+    #[test]
+    fn after_exit_a_client_leaves_once_everyone_else_has_said_exit() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let b = w.join("b");
+        let c = w.join("c");
+        w.client(a).exit(T);
+        w.pump();
+        assert!(!w.client(a).is_closed(), "b and c may still send");
+        w.client(b).send_chat(ClientId(0), "still listening?", T).unwrap();
+        w.client(b).exit(T);
+        w.pump();
+        assert!(!w.client(a).is_closed(), "c may still send");
+        w.client(c).leave(T);
+        w.pump();
+        for i in [a, b] {
+            let events = w.take_events(i);
+            assert!(events.contains(&ClientEvent::Finished), "{i}: {events:?}");
+            assert!(w.client(i).is_closed());
+        }
     }
 
     #[test]
