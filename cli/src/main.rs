@@ -1,5 +1,26 @@
-//! Placeholder: the `p2pchat` command line arrives with the TCP/CLI issue.
+//! `p2pchat`: chat over TCP, directly between two machines or through a relay.
+//!
+//! This binary is a thin terminal frontend: argument parsing, typed lines in, event
+//! lines out. The protocol is `p2pchat-core`; sockets and timers are `p2pchat-tcp`.
+
+mod args;
+mod chat;
+mod commands;
+mod direct;
+mod format;
+mod join;
+mod server;
+mod ui;
+
+use args::{Cli, Command};
+
 fn main() {
-    eprintln!("p2pchat: the command line is not built yet; see README.md");
-    std::process::exit(2);
+    let cli: Cli = argh::from_env();
+    let status = match cli.command {
+        Command::Listen(a) => direct::listen(a),
+        Command::Connect(a) => direct::connect(a),
+        Command::Server(a) => server::run(a),
+        Command::Join(a) => join::run(a),
+    };
+    std::process::exit(status);
 }

@@ -498,7 +498,9 @@ mod tests {
         w.client(a).exit(T);
         w.pump();
         assert!(!w.client(a).is_closed(), "b and c may still send");
-        w.client(b).send_chat(ClientId(0), "still listening?", T).unwrap();
+        w.client(b)
+            .send_chat(ClientId(0), "still listening?", T)
+            .unwrap();
         w.client(b).exit(T);
         w.pump();
         assert!(!w.client(a).is_closed(), "c may still send");

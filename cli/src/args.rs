@@ -1,0 +1,84 @@
+//! The command line, as argh structures: one subcommand per way of using p2pchat.
+
+use argh::FromArgs;
+
+/// Chat over TCP, directly between two machines or through a relay server.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Listen(ListenArgs),
+    Connect(ConnectArgs),
+    Server(ServerArgs),
+    Join(JoinArgs),
+}
+
+/// Wait for one peer to connect, then chat with it (direct chat).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "listen")]
+pub struct ListenArgs {
+    /// address to listen on (default 0.0.0.0; use :: for IPv6)
+    #[argh(option, default = "String::from(\"0.0.0.0\")")]
+    pub bind: String,
+    /// port to listen on (default 65432; 0 picks a free one)
+    #[argh(option, default = "p2pchat_tcp::DEFAULT_PORT")]
+    pub port: u16,
+    /// your nickname, shown to the peer
+    #[argh(option, default = "String::new()")]
+    pub name: String,
+    /// print one JSON object per event instead of text lines
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Connect to a peer running `p2pchat listen` and chat with it (direct chat).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "connect")]
+pub struct ConnectArgs {
+    /// HOST or HOST:PORT of the listening peer (default port 65432)
+    #[argh(positional)]
+    pub host: String,
+    /// your nickname, shown to the peer
+    #[argh(option, default = "String::new()")]
+    pub name: String,
+    /// print one JSON object per event instead of text lines
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Run a relay server that many `p2pchat join` clients connect to.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "server")]
+pub struct ServerArgs {
+    /// address to listen on (default 0.0.0.0; use :: for IPv6)
+    #[argh(option, default = "String::from(\"0.0.0.0\")")]
+    pub bind: String,
+    /// port to listen on (default 65432; 0 picks a free one)
+    #[argh(option, default = "p2pchat_tcp::DEFAULT_PORT")]
+    pub port: u16,
+    /// clients admitted at once; the next one is refused (default 256; 3 gives the
+    /// original three-client setup)
+    #[argh(option, default = "p2pchat_core::Limits::default().max_clients")]
+    pub max_clients: u32,
+}
+
+/// Join a relay server: get an ID, then send `ID message` to another client.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "join")]
+pub struct JoinArgs {
+    /// HOST or HOST:PORT of the relay (default port 65432)
+    #[argh(positional)]
+    pub host: String,
+    /// your nickname, shown to the others
+    #[argh(option, default = "String::new()")]
+    pub name: String,
+    /// print one JSON object per event instead of text lines
+    #[argh(switch)]
+    pub json: bool,
+}

@@ -1,0 +1,62 @@
+//! The loop shared by relay chat and direct chat: typed input goes to the session,
+//! session events come back to be shown, until the session is over.
+
+use async_channel::Receiver;
+use p2pchat_tcp::{Machine, Session, SessionEvent};
+
+use crate::ui::Input;
+
+/// What woke the loop.
+enum Next<E> {
+    Input(Input),
+    InputClosed,
+    Event(SessionEvent<E>),
+    SessionOver,
+}
+
+/// Runs until the session ends. `replay` holds input that arrived before the session
+/// started (while a listener waited for its peer); it is handled first.
+pub async fn run<M: Machine>(
+    session: Session<M>,
+    inputs: Receiver<Input>,
+    replay: Vec<Input>,
+    mut on_input: impl FnMut(Input) -> Option<M::Command>,
+    mut on_event: impl FnMut(SessionEvent<M::Event>),
+) {
+    for input in replay {
+        if let Some(cmd) = on_input(input) {
+            let _ = session.commands.send(cmd).await;
+        }
+    }
+    let mut inputs_open = true;
+    loop {
+        let next = smol::future::or(
+            async {
+                if !inputs_open {
+                    return std::future::pending().await;
+                }
+                match inputs.recv().await {
+                    Ok(input) => Next::Input(input),
+                    Err(_) => Next::InputClosed,
+                }
+            },
+            async {
+                match session.events.recv().await {
+                    Ok(event) => Next::Event(event),
+                    Err(_) => Next::SessionOver,
+                }
+            },
+        )
+        .await;
+        match next {
+            Next::Input(input) => {
+                if let Some(cmd) = on_input(input) {
+                    let _ = session.commands.send(cmd).await;
+                }
+            }
+            Next::InputClosed => inputs_open = false,
+            Next::Event(event) => on_event(event),
+            Next::SessionOver => return,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! How events are shown: the stable text format (documented in README.md) and the
+//! `--json` format, one object per line.
+//!
+//! Text from the network is sanitised before it reaches the terminal: a control
+//! character could otherwise move the cursor, clear the screen or retitle the window.
+
+use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, RosterEntry};
+
+/// A line of output, and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// stdout: events and status lines.
+    Out(String),
+    /// stderr: errors.
+    Err(String),
+}
+
+/// Replaces control characters (escape sequences, bells, carriage returns) with `�`.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn who(id: ClientId, name: &str) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id} {}", sanitize(name))
+    }
+}
+
+fn departure(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::Normal => String::new(),
+        ErrorCode::ConnectionLost => " (connection lost)".into(),
+        other => format!(" (disconnected: {other})"),
+    }
+}
+
+fn roster_line(entries: &[RosterEntry], me: Option<ClientId>) -> String {
+    let list: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let mut s = who(e.id, &e.name);
+            if Some(e.id) == me {
+                s.push_str(" (you)");
+            }
+            if e.exited {
+                s.push_str(" (said exit)");
+            }
+            s
+        })
+        .collect();
+    format!("* online: {}", list.join(", "))
+}
+
+/// How a relay client event is shown. `me` is our ID, once known.
+pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Option<Line> {
+    if json {
+        return Some(relay_event_json(event));
+    }
+    let line = match event {
+        ClientEvent::Welcomed {
+            id, max_clients, ..
+        } => Line::Out(format!(
+            "* you are client {id} (the server admits at most {max_clients})"
+        )),
+        ClientEvent::Roster(entries) => Line::Out(roster_line(entries, me)),
+        ClientEvent::Joined { id, name } => Line::Out(format!("* {} joined", who(*id, name))),
+        ClientEvent::Left { id, code } => Line::Out(format!("* {id} left{}", departure(*code))),
+        ClientEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
+        ClientEvent::Message { from, text, .. } => Line::Out(format!("{from} {}", sanitize(text))),
+        ClientEvent::UnsupportedPayload { from, kind } => Line::Err(format!(
+            "error: client {from} sent a kind of message this version cannot show ({kind})"
+        )),
+        ClientEvent::Error(report) => Line::Err(format!("error: {}", sanitize(&report.message))),
+        ClientEvent::Refused(r) => Line::Err(format!(
+            "p2pchat: refused by the server: {}",
+            sanitize(&r.reason)
+        )),
+        ClientEvent::Finished => Line::Out("* everyone has said exit; leaving".into()),
+        ClientEvent::Disconnected { code, reason } => match code {
+            ErrorCode::Normal => return None,
+            ErrorCode::ServerFull => return None,
+            _ => Line::Err(format!(
+                "p2pchat: disconnected: {} ({code})",
+                sanitize(reason)
+            )),
+        },
+    };
+    Some(line)
+}
+
+fn relay_event_json(event: &ClientEvent) -> Line {
+    let obj = match event {
+        ClientEvent::Welcomed {
+            id,
+            max_clients,
+            version,
+        } => {
+            format!(
+                r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version}}}"#
+            )
+        }
+        ClientEvent::Roster(entries) => {
+            let items: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        r#"{{"id":{},"name":{},"exited":{}}}"#,
+                        e.id,
+                        json_string(&e.name),
+                        e.exited
+                    )
+                })
+                .collect();
+            format!(r#"{{"event":"roster","clients":[{}]}}"#, items.join(","))
+        }
+        ClientEvent::Joined { id, name } => format!(
+            r#"{{"event":"joined","id":{id},"name":{}}}"#,
+            json_string(name)
+        ),
+        ClientEvent::Left { id, code } => {
+            format!(r#"{{"event":"left","id":{id},"reason":"{code}"}}"#)
+        }
+        ClientEvent::Exited { id } => format!(r#"{{"event":"exited","id":{id}}}"#),
+        ClientEvent::Message {
+            from,
+            to,
+            seq,
+            text,
+        } => {
+            let to = if to.is_broadcast() {
+                "\"all\"".to_owned()
+            } else {
+                to.to_string()
+            };
+            format!(
+                r#"{{"event":"message","from":{from},"to":{to},"seq":{seq},"text":{}}}"#,
+                json_string(text)
+            )
+        }
+        ClientEvent::UnsupportedPayload { from, kind } => {
+            format!(r#"{{"event":"unsupported","from":{from},"kind":{kind}}}"#)
+        }
+        ClientEvent::Error(r) => format!(
+            r#"{{"event":"error","code":"{}","seq":{},"message":{}}}"#,
+            r.code,
+            r.seq,
+            json_string(&r.message)
+        ),
+        ClientEvent::Refused(r) => format!(
+            r#"{{"event":"refused","code":"{}","online":{},"limit":{},"reason":{}}}"#,
+            r.code,
+            r.online,
+            r.limit,
+            json_string(&r.reason)
+        ),
+        ClientEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
+        ClientEvent::Disconnected { code, reason } => {
+            format!(
+                r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
+                json_string(reason)
+            )
+        }
+    };
+    Line::Out(obj)
+}
+
+/// How a direct-chat event is shown.
+pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
+    if json {
+        let obj = match event {
+            PeerEvent::Connected { name, version } => {
+                format!(
+                    r#"{{"event":"connected","name":{},"version":{version}}}"#,
+                    json_string(name)
+                )
+            }
+            PeerEvent::Message { seq, text } => {
+                format!(
+                    r#"{{"event":"message","seq":{seq},"text":{}}}"#,
+                    json_string(text)
+                )
+            }
+            PeerEvent::UnsupportedPayload { kind } => {
+                format!(r#"{{"event":"unsupported","kind":{kind}}}"#)
+            }
+            PeerEvent::PeerExited => r#"{"event":"peer_exited"}"#.to_owned(),
+            PeerEvent::Error(r) => format!(
+                r#"{{"event":"error","code":"{}","seq":{},"message":{}}}"#,
+                r.code,
+                r.seq,
+                json_string(&r.message)
+            ),
+            PeerEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
+            PeerEvent::Disconnected { code, reason } => {
+                format!(
+                    r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
+                    json_string(reason)
+                )
+            }
+        };
+        return Some(Line::Out(obj));
+    }
+    let line = match event {
+        PeerEvent::Connected { name, .. } if name.is_empty() => Line::Out("* connected".into()),
+        PeerEvent::Connected { name, .. } => {
+            Line::Out(format!("* connected to {}", sanitize(name)))
+        }
+        PeerEvent::Message { text, .. } => Line::Out(format!("peer: {}", sanitize(text))),
+        PeerEvent::UnsupportedPayload { kind } => Line::Err(format!(
+            "error: the peer sent a kind of message this version cannot show ({kind})"
+        )),
+        PeerEvent::PeerExited => {
+            Line::Out("* peer said exit; you can still send until you say exit".into())
+        }
+        PeerEvent::Error(r) => Line::Err(format!("error: {}", sanitize(&r.message))),
+        PeerEvent::Finished => Line::Out("* both sides said exit; conversation over".into()),
+        PeerEvent::Disconnected {
+            code: ErrorCode::Normal,
+            reason,
+        } => Line::Out(format!("* {}", sanitize(reason))),
+        PeerEvent::Disconnected { code, reason } => Line::Err(format!(
+            "p2pchat: peer vanished: {} ({code})",
+            sanitize(reason)
+        )),
+    };
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_from_the_network_are_neutralised() {
+        assert_eq!(sanitize("hi\u{1b}[2J\r"), "hi\u{FFFD}[2J\u{FFFD}");
+        assert_eq!(sanitize("tab\tok é"), "tab\tok é");
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_and_controls() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+
+    #[test]
+    fn incoming_relay_chat_is_sender_id_then_text() {
+        let e = ClientEvent::Message {
+            from: ClientId(0),
+            to: ClientId(1),
+            seq: 1,
+            text: "hello there".into(),
+        };
+        assert_eq!(
+            relay_event(&e, None, false),
+            Some(Line::Out("0 hello there".into()))
+        );
+    }
+}

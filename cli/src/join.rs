@@ -1,0 +1,87 @@
+//! `p2pchat join`: a relay client in the terminal.
+
+use p2pchat_core::{ClientEvent, ErrorCode, Limits};
+use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
+
+use crate::args::JoinArgs;
+use crate::commands::{self, RELAY_HELP, Typed};
+use crate::format::{self, Line};
+use crate::ui::{Input, Ui};
+
+/// Runs the client; returns the process exit status.
+pub fn run(args: JoinArgs) -> i32 {
+    let (ui, inputs) = Ui::start();
+    smol::block_on(async move {
+        let stream = match p2pchat_tcp::connect(&args.host, DEFAULT_PORT, "`p2pchat server`").await
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                ui.err(&format!("p2pchat: {e}"));
+                return 1;
+            }
+        };
+        let session = match p2pchat_tcp::start_client(stream, &args.name, Limits::default()) {
+            Ok(session) => session,
+            Err(why) => {
+                ui.err(&format!("p2pchat: --name: {why}"));
+                return 2;
+            }
+        };
+        let json = args.json;
+        let mut me = None;
+        let mut status = 0;
+        let mut refused = false;
+        crate::chat::run(
+            session,
+            inputs,
+            Vec::new(),
+            |input| match input {
+                Input::Line(line) => match commands::relay_line(&line) {
+                    Typed::Command(cmd) => {
+                        if cmd == ClientCommand::Exit && !json {
+                            ui.out("* you said exit; you keep receiving until everyone has said exit (/quit leaves now)");
+                        }
+                        Some(cmd)
+                    }
+                    Typed::Help => {
+                        ui.out(RELAY_HELP);
+                        None
+                    }
+                    Typed::Nothing => None,
+                    Typed::Invalid(why) => {
+                        ui.err(&format!("error: {why}"));
+                        None
+                    }
+                },
+                Input::Eof => Some(ClientCommand::Exit),
+                Input::Interrupt => Some(ClientCommand::Leave),
+            },
+            |event| match event {
+                SessionEvent::Core(event) => {
+                    match &event {
+                        ClientEvent::Welcomed { id, .. } => me = Some(*id),
+                        ClientEvent::Refused(_) => {
+                            refused = true;
+                            status = 1;
+                        }
+                        ClientEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => {
+                            status = 1;
+                            if refused && !json {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
+                    match format::relay_event(&event, me, json) {
+                        Some(Line::Out(line)) => ui.out(&line),
+                        Some(Line::Err(line)) => ui.err(&line),
+                        None => {}
+                    }
+                }
+                SessionEvent::Rejected(e) => ui.err(&format!("error: {e}")),
+            },
+        )
+        .await;
+        status
+    })
+}

@@ -1,0 +1,81 @@
+//! `p2pchat server`: the relay, logging joins, departures and refusals to stderr
+//! (never what clients say to each other).
+
+use std::net::{IpAddr, SocketAddr};
+
+use p2pchat_core::{Limits, ServerEvent};
+use p2pchat_tcp::{Relay, RelayLog, ShutdownHandle};
+
+use crate::args::ServerArgs;
+
+/// Runs the relay until Ctrl-C or SIGTERM; returns the exit status.
+pub fn run(args: ServerArgs) -> i32 {
+    let Ok(ip) = args.bind.parse::<IpAddr>() else {
+        eprintln!(
+            "p2pchat: --bind {}: not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)",
+            args.bind
+        );
+        return 2;
+    };
+    if args.max_clients == 0 {
+        eprintln!("p2pchat: --max-clients must be at least 1");
+        return 2;
+    }
+    let limits = Limits {
+        max_clients: args.max_clients,
+        ..Limits::default()
+    };
+    smol::block_on(async move {
+        let relay = match Relay::bind(SocketAddr::new(ip, args.port), limits).await {
+            Ok(relay) => relay,
+            Err(e) => {
+                eprintln!("p2pchat: {e}");
+                return 1;
+            }
+        };
+        let local = relay
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "p2pchat server: listening on {local} (at most {} clients; Ctrl-C stops)",
+            args.max_clients
+        );
+        let (handle, signal) = ShutdownHandle::new();
+        if let Err(e) = ctrlc::set_handler(move || handle.shutdown()) {
+            eprintln!("p2pchat server: warning: Ctrl-C will not shut down cleanly: {e}");
+        }
+        let (log_tx, log_rx) = async_channel::unbounded();
+        let logger = smol::spawn(async move {
+            while let Ok(line) = log_rx.recv().await {
+                eprintln!("p2pchat server: {}", describe(&line));
+            }
+        });
+        relay.run(log_tx, signal).await;
+        logger.await;
+        eprintln!("p2pchat server: stopped");
+        0
+    })
+}
+
+fn describe(log: &RelayLog) -> String {
+    let from = log.peer.map(|p| format!(" from {p}")).unwrap_or_default();
+    let name = |n: &str| {
+        if n.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", crate::format::sanitize(n))
+        }
+    };
+    match &log.event {
+        ServerEvent::Admitted { id, name: n, .. } => {
+            format!("joined: client {id}{}{from}", name(n))
+        }
+        ServerEvent::Refused { code, reason, .. } => format!("refused{from}: {reason} ({code})"),
+        ServerEvent::Exited { id } => format!("exit: client {id} sends no more"),
+        ServerEvent::Left {
+            id, code, detail, ..
+        } => format!("left: client {id}{from}: {detail} ({code})"),
+        ServerEvent::Dropped { code, detail, .. } => format!("dropped{from}: {detail} ({code})"),
+    }
+}

@@ -1,0 +1,149 @@
+//! The terminal side: where typed lines come from and where event lines go.
+//!
+//! On a terminal, lines are read with rustyline and everything arriving meanwhile is
+//! printed through its external printer, so an incoming message never garbles the line
+//! being typed. Otherwise (pipes, scripts, tests) lines are read from stdin, end of input
+//! counts as `exit`, events go to stdout one per line and errors to stderr.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use async_channel::{Receiver, Sender};
+use rustyline::ExternalPrinter;
+
+/// Something the user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A line, without its line ending.
+    Line(String),
+    /// End of input (Ctrl-D, or the end of a pipe).
+    Eof,
+    /// Ctrl-C.
+    Interrupt,
+}
+
+type Printer = Box<dyn ExternalPrinter + Send>;
+
+/// Where output goes.
+#[derive(Clone)]
+pub struct Ui {
+    printer: Option<Arc<Mutex<Printer>>>,
+}
+
+impl Ui {
+    /// Starts reading input (on a thread) and returns the output side and the input stream.
+    pub fn start() -> (Ui, Receiver<Input>) {
+        let (tx, rx) = async_channel::unbounded();
+        let ctrl_c = tx.clone();
+        // Ctrl-C outside the line editor (pipes, or between prompts) means leave.
+        let _ = ctrlc::set_handler(move || {
+            let _ = ctrl_c.try_send(Input::Interrupt);
+        });
+        let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let printer = if interactive {
+            start_editor(tx.clone())
+        } else {
+            None
+        };
+        if printer.is_none() {
+            std::thread::spawn(move || read_stdin(tx));
+        }
+        (
+            Ui {
+                printer: printer.map(|p| Arc::new(Mutex::new(p))),
+            },
+            rx,
+        )
+    }
+
+    /// A user-facing line: an event, a status line (`* ...`) or a JSON object.
+    pub fn out(&self, line: &str) {
+        if let Some(printer) = &self.printer
+            && let Ok(mut p) = printer.lock()
+            && p.print(line.to_owned()).is_ok()
+        {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+
+    /// An error line (stderr when not on a terminal).
+    pub fn err(&self, line: &str) {
+        if let Some(printer) = &self.printer
+            && let Ok(mut p) = printer.lock()
+            && p.print(line.to_owned()).is_ok()
+        {
+            return;
+        }
+        eprintln!("{line}");
+    }
+}
+
+/// Runs rustyline on its own thread; returns its external printer, or `None` if the
+/// terminal cannot be driven (then plain stdin is used instead).
+fn start_editor(tx: Sender<Input>) -> Option<Printer> {
+    let (printer_tx, printer_rx) = std::sync::mpsc::channel::<Option<Printer>>();
+    std::thread::spawn(move || {
+        let Ok(mut editor) = rustyline::DefaultEditor::new() else {
+            let _ = printer_tx.send(None);
+            return;
+        };
+        match editor.create_external_printer() {
+            Ok(p) => {
+                let _ = printer_tx.send(Some(Box::new(p)));
+            }
+            Err(_) => {
+                let _ = printer_tx.send(None);
+                return;
+            }
+        }
+        loop {
+            match editor.readline("> ") {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    if tx.send_blocking(Input::Line(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => {
+                    let _ = tx.send_blocking(Input::Interrupt);
+                }
+                Err(_) => {
+                    let _ = tx.send_blocking(Input::Eof);
+                    return;
+                }
+            }
+        }
+    });
+    printer_rx.recv().ok().flatten()
+}
+
+fn read_stdin(tx: Sender<Input>) {
+    let stdin = std::io::stdin();
+    let mut reader = stdin.lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                let line = match String::from_utf8(buf.clone()) {
+                    Ok(line) => line,
+                    Err(_) => {
+                        eprintln!("error: an input line is not valid UTF-8; it was not sent");
+                        continue;
+                    }
+                };
+                if tx.send_blocking(Input::Line(line)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = tx.send_blocking(Input::Eof);
+}
