@@ -29,6 +29,8 @@ pub struct FrameDecoder {
     pos: usize,
     max_frame_len: u32,
     state: State,
+    /// Whether the whole magic arrived (stays true if a later frame fails).
+    magic_complete: bool,
 }
 
 impl FrameDecoder {
@@ -40,6 +42,7 @@ impl FrameDecoder {
             pos: 0,
             max_frame_len,
             state: State::Magic(0),
+            magic_complete: false,
         }
     }
 
@@ -48,13 +51,15 @@ impl FrameDecoder {
     pub fn without_magic(max_frame_len: u32) -> Self {
         FrameDecoder {
             state: State::Frames,
+            magic_complete: true,
             ..FrameDecoder::new(max_frame_len)
         }
     }
 
-    /// Whether the whole magic has arrived: the other side speaks p2pchat.
+    /// Whether the whole magic has arrived: the other side speaks p2pchat (even if it
+    /// then sent something undecodable, so that it can be told why in its own language).
     pub fn magic_seen(&self) -> bool {
-        self.state == State::Frames
+        self.magic_complete
     }
 
     /// Bytes held but not yet decoded (at most one partial frame after draining).
@@ -98,6 +103,7 @@ impl FrameDecoder {
                 return Ok(None);
             }
             self.state = State::Frames;
+            self.magic_complete = true;
         }
         if self.state == State::Failed {
             return Err(DecodeError::AlreadyFailed);
@@ -186,6 +192,19 @@ mod tests {
         let mut d = FrameDecoder::new(100);
         d.push(b"h");
         assert_eq!(d.next_frame(), Err(DecodeError::BadMagic { first: b'h' }));
+    }
+
+    #[test]
+    fn the_magic_counts_as_seen_even_when_the_first_frame_fails() {
+        let mut d = FrameDecoder::new(100);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[0x7F, 0, 0, 0, 0x10]);
+        d.push(&bytes);
+        assert!(matches!(
+            d.next_frame(),
+            Err(DecodeError::FrameTooLarge { .. })
+        ));
+        assert!(d.magic_seen());
     }
 
     #[test]

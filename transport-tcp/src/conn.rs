@@ -3,7 +3,8 @@
 //!
 //! Both the relay and the single-connection sessions use them, so that closing,
 //! lingering and error handling are the same everywhere. The reader reports
-//! [`IoEvent::Closed`] exactly once, whatever ended the connection.
+//! [`IoEvent::Closed`] exactly once, whatever ended the connection; the owner then
+//! calls [`ConnIo::close`], and the writer sends what is still queued before closing.
 
 use std::net::Shutdown;
 use std::time::Duration;
@@ -94,7 +95,13 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            // End of stream is only the other side's half-close: what we still have
+            // to send goes out; the writer closes the socket once the owner says so.
+            Ok(0) => break,
+            Err(_) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                break;
+            }
             Ok(n) => {
                 let bytes = buf.get(..n).unwrap_or_default().to_vec();
                 if events.send(wrap(IoEvent::Received(bytes))).await.is_err() {
@@ -103,7 +110,6 @@ where
             }
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
     let _ = events.send(wrap(IoEvent::Closed)).await;
 }
 

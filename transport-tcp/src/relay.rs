@@ -231,7 +231,9 @@ impl CoreTask {
                 self.server.handle_closed(conn, now);
                 // Log while the remote address is still known.
                 self.log_events();
-                self.conns.remove(&conn);
+                if let Some(c) = self.conns.remove(&conn) {
+                    c.io.close(CLOSE_DEADLINE);
+                }
             }
         }
     }

@@ -336,6 +336,7 @@ async fn drive<M: Machine>(
             Wake::Io(IoEvent::Received(bytes)) => machine.handle_bytes(&bytes, now),
             Wake::Io(IoEvent::Written(n)) => machine.handle_written(n),
             Wake::Io(IoEvent::Closed) => {
+                io.close(CLOSE_DEADLINE);
                 machine.handle_closed(now);
                 while let Some(e) = machine.poll_event() {
                     let _ = events.send(SessionEvent::Core(e)).await;

@@ -1,0 +1,89 @@
+//! End-to-end direct chat tests: `p2pchat listen` and `p2pchat connect` as real
+//! processes over 127.0.0.1.
+
+mod support;
+
+use support::{Proc, port_in};
+
+fn pair() -> (Proc, Proc) {
+    let mut listener = Proc::start(&[
+        "listen",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--name",
+        "lis",
+    ]);
+    let line = listener.expect_out("listening line", |l| l.starts_with("* listening on"));
+    let port = port_in(&line);
+    let mut connector = Proc::start(&["connect", &format!("127.0.0.1:{port}"), "--name", "con"]);
+    connector.expect_out_line("* connected to lis");
+    listener.expect_out_line("* connected to con");
+    (listener, connector)
+}
+
+#[test]
+fn both_chat_and_exit_in_either_order_ends_both_with_status_zero() {
+    for listener_first in [true, false] {
+        let (mut l, mut c) = pair();
+        l.send("hello from the listener");
+        c.send("hello from the connector");
+        c.expect_out_line("peer: hello from the listener");
+        l.expect_out_line("peer: hello from the connector");
+        let (first, second) = if listener_first {
+            (&mut l, &mut c)
+        } else {
+            (&mut c, &mut l)
+        };
+        first.send("exit");
+        second.expect_out("peer exit", |x| x.starts_with("* peer said exit"));
+        second.send("you still hear me");
+        first.expect_out_line("peer: you still hear me");
+        first.send("this is not sent");
+        first.expect_err("no sending after exit", |x| x.contains("already said exit"));
+        second.close_stdin(); // end of input means exit
+        for p in [&mut l, &mut c] {
+            p.expect_out_line("* both sides said exit; conversation over");
+            assert_eq!(p.wait_exit(), 0);
+        }
+    }
+}
+
+#[test]
+fn a_peer_killed_mid_conversation_is_reported_without_hanging() {
+    let (mut l, mut c) = pair();
+    c.send("about to vanish");
+    l.expect_out_line("peer: about to vanish");
+    c.kill();
+    let line = l.expect_err("peer vanished", |x| x.contains("peer vanished"));
+    assert!(line.contains("connection"), "{line}");
+    assert_eq!(l.wait_exit(), 1);
+}
+
+#[test]
+fn connecting_to_nothing_names_the_listener_to_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = Proc::start(&["connect", &format!("127.0.0.1:{port}")]);
+    let line = c.expect_err("refused", |x| x.starts_with("p2pchat:"));
+    assert!(
+        line.contains("is `p2pchat listen` running there?"),
+        "{line}"
+    );
+    assert_eq!(c.wait_exit(), 1);
+}
+
+#[test]
+fn a_relay_client_that_dials_a_listener_is_told_to_use_connect() {
+    let mut l = Proc::start(&["listen", "--bind", "127.0.0.1", "--port", "0"]);
+    let line = l.expect_out("listening line", |x| x.starts_with("* listening on"));
+    let mut j = Proc::start(&["join", &format!("127.0.0.1:{}", port_in(&line))]);
+    let err = j.expect_err("wrong role", |x| x.contains("disconnected"));
+    assert!(err.contains("p2pchat connect"), "{err}");
+    assert_eq!(j.wait_exit(), 1);
+    assert_eq!(l.wait_exit(), 1);
+}

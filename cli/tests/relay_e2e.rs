@@ -1,0 +1,189 @@
+//! End-to-end relay tests: the real `p2pchat` binary, real TCP on 127.0.0.1, ports
+//! chosen by the OS, piped stdin/stdout.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Proc, join, server};
+
+#[test]
+fn the_original_three_client_session() {
+    let (mut srv, port) = server(&["--max-clients", "3"]);
+    let mut c0 = join(port, "ann", 0);
+    let mut c1 = join(port, "bob", 1);
+    c0.expect_out_line("* 1 bob joined");
+    let mut c2 = join(port, "cy", 2);
+    c2.expect_out_line("* online: 0 ann, 1 bob, 2 cy (you)");
+    c1.expect_out_line("* 2 cy joined");
+
+    c0.send("1 hello");
+    c1.expect_out_line("0 hello");
+    c2.send("0 hi ann, from cy with spaces");
+    c0.expect_out_line("2 hi ann, from cy with spaces");
+    c1.send("/all hello everyone");
+    c0.expect_out_line("1 hello everyone");
+    c2.expect_out_line("1 hello everyone");
+
+    // Everyone says exit; each keeps receiving until the last one has.
+    c0.send("exit");
+    c1.expect_out_line("* 0 said exit");
+    c1.send("0 you can still read this");
+    c0.expect_out_line("1 you can still read this");
+    c1.close_stdin(); // end of input means exit
+    c2.send("exit");
+    for c in [&mut c0, &mut c1, &mut c2] {
+        c.expect_out_line("* everyone has said exit; leaving");
+        assert_eq!(c.wait_exit(), 0);
+    }
+    // The server logged joins and leaves but never what was said.
+    srv.expect_err("a leave", |l| l.contains("left: client"));
+    srv.terminate();
+    assert_eq!(srv.wait_exit(), 0);
+    assert!(
+        srv.err_seen.iter().all(|l| !l.contains("hello")),
+        "{:?}",
+        srv.err_seen
+    );
+}
+
+#[test]
+fn a_fourth_client_is_refused_with_the_reason() {
+    let (_srv, port) = server(&["--max-clients", "3"]);
+    let _clients: Vec<Proc> = (0..3).map(|i| join(port, "", i)).collect();
+    let mut fourth = Proc::start(&["join", &format!("127.0.0.1:{port}")]);
+    let line = fourth.expect_err("refusal", |l| l.contains("refused"));
+    assert!(
+        line.contains("server full: 3 of 3 clients connected"),
+        "{line}"
+    );
+    assert_eq!(fourth.wait_exit(), 1);
+}
+
+#[test]
+fn a_chat_to_an_unknown_id_says_who_is_online_and_the_client_stays() {
+    let (_srv, port) = server(&[]);
+    let mut a = join(port, "a", 0);
+    let mut b = join(port, "b", 1);
+    a.send("7 anyone there?");
+    let line = a.expect_err("unknown recipient", |l| l.starts_with("error:"));
+    assert!(
+        line.contains("no client with ID 7 is online; online: 0, 1"),
+        "{line}"
+    );
+    a.send("1 still connected");
+    b.expect_out_line("0 still connected");
+    a.send("hello without an id");
+    a.expect_err("usage", |l| l.contains("start the line with the ID"));
+}
+
+#[test]
+fn a_client_killed_mid_conversation_is_reported_and_the_rest_go_on() {
+    let (_srv, port) = server(&[]);
+    let mut a = join(port, "a", 0);
+    let mut b = join(port, "b", 1);
+    let mut c = join(port, "c", 2);
+    a.send("1 before");
+    b.expect_out_line("0 before");
+    b.kill();
+    a.expect_out_line("* 1 left (connection lost)");
+    a.send("1 after");
+    a.expect_err("departed ID", |l| {
+        l.contains("no client with ID 1 is online")
+    });
+    a.send("2 still here");
+    c.expect_out_line("0 still here");
+}
+
+#[test]
+fn garbage_and_an_endless_line_are_cut_off_and_others_keep_chatting() {
+    let (mut srv, port) = server(&[]);
+    let mut a = join(port, "a", 0);
+    let mut b = join(port, "b", 1);
+
+    // A client that sends one endless line of text, no newline.
+    let mut endless = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    endless
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = endless.try_clone().unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer);
+        answer
+    });
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..160 {
+        // 10 MiB at most; the server cuts the stream off long before.
+        if endless.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = endless.shutdown(std::net::Shutdown::Write);
+    let answer = answer.join().unwrap();
+    if !String::from_utf8_lossy(&answer).starts_with("p2pchat: ") {
+        srv.terminate();
+        srv.wait_exit();
+        panic!(
+            "no plain-text answer: {answer:?}; server log: {:?}",
+            srv.err_seen
+        );
+    }
+
+    // A framed client that sends a frame far over the size limit.
+    let mut huge = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    huge.write_all(&p2pchat_core::MAGIC).unwrap();
+    huge.write_all(&[0x7f, 0, 0, 0, 0x10]).unwrap();
+    let mut answer = Vec::new();
+    let _ = huge.read_to_end(&mut answer);
+    assert!(answer.starts_with(&p2pchat_core::MAGIC), "{answer:?}");
+    let reason = String::from_utf8_lossy(&answer);
+    assert!(reason.contains("exceeds the maximum"), "{reason}");
+    srv.expect_err("the cut-off is logged", |l| l.contains("frame-too-large"));
+
+    a.send("1 still fine");
+    b.expect_out_line("0 still fine");
+}
+
+#[test]
+fn nothing_listening_gives_a_clear_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut p = Proc::start(&["join", &format!("127.0.0.1:{port}")]);
+    let line = p.expect_err("connection refused", |l| l.starts_with("p2pchat:"));
+    assert!(
+        line.contains(&format!("could not connect to 127.0.0.1:{port}: connection refused; is `p2pchat server` running there?")),
+        "{line}"
+    );
+    assert_eq!(p.wait_exit(), 1);
+}
+
+#[test]
+fn a_port_in_use_gives_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut p = Proc::start(&["server", "--bind", "127.0.0.1", "--port", &port]);
+    let line = p.expect_err("port in use", |l| l.starts_with("p2pchat:"));
+    assert!(line.contains("already in use"), "{line}");
+    assert_eq!(p.wait_exit(), 1);
+    let mut bad = Proc::start(&["server", "--bind", "not-an-ip"]);
+    bad.expect_err("bad address", |l| l.contains("not an IP address"));
+    assert_eq!(bad.wait_exit(), 2);
+}
+
+#[test]
+fn server_shutdown_tells_clients_why() {
+    let (mut srv, port) = server(&[]);
+    let mut a = join(port, "a", 0);
+    srv.terminate();
+    let line = a.expect_err("shutdown notice", |l| l.contains("disconnected"));
+    assert!(line.contains("shutting down"), "{line}");
+    assert_eq!(a.wait_exit(), 1);
+    assert_eq!(srv.wait_exit(), 0);
+}

@@ -1,0 +1,193 @@
+//! Running the real `p2pchat` binary with piped stdin/stdout, and waiting for lines
+//! (never sleeping for fixed times).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// How long any expected line may take.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A running `p2pchat` process.
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    pub out_seen: Vec<String>,
+    pub err_seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_p2pchat"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the p2pchat binary starts");
+        let out = lines_of(child.stdout.take().unwrap());
+        let err = lines_of(child.stderr.take().unwrap());
+        Proc {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            err,
+            out_seen: Vec::new(),
+            err_seen: Vec::new(),
+        }
+    }
+
+    /// Types a line.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (end of input means exit).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for a stdout line satisfying `pred`; returns it.
+    pub fn expect_out(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_line(
+            &self.out,
+            &mut self.out_seen,
+            what,
+            pred,
+            "stdout",
+            &self.err_seen,
+        )
+    }
+
+    /// Waits for a stderr line satisfying `pred`; returns it.
+    pub fn expect_err(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let mut seen = std::mem::take(&mut self.err_seen);
+        let line = wait_line(&self.err, &mut seen, what, pred, "stderr", &self.out_seen);
+        self.err_seen = seen;
+        line
+    }
+
+    /// Waits for the exact stdout line.
+    pub fn expect_out_line(&mut self, line: &str) {
+        self.expect_out(line, |l| l == line);
+    }
+
+    /// Waits for the process to end; returns its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Collect what is left for diagnostics.
+                self.out_seen.extend(self.out.try_iter());
+                self.err_seen.extend(self.err.try_iter());
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit within {WAIT:?}; stdout {:?}; stderr {:?}",
+                    self.out_seen, self.err_seen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a clean shutdown request, like Ctrl-C).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(
+    rx: &Receiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+    stream: &str,
+    other: &[String],
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if pred(&line) {
+                    return line;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "no {stream} line {what:?}; {stream} so far: {seen:?}; other stream: {other:?}"
+                )
+            }
+        }
+    }
+}
+
+/// Starts `p2pchat server` on a free loopback port; returns it and the port.
+pub fn server(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["server", "--bind", "127.0.0.1", "--port", "0"];
+    args.extend_from_slice(extra);
+    let mut p = Proc::start(&args);
+    let line = p.expect_err("listening line", |l| l.contains("listening on"));
+    (p, port_in(&line))
+}
+
+/// The port in the first `127.0.0.1:PORT` of a line.
+pub fn port_in(line: &str) -> u16 {
+    let at = line.find("127.0.0.1:").expect("an address in the line") + "127.0.0.1:".len();
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Joins the relay on `port`; waits until admitted with the given ID.
+pub fn join(port: u16, name: &str, id: u32) -> Proc {
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = Proc::start(&["join", &addr, "--name", name]);
+    p.expect_out(&format!("admitted as {id}"), |l| {
+        l.starts_with(&format!("* you are client {id} "))
+    });
+    p
+}
