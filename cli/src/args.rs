@@ -17,6 +17,7 @@ pub enum Command {
     Connect(ConnectArgs),
     Server(ServerArgs),
     Join(JoinArgs),
+    Bench(BenchArgs),
 }
 
 /// Wait for one peer to connect, then chat with it (direct chat).
@@ -81,4 +82,36 @@ pub struct JoinArgs {
     /// print one JSON object per event instead of text lines
     #[argh(switch)]
     pub json: bool,
+}
+
+/// Measure a relay over 127.0.0.1: throughput, latency, server memory and CPU.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bench")]
+pub struct BenchArgs {
+    /// number of clients (default 100)
+    #[argh(option, default = "100")]
+    pub clients: u32,
+    /// messages to send in all (default 100000)
+    #[argh(option, default = "100_000")]
+    pub messages: u64,
+    /// ring, random or broadcast (default ring)
+    #[argh(option, default = "String::from(\"ring\")")]
+    pub pattern: String,
+    /// total send rate in messages per second, each message written on its own
+    /// (default: flat out, batched)
+    #[argh(option)]
+    pub rate: Option<u64>,
+    /// bytes of text per message (default 64)
+    #[argh(option, default = "64")]
+    pub size: usize,
+    /// messages one sender may have in flight (default 64)
+    #[argh(option, default = "64")]
+    pub window: usize,
+    /// stop after this many seconds (default 60)
+    #[argh(option, default = "60")]
+    pub max_seconds: u64,
+    /// HOST:PORT of a relay already running (default: start `p2pchat server` and
+    /// measure its memory and CPU too)
+    #[argh(option)]
+    pub server: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! lines out. The protocol is `p2pchat-core`; sockets and timers are `p2pchat-tcp`.
 
 mod args;
+mod bench;
 mod chat;
 mod commands;
 mod direct;
@@ -21,6 +22,7 @@ fn main() {
         Command::Connect(a) => direct::connect(a),
         Command::Server(a) => server::run(a),
         Command::Join(a) => join::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     std::process::exit(status);
 }
