@@ -84,7 +84,9 @@ impl BenchReport {
 pub fn raise_fd_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
-        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0),
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(0),
     }
 }
 
@@ -100,7 +102,8 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
     }
     let server = match target {
         Target::Spawn(program) => Some(
-            ServerProc::start(program, config.clients + 16).map_err(|e| format!("could not start the relay: {e}"))?,
+            ServerProc::start(program, config.clients + 16)
+                .map_err(|e| format!("could not start the relay: {e}"))?,
         ),
         Target::Existing(_) => None,
     };

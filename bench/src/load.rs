@@ -36,7 +36,9 @@ impl std::str::FromStr for Pattern {
             "ring" => Ok(Pattern::Ring),
             "random" => Ok(Pattern::Random),
             "broadcast" => Ok(Pattern::Broadcast),
-            other => Err(format!("unknown pattern {other:?}: use ring, random or broadcast")),
+            other => Err(format!(
+                "unknown pattern {other:?}: use ring, random or broadcast"
+            )),
         }
     }
 }
@@ -85,7 +87,11 @@ impl LoadReport {
     /// Deliveries per second.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.delivered as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.delivered as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -108,7 +114,11 @@ struct Client {
 
 /// Connects `config.clients` clients to the relay at `addr`, calls `connected` once
 /// all are admitted (to sample the idle server), then runs the load.
-pub fn run(addr: SocketAddr, config: &LoadConfig, connected: impl FnOnce()) -> Result<LoadReport, String> {
+pub fn run(
+    addr: SocketAddr,
+    config: &LoadConfig,
+    connected: impl FnOnce(),
+) -> Result<LoadReport, String> {
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(run_on(&ex, addr, config, connected)))
 }
@@ -160,8 +170,11 @@ async fn run_on(
         last_delivery: start,
         done: Some(done_tx),
     }));
-    let tokens: Rc<Vec<(Sender<()>, Receiver<()>)>> =
-        Rc::new((0..n).map(|_| async_channel::bounded(config.window.max(1))).collect());
+    let tokens: Rc<Vec<(Sender<()>, Receiver<()>)>> = Rc::new(
+        (0..n)
+            .map(|_| async_channel::bounded(config.window.max(1)))
+            .collect(),
+    );
     let mut tasks = Vec::new();
     for (i, client) in clients.into_iter().enumerate() {
         let (reader, writer) = (client.stream.clone(), client.stream);
@@ -234,18 +247,35 @@ async fn connect_one(addr: SocketAddr, i: usize) -> Result<Client, String> {
         name: String::new(),
     })
     .encode(&mut hello);
-    stream.write_all(&hello).await.map_err(|e| format!("client {i}: {e}"))?;
+    stream
+        .write_all(&hello)
+        .await
+        .map_err(|e| format!("client {i}: {e}"))?;
     let mut decoder = FrameDecoder::new(p2pchat_core::Limits::default().max_frame_len);
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = stream.read(&mut buf).await.map_err(|e| format!("client {i}: {e}"))?;
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("client {i}: {e}"))?;
         if n == 0 {
-            return Err(format!("client {i}: the server closed the connection during the handshake"));
+            return Err(format!(
+                "client {i}: the server closed the connection during the handshake"
+            ));
         }
         decoder.push(&buf[..n]);
-        while let Some(frame) = decoder.next_frame().map_err(|e| format!("client {i}: {e}"))? {
+        while let Some(frame) = decoder
+            .next_frame()
+            .map_err(|e| format!("client {i}: {e}"))?
+        {
             match frame {
-                Frame::Welcome(w) => return Ok(Client { stream, decoder, id: w.client_id }),
+                Frame::Welcome(w) => {
+                    return Ok(Client {
+                        stream,
+                        decoder,
+                        id: w.client_id,
+                    });
+                }
                 Frame::Refused(r) => return Err(format!("client {i}: refused: {}", r.reason)),
                 _ => {}
             }
@@ -292,10 +322,13 @@ async fn write_loop(
 ) {
     let start = shared.borrow().start;
     let (token, _) = &tokens[plan.me];
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (plan.me as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407);
+    let mut rng =
+        0x9E37_79B9_7F4A_7C15u64 ^ (plan.me as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407);
     let mut out = Vec::with_capacity(BATCH * (plan.size + 32));
     let mut seq = 0u64;
-    let mut next_at = plan.interval.map(|iv| start + iv.mul_f64(plan.offset_fraction));
+    let mut next_at = plan
+        .interval
+        .map(|iv| start + iv.mul_f64(plan.offset_fraction));
     while seq < plan.quota {
         if let (Some(at), Some(iv)) = (next_at, plan.interval) {
             smol::Timer::at(at).await;
@@ -320,7 +353,11 @@ async fn write_loop(
             }
             .encode(&mut out);
             // Paced senders write each message on its own; flat-out ones batch.
-            if plan.interval.is_some() || in_batch >= BATCH || seq >= plan.quota || token.try_send(()).is_err() {
+            if plan.interval.is_some()
+                || in_batch >= BATCH
+                || seq >= plan.quota
+                || token.try_send(()).is_err()
+            {
                 break;
             }
             in_batch += 1;

@@ -28,13 +28,23 @@ impl ServerProc {
     /// Starts `program server` on a free loopback port with room for `max_clients`.
     pub fn start(program: &Path, max_clients: u32) -> std::io::Result<ServerProc> {
         let mut child = Command::new(program)
-            .args(["server", "--bind", "127.0.0.1", "--port", "0", "--max-clients"])
+            .args([
+                "server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--max-clients",
+            ])
             .arg(max_clients.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr"))?;
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
             let Some(Ok(line)) = lines.next() else {
@@ -66,7 +76,10 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..50 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -93,7 +106,12 @@ pub fn usage_of(pid: u32) -> Usage {
     // Fields after the command name (which may contain spaces) start at ") ".
     let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of /proc/PID/stat, i.e. 11 and 12 here;
     // clock ticks are 100 per second on Linux.
     Usage {

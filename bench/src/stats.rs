@@ -42,7 +42,8 @@ impl Latencies {
         }
         self.samples.sort_unstable();
         let at = |q: f64| {
-            let rank = ((q * self.samples.len() as f64).ceil() as usize).clamp(1, self.samples.len());
+            let rank =
+                ((q * self.samples.len() as f64).ceil() as usize).clamp(1, self.samples.len());
             self.samples[rank - 1]
         };
         Percentiles {

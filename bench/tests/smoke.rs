@@ -9,7 +9,11 @@ use p2pchat_tcp::{Relay, ShutdownHandle};
 
 #[test]
 fn two_clients_exchange_a_hundred_messages() {
-    let relay = smol::block_on(Relay::bind("127.0.0.1:0".parse().unwrap(), Limits::default())).unwrap();
+    let relay = smol::block_on(Relay::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Limits::default(),
+    ))
+    .unwrap();
     let addr = relay.local_addr().unwrap();
     let (handle, signal) = ShutdownHandle::new();
     let (log_tx, _log_rx) = async_channel::unbounded();
@@ -25,7 +29,12 @@ fn two_clients_exchange_a_hundred_messages() {
             max_duration: Duration::from_secs(30),
         };
         let report = p2pchat_bench::run(&p2pchat_bench::Target::Existing(addr), &config).unwrap();
-        assert_eq!(report.load.delivered, 100, "{pattern:?}: {}", report.summary());
+        assert_eq!(
+            report.load.delivered,
+            100,
+            "{pattern:?}: {}",
+            report.summary()
+        );
         assert_eq!(report.load.sent, 100);
         assert_eq!(report.load.errors, 0);
         assert!(report.load.latency.max > 0);

@@ -45,7 +45,9 @@ pub fn run(args: BenchArgs) -> i32 {
         config.clients,
         config.messages,
         pattern,
-        config.rate.map_or("flat out".to_owned(), |r| format!("paced at {r} msg/s"))
+        config
+            .rate
+            .map_or("flat out".to_owned(), |r| format!("paced at {r} msg/s"))
     );
     match p2pchat_bench::run(&target, &config) {
         Ok(report) => {
