@@ -97,6 +97,8 @@ struct Client {
     name: String,
     exited: bool,
     last_seq: u64,
+    /// When bytes last arrived from it (clients ping when quiet, so silence means gone).
+    last_heard: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +128,8 @@ pub struct RelayServer {
     events: VecDeque<ServerEvent>,
     /// Connections whose queue overflowed and that must be cut off.
     overflowed: Vec<ConnId>,
+    /// When to look for clients that went silent, while any are admitted.
+    next_sweep: Option<Timestamp>,
     shutting_down: bool,
 }
 
@@ -146,6 +150,7 @@ impl RelayServer {
             closes: VecDeque::new(),
             events: VecDeque::new(),
             overflowed: Vec::new(),
+            next_sweep: None,
             shutting_down: false,
         }
     }
@@ -218,8 +223,10 @@ impl RelayServer {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if matches!(c.state, ConnState::Closing) {
-            return;
+        match &mut c.state {
+            ConnState::Closing => return,
+            ConnState::Admitted(client) => client.last_heard = client.last_heard.max(now),
+            ConnState::Handshaking { .. } => {}
         }
         c.decoder.push(bytes);
         loop {
@@ -286,7 +293,9 @@ impl RelayServer {
         }
     }
 
-    /// Time passed: expire handshakes whose deadline is at or before `now`.
+    /// Time passed: expire handshakes whose deadline is at or before `now`, and cut
+    /// off clients that have been silent for the idle timeout (a live client pings
+    /// when it has nothing to say, so silence means its machine or link is gone).
     pub fn handle_timeout(&mut self, now: Timestamp) {
         while let Some(&(deadline, conn)) = self.deadlines.first() {
             if deadline > now {
@@ -296,6 +305,31 @@ impl RelayServer {
             let detail = format!("no complete handshake within {secs} s");
             self.drop_pending(conn, ErrorCode::HandshakeTimeout, &detail);
         }
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.sweep_silent(now);
+        }
+    }
+
+    /// Cuts off every client not heard from for `idle_timeout`, then schedules the
+    /// next sweep. A sweep every third of the timeout keeps detection within 4/3 of
+    /// it while costing one pass over the clients, not one timer per client.
+    fn sweep_silent(&mut self, now: Timestamp) {
+        let idle = self.limits.idle_timeout;
+        let silent: Vec<ConnId> = self
+            .clients
+            .values()
+            .filter(|conn| match self.conns.get(conn).map(|c| &c.state) {
+                Some(ConnState::Admitted(client)) => client.last_heard + idle <= now,
+                _ => false,
+            })
+            .copied()
+            .collect();
+        for conn in silent {
+            let detail = format!("nothing heard for {} s; the client is gone", idle.as_secs());
+            self.close_client(conn, ErrorCode::PeerTimeout, detail, false);
+        }
+        self.cut_off_overflowed();
+        self.next_sweep = (!self.clients.is_empty()).then(|| now + idle / 3);
     }
 
     /// Begins an orderly shutdown: every connection is told why and closed; new
@@ -353,7 +387,11 @@ impl RelayServer {
 
     /// When the driver must call `handle_timeout` next, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.deadlines.first().map(|&(deadline, _)| deadline)
+        let handshake = self.deadlines.first().map(|&(deadline, _)| deadline);
+        match (handshake, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- frames -------------------------------------------------------------------
@@ -396,7 +434,7 @@ impl RelayServer {
         }
     }
 
-    fn on_hello(&mut self, conn: ConnId, hello: Hello, _now: Timestamp) {
+    fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Timestamp) {
         let refusal = self.admission_refusal(&hello);
         if let Some((code, reason)) = refusal {
             let refused = Frame::Refused(Refused {
@@ -427,7 +465,11 @@ impl RelayServer {
             name: hello.name.clone(),
             exited: false,
             last_seq: 0,
+            last_heard: now,
         });
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.limits.idle_timeout / 3);
+        }
         c.out.push(&Frame::Welcome(Welcome {
             version,
             capabilities: hello.capabilities & CAPABILITIES,
@@ -1122,6 +1164,42 @@ mod tests {
             })
         ));
         assert_eq!(server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_client_that_goes_silent_is_cut_off_and_the_others_are_told() {
+        let mut server = RelayServer::new(limits(3));
+        let t0 = Timestamp::ZERO;
+        let quiet = server.handle_connected(t0);
+        let chatty = server.handle_connected(t0);
+        server.handle_bytes(quiet, &raw_hello("quiet"), t0);
+        server.handle_bytes(chatty, &raw_hello("chatty"), t0);
+        let idle = server.limits().idle_timeout;
+        let mut now = t0;
+        // The chatty client pings every 15 s; the quiet one sends nothing.
+        while now < t0 + idle * 2 {
+            now = server
+                .poll_timeout()
+                .expect("a sweep is scheduled while clients are online");
+            server.handle_bytes(chatty, &Frame::Ping(1).to_bytes(), now);
+            server.handle_timeout(now);
+        }
+        assert_eq!(server.client_id(quiet), None);
+        assert_eq!(server.client_id(chatty), Some(ClientId(1)));
+        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            ServerEvent::Left {
+                id: ClientId(0),
+                code: ErrorCode::PeerTimeout,
+                ..
+            }
+        )));
+        let frames = frames_for(&mut server, chatty);
+        assert!(frames.contains(&Frame::Left {
+            id: ClientId(0),
+            code: ErrorCode::PeerTimeout
+        }));
     }
 
     #[test]
