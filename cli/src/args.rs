@@ -18,6 +18,7 @@ pub enum Command {
     Server(ServerArgs),
     Join(JoinArgs),
     Bench(BenchArgs),
+    Sim(SimArgs),
 }
 
 /// Wait for one peer to connect, then chat with it (direct chat).
@@ -114,4 +115,33 @@ pub struct BenchArgs {
     /// measure its memory and CPU too)
     #[argh(option)]
     pub server: Option<String>,
+}
+
+/// Run one simulated scenario (deterministic: the same flags give the same transcript)
+/// and check its invariants.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "sim")]
+pub struct SimArgs {
+    /// seed of the scenario and of the network's randomness (default 1)
+    #[argh(option, default = "1")]
+    pub seed: u64,
+    /// number of clients (default 5)
+    #[argh(option, default = "5")]
+    pub clients: u32,
+    /// number of messages (default 20)
+    #[argh(option, default = "20")]
+    pub messages: u32,
+    /// the relay's client limit (default: as many as there are clients)
+    #[argh(option)]
+    pub max_clients: Option<u32>,
+    /// faults to inject: all, none, or a list of split, jitter, reset, stall, cut,
+    /// vanish, reconnect (default none)
+    #[argh(option, default = "String::from(\"none\")")]
+    pub faults: String,
+    /// simulate a direct conversation between two peers instead of a relay
+    #[argh(switch)]
+    pub direct: bool,
+    /// print only the verdict, not the transcript
+    #[argh(switch)]
+    pub quiet: bool,
 }

@@ -11,6 +11,7 @@ mod direct;
 mod format;
 mod join;
 mod server;
+mod sim;
 mod ui;
 
 use args::{Cli, Command};
@@ -23,6 +24,7 @@ fn main() {
         Command::Server(a) => server::run(a),
         Command::Join(a) => join::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Sim(a) => sim::run(a),
     };
     std::process::exit(status);
 }

@@ -301,6 +301,9 @@ impl RelayServer {
             if deadline > now {
                 break;
             }
+            // Removed first, so that the loop always advances whatever state the
+            // connection is in.
+            self.deadlines.remove(&(deadline, conn));
             let secs = self.limits.handshake_timeout.as_secs_f64();
             let detail = format!("no complete handshake within {secs} s");
             self.drop_pending(conn, ErrorCode::HandshakeTimeout, &detail);
@@ -745,6 +748,9 @@ impl RelayServer {
 
     fn begin_close(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
+            if let ConnState::Handshaking { deadline } = c.state {
+                self.deadlines.remove(&(deadline, conn));
+            }
             if matches!(c.state, ConnState::Closing) {
                 return;
             }
@@ -1200,6 +1206,24 @@ mod tests {
             id: ClientId(0),
             code: ErrorCode::PeerTimeout
         }));
+    }
+
+    #[test]
+    fn a_refused_connection_leaves_no_handshake_deadline_behind() {
+        // Found by the simulator: the deadline of a refused connection stayed armed,
+        // and when it passed, handle_timeout looped forever.
+        let mut server = RelayServer::new(limits(1));
+        let t0 = Timestamp::ZERO;
+        let first = server.handle_connected(t0);
+        server.handle_bytes(first, &raw_hello("a"), t0);
+        let second = server.handle_connected(t0);
+        server.handle_bytes(second, &raw_hello("b"), t0);
+        assert_eq!(closes(&mut server), vec![second]);
+        server.handle_closed(second, t0);
+        assert_eq!(server.pending_handshakes(), 0);
+        // Past the handshake deadline, before the idle timeout.
+        server.handle_timeout(t0 + Duration::from_secs(11));
+        assert_eq!(server.client_id(first), Some(ClientId(0)));
     }
 
     #[test]

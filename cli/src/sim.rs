@@ -1,0 +1,49 @@
+//! `p2pchat sim`: one simulated run, its transcript and the invariant checker's verdict.
+//! This is how a failing property test is replayed: it prints this exact command.
+
+use std::io::Write;
+
+use p2pchat_sim::{FaultSet, RandomSpec};
+
+use crate::args::SimArgs;
+
+/// Runs the scenario; returns 0 when every invariant holds, 1 otherwise.
+pub fn run(args: SimArgs) -> i32 {
+    let faults: FaultSet = match args.faults.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("p2pchat: --faults: {e}");
+            return 2;
+        }
+    };
+    let spec = RandomSpec {
+        seed: args.seed,
+        clients: args.clients,
+        messages: args.messages,
+        max_clients: args.max_clients.unwrap_or(args.clients),
+        faults,
+        direct: args.direct,
+    };
+    let scenario = p2pchat_sim::random_scenario(&spec);
+    let (transcript, events) = p2pchat_sim::run_counting(&scenario, spec.seed);
+    let violations = p2pchat_sim::check(&transcript);
+    let mut out = std::io::stdout().lock();
+    if !args.quiet {
+        let _ = write!(out, "{transcript}");
+    }
+    let _ = writeln!(out, "# {}", spec.command());
+    if violations.is_empty() {
+        let _ = writeln!(
+            out,
+            "verdict: ok ({} transcript lines, {events} simulator events)",
+            transcript.entries.len()
+        );
+        0
+    } else {
+        let _ = writeln!(out, "verdict: {} violation(s)", violations.len());
+        for v in &violations {
+            let _ = writeln!(out, "  {v}");
+        }
+        1
+    }
+}

@@ -1,0 +1,371 @@
+//! The invariant checker: reads a finished run's transcript and lists every rule it
+//! breaks. It knows nothing of the simulator's internals, only what the transcript
+//! says, so it can judge any transcript, including deliberately corrupted ones.
+//!
+//! A client is *healthy* when no fault hit it and its conversation ended normally
+//! (it finished, i.e. everyone said exit). Exactly-once delivery is demanded between
+//! healthy clients; messages that touch an unhealthy client may be lost, but never
+//! duplicated, misrouted, reordered or invented.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use p2pchat_core::{ClientId, ErrorCode, Timestamp};
+
+use crate::scenario::Target;
+use crate::transcript::{Record, Transcript};
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which rule, e.g. `exactly-once`.
+    pub rule: &'static str,
+    /// When (the moment of the offending record, or the end of the run).
+    pub at: Timestamp,
+    /// What exactly.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}: {}", self.rule, self.at, self.detail)
+    }
+}
+
+/// Slack over the outbound bound: the final `Close` frame may go past it.
+const CLOSE_SLACK: usize = 1024;
+
+struct Sent {
+    at: Timestamp,
+    to: Target,
+    text: String,
+}
+
+/// Checks every invariant; an empty list means the run was correct.
+pub fn check(t: &Transcript) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let end_at = t.entries.last().map_or(Timestamp::ZERO, |e| e.at);
+    let faulted: BTreeSet<usize> = t.faulted.iter().copied().collect();
+    let mut finished = BTreeSet::new();
+    let mut exit_at = BTreeMap::new();
+    let mut id_node: BTreeMap<ClientId, usize> = BTreeMap::new();
+    let mut node_id: BTreeMap<usize, ClientId> = BTreeMap::new();
+    let mut admitted_at: BTreeMap<ClientId, Timestamp> = BTreeMap::new();
+    let mut left_at: BTreeMap<ClientId, Timestamp> = BTreeMap::new();
+    let mut sent: BTreeMap<(usize, u64), Sent> = BTreeMap::new();
+    let mut refused_clients = BTreeSet::new();
+
+    // Pass 1: identities, admissions, limits, exits.
+    let mut online = 0u32;
+    let mut last_id: Option<ClientId> = None;
+    for e in &t.entries {
+        match &e.record {
+            Record::ServerAdmitted { client, id } => {
+                if last_id.is_some_and(|last| *id <= last) {
+                    v.push(violation(
+                        "ids-increase",
+                        e.at,
+                        format!("{id} admitted after {last_id:?}"),
+                    ));
+                }
+                last_id = Some(*id);
+                if id_node.insert(*id, *client).is_some() {
+                    v.push(violation(
+                        "ids-unique",
+                        e.at,
+                        format!("{id} assigned twice"),
+                    ));
+                }
+                node_id.insert(*client, *id);
+                admitted_at.insert(*id, e.at);
+                online += 1;
+                if online > t.max_clients {
+                    v.push(violation(
+                        "limit",
+                        e.at,
+                        format!("{online} clients admitted, limit {}", t.max_clients),
+                    ));
+                }
+            }
+            Record::ServerLeft { id, .. } => {
+                online = online.saturating_sub(1);
+                left_at.insert(*id, e.at);
+            }
+            Record::ServerRefused { client, code } => {
+                refused_clients.insert(*client);
+                if *code == ErrorCode::ServerFull && online < t.max_clients {
+                    v.push(violation(
+                        "refusal-justified",
+                        e.at,
+                        format!(
+                            "c{client} refused as full with {online} of {} online",
+                            t.max_clients
+                        ),
+                    ));
+                }
+            }
+            Record::Welcomed { client, id } => {
+                if node_id.get(client).is_some_and(|known| known != id) {
+                    v.push(violation(
+                        "ids-agree",
+                        e.at,
+                        format!("c{client} welcomed as {id}"),
+                    ));
+                }
+            }
+            Record::Finished { client } => {
+                finished.insert(*client);
+            }
+            Record::SaidExit { client } => {
+                exit_at.entry(*client).or_insert(e.at);
+            }
+            Record::Sent {
+                client,
+                to,
+                seq,
+                text,
+            } => {
+                if exit_at.get(client).is_some_and(|&x| x < e.at) {
+                    v.push(violation(
+                        "no-send-after-exit",
+                        e.at,
+                        format!("c{client} sent seq {seq} after exit"),
+                    ));
+                }
+                sent.insert(
+                    (*client, *seq),
+                    Sent {
+                        at: e.at,
+                        to: *to,
+                        text: text.clone(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    let healthy = |n: usize| !faulted.contains(&n) && finished.contains(&n);
+
+    // Refused clients were told why.
+    for &client in &refused_clients {
+        let told = t.entries.iter().any(|e| {
+            matches!(&e.record, Record::Refused { client: c, reason, .. } if *c == client && !reason.is_empty())
+        });
+        if !told && !faulted.contains(&client) {
+            v.push(violation(
+                "refusal-reason",
+                end_at,
+                format!("c{client} was refused without a reason"),
+            ));
+        }
+    }
+
+    // Pass 2: every delivery matches a send, goes to its addressee, once, in order.
+    let mut delivered: BTreeMap<(usize, usize, u64), Timestamp> = BTreeMap::new();
+    let mut last_seq: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+    let mut errors: BTreeMap<(usize, u64), (Timestamp, ErrorCode)> = BTreeMap::new();
+    for e in &t.entries {
+        match &e.record {
+            Record::Delivered {
+                client,
+                from,
+                seq,
+                text,
+                ..
+            } => {
+                let sender = match from {
+                    Some(fid) => match id_node.get(fid) {
+                        Some(&s) => s,
+                        None => {
+                            v.push(violation(
+                                "no-invention",
+                                e.at,
+                                format!("c{client} got seq {seq} from unknown {fid}"),
+                            ));
+                            continue;
+                        }
+                    },
+                    None => 1 - (*client).min(1),
+                };
+                let Some(s) = sent.get(&(sender, *seq)) else {
+                    v.push(violation(
+                        "no-invention",
+                        e.at,
+                        format!("c{client} got seq {seq} from c{sender}, which never sent it"),
+                    ));
+                    continue;
+                };
+                if s.text != *text {
+                    v.push(violation(
+                        "intact",
+                        e.at,
+                        format!("c{client} got altered text for c{sender} seq {seq}"),
+                    ));
+                }
+                let addressed = match s.to {
+                    Target::Id(id) => node_id.get(client) == Some(&ClientId(id)),
+                    Target::All => *client != sender,
+                    Target::Peer => true,
+                };
+                if !addressed {
+                    v.push(violation(
+                        "addressee-only",
+                        e.at,
+                        format!(
+                            "c{client} got c{sender} seq {seq}, which was for {:?}",
+                            s.to
+                        ),
+                    ));
+                }
+                if delivered.insert((*client, sender, *seq), e.at).is_some() {
+                    v.push(violation(
+                        "exactly-once",
+                        e.at,
+                        format!("c{client} got c{sender} seq {seq} twice"),
+                    ));
+                }
+                let last = last_seq.entry((*client, sender)).or_insert(0);
+                if *seq <= *last {
+                    v.push(violation(
+                        "per-sender-order",
+                        e.at,
+                        format!("c{client} got c{sender} seq {seq} after seq {last}"),
+                    ));
+                }
+                *last = (*last).max(*seq);
+            }
+            Record::ErrorReport {
+                client, code, seq, ..
+            } => {
+                errors.insert((*client, *seq), (e.at, *code));
+            }
+            _ => {}
+        }
+    }
+
+    // Pass 3: every message has its outcome.
+    let all_nodes: BTreeSet<usize> = t
+        .entries
+        .iter()
+        .filter_map(|e| match e.record {
+            Record::Connect { client } => Some(client),
+            _ => None,
+        })
+        .collect();
+    for (&(sender, seq), s) in &sent {
+        if faulted.contains(&sender) {
+            continue;
+        }
+        let error = errors.get(&(sender, seq));
+        match s.to {
+            Target::Peer => {
+                let other = 1 - sender.min(1);
+                if !delivered.contains_key(&(other, sender, seq))
+                    && healthy(sender)
+                    && healthy(other)
+                {
+                    v.push(violation(
+                        "exactly-once",
+                        s.at,
+                        format!("c{sender} seq {seq} never reached c{other}"),
+                    ));
+                }
+            }
+            Target::Id(j) => {
+                let j = ClientId(j);
+                let target = id_node.get(&j).copied();
+                let got = target.is_some_and(|k| delivered.contains_key(&(k, sender, seq)));
+                if let Some(&(err_at, code)) = error {
+                    if got {
+                        v.push(violation(
+                            "one-outcome",
+                            err_at,
+                            format!("c{sender} seq {seq} delivered and refused"),
+                        ));
+                    }
+                    if code == ErrorCode::UnknownRecipient {
+                        let online_throughout = admitted_at.get(&j).is_some_and(|&a| a <= s.at)
+                            && left_at.get(&j).is_none_or(|&l| l >= err_at);
+                        if online_throughout {
+                            v.push(violation(
+                                "unknown-recipient-justified",
+                                err_at,
+                                format!("c{sender} seq {seq}: {j} was online the whole time"),
+                            ));
+                        }
+                    }
+                } else if !got && healthy(sender) && target.is_none_or(healthy) {
+                    let what = match target {
+                        Some(k) => format!("c{sender} seq {seq} to {j} never reached c{k}"),
+                        None => format!("c{sender} seq {seq} to {j} (never online) got no error"),
+                    };
+                    v.push(violation("exactly-once", s.at, what));
+                }
+            }
+            Target::All => {
+                if error.is_some_and(|&(_, code)| code == ErrorCode::NoRecipients) {
+                    continue;
+                }
+                for &k in &all_nodes {
+                    if k == sender || !healthy(k) || !healthy(sender) {
+                        continue;
+                    }
+                    let present = node_id
+                        .get(&k)
+                        .and_then(|id| admitted_at.get(id))
+                        .is_some_and(|&a| a <= s.at);
+                    if present && !delivered.contains_key(&(k, sender, seq)) {
+                        v.push(violation(
+                            "broadcast-reaches-all",
+                            s.at,
+                            format!("c{sender} seq {seq} missed c{k}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // The end: nothing stuck, nothing left in flight, queues within their bound.
+    if let Some(Record::End {
+        stuck,
+        max_queued,
+        in_flight,
+    }) = t.entries.last().map(|e| &e.record)
+    {
+        if !stuck.is_empty() {
+            v.push(violation(
+                "quiescence",
+                end_at,
+                format!("clients still running at the end: {stuck:?}"),
+            ));
+        }
+        if *in_flight > 0 {
+            v.push(violation(
+                "quiescence",
+                end_at,
+                format!("{in_flight} bytes still in flight"),
+            ));
+        }
+        if *max_queued > t.max_outbound_bytes + CLOSE_SLACK {
+            v.push(violation(
+                "bounded-queues",
+                end_at,
+                format!(
+                    "{max_queued} bytes queued for one connection, bound {}",
+                    t.max_outbound_bytes
+                ),
+            ));
+        }
+    } else {
+        v.push(violation(
+            "quiescence",
+            end_at,
+            "the transcript has no end record".into(),
+        ));
+    }
+    v
+}
+
+fn violation(rule: &'static str, at: Timestamp, detail: String) -> Violation {
+    Violation { rule, at, detail }
+}

@@ -1,0 +1,299 @@
+//! Random scenarios from a handful of numbers, so that a failing case is replayed by
+//! one command line: `p2pchat sim --seed N --clients C --messages M --max-clients K
+//! --faults ...`. Property tests shrink those numbers, not the scenario itself.
+
+use core::fmt;
+use core::str::FromStr;
+use core::time::Duration;
+
+use p2pchat_core::Limits;
+
+use crate::rng::Rng;
+use crate::scenario::{Action, ClientPlan, NetworkConfig, Scenario, Target, Topology};
+
+/// Which faults a random scenario may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultSet {
+    /// Writes split into random pieces, down to single bytes; reads not always merged.
+    pub split: bool,
+    /// Random extra delay per piece.
+    pub jitter: bool,
+    /// Connection resets.
+    pub reset: bool,
+    /// Readers that stop reading for a while (with small buffers and queue bounds, so
+    /// backpressure and slow-consumer cut-offs happen).
+    pub stall: bool,
+    /// Links that go dead without a word.
+    pub cut: bool,
+    /// Clients whose machine disappears.
+    pub vanish: bool,
+    /// Clients that connect again after a reset or a cut.
+    pub reconnect: bool,
+}
+
+const NAMES: [&str; 7] = [
+    "split",
+    "jitter",
+    "reset",
+    "stall",
+    "cut",
+    "vanish",
+    "reconnect",
+];
+
+impl FaultSet {
+    /// Every fault kind.
+    pub fn all() -> Self {
+        FaultSet {
+            split: true,
+            jitter: true,
+            reset: true,
+            stall: true,
+            cut: true,
+            vanish: true,
+            reconnect: true,
+        }
+    }
+
+    fn flags(&self) -> [bool; 7] {
+        [
+            self.split,
+            self.jitter,
+            self.reset,
+            self.stall,
+            self.cut,
+            self.vanish,
+            self.reconnect,
+        ]
+    }
+
+    /// From seven flags in the order of [`FaultSet`]'s fields.
+    pub fn from_flags(f: [bool; 7]) -> Self {
+        FaultSet {
+            split: f[0],
+            jitter: f[1],
+            reset: f[2],
+            stall: f[3],
+            cut: f[4],
+            vanish: f[5],
+            reconnect: f[6],
+        }
+    }
+}
+
+impl fmt::Display for FaultSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on: Vec<&str> = NAMES
+            .iter()
+            .zip(self.flags())
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect();
+        if on.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&on.join(","))
+        }
+    }
+}
+
+impl FromStr for FaultSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" | "" => return Ok(FaultSet::default()),
+            "all" => return Ok(FaultSet::all()),
+            _ => {}
+        }
+        let mut flags = [false; 7];
+        for part in s.split(',') {
+            let Some(i) = NAMES.iter().position(|n| *n == part.trim()) else {
+                return Err(format!(
+                    "unknown fault {part:?}; known: all, none, {}",
+                    NAMES.join(", ")
+                ));
+            };
+            flags[i] = true;
+        }
+        Ok(FaultSet::from_flags(flags))
+    }
+}
+
+/// The numbers a random scenario is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RandomSpec {
+    /// Seeds both the scenario and the run.
+    pub seed: u64,
+    /// Clients (for direct chat: ignored, always 2).
+    pub clients: u32,
+    /// Messages in all.
+    pub messages: u32,
+    /// The relay's limit.
+    pub max_clients: u32,
+    /// Which faults may occur.
+    pub faults: FaultSet,
+    /// Direct chat instead of a relay.
+    pub direct: bool,
+}
+
+impl RandomSpec {
+    /// The command line that replays this run.
+    pub fn command(&self) -> String {
+        let mut cmd = format!(
+            "p2pchat sim --seed {} --clients {} --messages {} --max-clients {} --faults {}",
+            self.seed, self.clients, self.messages, self.max_clients, self.faults
+        );
+        if self.direct {
+            cmd.push_str(" --direct");
+        }
+        cmd
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Builds the scenario for `spec` (deterministically).
+pub fn random_scenario(spec: &RandomSpec) -> Scenario {
+    let mut rng = Rng::new(spec.seed ^ 0x5CE_A210);
+    let f = spec.faults;
+    let network = NetworkConfig {
+        latency: ms(rng.between(1, 20)),
+        jitter: if f.jitter {
+            ms(rng.between(1, 15))
+        } else {
+            Duration::ZERO
+        },
+        max_chunk: if f.split {
+            [1, 3, 17, 200, 1500][rng.below(5) as usize]
+        } else {
+            64 * 1024
+        },
+        coalesce: !f.split || rng.chance(50),
+        buffer: if f.stall {
+            [512, 4096, 65_536][rng.below(3) as usize]
+        } else {
+            256 * 1024
+        },
+    };
+    let limits = Limits {
+        max_clients: spec.max_clients.max(1),
+        max_outbound_bytes: if f.stall {
+            8 * 1024
+        } else {
+            Limits::default().max_outbound_bytes
+        },
+        ..Limits::default()
+    };
+    let n = if spec.direct {
+        2
+    } else {
+        spec.clients.max(1) as usize
+    };
+    let mut clients: Vec<ClientPlan> = (0..n)
+        .map(|i| ClientPlan {
+            name: format!("u{i}"),
+            join_at: if spec.direct {
+                ms(i as u64 * 10)
+            } else {
+                ms(rng.below(2_000))
+            },
+            actions: Vec::new(),
+        })
+        .collect();
+    // Messages, each after its sender joined.
+    let mut last = ms(2_000);
+    for k in 0..spec.messages {
+        let s = rng.below(n as u64) as usize;
+        let t = clients[s].join_at + ms(rng.between(1, 8_000));
+        last = last.max(t);
+        let to = if spec.direct {
+            Target::Peer
+        } else {
+            match rng.below(10) {
+                0 => Target::All,
+                1 => Target::Id(n as u32 + rng.below(5) as u32),
+                _ => Target::Id(rng.below(n as u64) as u32),
+            }
+        };
+        let mut text = format!("m{k}");
+        for _ in 0..rng.below(40) {
+            text.push((b'a' + rng.below(26) as u8) as char);
+        }
+        clients[s].actions.push((t, Action::Send { to, text }));
+    }
+    // Faults, somewhere in each client's active life.
+    for plan in clients.iter_mut() {
+        let when = plan.join_at + ms(rng.between(1, 9_000));
+        let roll = rng.below(100);
+        let fault = if f.reset && roll < 10 {
+            Some(Action::Reset)
+        } else if f.stall && roll < 20 {
+            Some(Action::Stall(ms(rng.between(100, 30_000))))
+        } else if f.cut && roll < 25 {
+            Some(Action::Cut)
+        } else if f.vanish && roll < 30 && !spec.direct {
+            Some(Action::Vanish)
+        } else {
+            None
+        };
+        if let Some(action) = fault {
+            let reconnect = f.reconnect
+                && !spec.direct
+                && matches!(action, Action::Reset | Action::Cut)
+                && rng.chance(60);
+            plan.actions.push((when, action));
+            if reconnect {
+                plan.actions
+                    .push((when + ms(rng.between(10, 3_000)), Action::Reconnect));
+            }
+        }
+    }
+    // Everyone says exit at the end, in a random order.
+    let end = last + ms(1_000);
+    for plan in clients.iter_mut() {
+        let at = end + ms(rng.below(2_000));
+        plan.actions.push((at, Action::Exit));
+        plan.actions.sort_by_key(|(t, _)| *t);
+    }
+    Scenario {
+        topology: if spec.direct {
+            Topology::Direct
+        } else {
+            Topology::Relay
+        },
+        limits,
+        network,
+        clients,
+        settle: Duration::from_secs(240),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_sets_print_and_parse_back() {
+        for s in ["none", "all", "split,cut", "reconnect"] {
+            let f: FaultSet = s.parse().unwrap();
+            let again: FaultSet = f.to_string().parse().unwrap();
+            assert_eq!(f, again);
+        }
+        assert!("bogus".parse::<FaultSet>().is_err());
+    }
+
+    #[test]
+    fn the_same_spec_gives_the_same_scenario() {
+        let spec = RandomSpec {
+            seed: 9,
+            clients: 5,
+            messages: 30,
+            max_clients: 4,
+            faults: FaultSet::all(),
+            direct: false,
+        };
+        assert_eq!(random_scenario(&spec), random_scenario(&spec));
+    }
+}

@@ -1,0 +1,962 @@
+//! The simulator: real core machines, a virtual clock, seeded randomness, and byte
+//! pipes that delay, split, merge, bound, stall, reset and cut.
+//!
+//! Every moment of the run is an event in one ordered queue keyed by (virtual time,
+//! insertion number), so the run is a pure function of the scenario and the seed:
+//! the same pair gives a byte-identical transcript.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use core::time::Duration;
+
+use p2pchat_core::{
+    ClientEvent, ClientId, ConnId, ErrorCode, Peer, PeerEvent, PeerSide, RelayClient, RelayServer,
+    SendError, ServerEvent, Timestamp,
+};
+
+use crate::rng::Rng;
+use crate::scenario::{Action, Scenario, Target, Topology};
+use crate::transcript::{Record, Transcript};
+
+/// How long a side that wants to close waits for the other side's FIN before closing.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// One end of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum End {
+    Server,
+    Node(usize),
+}
+
+/// Direction on a link: `Ab` from end `a` to end `b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dir {
+    Ab,
+    Ba,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Join(usize),
+    Act(usize, usize),
+    Arrive(usize, Dir),
+    Fin(usize, Dir),
+    Timer(End),
+    StallEnd(usize),
+    Linger(usize),
+}
+
+#[derive(Debug, Default)]
+struct Pipe {
+    /// Taken from the writing machine, not yet in the network.
+    unsent: VecDeque<u8>,
+    /// Written and not yet read: counts against the buffer.
+    in_network: usize,
+    /// In flight, with arrival times in order.
+    chunks: VecDeque<(Timestamp, Vec<u8>)>,
+    /// Arrived, not yet read (the reader is stalled).
+    readable: Vec<u8>,
+    last_arrival: Timestamp,
+    /// The writer closed; a FIN follows its last byte.
+    fin_pending: bool,
+    fin_sent: bool,
+    fin_arrived: bool,
+    /// Nothing gets through any more, and nobody is told.
+    cut: bool,
+    /// Reset or fully closed: everything is discarded.
+    dead: bool,
+}
+
+#[derive(Debug)]
+struct Link {
+    a: End,
+    b: End,
+    ab: Pipe,
+    ba: Pipe,
+}
+
+impl Link {
+    fn pipe(&mut self, dir: Dir) -> &mut Pipe {
+        match dir {
+            Dir::Ab => &mut self.ab,
+            Dir::Ba => &mut self.ba,
+        }
+    }
+    fn writer(&self, dir: Dir) -> End {
+        match dir {
+            Dir::Ab => self.a,
+            Dir::Ba => self.b,
+        }
+    }
+    fn reader(&self, dir: Dir) -> End {
+        match dir {
+            Dir::Ab => self.b,
+            Dir::Ba => self.a,
+        }
+    }
+    /// The direction in which `end` writes.
+    fn dir_from(&self, end: End) -> Dir {
+        if self.a == end { Dir::Ab } else { Dir::Ba }
+    }
+}
+
+#[derive(Debug)]
+enum Machine {
+    Client(Box<RelayClient>),
+    Peer(Box<Peer>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeState {
+    NotJoined,
+    Active,
+    /// Transport closed: nothing more happens to it.
+    Closed,
+    Vanished,
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    machine: Option<Machine>,
+    link: Option<usize>,
+    conn: Option<ConnId>,
+    state: NodeState,
+    /// The conversation is over for the user (finished, disconnected, refused).
+    over: bool,
+    stalled_until: Option<Timestamp>,
+    timer: Option<Timestamp>,
+    id: Option<ClientId>,
+}
+
+/// A simulated network running one scenario.
+pub struct Sim {
+    rng: Rng,
+    now: Timestamp,
+    queue: BTreeMap<(Timestamp, u64), Ev>,
+    next_seq: u64,
+    scenario: Scenario,
+    server: Option<RelayServer>,
+    server_timer: Option<Timestamp>,
+    conn_node: BTreeMap<ConnId, usize>,
+    nodes: Vec<Node>,
+    links: Vec<Link>,
+    /// For each scenario client, the node that currently plays it (reconnects move it).
+    incarnation: Vec<usize>,
+    transcript: Transcript,
+    max_queued: usize,
+    events_processed: u64,
+}
+
+/// Runs `scenario` with `seed`; returns the transcript.
+pub fn run(scenario: &Scenario, seed: u64) -> Transcript {
+    let mut sim = Sim::new(scenario.clone(), seed);
+    sim.run_to_end();
+    sim.transcript
+}
+
+/// Runs and also reports how many events the simulator processed (for benchmarks).
+pub fn run_counting(scenario: &Scenario, seed: u64) -> (Transcript, u64) {
+    let mut sim = Sim::new(scenario.clone(), seed);
+    sim.run_to_end();
+    (sim.transcript, sim.events_processed)
+}
+
+fn at(d: Duration) -> Timestamp {
+    Timestamp::ZERO + d
+}
+
+impl Sim {
+    fn new(scenario: Scenario, seed: u64) -> Self {
+        let server = (scenario.topology == Topology::Relay)
+            .then(|| RelayServer::new(scenario.limits.clone()));
+        let transcript = Transcript {
+            max_clients: scenario.limits.max_clients,
+            max_outbound_bytes: scenario.limits.max_outbound_bytes,
+            direct: scenario.topology == Topology::Direct,
+            ..Transcript::default()
+        };
+        let mut sim = Sim {
+            rng: Rng::new(seed),
+            now: Timestamp::ZERO,
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            server,
+            server_timer: None,
+            conn_node: BTreeMap::new(),
+            nodes: Vec::new(),
+            links: Vec::new(),
+            incarnation: (0..scenario.clients.len()).collect(),
+            transcript,
+            max_queued: 0,
+            events_processed: 0,
+            scenario,
+        };
+        for (i, plan) in sim.scenario.clients.clone().iter().enumerate() {
+            sim.nodes.push(Node::new(&plan.name));
+            sim.schedule(at(plan.join_at), Ev::Join(i));
+            for (k, (t, _)) in plan.actions.iter().enumerate() {
+                sim.schedule(at(*t), Ev::Act(i, k));
+            }
+        }
+        sim
+    }
+
+    fn schedule(&mut self, t: Timestamp, ev: Ev) {
+        self.queue.insert((t, self.next_seq), ev);
+        self.next_seq += 1;
+    }
+
+    fn record(&mut self, record: Record) {
+        self.transcript.push(self.now, record);
+    }
+
+    fn run_to_end(&mut self) {
+        let deadline = at(self.scenario.last_moment() + self.scenario.settle);
+        let last_script = at(self.scenario.last_moment());
+        while let Some(((t, _), ev)) = self.queue.pop_first() {
+            if t > deadline {
+                break;
+            }
+            self.now = t;
+            self.events_processed += 1;
+            self.handle(ev);
+            if self.now >= last_script && self.all_done() {
+                break;
+            }
+        }
+        let stuck: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                matches!(
+                    self.nodes[i].state,
+                    NodeState::Active | NodeState::NotJoined
+                )
+            })
+            .collect();
+        let in_flight = self
+            .links
+            .iter()
+            .map(|l| {
+                let live = |p: &Pipe| {
+                    if p.dead || p.cut {
+                        0
+                    } else {
+                        p.unsent.len() + p.in_network
+                    }
+                };
+                live(&l.ab) + live(&l.ba)
+            })
+            .sum();
+        let max_queued = self.max_queued;
+        self.record(Record::End {
+            stuck,
+            max_queued,
+            in_flight,
+        });
+    }
+
+    fn all_done(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| matches!(n.state, NodeState::Closed | NodeState::Vanished))
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Join(plan) => {
+                let node = self.incarnation[plan];
+                self.join(node);
+            }
+            Ev::Act(plan, k) => {
+                let node = self.incarnation[plan];
+                let action = self.scenario.clients[plan].actions[k].1.clone();
+                self.act(plan, node, action);
+            }
+            Ev::Arrive(link, dir) => self.arrive(link, dir),
+            Ev::Fin(link, dir) => {
+                let pipe = self.links[link].pipe(dir);
+                if pipe.dead {
+                    return;
+                }
+                pipe.fin_arrived = true;
+                self.read(link, dir);
+            }
+            Ev::Timer(end) => self.timer(end),
+            Ev::StallEnd(node) => {
+                if self.nodes[node]
+                    .stalled_until
+                    .is_some_and(|t| t <= self.now)
+                {
+                    self.nodes[node].stalled_until = None;
+                    if let Some(link) = self.nodes[node].link {
+                        let dir = self.links[link].dir_from(End::Node(node));
+                        let inbound = if dir == Dir::Ab { Dir::Ba } else { Dir::Ab };
+                        self.read(link, inbound);
+                    }
+                }
+            }
+            Ev::Linger(node) => {
+                if self.nodes[node].state == NodeState::Active {
+                    self.close_node(node);
+                }
+            }
+        }
+    }
+
+    // ----- joining and user actions -------------------------------------------------
+
+    fn join(&mut self, node: usize) {
+        if self.nodes[node].state != NodeState::NotJoined {
+            return;
+        }
+        self.nodes[node].state = NodeState::Active;
+        self.record(Record::Connect { client: node });
+        let name = self.nodes[node].name.clone();
+        let limits = self.scenario.limits.clone();
+        match self.scenario.topology {
+            Topology::Relay => {
+                let Some(server) = self.server.as_mut() else {
+                    return;
+                };
+                let conn = server.handle_connected(self.now);
+                self.conn_node.insert(conn, node);
+                self.nodes[node].conn = Some(conn);
+                self.links.push(Link {
+                    a: End::Node(node),
+                    b: End::Server,
+                    ab: Pipe::default(),
+                    ba: Pipe::default(),
+                });
+                self.nodes[node].link = Some(self.links.len() - 1);
+                match RelayClient::new(&name, limits, self.now) {
+                    Ok(c) => self.nodes[node].machine = Some(Machine::Client(Box::new(c))),
+                    Err(why) => {
+                        self.record(Record::Disconnected {
+                            client: node,
+                            code: ErrorCode::InvalidName,
+                            reason: why,
+                        });
+                        self.nodes[node].state = NodeState::Closed;
+                        return;
+                    }
+                }
+                self.drain(End::Server);
+                self.drain(End::Node(node));
+            }
+            Topology::Direct => {
+                let side = if node == 0 {
+                    PeerSide::Acceptor
+                } else {
+                    PeerSide::Connector
+                };
+                match Peer::new(side, &name, limits, self.now) {
+                    Ok(p) => self.nodes[node].machine = Some(Machine::Peer(Box::new(p))),
+                    Err(why) => {
+                        self.record(Record::Disconnected {
+                            client: node,
+                            code: ErrorCode::InvalidName,
+                            reason: why,
+                        });
+                        self.nodes[node].state = NodeState::Closed;
+                        return;
+                    }
+                }
+                if node == 1 {
+                    self.links.push(Link {
+                        a: End::Node(1),
+                        b: End::Node(0),
+                        ab: Pipe::default(),
+                        ba: Pipe::default(),
+                    });
+                    let link = self.links.len() - 1;
+                    self.nodes[0].link = Some(link);
+                    self.nodes[1].link = Some(link);
+                    self.drain(End::Node(0));
+                    self.drain(End::Node(1));
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, plan: usize, node: usize, action: Action) {
+        if self.nodes[node].state != NodeState::Active {
+            return;
+        }
+        let now = self.now;
+        match action {
+            Action::Send { to, text } => {
+                let result = match (self.nodes[node].machine.as_mut(), to) {
+                    (Some(Machine::Client(c)), Target::Id(id)) => {
+                        c.send_chat(ClientId(id), &text, now)
+                    }
+                    (Some(Machine::Client(c)), Target::All) => c.broadcast(&text, now),
+                    (Some(Machine::Peer(p)), Target::Peer) => p.send_chat(&text, now),
+                    _ => Err(SendError::Closed),
+                };
+                match result {
+                    Ok(seq) => self.record(Record::Sent {
+                        client: node,
+                        to,
+                        seq,
+                        text,
+                    }),
+                    Err(e) => self.record(Record::SendRefused {
+                        client: node,
+                        to,
+                        why: e.to_string(),
+                    }),
+                }
+            }
+            Action::Exit => {
+                self.record(Record::SaidExit { client: node });
+                match self.nodes[node].machine.as_mut() {
+                    Some(Machine::Client(c)) => c.exit(now),
+                    Some(Machine::Peer(p)) => p.exit(now),
+                    None => {}
+                }
+            }
+            Action::Leave => match self.nodes[node].machine.as_mut() {
+                Some(Machine::Client(c)) => c.leave(now),
+                Some(Machine::Peer(p)) => p.leave(now),
+                None => {}
+            },
+            Action::Reset => {
+                self.fault(node, "connection reset".into());
+                self.reset(node);
+            }
+            Action::Stall(d) => {
+                self.fault(node, format!("stops reading for {} ms", d.as_millis()));
+                let until = now + d;
+                self.nodes[node].stalled_until = Some(until);
+                self.schedule(until, Ev::StallEnd(node));
+            }
+            Action::Cut => {
+                self.fault(node, "link cut".into());
+                self.cut(node);
+            }
+            Action::Vanish => {
+                self.fault(node, "vanishes".into());
+                self.cut(node);
+                self.nodes[node].state = NodeState::Vanished;
+            }
+            Action::Reconnect => {
+                if self.scenario.topology != Topology::Relay {
+                    return;
+                }
+                let fresh = self.nodes.len();
+                let name = self.nodes[node].name.clone();
+                self.nodes.push(Node::new(&name));
+                self.fault(node, format!("reconnects as c{fresh}"));
+                self.incarnation[plan] = fresh;
+                self.join(fresh);
+                return;
+            }
+        }
+        self.drain(End::Node(node));
+    }
+
+    fn fault(&mut self, node: usize, what: String) {
+        if !self.transcript.faulted.contains(&node) {
+            self.transcript.faulted.push(node);
+        }
+        self.record(Record::Fault { client: node, what });
+    }
+
+    fn reset(&mut self, node: usize) {
+        let Some(link) = self.nodes[node].link else {
+            return;
+        };
+        for dir in [Dir::Ab, Dir::Ba] {
+            let p = self.links[link].pipe(dir);
+            *p = Pipe {
+                dead: true,
+                ..Pipe::default()
+            };
+        }
+        let (a, b) = (self.links[link].a, self.links[link].b);
+        for end in [a, b] {
+            self.transport_closed(end, Some(link));
+        }
+    }
+
+    fn cut(&mut self, node: usize) {
+        let Some(link) = self.nodes[node].link else {
+            return;
+        };
+        for dir in [Dir::Ab, Dir::Ba] {
+            let p = self.links[link].pipe(dir);
+            p.cut = true;
+            p.chunks.clear();
+            p.readable.clear();
+        }
+    }
+
+    // ----- the network ----------------------------------------------------------------
+
+    /// Moves what `writer` can write into the network, in random pieces.
+    fn pump(&mut self, link: usize, dir: Dir) {
+        let net = self.scenario.network.clone();
+        let writer = self.links[link].writer(dir);
+        let mut written = 0;
+        loop {
+            let pipe = self.links[link].pipe(dir);
+            if pipe.dead || pipe.unsent.is_empty() || pipe.in_network >= net.buffer {
+                break;
+            }
+            let room = net.buffer - pipe.in_network;
+            let piece = self.rng.between(1, net.max_chunk.max(1) as u64) as usize;
+            let pipe = self.links[link].pipe(dir);
+            let n = piece.min(room).min(pipe.unsent.len());
+            let chunk: Vec<u8> = pipe.unsent.drain(..n).collect();
+            pipe.in_network += n;
+            written += n;
+            if !pipe.cut {
+                let jitter = if net.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_micros(self.rng.below(net.jitter.as_micros() as u64 + 1))
+                };
+                let pipe = self.links[link].pipe(dir);
+                let arrival = (self.now + net.latency + jitter).max(pipe.last_arrival);
+                pipe.last_arrival = arrival;
+                pipe.chunks.push_back((arrival, chunk));
+                self.schedule(arrival, Ev::Arrive(link, dir));
+            }
+        }
+        if written > 0 {
+            match writer {
+                End::Server => {
+                    let conn = self.conn_of_link(link);
+                    if let (Some(server), Some(conn)) = (self.server.as_mut(), conn) {
+                        server.handle_written(conn, written);
+                    }
+                }
+                End::Node(n) => match self.nodes[n].machine.as_mut() {
+                    Some(Machine::Client(c)) => c.handle_written(written),
+                    Some(Machine::Peer(p)) => p.handle_written(written),
+                    None => {}
+                },
+            }
+        }
+        let latency = net.latency;
+        let pipe = self.links[link].pipe(dir);
+        if pipe.fin_pending && !pipe.fin_sent && pipe.unsent.is_empty() && !pipe.dead {
+            pipe.fin_sent = true;
+            if !pipe.cut {
+                let t = (self.now + latency).max(pipe.last_arrival);
+                self.schedule(t, Ev::Fin(link, dir));
+            }
+        }
+    }
+
+    fn conn_of_link(&self, link: usize) -> Option<ConnId> {
+        match (self.links[link].a, self.links[link].b) {
+            (End::Node(n), End::Server) | (End::Server, End::Node(n)) => self.nodes[n].conn,
+            _ => None,
+        }
+    }
+
+    fn arrive(&mut self, link: usize, dir: Dir) {
+        let pipe = self.links[link].pipe(dir);
+        if pipe.dead || pipe.cut {
+            return;
+        }
+        let Some((_, chunk)) = pipe.chunks.pop_front() else {
+            return;
+        };
+        pipe.readable.extend_from_slice(&chunk);
+        self.read(link, dir);
+    }
+
+    fn reader_can_read(&self, end: End) -> bool {
+        match end {
+            End::Server => true,
+            End::Node(n) => {
+                self.nodes[n].state == NodeState::Active && self.nodes[n].stalled_until.is_none()
+            }
+        }
+    }
+
+    /// Hands what has arrived to the reading machine (unless it is stalled), then the
+    /// FIN if it has arrived and everything before it was read.
+    fn read(&mut self, link: usize, dir: Dir) {
+        let reader = self.links[link].reader(dir);
+        if !self.reader_can_read(reader) {
+            return;
+        }
+        let coalesce = self.scenario.network.coalesce;
+        let max_chunk = self.scenario.network.max_chunk.max(1) as u64;
+        let bytes = std::mem::take(&mut self.links[link].pipe(dir).readable);
+        if !bytes.is_empty() {
+            self.links[link].pipe(dir).in_network -=
+                bytes.len().min(self.links[link].pipe(dir).in_network);
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = if coalesce {
+                    rest.len()
+                } else {
+                    (self.rng.between(1, max_chunk) as usize).min(rest.len())
+                };
+                let (piece, tail) = rest.split_at(n);
+                rest = tail;
+                self.feed(reader, link, piece);
+            }
+            self.pump(link, dir);
+            self.drain(reader);
+            let writer = self.links[link].writer(dir);
+            self.drain(writer);
+        }
+        let pipe = self.links[link].pipe(dir);
+        if pipe.fin_arrived && pipe.readable.is_empty() && pipe.chunks.is_empty() && !pipe.dead {
+            pipe.dead = true;
+            self.transport_closed(reader, Some(link));
+        }
+    }
+
+    fn feed(&mut self, reader: End, link: usize, bytes: &[u8]) {
+        let now = self.now;
+        match reader {
+            End::Server => {
+                let conn = self.conn_of_link(link);
+                if let (Some(server), Some(conn)) = (self.server.as_mut(), conn) {
+                    server.handle_bytes(conn, bytes, now);
+                }
+            }
+            End::Node(n) => match self.nodes[n].machine.as_mut() {
+                Some(Machine::Client(c)) => c.handle_bytes(bytes, now),
+                Some(Machine::Peer(p)) => p.handle_bytes(bytes, now),
+                None => {}
+            },
+        }
+    }
+
+    /// `end` learns that its side of `link` is closed.
+    fn transport_closed(&mut self, end: End, link: Option<usize>) {
+        let now = self.now;
+        match end {
+            End::Server => {
+                let conn = link.and_then(|l| self.conn_of_link(l));
+                if let (Some(server), Some(conn)) = (self.server.as_mut(), conn) {
+                    server.handle_closed(conn, now);
+                    self.drain(End::Server);
+                }
+            }
+            End::Node(n) => self.close_node(n),
+        }
+    }
+
+    fn close_node(&mut self, n: usize) {
+        if self.nodes[n].state != NodeState::Active {
+            return;
+        }
+        let now = self.now;
+        match self.nodes[n].machine.as_mut() {
+            Some(Machine::Client(c)) => c.handle_closed(now),
+            Some(Machine::Peer(p)) => p.handle_closed(now),
+            None => {}
+        }
+        self.drain(End::Node(n));
+        self.nodes[n].state = NodeState::Closed;
+        if let Some(link) = self.nodes[n].link {
+            // Our socket is gone: the other side reads EOF after what is in flight.
+            let dir = self.links[link].dir_from(End::Node(n));
+            let pipe = self.links[link].pipe(dir);
+            pipe.fin_pending = true;
+            self.pump(link, dir);
+        }
+    }
+
+    fn timer(&mut self, end: End) {
+        let now = self.now;
+        match end {
+            End::Server => {
+                if self.server_timer != Some(now) {
+                    return;
+                }
+                self.server_timer = None;
+                if let Some(server) = self.server.as_mut() {
+                    server.handle_timeout(now);
+                }
+            }
+            End::Node(n) => {
+                if self.nodes[n].timer != Some(now) || self.nodes[n].state != NodeState::Active {
+                    return;
+                }
+                self.nodes[n].timer = None;
+                match self.nodes[n].machine.as_mut() {
+                    Some(Machine::Client(c)) => c.handle_timeout(now),
+                    Some(Machine::Peer(p)) => p.handle_timeout(now),
+                    None => {}
+                }
+            }
+        }
+        self.drain(end);
+    }
+
+    // ----- carrying out what machines ask ------------------------------------------
+
+    fn drain(&mut self, end: End) {
+        match end {
+            End::Server => self.drain_server(),
+            End::Node(n) => self.drain_node(n),
+        }
+    }
+
+    fn drain_server(&mut self) {
+        // Closing a connection can queue departure notices for others, so repeat
+        // until the server has nothing more to say.
+        loop {
+            let Some(server) = self.server.as_mut() else {
+                return;
+            };
+            let mut transmits = Vec::new();
+            while let Some(t) = server.poll_transmit() {
+                let pending = server.pending_bytes(t.conn);
+                self.max_queued = self.max_queued.max(pending);
+                transmits.push(t);
+            }
+            let closes: Vec<ConnId> = std::iter::from_fn(|| server.poll_close()).collect();
+            let events: Vec<ServerEvent> = std::iter::from_fn(|| server.poll_event()).collect();
+            if transmits.is_empty() && closes.is_empty() && events.is_empty() {
+                break;
+            }
+            for e in events {
+                self.record_server_event(e);
+            }
+            for t in transmits {
+                let Some(&node) = self.conn_node.get(&t.conn) else {
+                    continue;
+                };
+                let Some(link) = self.nodes[node].link else {
+                    continue;
+                };
+                let dir = self.links[link].dir_from(End::Server);
+                self.links[link].pipe(dir).unsent.extend(t.bytes);
+                self.pump(link, dir);
+            }
+            for conn in closes {
+                let Some(&node) = self.conn_node.get(&conn) else {
+                    continue;
+                };
+                let Some(link) = self.nodes[node].link else {
+                    continue;
+                };
+                let dir = self.links[link].dir_from(End::Server);
+                self.links[link].pipe(dir).fin_pending = true;
+                self.pump(link, dir);
+                // The server stops reading this connection and forgets it.
+                let inbound = if dir == Dir::Ab { Dir::Ba } else { Dir::Ab };
+                self.links[link].pipe(inbound).dead = true;
+                if let Some(server) = self.server.as_mut() {
+                    server.handle_closed(conn, self.now);
+                }
+            }
+        }
+        let timeout = self.server.as_ref().and_then(|s| s.poll_timeout());
+        if let Some(t) = timeout
+            && self.server_timer != Some(t)
+        {
+            let t = t.max(self.now);
+            self.server_timer = Some(t);
+            self.schedule(t, Ev::Timer(End::Server));
+        }
+    }
+
+    fn record_server_event(&mut self, e: ServerEvent) {
+        let node_of = |conn: &ConnId| self.conn_node.get(conn).copied().unwrap_or(usize::MAX);
+        let record = match e {
+            ServerEvent::Admitted { conn, id, .. } => {
+                let client = node_of(&conn);
+                if let Some(n) = self.nodes.get_mut(client) {
+                    n.id = Some(id);
+                }
+                Record::ServerAdmitted { client, id }
+            }
+            ServerEvent::Refused { conn, code, .. } => Record::ServerRefused {
+                client: node_of(&conn),
+                code,
+            },
+            ServerEvent::Left { conn, id, code, .. } => Record::ServerLeft {
+                client: node_of(&conn),
+                id,
+                code,
+            },
+            ServerEvent::Dropped { conn, code, .. } => Record::ServerDropped {
+                client: node_of(&conn),
+                code,
+            },
+            ServerEvent::Exited { .. } => return,
+        };
+        self.record(record);
+    }
+
+    fn drain_node(&mut self, n: usize) {
+        if matches!(
+            self.nodes[n].state,
+            NodeState::Vanished | NodeState::NotJoined
+        ) {
+            return;
+        }
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        let (wants_close, timeout) = match self.nodes[n].machine.as_mut() {
+            Some(Machine::Client(c)) => {
+                while let Some(b) = c.poll_transmit() {
+                    out.extend(b);
+                }
+                while let Some(e) = c.poll_event() {
+                    records.extend(client_record(n, e));
+                }
+                (c.wants_close(), c.poll_timeout())
+            }
+            Some(Machine::Peer(p)) => {
+                while let Some(b) = p.poll_transmit() {
+                    out.extend(b);
+                }
+                while let Some(e) = p.poll_event() {
+                    records.extend(peer_record(n, e));
+                }
+                (p.wants_close(), p.poll_timeout())
+            }
+            None => return,
+        };
+        for r in records {
+            match &r {
+                Record::Welcomed { id, .. } => self.nodes[n].id = Some(*id),
+                Record::Finished { .. } | Record::Disconnected { .. } | Record::Refused { .. } => {
+                    self.nodes[n].over = true
+                }
+                _ => {}
+            }
+            self.record(r);
+        }
+        if let Some(link) = self.nodes[n].link {
+            let dir = self.links[link].dir_from(End::Node(n));
+            if !out.is_empty() {
+                self.links[link].pipe(dir).unsent.extend(out);
+            }
+            if wants_close && !self.links[link].pipe(dir).fin_pending {
+                self.links[link].pipe(dir).fin_pending = true;
+                self.schedule(self.now + LINGER, Ev::Linger(n));
+            }
+            self.pump(link, dir);
+        }
+        if self.nodes[n].state == NodeState::Active
+            && let Some(t) = timeout
+            && self.nodes[n].timer != Some(t)
+        {
+            let t = t.max(self.now);
+            self.nodes[n].timer = Some(t);
+            self.schedule(t, Ev::Timer(End::Node(n)));
+        }
+    }
+}
+
+impl Node {
+    fn new(name: &str) -> Self {
+        Node {
+            name: name.into(),
+            machine: None,
+            link: None,
+            conn: None,
+            state: NodeState::NotJoined,
+            over: false,
+            stalled_until: None,
+            timer: None,
+            id: None,
+        }
+    }
+}
+
+fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
+    Some(match e {
+        ClientEvent::Welcomed { id, .. } => Record::Welcomed { client, id },
+        ClientEvent::Roster(entries) => {
+            let ids: Vec<String> = entries.iter().map(|e| e.id.to_string()).collect();
+            Record::Notice {
+                client,
+                text: format!("online {}", ids.join(",")),
+            }
+        }
+        ClientEvent::Joined { id, .. } => Record::Notice {
+            client,
+            text: format!("{id} joined"),
+        },
+        ClientEvent::Left { id, code } => Record::Notice {
+            client,
+            text: format!("{id} left ({code})"),
+        },
+        ClientEvent::Exited { id } => Record::Notice {
+            client,
+            text: format!("{id} said exit"),
+        },
+        ClientEvent::Message {
+            from,
+            to,
+            seq,
+            text,
+        } => Record::Delivered {
+            client,
+            from: Some(from),
+            broadcast: to.is_broadcast(),
+            seq,
+            text,
+        },
+        ClientEvent::UnsupportedPayload { from, kind } => Record::Notice {
+            client,
+            text: format!("unsupported payload {kind} from {from}"),
+        },
+        ClientEvent::Error(r) => Record::ErrorReport {
+            client,
+            code: r.code,
+            seq: r.seq,
+            subject: r.subject,
+        },
+        ClientEvent::Refused(r) => Record::Refused {
+            client,
+            code: r.code,
+            reason: r.reason,
+        },
+        ClientEvent::Finished => Record::Finished { client },
+        ClientEvent::Disconnected { code, reason } => {
+            if code == ErrorCode::Normal && reason == "everyone has said exit" {
+                return None;
+            }
+            Record::Disconnected {
+                client,
+                code,
+                reason,
+            }
+        }
+    })
+}
+
+fn peer_record(client: usize, e: PeerEvent) -> Option<Record> {
+    Some(match e {
+        PeerEvent::Connected { .. } => Record::Connected { client },
+        PeerEvent::Message { seq, text } => Record::Delivered {
+            client,
+            from: None,
+            broadcast: false,
+            seq,
+            text,
+        },
+        PeerEvent::UnsupportedPayload { kind } => Record::Notice {
+            client,
+            text: format!("unsupported payload {kind}"),
+        },
+        PeerEvent::PeerExited => Record::PeerExited { client },
+        PeerEvent::Error(r) => Record::ErrorReport {
+            client,
+            code: r.code,
+            seq: r.seq,
+            subject: r.subject,
+        },
+        PeerEvent::Finished => Record::Finished { client },
+        PeerEvent::Disconnected { code, reason } => Record::Disconnected {
+            client,
+            code,
+            reason,
+        },
+    })
+}

@@ -1,0 +1,225 @@
+//! What a run did, one line per event with its virtual time: the simulator writes it,
+//! the invariant checker reads it, the snapshots store it, `p2pchat sim` prints it.
+
+use core::fmt;
+
+use p2pchat_core::{ClientId, ErrorCode, Timestamp};
+
+use crate::scenario::Target;
+
+/// One event of a run. In every variant, `client` is the simulated client's index
+/// (`c0`, `c1`, ...; a reconnect gets a new index), `id` a relay ID, `code` a protocol
+/// error code, `seq` the sender's sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are named alike in every variant, described above
+pub enum Record {
+    /// A client opened its connection.
+    Connect { client: usize },
+    /// The relay admitted a client (the relay's own view, in its order).
+    ServerAdmitted { client: usize, id: ClientId },
+    /// The relay refused a client.
+    ServerRefused { client: usize, code: ErrorCode },
+    /// An admitted client is gone, as the relay sees it.
+    ServerLeft {
+        client: usize,
+        id: ClientId,
+        code: ErrorCode,
+    },
+    /// A connection closed before its handshake completed.
+    ServerDropped { client: usize, code: ErrorCode },
+    /// The client learnt its ID.
+    Welcomed { client: usize, id: ClientId },
+    /// The client was refused, and why.
+    Refused {
+        client: usize,
+        code: ErrorCode,
+        reason: String,
+    },
+    /// A direct peer completed its handshake.
+    Connected { client: usize },
+    /// The user sent a message (the machine accepted it).
+    Sent {
+        client: usize,
+        to: Target,
+        seq: u64,
+        text: String,
+    },
+    /// The machine refused to send (already exited, closed...).
+    SendRefused {
+        client: usize,
+        to: Target,
+        why: String,
+    },
+    /// A message arrived. `from` is the relay ID of the sender (None in direct chat).
+    Delivered {
+        client: usize,
+        from: Option<ClientId>,
+        broadcast: bool,
+        seq: u64,
+        text: String,
+    },
+    /// A non-fatal error report about one of our messages.
+    ErrorReport {
+        client: usize,
+        code: ErrorCode,
+        seq: u64,
+        subject: Option<ClientId>,
+    },
+    /// A roster change as the client saw it.
+    Notice { client: usize, text: String },
+    /// The user said exit.
+    SaidExit { client: usize },
+    /// The other direct peer said exit.
+    PeerExited { client: usize },
+    /// The conversation ended normally for this client (everyone said exit).
+    Finished { client: usize },
+    /// The connection ended otherwise.
+    Disconnected {
+        client: usize,
+        code: ErrorCode,
+        reason: String,
+    },
+    /// A fault was injected.
+    Fault { client: usize, what: String },
+    /// The run is over. `stuck` lists clients that had not finished; `max_queued` the
+    /// most bytes any endpoint's machine held for its peer at once.
+    End {
+        stuck: Vec<usize>,
+        max_queued: usize,
+        in_flight: usize,
+    },
+}
+
+/// A record with its moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Virtual time.
+    pub at: Timestamp,
+    /// What happened.
+    pub record: Record,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transcript {
+    /// Every event, in the order they happened.
+    pub entries: Vec<Entry>,
+    /// The relay's client limit during the run.
+    pub max_clients: u32,
+    /// The per-connection outbound bound during the run.
+    pub max_outbound_bytes: usize,
+    /// Whether the run was a direct conversation.
+    pub direct: bool,
+    /// Clients that were subject to a fault (reset, cut, vanish, stall), by index.
+    pub faulted: Vec<usize>,
+}
+
+impl Transcript {
+    /// Appends a record.
+    pub fn push(&mut self, at: Timestamp, record: Record) {
+        self.entries.push(Entry { at, record });
+    }
+}
+
+fn target(t: &Target) -> String {
+    match t {
+        Target::Id(id) => id.to_string(),
+        Target::All => "all".into(),
+        Target::Peer => "peer".into(),
+    }
+}
+
+fn opt_id(id: &Option<ClientId>) -> String {
+    id.map_or("-".into(), |i| i.to_string())
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Record::Connect { client } => write!(f, "c{client} connect"),
+            Record::ServerAdmitted { client, id } => write!(f, "server admitted c{client} as {id}"),
+            Record::ServerRefused { client, code } => {
+                write!(f, "server refused c{client} ({code})")
+            }
+            Record::ServerLeft { client, id, code } => {
+                write!(f, "server: {id} (c{client}) left ({code})")
+            }
+            Record::ServerDropped { client, code } => {
+                write!(f, "server dropped c{client} ({code})")
+            }
+            Record::Welcomed { client, id } => write!(f, "c{client} welcome id={id}"),
+            Record::Refused {
+                client,
+                code,
+                reason,
+            } => write!(f, "c{client} refused ({code}): {reason}"),
+            Record::Connected { client } => write!(f, "c{client} connected"),
+            Record::Sent {
+                client,
+                to,
+                seq,
+                text,
+            } => {
+                write!(f, "c{client} send seq={seq} to={} {text:?}", target(to))
+            }
+            Record::SendRefused { client, to, why } => {
+                write!(f, "c{client} send to={} refused: {why}", target(to))
+            }
+            Record::Delivered {
+                client,
+                from,
+                broadcast,
+                seq,
+                text,
+            } => write!(
+                f,
+                "c{client} got from={} seq={seq}{} {text:?}",
+                opt_id(from),
+                if *broadcast { " (all)" } else { "" }
+            ),
+            Record::ErrorReport {
+                client,
+                code,
+                seq,
+                subject,
+            } => write!(
+                f,
+                "c{client} error {code} seq={seq} subject={}",
+                opt_id(subject)
+            ),
+            Record::Notice { client, text } => write!(f, "c{client} notice: {text}"),
+            Record::SaidExit { client } => write!(f, "c{client} exit"),
+            Record::PeerExited { client } => write!(f, "c{client} sees peer exit"),
+            Record::Finished { client } => write!(f, "c{client} finished"),
+            Record::Disconnected {
+                client,
+                code,
+                reason,
+            } => {
+                write!(f, "c{client} disconnected ({code}): {reason}")
+            }
+            Record::Fault { client, what } => write!(f, "fault: c{client} {what}"),
+            Record::End {
+                stuck,
+                max_queued,
+                in_flight,
+            } => {
+                let stuck: Vec<String> = stuck.iter().map(|c| format!("c{c}")).collect();
+                write!(
+                    f,
+                    "end: stuck [{}], most bytes queued at one endpoint {max_queued}, bytes in flight {in_flight}",
+                    stuck.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for Transcript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.entries {
+            writeln!(f, "{:>9} {}", e.at.to_string(), e.record)?;
+        }
+        Ok(())
+    }
+}
