@@ -164,6 +164,11 @@ impl RelayClient {
         self.phase == Phase::Over || !self.link.is_open()
     }
 
+    /// Bytes queued for the relay or handed to the driver and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.link.pending()
+    }
+
     /// Whether a message of `len` bytes would fit in the outbound queue now; a driver
     /// reading input faster than the network takes it should wait while this is false.
     pub fn has_room_for(&self, len: usize) -> bool {

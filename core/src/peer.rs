@@ -119,6 +119,11 @@ impl Peer {
         self.over
     }
 
+    /// Bytes queued for the other side or handed to the driver and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.link.pending()
+    }
+
     /// Whether a message of `len` bytes fits in the outbound queue now.
     pub fn has_room_for(&self, len: usize) -> bool {
         self.link.pending() + len + 64 <= self.limits.max_outbound_bytes

@@ -307,7 +307,7 @@ fn has_error(inbox: &[Frame], code: ErrorCode, seq: u64) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)))]
 
     #[test]
     fn relay_keeps_its_invariants(max_clients in 1u32..5, ops in proptest::collection::vec(arb_op(), 0..80)) {

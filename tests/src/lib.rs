@@ -1,1 +1,98 @@
-//! Placeholder: cross-crate scenario tests arrive with the simulator issue.
+//! Cross-crate tests of p2pchat live in `tests/tests/`: property tests that replay
+//! random many-client scenarios with faults on the simulator, checks that the
+//! invariant checker catches corrupted transcripts, and snapshot tests of canonical
+//! transcripts (stored in the repository's `snapshots/` folder).
+//!
+//! This library holds the canonical scenarios, shared by the snapshot tests and by
+//! anyone who wants to replay them.
+
+use core::time::Duration;
+
+use p2pchat_sim::{Action, Scenario, Target, ms};
+
+/// The original app's three-client relay session: clients 0, 1 and 2; `1 hello` from 0
+/// arrives at 1 as `0 hello`; everyone says exit.
+pub fn original_three_clients() -> Scenario {
+    let mut s = Scenario::relay(3);
+    let ann = s.join("ann", ms(0));
+    let bob = s.join("bob", ms(100));
+    let cy = s.join("cy", ms(200));
+    s.send(ms(1_000), ann, 1, "hello");
+    s.send(ms(1_500), bob, 0, "hi ann");
+    s.send(ms(1_700), cy, 0, "hello from cy, with spaces");
+    s.at(
+        ms(2_000),
+        cy,
+        Action::Send {
+            to: Target::All,
+            text: "bye all".into(),
+        },
+    );
+    s.at(ms(3_000), ann, Action::Exit);
+    s.send(ms(3_100), bob, 0, "ann, you still hear me");
+    s.at(ms(3_200), bob, Action::Exit);
+    s.at(ms(3_400), cy, Action::Exit);
+    s
+}
+
+/// A fourth client arrives at a full three-client relay and is refused with the reason.
+pub fn fourth_client_refused() -> Scenario {
+    let mut s = Scenario::relay(3);
+    let clients: Vec<usize> = ["a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| s.join(name, ms(100 * i as u64)))
+        .collect();
+    s.send(ms(1_000), clients[0], 2, "the fourth one never got in");
+    for (i, &c) in clients.iter().take(3).enumerate() {
+        s.at(ms(2_000 + 100 * i as u64), c, Action::Exit);
+    }
+    s
+}
+
+/// Direct chat: both talk, then exit, the listener (`first_listener`) or the
+/// connector first; the one that exited first still receives.
+pub fn direct_exit(listener_first: bool) -> Scenario {
+    let mut s = Scenario::direct("lis", "con", ms(50));
+    let (first, second) = if listener_first { (0, 1) } else { (1, 0) };
+    let say = |text: &str| Action::Send {
+        to: Target::Peer,
+        text: text.into(),
+    };
+    s.at(ms(500), 0, say("hello from the listener"));
+    s.at(ms(500), 1, say("hello from the connector"));
+    s.at(ms(1_000), first, Action::Exit);
+    s.at(ms(1_200), second, say("you still hear me after your exit"));
+    s.at(ms(1_400), first, say("but I can no longer send"));
+    s.at(ms(2_000), second, Action::Exit);
+    s
+}
+
+/// Client 1 vanishes mid-conversation (no close, no more bytes); the relay notices by
+/// its silence and tells the others, who go on and finish.
+pub fn client_vanishes() -> Scenario {
+    let mut s = Scenario::relay(3);
+    let a = s.join("a", ms(0));
+    let b = s.join("b", ms(100));
+    let c = s.join("c", ms(200));
+    s.send(ms(1_000), a, 1, "are you there?");
+    s.at(ms(1_500), b, Action::Vanish);
+    s.send(ms(2_000), a, 2, "b went quiet");
+    s.send(ms(2_500), c, 0, "I am still here");
+    s.at(ms(70_000), a, Action::Exit);
+    s.at(ms(70_100), c, Action::Exit);
+    s.settle = Duration::from_secs(60);
+    s
+}
+
+/// A message to an ID that has left is answered with an error naming that ID.
+pub fn message_to_departed_id() -> Scenario {
+    let mut s = Scenario::relay(3);
+    let a = s.join("a", ms(0));
+    let b = s.join("b", ms(100));
+    s.send(ms(500), a, 1, "before b leaves");
+    s.at(ms(1_000), b, Action::Leave);
+    s.send(ms(2_000), a, 1, "after b left");
+    s.at(ms(3_000), a, Action::Exit);
+    s
+}

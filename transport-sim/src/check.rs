@@ -103,14 +103,14 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                     ));
                 }
             }
-            Record::Welcomed { client, id } => {
-                if node_id.get(client).is_some_and(|known| known != id) {
-                    v.push(violation(
-                        "ids-agree",
-                        e.at,
-                        format!("c{client} welcomed as {id}"),
-                    ));
-                }
+            Record::Welcomed { client, id }
+                if node_id.get(client).is_some_and(|known| known != id) =>
+            {
+                v.push(violation(
+                    "ids-agree",
+                    e.at,
+                    format!("c{client} welcomed as {id}, admitted as another"),
+                ));
             }
             Record::Finished { client } => {
                 finished.insert(*client);

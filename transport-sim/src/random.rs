@@ -244,13 +244,16 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
                 && matches!(action, Action::Reset | Action::Cut)
                 && rng.chance(60);
             plan.actions.push((when, action));
+            last = last.max(when);
             if reconnect {
-                plan.actions
-                    .push((when + ms(rng.between(10, 3_000)), Action::Reconnect));
+                let again = when + ms(rng.between(10, 3_000));
+                plan.actions.push((again, Action::Reconnect));
+                last = last.max(again);
             }
         }
     }
-    // Everyone says exit at the end, in a random order.
+    // Everyone says exit at the end, in a random order, after every fault and
+    // reconnect (so that the last incarnation of each client is the one that exits).
     let end = last + ms(1_000);
     for plan in clients.iter_mut() {
         let at = end + ms(rng.below(2_000));

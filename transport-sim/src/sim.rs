@@ -21,6 +21,10 @@ use crate::transcript::{Record, Transcript};
 /// How long a side that wants to close waits for the other side's FIN before closing.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// A run that needs more events than this is stuck in a loop; it is stopped and its
+/// unfinished clients are reported.
+const MAX_EVENTS: u64 = 50_000_000;
+
 /// One end of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum End {
@@ -215,7 +219,7 @@ impl Sim {
         let deadline = at(self.scenario.last_moment() + self.scenario.settle);
         let last_script = at(self.scenario.last_moment());
         while let Some(((t, _), ev)) = self.queue.pop_first() {
-            if t > deadline {
+            if t > deadline || self.events_processed >= MAX_EVENTS {
                 break;
             }
             self.now = t;
@@ -233,18 +237,24 @@ impl Sim {
                 )
             })
             .collect();
+        // Bytes still on their way to a reader that is still there. (Bytes towards a
+        // side that has closed are discarded by its TCP stack: not a stuck run.)
+        let reader_alive = |end: End| match end {
+            End::Server => true,
+            End::Node(n) => self.nodes[n].state == NodeState::Active,
+        };
         let in_flight = self
             .links
             .iter()
             .map(|l| {
-                let live = |p: &Pipe| {
-                    if p.dead || p.cut {
+                let live = |p: &Pipe, reader: End| {
+                    if p.dead || p.cut || !reader_alive(reader) {
                         0
                     } else {
                         p.unsent.len() + p.in_network
                     }
                 };
-                live(&l.ab) + live(&l.ba)
+                live(&l.ab, l.b) + live(&l.ba, l.a)
             })
             .sum();
         let max_queued = self.max_queued;
@@ -801,6 +811,7 @@ impl Sim {
         let mut records = Vec::new();
         let (wants_close, timeout) = match self.nodes[n].machine.as_mut() {
             Some(Machine::Client(c)) => {
+                self.max_queued = self.max_queued.max(c.pending_bytes());
                 while let Some(b) = c.poll_transmit() {
                     out.extend(b);
                 }
@@ -810,6 +821,7 @@ impl Sim {
                 (c.wants_close(), c.poll_timeout())
             }
             Some(Machine::Peer(p)) => {
+                self.max_queued = self.max_queued.max(p.pending_bytes());
                 while let Some(b) = p.poll_transmit() {
                     out.extend(b);
                 }

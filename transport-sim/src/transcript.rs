@@ -207,7 +207,7 @@ impl fmt::Display for Record {
                 let stuck: Vec<String> = stuck.iter().map(|c| format!("c{c}")).collect();
                 write!(
                     f,
-                    "end: stuck [{}], most bytes queued at one endpoint {max_queued}, bytes in flight {in_flight}",
+                    "end: stuck [{}], most bytes queued by one endpoint for one connection {max_queued}, bytes in flight {in_flight}",
                     stuck.join(", ")
                 )
             }

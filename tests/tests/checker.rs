@@ -1,0 +1,170 @@
+//! The invariant checker must be able to fail: every kind of corruption of a correct
+//! transcript (a duplicated, a lost, a reordered, a misrouted delivery; an invented
+//! message; a client over the limit; a stuck run) is caught, under the right rule.
+
+use p2pchat_core::{ClientId, Timestamp};
+use p2pchat_sim::{Record, Transcript, check, run};
+use p2pchat_tests as canon;
+
+fn clean() -> Transcript {
+    let t = run(&canon::original_three_clients(), 1);
+    assert!(check(&t).is_empty(), "the clean transcript passes");
+    t
+}
+
+fn rules(t: &Transcript) -> Vec<&'static str> {
+    check(t).into_iter().map(|v| v.rule).collect()
+}
+
+fn deliveries(t: &Transcript) -> Vec<usize> {
+    t.entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.record, Record::Delivered { .. }))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn a_duplicated_delivery_is_caught() {
+    let mut t = clean();
+    let i = deliveries(&t)[0];
+    let dup = t.entries[i].clone();
+    t.entries.insert(i + 1, dup);
+    assert!(rules(&t).contains(&"exactly-once"), "{:?}", check(&t));
+}
+
+#[test]
+fn a_lost_delivery_is_caught() {
+    let mut t = clean();
+    let i = deliveries(&t)[0];
+    t.entries.remove(i);
+    assert!(rules(&t).contains(&"exactly-once"), "{:?}", check(&t));
+}
+
+#[test]
+fn a_reordered_pair_of_deliveries_is_caught() {
+    // ann (c0) gets two messages from bob (c1): seq 1 and seq 2. Swap them.
+    let mut t = clean();
+    let from_bob: Vec<usize> = deliveries(&t)
+        .into_iter()
+        .filter(|&i| {
+            matches!(
+                t.entries[i].record,
+                Record::Delivered {
+                    client: 0,
+                    from: Some(ClientId(1)),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(from_bob.len(), 2);
+    let (a, b) = (from_bob[0], from_bob[1]);
+    let (ra, rb) = (t.entries[a].record.clone(), t.entries[b].record.clone());
+    t.entries[a].record = rb;
+    t.entries[b].record = ra;
+    assert!(rules(&t).contains(&"per-sender-order"), "{:?}", check(&t));
+}
+
+#[test]
+fn a_misrouted_delivery_is_caught() {
+    // "hello" from 0 was for 1 (c1); show it arriving at c2 instead.
+    let mut t = clean();
+    let i = deliveries(&t)[0];
+    if let Record::Delivered { client, .. } = &mut t.entries[i].record {
+        assert_eq!(*client, 1);
+        *client = 2;
+    }
+    let r = rules(&t);
+    assert!(r.contains(&"addressee-only"), "{r:?}");
+    assert!(r.contains(&"exactly-once"), "and c1 never got it: {r:?}");
+}
+
+#[test]
+fn an_invented_message_is_caught() {
+    let mut t = clean();
+    t.entries.insert(
+        5,
+        p2pchat_sim::Entry {
+            at: Timestamp::from_millis(300),
+            record: Record::Delivered {
+                client: 1,
+                from: Some(ClientId(0)),
+                broadcast: false,
+                seq: 99,
+                text: "never sent".into(),
+            },
+        },
+    );
+    assert!(rules(&t).contains(&"no-invention"), "{:?}", check(&t));
+}
+
+#[test]
+fn an_unjustified_unknown_recipient_error_is_caught() {
+    let mut t = clean();
+    let i = deliveries(&t)[0];
+    let at = t.entries[i].at;
+    t.entries[i] = p2pchat_sim::Entry {
+        at,
+        record: Record::ErrorReport {
+            client: 0,
+            code: p2pchat_core::ErrorCode::UnknownRecipient,
+            seq: 1,
+            subject: Some(ClientId(1)),
+        },
+    };
+    assert!(
+        rules(&t).contains(&"unknown-recipient-justified"),
+        "{:?}",
+        check(&t)
+    );
+}
+
+#[test]
+fn exceeding_the_client_limit_is_caught() {
+    let mut t = clean();
+    t.max_clients = 2;
+    assert!(rules(&t).contains(&"limit"), "{:?}", check(&t));
+}
+
+#[test]
+fn a_stuck_run_and_an_overfull_queue_are_caught() {
+    let mut t = clean();
+    if let Some(Record::End {
+        stuck, max_queued, ..
+    }) = t.entries.last_mut().map(|e| &mut e.record)
+    {
+        stuck.push(1);
+        *max_queued = t.max_outbound_bytes * 2;
+    }
+    let r = rules(&t);
+    assert!(
+        r.contains(&"quiescence") && r.contains(&"bounded-queues"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn sending_after_exit_is_caught() {
+    let mut t = clean();
+    let exit = t
+        .entries
+        .iter()
+        .position(|e| e.record == Record::SaidExit { client: 0 })
+        .unwrap();
+    let at = t.entries[exit].at;
+    t.entries.insert(
+        exit + 1,
+        p2pchat_sim::Entry {
+            at: Timestamp::from_micros(at.as_micros() + 1),
+            record: Record::Sent {
+                client: 0,
+                to: p2pchat_sim::Target::Id(1),
+                seq: 5,
+                text: "late".into(),
+            },
+        },
+    );
+    assert!(rules(&t).contains(&"no-send-after-exit"), "{:?}", check(&t));
+}
