@@ -228,6 +228,9 @@ impl CoreTask {
             }
             Input::Io(conn, IoEvent::Written(n)) => self.server.handle_written(conn, n),
             Input::Io(conn, IoEvent::Closed) => {
+                // Bytes the core queued for this connection earlier in the batch (the
+                // reason it was cut off, say) go to its writer before it is forgotten.
+                self.flush();
                 self.server.handle_closed(conn, now);
                 // Log while the remote address is still known.
                 self.log_events();
