@@ -25,8 +25,18 @@ pub fn run(args: SimArgs) -> i32 {
         direct: args.direct,
     };
     let scenario = p2pchat_sim::random_scenario(&spec);
+    let started = std::time::Instant::now();
     let (transcript, events) = p2pchat_sim::run_counting(&scenario, spec.seed);
+    let simulated = started.elapsed();
     let violations = p2pchat_sim::check(&transcript);
+    let checked = started.elapsed() - simulated;
+    // Wall-clock figures go to stderr: stdout stays a pure function of the flags.
+    eprintln!(
+        "p2pchat sim: {events} events in {:.2} s ({:.0} events/s), checked in {:.2} s",
+        simulated.as_secs_f64(),
+        events as f64 / simulated.as_secs_f64().max(1e-9),
+        checked.as_secs_f64()
+    );
     let mut out = std::io::stdout().lock();
     if !args.quiet {
         let _ = write!(out, "{transcript}");

@@ -7,7 +7,7 @@
 //! healthy clients; messages that touch an unhealthy client may be lost, but never
 //! duplicated, misrouted, reordered or invented.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use p2pchat_core::{ClientId, ErrorCode, Timestamp};
 
@@ -160,8 +160,10 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
     }
 
     // Pass 2: every delivery matches a send, goes to its addressee, once, in order.
-    let mut delivered: BTreeMap<(usize, usize, u64), Timestamp> = BTreeMap::new();
-    let mut last_seq: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+    // Hash maps: a big run has millions of deliveries, and these are only looked up,
+    // never iterated, so their order cannot leak into the verdict.
+    let mut delivered: HashMap<(usize, usize, u64), Timestamp> = HashMap::new();
+    let mut last_seq: HashMap<(usize, usize), u64> = HashMap::new();
     let mut errors: BTreeMap<(usize, u64), (Timestamp, ErrorCode)> = BTreeMap::new();
     for e in &t.entries {
         match &e.record {
@@ -242,7 +244,8 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
         }
     }
 
-    // Pass 3: every message has its outcome.
+    // Pass 3: every message has its outcome. For broadcasts, the healthy clients and
+    // their admission times are listed once, not looked up per message.
     let all_nodes: BTreeSet<usize> = t
         .entries
         .iter()
@@ -250,6 +253,11 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
             Record::Connect { client } => Some(client),
             _ => None,
         })
+        .collect();
+    let healthy_admitted: Vec<(usize, Timestamp)> = all_nodes
+        .iter()
+        .filter(|&&k| healthy(k))
+        .filter_map(|&k| Some((k, *admitted_at.get(node_id.get(&k)?)?)))
         .collect();
     for (&(sender, seq), s) in &sent {
         if faulted.contains(&sender) {
@@ -305,15 +313,12 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                 if error.is_some_and(|&(_, code)| code == ErrorCode::NoRecipients) {
                     continue;
                 }
-                for &k in &all_nodes {
-                    if k == sender || !healthy(k) || !healthy(sender) {
-                        continue;
-                    }
-                    let present = node_id
-                        .get(&k)
-                        .and_then(|id| admitted_at.get(id))
-                        .is_some_and(|&a| a <= s.at);
-                    if present && !delivered.contains_key(&(k, sender, seq)) {
+                if !healthy(sender) {
+                    continue;
+                }
+                for &(k, admitted) in &healthy_admitted {
+                    if k != sender && admitted <= s.at && !delivered.contains_key(&(k, sender, seq))
+                    {
                         v.push(violation(
                             "broadcast-reaches-all",
                             s.at,
