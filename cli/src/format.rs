@@ -63,7 +63,7 @@ fn departure(code: ErrorCode) -> String {
     }
 }
 
-fn roster_line(entries: &[RosterEntry], me: Option<ClientId>) -> String {
+fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> String {
     let list: Vec<String> = entries
         .iter()
         .map(|e| {
@@ -77,7 +77,12 @@ fn roster_line(entries: &[RosterEntry], me: Option<ClientId>) -> String {
             s
         })
         .collect();
-    format!("* online: {}", list.join(", "))
+    let more = (total as usize).saturating_sub(entries.len());
+    if more > 0 {
+        format!("* online ({total}): {} and {more} more", list.join(", "))
+    } else {
+        format!("* online: {}", list.join(", "))
+    }
 }
 
 /// How a relay client event is shown. `me` is our ID, once known.
@@ -91,7 +96,7 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
         } => Line::Out(format!(
             "* you are client {id} (the server admits at most {max_clients})"
         )),
-        ClientEvent::Roster(entries) => Line::Out(roster_line(entries, me)),
+        ClientEvent::Roster { total, entries } => Line::Out(roster_line(*total, entries, me)),
         ClientEvent::Joined { id, name } => Line::Out(format!("* {} joined", who(*id, name))),
         ClientEvent::Left { id, code } => Line::Out(format!("* {id} left{}", departure(*code))),
         ClientEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
@@ -128,7 +133,7 @@ fn relay_event_json(event: &ClientEvent) -> Line {
                 r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version}}}"#
             )
         }
-        ClientEvent::Roster(entries) => {
+        ClientEvent::Roster { total, entries } => {
             let items: Vec<String> = entries
                 .iter()
                 .map(|e| {
@@ -140,7 +145,10 @@ fn relay_event_json(event: &ClientEvent) -> Line {
                     )
                 })
                 .collect();
-            format!(r#"{{"event":"roster","clients":[{}]}}"#, items.join(","))
+            format!(
+                r#"{{"event":"roster","total":{total},"clients":[{}]}}"#,
+                items.join(",")
+            )
         }
         ClientEvent::Joined { id, name } => format!(
             r#"{{"event":"joined","id":{id},"name":{}}}"#,

@@ -28,8 +28,14 @@ pub enum ClientEvent {
         /// The protocol version agreed.
         version: u16,
     },
-    /// The full list of who is online (after `Welcome`, and in answer to `/who`).
-    Roster(Vec<RosterEntry>),
+    /// Who is online (after `Welcome`, and in answer to `/who`): `total` clients, the
+    /// first of them listed (a very large relay lists only as many as fit a frame).
+    Roster {
+        /// Clients online in all.
+        total: u32,
+        /// The first of them, in ID order.
+        entries: Vec<RosterEntry>,
+    },
     /// Another client was admitted.
     Joined {
         /// Its ID.
@@ -71,8 +77,8 @@ pub enum ClientEvent {
     Error(ErrorReport),
     /// The relay turned us away.
     Refused(Refused),
-    /// We said exit and every other online client has said exit (or left): nobody can
-    /// send us anything more, so the client leaves the relay on its own.
+    /// We said exit and the relay reports that every online client has said exit
+    /// (`AllExited`): nobody can send us anything more, so the client leaves.
     Finished,
     /// The connection is over (after `Refused`, too). `Normal` when we left on purpose.
     Disconnected {
@@ -104,8 +110,6 @@ pub struct RelayClient {
     next_seq: u64,
     max_clients: u32,
     roster: BTreeMap<ClientId, RosterEntry>,
-    /// Whether the relay's first roster has arrived.
-    roster_known: bool,
     events: VecDeque<ClientEvent>,
 }
 
@@ -124,7 +128,6 @@ impl RelayClient {
             next_seq: 1,
             max_clients: 0,
             roster: BTreeMap::new(),
-            roster_known: false,
             events: VecDeque::new(),
         })
     }
@@ -142,7 +145,8 @@ impl RelayClient {
         self.max_clients
     }
 
-    /// Who is online, as far as the notices received so far tell, in ID order.
+    /// Who is online, as far as the roster and notices received so far tell, in ID
+    /// order (on a relay past its presence limit, only what the last roster listed).
     pub fn roster(&self) -> impl Iterator<Item = &RosterEntry> {
         self.roster.values()
     }
@@ -150,13 +154,6 @@ impl RelayClient {
     /// Whether we said `exit`.
     pub fn has_exited(&self) -> bool {
         self.exited
-    }
-
-    /// Whether another online client has not said `exit` yet, i.e. someone may still
-    /// send us something.
-    pub fn anyone_still_sending(&self) -> bool {
-        let me = self.id();
-        self.roster.values().any(|e| Some(e.id) != me && !e.exited)
     }
 
     /// Whether the connection is over or closing.
@@ -227,23 +224,13 @@ impl RelayClient {
         self.link.send(&Frame::Who, now);
     }
 
-    /// Says `exit`: we send no more messages but keep receiving, until every other
-    /// online client has said exit too (then [`ClientEvent::Finished`]). Idempotent.
+    /// Says `exit`: we send no more messages but keep receiving, until the relay
+    /// reports that every online client has said exit (then
+    /// [`ClientEvent::Finished`]). Idempotent.
     pub fn exit(&mut self, now: Timestamp) {
         if !self.exited && self.link.is_open() {
             self.exited = true;
             self.link.send(&Frame::Exit, now);
-            self.finish_if_everyone_done();
-        }
-    }
-
-    /// After our exit, leaves once nobody else can send us anything. Only judged once
-    /// the relay's roster has arrived, so an early exit does not leave before joining.
-    fn finish_if_everyone_done(&mut self) {
-        if self.exited && self.roster_known && self.link.is_open() && !self.anyone_still_sending() {
-            self.events.push_back(ClientEvent::Finished);
-            self.link.close(ErrorCode::Normal, "everyone has said exit");
-            self.end(ErrorCode::Normal, "everyone has said exit".into());
         }
     }
 
@@ -359,11 +346,17 @@ impl RelayClient {
 
     fn on_admitted_frame(&mut self, frame: Frame) {
         match frame {
-            Frame::Roster(entries) => {
+            Frame::Roster { total, entries } => {
                 self.roster = entries.iter().map(|e| (e.id, e.clone())).collect();
-                self.roster_known = true;
-                self.events.push_back(ClientEvent::Roster(entries));
-                self.finish_if_everyone_done();
+                self.events
+                    .push_back(ClientEvent::Roster { total, entries });
+            }
+            Frame::AllExited => {
+                if self.exited && self.link.is_open() {
+                    self.events.push_back(ClientEvent::Finished);
+                    self.link.close(ErrorCode::Normal, "everyone has said exit");
+                    self.end(ErrorCode::Normal, "everyone has said exit".into());
+                }
             }
             Frame::Joined { id, name } => {
                 let entry = RosterEntry {
@@ -377,14 +370,12 @@ impl RelayClient {
             Frame::Left { id, code } => {
                 self.roster.remove(&id);
                 self.events.push_back(ClientEvent::Left { id, code });
-                self.finish_if_everyone_done();
             }
             Frame::Exited { id } => {
                 if let Some(e) = self.roster.get_mut(&id) {
                     e.exited = true;
                 }
                 self.events.push_back(ClientEvent::Exited { id });
-                self.finish_if_everyone_done();
             }
             Frame::Deliver {
                 from,
@@ -474,12 +465,9 @@ mod tests {
                 version: 1
             }
         ));
-        assert!(!w.client(a).anyone_still_sending());
         let b = w.join("bob");
-        assert!(w.client(a).anyone_still_sending());
         w.client(b).exit(T);
         w.pump();
-        assert!(!w.client(a).anyone_still_sending(), "bob exited");
         let names: Vec<_> = w
             .client(a)
             .roster()

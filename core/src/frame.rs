@@ -187,8 +187,14 @@ pub enum Frame {
     },
     /// 0x12: client asks for the roster.
     Who,
-    /// 0x13: who is online, in ID order.
-    Roster(Vec<RosterEntry>),
+    /// 0x13: who is online, in ID order; `entries` may list fewer than `total` when
+    /// the full list would not fit the relay's roster size limit.
+    Roster {
+        /// Clients online in all.
+        total: u32,
+        /// The first of them, in ID order.
+        entries: Vec<RosterEntry>,
+    },
     /// 0x14: a client was admitted.
     Joined {
         /// Its ID.
@@ -208,6 +214,9 @@ pub enum Frame {
         /// Its ID.
         id: ClientId,
     },
+    /// 0x17: every online client has said `exit`: nobody will send anything more, so
+    /// the receiver (which has said exit too) can leave.
+    AllExited,
     /// 0x20: a direct-chat message.
     Message {
         /// The sender's sequence number: strictly increasing, from 1.
@@ -244,6 +253,7 @@ mod ty {
     pub const JOINED: u8 = 0x14;
     pub const LEFT: u8 = 0x15;
     pub const EXITED: u8 = 0x16;
+    pub const ALL_EXITED: u8 = 0x17;
     pub const MESSAGE: u8 = 0x20;
     pub const EXIT: u8 = 0x30;
     pub const PING: u8 = 0x31;
@@ -269,10 +279,11 @@ impl Frame {
             Frame::Chat { .. } => "Chat",
             Frame::Deliver { .. } => "Deliver",
             Frame::Who => "Who",
-            Frame::Roster(_) => "Roster",
+            Frame::Roster { .. } => "Roster",
             Frame::Joined { .. } => "Joined",
             Frame::Left { .. } => "Left",
             Frame::Exited { .. } => "Exited",
+            Frame::AllExited => "AllExited",
             Frame::Message { .. } => "Message",
             Frame::Exit => "Exit",
             Frame::Ping(_) => "Ping",
@@ -290,10 +301,11 @@ impl Frame {
             Frame::Chat { .. } => ty::CHAT,
             Frame::Deliver { .. } => ty::DELIVER,
             Frame::Who => ty::WHO,
-            Frame::Roster(_) => ty::ROSTER,
+            Frame::Roster { .. } => ty::ROSTER,
             Frame::Joined { .. } => ty::JOINED,
             Frame::Left { .. } => ty::LEFT,
             Frame::Exited { .. } => ty::EXITED,
+            Frame::AllExited => ty::ALL_EXITED,
             Frame::Message { .. } => ty::MESSAGE,
             Frame::Exit => ty::EXIT,
             Frame::Ping(_) => ty::PING,
@@ -351,8 +363,9 @@ impl Frame {
                 w.u8(payload.kind.to_u8());
                 w.rest(&payload.body);
             }
-            Frame::Who | Frame::Exit => {}
-            Frame::Roster(entries) => {
+            Frame::Who | Frame::Exit | Frame::AllExited => {}
+            Frame::Roster { total, entries } => {
+                w.u32(*total);
                 w.u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
                 for e in entries.iter().take(u32::MAX as usize) {
                     w.u32(e.id.0);
@@ -469,6 +482,7 @@ impl Frame {
             }
             ty::ROSTER => {
                 let mut r = Reader::new(body, "Roster");
+                let total = r.u32()?;
                 let count = r.u32()? as usize;
                 if count > body.len() / MIN_ROSTER_ENTRY_LEN {
                     return Err(DecodeError::Malformed {
@@ -485,7 +499,7 @@ impl Frame {
                     });
                 }
                 r.finish()?;
-                Frame::Roster(entries)
+                Frame::Roster { total, entries }
             }
             ty::JOINED => {
                 let mut r = Reader::new(body, "Joined");
@@ -512,6 +526,10 @@ impl Frame {
                 };
                 r.finish()?;
                 f
+            }
+            ty::ALL_EXITED => {
+                Reader::new(body, "AllExited").finish()?;
+                Frame::AllExited
             }
             ty::MESSAGE => {
                 let mut r = Reader::new(body, "Message");
@@ -598,7 +616,7 @@ mod tests {
 
     #[test]
     fn roster_count_cannot_force_a_huge_allocation() {
-        let body = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0];
+        let body = [0, 0, 0, 9, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0];
         assert!(matches!(
             Frame::decode(ty::ROSTER, &body),
             Err(DecodeError::Malformed {

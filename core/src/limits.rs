@@ -40,6 +40,13 @@ pub struct Limits {
     pub keepalive_interval: Duration,
     /// Silence from the other side after which it is declared vanished.
     pub idle_timeout: Duration,
+    /// Relay server: while at most this many clients are online, every client is told
+    /// of each join, exit and departure. Past it, presence notices stop: they cost
+    /// O(clients) per change, O(clients²) for a crowd arriving.
+    pub presence_limit: u32,
+    /// Relay server: the largest `Roster` frame, in bytes; a longer list is cut (its
+    /// `total` still counts everyone).
+    pub max_roster_bytes: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +61,8 @@ impl Default for Limits {
             max_pending_handshakes: 1024,
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
+            presence_limit: 256,
+            max_roster_bytes: 16 * 1024,
         }
     }
 }

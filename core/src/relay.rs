@@ -130,6 +130,9 @@ pub struct RelayServer {
     overflowed: Vec<ConnId>,
     /// When to look for clients that went silent, while any are admitted.
     next_sweep: Option<Timestamp>,
+    /// Admitted clients that have not said exit: when it drops to zero, everyone is
+    /// told that the conversation is over (`AllExited`).
+    still_sending: usize,
     shutting_down: bool,
 }
 
@@ -151,6 +154,7 @@ impl RelayServer {
             events: VecDeque::new(),
             overflowed: Vec::new(),
             next_sweep: None,
+            still_sending: 0,
             shutting_down: false,
         }
     }
@@ -286,7 +290,7 @@ impl RelayServer {
                         "connection closed without exit".to_owned(),
                     )
                 };
-                self.announce_left(conn, client.id, code, detail);
+                self.announce_left(conn, client.id, client.exited, code, detail);
                 self.cut_off_overflowed();
             }
             ConnState::Closing => {}
@@ -418,7 +422,7 @@ impl RelayServer {
                 match frame {
                     Frame::Chat { to, seq, payload } => self.on_chat(conn, from, to, seq, payload),
                     Frame::Who => {
-                        let roster = Frame::Roster(self.roster());
+                        let roster = self.roster();
                         self.enqueue(conn, &roster);
                     }
                     Frame::Exit => self.on_exit(conn),
@@ -480,9 +484,16 @@ impl RelayServer {
             max_clients: self.limits.max_clients,
         }));
         self.clients.insert(id, conn);
-        let roster = Frame::Roster(self.roster());
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.out.push(&roster);
+        self.still_sending += 1;
+        let roster = self.roster();
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.out.try_push(&roster)
+        {
+            // A queue bound smaller than the roster: send the count alone.
+            c.out.push(&Frame::Roster {
+                total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
+                entries: Vec::new(),
+            });
         }
         self.mark_ready(conn);
         self.events.push_back(ServerEvent::Admitted {
@@ -490,13 +501,15 @@ impl RelayServer {
             id,
             name: hello.name.clone(),
         });
-        self.notify_others(
-            id,
-            &Frame::Joined {
+        if self.presence_on() {
+            self.notify_others(
                 id,
-                name: hello.name,
-            },
-        );
+                &Frame::Joined {
+                    id,
+                    name: hello.name,
+                },
+            );
+        }
     }
 
     /// Why a `Hello` cannot be admitted, if it cannot.
@@ -667,7 +680,28 @@ impl RelayServer {
         client.exited = true;
         let id = client.id;
         self.events.push_back(ServerEvent::Exited { id });
-        self.notify_others(id, &Frame::Exited { id });
+        if self.presence_on() {
+            self.notify_others(id, &Frame::Exited { id });
+        }
+        self.one_less_sending();
+    }
+
+    /// A client stopped sending (said exit, or left without saying it). When it was
+    /// the last one, everyone online has said exit: tell them all, once.
+    fn one_less_sending(&mut self) {
+        self.still_sending = self.still_sending.saturating_sub(1);
+        if self.still_sending == 0 && !self.clients.is_empty() {
+            let everyone: Vec<ConnId> = self.clients.values().copied().collect();
+            for conn in everyone {
+                self.enqueue(conn, &Frame::AllExited);
+            }
+        }
+    }
+
+    /// Whether presence notices (joins, exits, departures) go out: only while the
+    /// relay is small enough for their O(clients) fan-out.
+    fn presence_on(&self) -> bool {
+        self.clients.len() <= self.limits.presence_limit as usize
     }
 
     fn on_decode_error(&mut self, conn: ConnId, err: &DecodeError) {
@@ -721,6 +755,7 @@ impl RelayServer {
             return;
         };
         let id = client.id;
+        let exited = client.exited;
         if !orderly {
             if code == ErrorCode::SlowConsumer {
                 // It cannot read what is queued anyway; make the reason the next thing it sees.
@@ -733,17 +768,31 @@ impl RelayServer {
         }
         self.clients.remove(&id);
         self.begin_close(conn);
-        self.announce_left(conn, id, code, detail);
+        self.announce_left(conn, id, exited, code, detail);
     }
 
-    fn announce_left(&mut self, conn: ConnId, id: ClientId, code: ErrorCode, detail: String) {
+    /// Logs a departure, tells the others (while presence is on), and counts a
+    /// client that left without saying exit as one less sender.
+    fn announce_left(
+        &mut self,
+        conn: ConnId,
+        id: ClientId,
+        exited: bool,
+        code: ErrorCode,
+        detail: String,
+    ) {
         self.events.push_back(ServerEvent::Left {
             conn,
             id,
             code,
             detail,
         });
-        self.notify_others(id, &Frame::Left { id, code });
+        if self.presence_on() {
+            self.notify_others(id, &Frame::Left { id, code });
+        }
+        if !exited {
+            self.one_less_sending();
+        }
     }
 
     fn begin_close(&mut self, conn: ConnId) {
@@ -774,18 +823,29 @@ impl RelayServer {
 
     // ----- helpers ------------------------------------------------------------------
 
-    fn roster(&self) -> Vec<RosterEntry> {
-        self.clients
-            .values()
-            .filter_map(|conn| match &self.conns.get(conn)?.state {
-                ConnState::Admitted(c) => Some(RosterEntry {
-                    id: c.id,
-                    exited: c.exited,
-                    name: c.name.clone(),
-                }),
-                _ => None,
-            })
-            .collect()
+    /// The roster frame: everyone online in ID order, cut to `max_roster_bytes`.
+    fn roster(&self) -> Frame {
+        // Frame header: length, type, total, count.
+        let mut size = 4 + 1 + 4 + 4;
+        let mut entries = Vec::new();
+        for conn in self.clients.values() {
+            let Some(ConnState::Admitted(c)) = self.conns.get(conn).map(|c| &c.state) else {
+                continue;
+            };
+            size += 4 + 1 + 1 + c.name.len();
+            if size > self.limits.max_roster_bytes {
+                break;
+            }
+            entries.push(RosterEntry {
+                id: c.id,
+                exited: c.exited,
+                name: c.name.clone(),
+            });
+        }
+        Frame::Roster {
+            total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
+            entries,
+        }
     }
 
     /// Sends a notice to every admitted client except `about`.
@@ -1355,7 +1415,7 @@ mod tests {
         w.client(a).request_roster(T);
         w.pump();
         let events = w.take_events(a);
-        let [ClientEvent::Roster(entries)] = events.as_slice() else {
+        let [ClientEvent::Roster { total: 2, entries }] = events.as_slice() else {
             panic!("{events:?}");
         };
         let summary: Vec<_> = entries
@@ -1363,6 +1423,65 @@ mod tests {
             .map(|e| (e.id.0, e.name.as_str(), e.exited))
             .collect();
         assert_eq!(summary, vec![(0, "ann", false), (1, "bob", true)]);
+    }
+
+    #[test]
+    fn past_the_presence_limit_no_notices_go_out_and_rosters_are_cut() {
+        let mut w = Wire::new(Limits {
+            presence_limit: 2,
+            max_roster_bytes: 13 + 2 * 7,
+            ..limits(10)
+        });
+        let a = w.join("a");
+        w.join("b");
+        assert!(w.take_events(a).contains(&ClientEvent::Joined {
+            id: ClientId(1),
+            name: "b".into()
+        }));
+        let c = w.join("c");
+        assert!(
+            !w.take_events(a)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Joined { .. })),
+            "3 online is past the presence limit of 2"
+        );
+        let events = w.take_events(c);
+        let roster = events.iter().find_map(|e| match e {
+            ClientEvent::Roster { total, entries } => Some((*total, entries.len())),
+            _ => None,
+        });
+        assert_eq!(
+            roster,
+            Some((3, 2)),
+            "the roster counts all 3 but lists the 2 that fit"
+        );
+        // Exit still completes without presence notices: the relay says AllExited.
+        for i in [a, 1, c] {
+            w.client(i).exit(T);
+        }
+        w.pump();
+        for i in [a, 1, c] {
+            assert!(
+                w.take_events(i).contains(&ClientEvent::Finished),
+                "client {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_leaving_without_exit_can_complete_the_conversation() {
+        let mut w = Wire::new(limits(3));
+        let a = w.join("a");
+        let b = w.join("b");
+        w.client(a).exit(T);
+        w.pump();
+        assert!(!w.take_events(a).contains(&ClientEvent::Finished));
+        w.client(b).leave(T);
+        w.pump();
+        assert!(
+            w.take_events(a).contains(&ClientEvent::Finished),
+            "b was the last sender"
+        );
     }
 
     #[test]

@@ -85,13 +85,18 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
             }
         }),
         Just(Frame::Who),
-        proptest::collection::vec((arb_id(), any::<bool>(), arb_name()), 0..6).prop_map(|v| {
-            Frame::Roster(
-                v.into_iter()
+        (
+            any::<u32>(),
+            proptest::collection::vec((arb_id(), any::<bool>(), arb_name()), 0..6)
+        )
+            .prop_map(|(total, v)| Frame::Roster {
+                total,
+                entries: v
+                    .into_iter()
                     .map(|(id, exited, name)| RosterEntry { id, exited, name })
                     .collect(),
-            )
-        }),
+            }),
+        Just(Frame::AllExited),
         (arb_id(), arb_name()).prop_map(|(id, name)| Frame::Joined { id, name }),
         (arb_id(), arb_code()).prop_map(|(id, code)| Frame::Left { id, code }),
         arb_id().prop_map(|id| Frame::Exited { id }),

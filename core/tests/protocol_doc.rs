@@ -76,11 +76,14 @@ fn relay_frames() -> Vec<Frame> {
             client_id: ClientId(0),
             max_clients: 3,
         }),
-        Frame::Roster(vec![RosterEntry {
-            id: ClientId(0),
-            exited: false,
-            name: "ann".into(),
-        }]),
+        Frame::Roster {
+            total: 1,
+            entries: vec![RosterEntry {
+                id: ClientId(0),
+                exited: false,
+                name: "ann".into(),
+            }],
+        },
         Frame::Joined {
             id: ClientId(1),
             name: "bob".into(),

@@ -179,6 +179,13 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
     };
     let limits = Limits {
         max_clients: spec.max_clients.max(1),
+        // Sometimes a relay past its presence limit, where exit completion must work
+        // without join/exit/leave notices.
+        presence_limit: if rng.chance(30) {
+            rng.between(1, 4) as u32
+        } else {
+            256
+        },
         max_outbound_bytes: if f.stall {
             8 * 1024
         } else {

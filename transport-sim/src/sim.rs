@@ -883,11 +883,17 @@ impl Node {
 fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
     Some(match e {
         ClientEvent::Welcomed { id, .. } => Record::Welcomed { client, id },
-        ClientEvent::Roster(entries) => {
+        ClientEvent::Roster { total, entries } => {
             let ids: Vec<String> = entries.iter().map(|e| e.id.to_string()).collect();
+            let more = total as usize - entries.len().min(total as usize);
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
             Record::Notice {
                 client,
-                text: format!("online {}", ids.join(",")),
+                text: format!("online {}{tail}", ids.join(",")),
             }
         }
         ClientEvent::Joined { id, .. } => Record::Notice {
