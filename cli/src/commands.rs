@@ -1,6 +1,6 @@
 //! What a typed line means, in relay chat and in direct chat.
 
-use p2pchat_core::ClientId;
+use p2pchat_core::{RelayLine, parse_relay_line};
 use p2pchat_tcp::{ClientCommand, PeerCommand};
 
 /// A typed line, understood.
@@ -32,41 +32,18 @@ pub const DIRECT_HELP: &str = "\
 * /quit          leave now (also Ctrl-C)
 * /help          this text";
 
-/// Parses a line typed in relay chat.
+/// Parses a line typed in relay chat, with the same grammar the relay applies to its
+/// plain-text clients (`p2pchat_core::parse_relay_line`).
 pub fn relay_line(line: &str) -> Typed<ClientCommand> {
-    let trimmed = line.trim();
-    if trimmed.is_empty() {
-        return Typed::Nothing;
-    }
-    if trimmed == "exit" {
-        return Typed::Command(ClientCommand::Exit);
-    }
-    if let Some(rest) = trimmed.strip_prefix('/') {
-        let (name, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-        let arg = arg.trim_start();
-        return match name {
-            "who" => Typed::Command(ClientCommand::Who),
-            "help" => Typed::Help,
-            "quit" => Typed::Command(ClientCommand::Leave),
-            "all" if arg.is_empty() => Typed::Invalid("usage: /all MESSAGE".into()),
-            "all" => Typed::Command(ClientCommand::Broadcast(arg.to_owned())),
-            _ => Typed::Invalid(format!("unknown command /{name}; /help lists the commands")),
-        };
-    }
-    let (first, rest) = trimmed
-        .split_once(char::is_whitespace)
-        .unwrap_or((trimmed, ""));
-    let text = rest.trim_start();
-    match first.parse::<u32>() {
-        Ok(id) if id != u32::MAX && !text.is_empty() => Typed::Command(ClientCommand::Send {
-            to: ClientId(id),
-            text: text.to_owned(),
-        }),
-        Ok(id) if id != u32::MAX => Typed::Invalid(format!("usage: {id} MESSAGE (the message is missing)")),
-        _ => Typed::Invalid(
-            "start the line with the ID of the client it is for, e.g. `1 hello`; /all sends to everyone; /help lists the commands"
-                .into(),
-        ),
+    match parse_relay_line(line) {
+        RelayLine::Send { to, text } => Typed::Command(ClientCommand::Send { to, text }),
+        RelayLine::Broadcast(text) => Typed::Command(ClientCommand::Broadcast(text)),
+        RelayLine::Who => Typed::Command(ClientCommand::Who),
+        RelayLine::Exit => Typed::Command(ClientCommand::Exit),
+        RelayLine::Quit => Typed::Command(ClientCommand::Leave),
+        RelayLine::Help => Typed::Help,
+        RelayLine::Empty => Typed::Nothing,
+        RelayLine::Invalid(why) => Typed::Invalid(why),
     }
 }
 
@@ -94,6 +71,7 @@ pub fn direct_line(line: &str) -> Typed<PeerCommand> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p2pchat_core::ClientId;
 
     #[test]
     fn id_then_message_keeps_the_spaces_of_the_message() {

@@ -27,6 +27,7 @@ mod peer;
 mod relay;
 #[cfg(test)]
 mod test_support;
+mod text;
 mod time;
 mod wire;
 
@@ -41,5 +42,6 @@ pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};
 pub use relay::{RelayServer, ServerEvent, Transmit};
+pub use text::{RelayLine, parse_relay_line, sanitize_for_terminal};
 pub use time::Timestamp;
 pub use wire::truncate_utf8;

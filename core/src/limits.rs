@@ -47,6 +47,12 @@ pub struct Limits {
     /// Relay server: the largest `Roster` frame, in bytes; a longer list is cut (its
     /// `total` still counts everyone).
     pub max_roster_bytes: usize,
+    /// Plain text: a pause this long after bytes without a newline ends the line (the
+    /// original app sent messages without newlines).
+    pub text_pause: Duration,
+    /// Relay server: a new connection silent this long is greeted in plain text, so
+    /// that someone on `nc` learns what to type. Framed clients speak at once.
+    pub text_greeting_delay: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +69,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(45),
             presence_limit: 256,
             max_roster_bytes: 16 * 1024,
+            text_pause: Duration::from_millis(200),
+            text_greeting_delay: Duration::from_secs(1),
         }
     }
 }

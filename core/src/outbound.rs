@@ -8,12 +8,22 @@
 
 use crate::frame::Frame;
 
+/// How frames are written on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// Length-prefixed binary frames (protocol v1).
+    Framed,
+    /// Plain-text lines, for `nc`, `telnet` and the original app.
+    Text,
+}
+
 /// Outbound buffer of one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
     queued: Vec<u8>,
     in_flight: usize,
     max: usize,
+    wire: Wire,
 }
 
 impl Outbound {
@@ -22,6 +32,21 @@ impl Outbound {
             queued: Vec::new(),
             in_flight: 0,
             max,
+            wire: Wire::Framed,
+        }
+    }
+
+    /// Switches to plain text, dropping whatever binary was queued but not handed to
+    /// the driver (the magic and `Hello` of a side that has not spoken yet).
+    pub(crate) fn switch_to_text(&mut self) {
+        self.wire = Wire::Text;
+        self.queued.clear();
+    }
+
+    fn encode(&mut self, frame: &Frame) {
+        match self.wire {
+            Wire::Framed => frame.encode(&mut self.queued),
+            Wire::Text => crate::text::render(frame, &mut self.queued),
         }
     }
 
@@ -33,7 +58,7 @@ impl Outbound {
     /// Queues a frame whatever the bound; for the few frames that must go out (a final
     /// `Close`, a handshake reply) and for callers that checked the room first.
     pub(crate) fn push(&mut self, frame: &Frame) {
-        frame.encode(&mut self.queued);
+        self.encode(frame);
     }
 
     /// Queues raw bytes (the magic, a plain-text notice) whatever the bound.
@@ -44,7 +69,7 @@ impl Outbound {
     /// Queues a frame only if it fits under the bound; returns whether it did.
     pub(crate) fn try_push(&mut self, frame: &Frame) -> bool {
         let before = self.queued.len();
-        frame.encode(&mut self.queued);
+        self.encode(frame);
         if self.pending() > self.max {
             self.queued.truncate(before);
             false

@@ -2,6 +2,8 @@
 //! tests beside each machine. The real simulator (faults, latency, seeds) lives in
 //! `transport-sim`; this only moves bytes until nothing moves.
 
+use std::collections::BTreeMap;
+
 use crate::{ClientEvent, ConnId, Limits, RelayClient, RelayServer, ServerEvent, Timestamp};
 
 pub(crate) struct Wire {
@@ -9,6 +11,10 @@ pub(crate) struct Wire {
     pub clients: Vec<Attached>,
     pub server_events: Vec<ServerEvent>,
     pub now: Timestamp,
+    /// Bytes for connections with no `RelayClient` (raw test connections).
+    pub raw: BTreeMap<ConnId, Vec<u8>>,
+    /// Raw connections the server closed.
+    pub raw_closed: Vec<ConnId>,
 }
 
 pub(crate) struct Attached {
@@ -28,6 +34,8 @@ impl Wire {
             clients: Vec::new(),
             server_events: Vec::new(),
             now: Timestamp::ZERO,
+            raw: BTreeMap::new(),
+            raw_closed: Vec::new(),
         }
     }
 
@@ -76,6 +84,12 @@ impl Wire {
                         self.server.handle_written(t.conn, t.bytes.len());
                         a.client.handle_bytes(&t.bytes, self.now);
                     }
+                } else {
+                    self.server.handle_written(t.conn, t.bytes.len());
+                    self.raw
+                        .entry(t.conn)
+                        .or_default()
+                        .extend_from_slice(&t.bytes);
                 }
             }
             while let Some(conn) = self.server.poll_close() {
@@ -86,6 +100,9 @@ impl Wire {
                 {
                     a.closed = true;
                     a.client.handle_closed(self.now);
+                }
+                if !self.clients.iter().any(|a| a.conn == conn) {
+                    self.raw_closed.push(conn);
                 }
                 self.server.handle_closed(conn, self.now);
             }
@@ -101,6 +118,12 @@ impl Wire {
                 break;
             }
         }
+    }
+
+    /// Runs until quiet, then takes what raw connection `conn` was sent, as text.
+    pub fn raw_text(&mut self, conn: ConnId) -> String {
+        self.pump();
+        String::from_utf8(self.raw.remove(&conn).unwrap_or_default()).unwrap_or_default()
     }
 
     pub fn client(&mut self, i: usize) -> &mut RelayClient {

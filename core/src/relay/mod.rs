@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
+mod plain_text;
+
 use crate::decode::FrameDecoder;
 use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome};
@@ -19,6 +21,7 @@ use crate::handshake::{CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
+use crate::text::LineReader;
 use crate::time::Timestamp;
 
 /// Bytes for one connection that the driver should write, in order, as one batch.
@@ -99,6 +102,9 @@ struct Client {
     last_seq: u64,
     /// When bytes last arrived from it (clients ping when quiet, so silence means gone).
     last_heard: Timestamp,
+    /// A plain-text client (`nc`, `telnet`, the original app): it cannot ping, so it
+    /// is not judged by its silence, and the relay closes it when everyone has exited.
+    plain_text: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +117,12 @@ struct Connection {
     magic_sent: bool,
     /// Whether the connection sits in the server's ready queue.
     in_ready: bool,
+    /// Whether any byte has arrived yet: the first one tells framed from plain text.
+    received_any: bool,
+    /// The line splitter of a plain-text connection.
+    text: Option<LineReader>,
+    /// When its partial line counts as complete (a key of `RelayServer::text_flush`).
+    text_flush_at: Option<Timestamp>,
 }
 
 /// The relay server state machine. See the module documentation.
@@ -133,6 +145,10 @@ pub struct RelayServer {
     /// Admitted clients that have not said exit: when it drops to zero, everyone is
     /// told that the conversation is over (`AllExited`).
     still_sending: usize,
+    /// Plain-text connections with a partial line, by when it counts as complete.
+    text_flush: BTreeSet<(Timestamp, ConnId)>,
+    /// Silent new connections, by when to greet them in plain text.
+    greetings: BTreeSet<(Timestamp, ConnId)>,
     shutting_down: bool,
 }
 
@@ -155,6 +171,8 @@ impl RelayServer {
             overflowed: Vec::new(),
             next_sweep: None,
             still_sending: 0,
+            text_flush: BTreeSet::new(),
+            greetings: BTreeSet::new(),
             shutting_down: false,
         }
     }
@@ -203,9 +221,14 @@ impl RelayServer {
                 state: ConnState::Handshaking { deadline },
                 magic_sent: false,
                 in_ready: false,
+                received_any: false,
+                text: None,
+                text_flush_at: None,
             },
         );
         self.deadlines.insert((deadline, conn));
+        self.greetings
+            .insert((now + self.limits.text_greeting_delay, conn));
         if self.shutting_down {
             self.drop_pending(
                 conn,
@@ -232,6 +255,21 @@ impl RelayServer {
             ConnState::Admitted(client) => client.last_heard = client.last_heard.max(now),
             ConnState::Handshaking { .. } => {}
         }
+        if !c.received_any && !bytes.is_empty() {
+            c.received_any = true;
+            if bytes.first() != MAGIC.first() {
+                // Anything but the magic's first byte: a plain-text client.
+                self.become_plain_text(conn, now);
+            }
+        }
+        if self.conns.get(&conn).is_some_and(|c| c.text.is_some()) {
+            self.on_text_bytes(conn, bytes, now);
+            self.cut_off_overflowed();
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.decoder.push(bytes);
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -271,6 +309,9 @@ impl RelayServer {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(at) = c.text_flush_at {
+            self.text_flush.remove(&(at, conn));
+        }
         match c.state {
             ConnState::Handshaking { deadline } => {
                 self.deadlines.remove(&(deadline, conn));
@@ -315,6 +356,7 @@ impl RelayServer {
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.sweep_silent(now);
         }
+        self.plain_text_timeouts(now);
     }
 
     /// Cuts off every client not heard from for `idle_timeout`, then schedules the
@@ -326,7 +368,9 @@ impl RelayServer {
             .clients
             .values()
             .filter(|conn| match self.conns.get(conn).map(|c| &c.state) {
-                Some(ConnState::Admitted(client)) => client.last_heard + idle <= now,
+                Some(ConnState::Admitted(client)) => {
+                    !client.plain_text && client.last_heard + idle <= now
+                }
                 _ => false,
             })
             .copied()
@@ -394,11 +438,15 @@ impl RelayServer {
 
     /// When the driver must call `handle_timeout` next, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let handshake = self.deadlines.first().map(|&(deadline, _)| deadline);
-        match (handshake, self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.first().map(|&(at, _)| at),
+            self.next_sweep,
+            self.text_flush.first().map(|&(at, _)| at),
+            self.greetings.first().map(|&(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- frames -------------------------------------------------------------------
@@ -442,47 +490,69 @@ impl RelayServer {
     }
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Timestamp) {
-        let refusal = self.admission_refusal(&hello);
-        if let Some((code, reason)) = refusal {
-            let refused = Frame::Refused(Refused {
-                code,
-                online: self.online() as u32,
-                limit: self.limits.max_clients,
-                reason: reason.clone(),
-            });
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.out.push(&refused);
-            }
-            self.events
-                .push_back(ServerEvent::Refused { conn, code, reason });
-            self.begin_close(conn);
+        if let Some((code, reason)) = self.admission_refusal(&hello) {
+            self.refuse(conn, code, reason);
             return;
         }
-        let version = negotiate_version(&hello).unwrap_or(1);
+        let welcome = Welcome {
+            version: negotiate_version(&hello).unwrap_or(1),
+            capabilities: hello.capabilities & CAPABILITIES,
+            client_id: ClientId(0),
+            max_clients: self.limits.max_clients,
+        };
+        self.admit(conn, hello.name, false, now, move |id, out| {
+            out.push(&Frame::Welcome(Welcome {
+                client_id: id,
+                ..welcome
+            }));
+        });
+    }
+
+    /// Turns a connection away with a reason it can read, and closes it.
+    fn refuse(&mut self, conn: ConnId, code: ErrorCode, reason: String) {
+        let refused = Frame::Refused(Refused {
+            code,
+            online: self.online() as u32,
+            limit: self.limits.max_clients,
+            reason: reason.clone(),
+        });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.push(&refused);
+        }
+        self.events
+            .push_back(ServerEvent::Refused { conn, code, reason });
+        self.begin_close(conn);
+    }
+
+    /// Admits a connection as a client: next ID, greeting (`welcome` queues it, in
+    /// the connection's own wire format), roster, and the news to everyone else.
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        name: String,
+        plain_text: bool,
+        now: Timestamp,
+        welcome: impl FnOnce(ClientId, &mut Outbound),
+    ) -> ClientId {
         let id = ClientId(self.next_client);
         self.next_client += 1;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if let ConnState::Handshaking { deadline } = c.state {
-            self.deadlines.remove(&(deadline, conn));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let ConnState::Handshaking { deadline } = c.state {
+                self.deadlines.remove(&(deadline, conn));
+            }
+            c.state = ConnState::Admitted(Client {
+                id,
+                name: name.clone(),
+                exited: false,
+                last_seq: 0,
+                last_heard: now,
+                plain_text,
+            });
+            welcome(id, &mut c.out);
         }
-        c.state = ConnState::Admitted(Client {
-            id,
-            name: hello.name.clone(),
-            exited: false,
-            last_seq: 0,
-            last_heard: now,
-        });
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.limits.idle_timeout / 3);
         }
-        c.out.push(&Frame::Welcome(Welcome {
-            version,
-            capabilities: hello.capabilities & CAPABILITIES,
-            client_id: id,
-            max_clients: self.limits.max_clients,
-        }));
         self.clients.insert(id, conn);
         self.still_sending += 1;
         let roster = self.roster();
@@ -499,17 +569,12 @@ impl RelayServer {
         self.events.push_back(ServerEvent::Admitted {
             conn,
             id,
-            name: hello.name.clone(),
+            name: name.clone(),
         });
         if self.presence_on() {
-            self.notify_others(
-                id,
-                &Frame::Joined {
-                    id,
-                    name: hello.name,
-                },
-            );
+            self.notify_others(id, &Frame::Joined { id, name });
         }
+        id
     }
 
     /// Why a `Hello` cannot be admitted, if it cannot.
@@ -694,6 +759,18 @@ impl RelayServer {
             let everyone: Vec<ConnId> = self.clients.values().copied().collect();
             for conn in everyone {
                 self.enqueue(conn, &Frame::AllExited);
+                // A plain-text client cannot act on AllExited: the relay closes it.
+                let plain = matches!(
+                    self.conns.get(&conn).map(|c| &c.state),
+                    Some(ConnState::Admitted(Client {
+                        plain_text: true,
+                        ..
+                    }))
+                );
+                if plain {
+                    let detail = "everyone has said exit".to_owned();
+                    self.close_client(conn, ErrorCode::Normal, detail, true);
+                }
             }
         }
     }
@@ -1217,6 +1294,9 @@ mod tests {
         let mut server = RelayServer::new(limits(3));
         let t0 = Timestamp::ZERO;
         let conn = server.handle_connected(t0);
+        // First the plain-text greeting is due, then the handshake deadline.
+        assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        server.handle_timeout(t0 + Duration::from_secs(1));
         assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(10)));
         server.handle_timeout(t0 + Duration::from_secs(9));
         assert!(closes(&mut server).is_empty());
@@ -1394,14 +1474,122 @@ mod tests {
         }
     }
 
+    fn text_out(w: &mut Wire, conn: ConnId) -> String {
+        w.raw_text(conn)
+    }
+
     #[test]
-    fn text_that_is_not_p2pchat_gets_a_plain_text_answer() {
-        let mut server = RelayServer::new(limits(3));
-        let conn = server.handle_connected(Timestamp::ZERO);
-        server.handle_bytes(conn, b"1 hello\n", Timestamp::ZERO);
-        let t = server.poll_transmit().unwrap();
-        assert!(String::from_utf8(t.bytes).unwrap().starts_with("p2pchat: "));
-        assert_eq!(closes(&mut server), vec![conn]);
+    fn a_plain_text_client_gets_an_id_and_chats_both_ways_with_a_framed_one() {
+        let mut w = Wire::new(limits(3));
+        let framed = w.join("ann");
+        let nc = w.server.handle_connected(T);
+        w.server.handle_bytes(
+            nc,
+            b"0 hello ann
+",
+            T,
+        );
+        let out = text_out(&mut w, nc);
+        assert!(out.starts_with("* you are client 1 "), "{out}");
+        assert!(out.contains("* online: 0 ann, 1"), "{out}");
+        assert_eq!(w.take_messages(framed), vec![(1, "hello ann".to_owned())]);
+        w.client(framed).send_chat(ClientId(1), "hi nc", T).unwrap();
+        w.pump();
+        assert_eq!(text_out(&mut w, nc), "0 hi nc\n");
+    }
+
+    #[test]
+    fn a_line_without_newline_is_sent_after_a_pause() {
+        let mut w = Wire::new(limits(3));
+        let framed = w.join("ann");
+        let nc = w.server.handle_connected(T);
+        w.server.handle_bytes(nc, b"0 no newline here", T);
+        w.pump();
+        assert!(w.take_messages(framed).is_empty(), "not before the pause");
+        let due = w.server.poll_timeout().unwrap();
+        assert!(due <= T + Duration::from_millis(200));
+        w.server.handle_timeout(due);
+        w.pump();
+        assert_eq!(
+            w.take_messages(framed),
+            vec![(1, "no newline here".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_silent_connection_is_greeted_then_admitted_by_its_first_line() {
+        let mut w = Wire::new(limits(3));
+        let nc = w.server.handle_connected(T);
+        w.server.handle_timeout(T + Duration::from_millis(999));
+        assert_eq!(text_out(&mut w, nc), "");
+        w.server.handle_timeout(T + Duration::from_secs(1));
+        assert!(text_out(&mut w, nc).starts_with("* p2pchat relay."));
+        w.server.handle_bytes(nc, b"\r\n", T);
+        assert!(text_out(&mut w, nc).starts_with("* you are client 0 "));
+    }
+
+    #[test]
+    fn plain_text_bad_input_is_answered_and_an_endless_line_cut_off() {
+        let mut w = Wire::new(limits(3));
+        let framed = w.join("ann");
+        let nc = w.server.handle_connected(T);
+        w.server.handle_bytes(nc, b"hello\n9 anyone?\n", T);
+        let out = text_out(&mut w, nc);
+        assert!(out.contains("* start the line with the ID"), "{out}");
+        assert!(out.contains("* no client with ID 9 is online"), "{out}");
+        // A bad UTF-8 line (not the first byte, which would be taken for the magic).
+        w.server.handle_bytes(nc, b"0 caf\xe9\n", T);
+        assert!(text_out(&mut w, nc).contains("not valid UTF-8"));
+        w.server.handle_bytes(nc, &vec![b'x'; 20_000], T);
+        let out = text_out(&mut w, nc);
+        assert!(
+            out.contains("longer than 16384 bytes; disconnected"),
+            "{out}"
+        );
+        assert_eq!(w.server.client_id(nc), None);
+        assert!(w.take_events(framed).contains(&ClientEvent::Left {
+            id: ClientId(1),
+            code: ErrorCode::MessageTooLong
+        }));
+        assert!(!w.client(framed).is_closed());
+    }
+
+    #[test]
+    fn a_plain_text_client_that_says_exit_is_closed_when_everyone_has() {
+        let mut w = Wire::new(limits(3));
+        let framed = w.join("ann");
+        let nc = w.server.handle_connected(T);
+        w.server.handle_bytes(nc, b"exit\n", T);
+        text_out(&mut w, nc);
+        assert!(
+            w.take_events(framed)
+                .contains(&ClientEvent::Exited { id: ClientId(1) })
+        );
+        w.client(framed)
+            .send_chat(ClientId(1), "you still read this", T)
+            .unwrap();
+        w.pump();
+        assert_eq!(text_out(&mut w, nc), "0 you still read this\n");
+        w.client(framed).exit(T);
+        w.pump();
+        let out = text_out(&mut w, nc);
+        assert!(out.contains("* everyone has said exit"), "{out}");
+        assert_eq!(w.server.client_id(nc), None);
+        assert!(w.take_events(framed).contains(&ClientEvent::Finished));
+    }
+
+    #[test]
+    fn a_full_relay_refuses_a_plain_text_client_in_words() {
+        let mut w = Wire::new(limits(1));
+        w.join("ann");
+        let nc = w.server.handle_connected(T);
+        w.server.handle_bytes(nc, b"hi\n", T);
+        let out = text_out(&mut w, nc);
+        assert_eq!(
+            out,
+            "* server full: 1 of 1 clients connected; try again later\n"
+        );
+        assert_eq!(w.raw_closed, vec![nc]);
     }
 
     #[test]
