@@ -37,6 +37,16 @@ pub struct ListenArgs {
     /// print one JSON object per event instead of text lines
     #[argh(switch)]
     pub json: bool,
+    /// history file for this conversation (default: one per peer under
+    /// ~/.local/share/p2pchat/history/)
+    #[argh(option)]
+    pub history: Option<std::path::PathBuf>,
+    /// keep no history
+    #[argh(switch)]
+    pub no_history: bool,
+    /// how many earlier lines to show when the conversation starts (default 20)
+    #[argh(option, default = "20")]
+    pub history_lines: usize,
 }
 
 /// Connect to a peer running `p2pchat listen` and chat with it (direct chat).
@@ -52,6 +62,19 @@ pub struct ConnectArgs {
     /// print one JSON object per event instead of text lines
     #[argh(switch)]
     pub json: bool,
+    /// speak plain text lines (to `nc -l` or the original app) instead of p2pchat
+    #[argh(switch)]
+    pub text: bool,
+    /// history file for this conversation (default: one per peer under
+    /// ~/.local/share/p2pchat/history/)
+    #[argh(option)]
+    pub history: Option<std::path::PathBuf>,
+    /// keep no history
+    #[argh(switch)]
+    pub no_history: bool,
+    /// how many earlier lines to show when the conversation starts (default 20)
+    #[argh(option, default = "20")]
+    pub history_lines: usize,
 }
 
 /// Run a relay server that many `p2pchat join` clients connect to.
@@ -83,6 +106,9 @@ pub struct JoinArgs {
     /// print one JSON object per event instead of text lines
     #[argh(switch)]
     pub json: bool,
+    /// append a transcript of everything this client shows to FILE
+    #[argh(option)]
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// Measure a relay over 127.0.0.1: throughput, latency, server memory and CPU.

@@ -12,6 +12,8 @@ pub enum Typed<C> {
     Help,
     /// An empty line: nothing to do.
     Nothing,
+    /// `/history [N]`: show the last N lines of the conversation's history.
+    History(usize),
     /// Not understood; the sentence says why and what to type instead.
     Invalid(String),
 }
@@ -29,6 +31,7 @@ pub const RELAY_HELP: &str = "\
 pub const DIRECT_HELP: &str = "\
 * MESSAGE        any line is sent to the peer
 * exit           stop sending; keep receiving until the peer says exit too
+* /history [N]   show the last N lines of your history with this peer (default 50)
 * /quit          leave now (also Ctrl-C)
 * /help          this text";
 
@@ -55,6 +58,13 @@ pub fn direct_line(line: &str) -> Typed<PeerCommand> {
         "exit" => Typed::Command(PeerCommand::Exit),
         "/quit" => Typed::Command(PeerCommand::Leave),
         "/help" => Typed::Help,
+        "/history" => Typed::History(50),
+        _ if trimmed.starts_with("/history ") => {
+            match trimmed["/history ".len()..].trim().parse() {
+                Ok(n) => Typed::History(n),
+                Err(_) => Typed::Invalid("usage: /history [NUMBER OF LINES]".into()),
+            }
+        }
         _ if trimmed.starts_with('/') && !trimmed.starts_with("//") => Typed::Invalid(format!(
             "unknown command {trimmed}; /help lists the commands (start a message with // to send a leading /)"
         )),

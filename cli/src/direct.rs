@@ -1,14 +1,26 @@
-//! `p2pchat listen` and `p2pchat connect`: direct chat between two terminals.
+//! `p2pchat listen` and `p2pchat connect`: direct chat between two terminals, with
+//! each side's history of the conversation kept on disk and shown again next time.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use p2pchat_core::{ErrorCode, Limits, PeerEvent, PeerSide};
 use p2pchat_tcp::{DEFAULT_PORT, PeerCommand, PeerSession, SessionEvent};
 
 use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
-use crate::format::{self, Line};
+use crate::format::{self, Line, json_string, sanitize};
+use crate::history::{Direction, History};
 use crate::ui::{Input, Ui};
+
+/// What the user asked of the history.
+struct HistoryChoice {
+    file: Option<PathBuf>,
+    disabled: bool,
+    lines: usize,
+}
 
 /// `p2pchat listen`: waits for one peer, then chats; returns the exit status.
 pub fn listen(args: ListenArgs) -> i32 {
@@ -18,6 +30,11 @@ pub fn listen(args: ListenArgs) -> i32 {
             args.bind
         );
         return 2;
+    };
+    let history = HistoryChoice {
+        file: args.history.clone(),
+        disabled: args.no_history,
+        lines: args.history_lines,
     };
     let (ui, inputs) = Ui::start();
     smol::block_on(async move {
@@ -59,7 +76,18 @@ pub fn listen(args: ListenArgs) -> i32 {
             ui.out(&format!("* {peer} connected"));
         }
         match p2pchat_tcp::start_peer(stream, PeerSide::Acceptor, &args.name, Limits::default()) {
-            Ok(session) => converse(session, ui, inputs, replay, args.json).await,
+            Ok(session) => {
+                converse(
+                    session,
+                    ui,
+                    inputs,
+                    replay,
+                    args.json,
+                    peer.ip().to_string(),
+                    history,
+                )
+                .await
+            }
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
                 2
@@ -70,18 +98,41 @@ pub fn listen(args: ListenArgs) -> i32 {
 
 /// `p2pchat connect`: dials a listening peer, then chats; returns the exit status.
 pub fn connect(args: ConnectArgs) -> i32 {
+    let history = HistoryChoice {
+        file: args.history.clone(),
+        disabled: args.no_history,
+        lines: args.history_lines,
+    };
     let (ui, inputs) = Ui::start();
     smol::block_on(async move {
-        let stream = match p2pchat_tcp::connect(&args.host, DEFAULT_PORT, "`p2pchat listen`").await
-        {
+        let hint = if args.text {
+            "a plain-text listener (e.g. `nc -l`)"
+        } else {
+            "`p2pchat listen`"
+        };
+        let stream = match p2pchat_tcp::connect(&args.host, DEFAULT_PORT, hint).await {
             Ok(stream) => stream,
             Err(e) => {
                 ui.err(&format!("p2pchat: {e}"));
                 return 1;
             }
         };
-        match p2pchat_tcp::start_peer(stream, PeerSide::Connector, &args.name, Limits::default()) {
-            Ok(session) => converse(session, ui, inputs, Vec::new(), args.json).await,
+        let remote = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| args.host.clone());
+        let session = if args.text {
+            Ok(p2pchat_tcp::start_plain_text_peer(
+                stream,
+                Limits::default(),
+            ))
+        } else {
+            p2pchat_tcp::start_peer(stream, PeerSide::Connector, &args.name, Limits::default())
+        };
+        match session {
+            Ok(session) => {
+                converse(session, ui, inputs, Vec::new(), args.json, remote, history).await
+            }
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
                 2
@@ -90,14 +141,120 @@ pub fn connect(args: ConnectArgs) -> i32 {
     })
 }
 
+/// The conversation's history log, once the peer is known.
+struct Log {
+    choice: HistoryChoice,
+    history: Option<History>,
+    we_exited: bool,
+}
+
+impl Log {
+    /// Opens the log for `peer` and shows its last lines.
+    fn start(&mut self, peer: &str, ui: &Ui, json: bool) {
+        if self.choice.disabled {
+            return;
+        }
+        let path = match self
+            .choice
+            .file
+            .clone()
+            .or_else(|| History::default_path(peer))
+        {
+            Some(p) => p,
+            None => {
+                ui.err("warning: no history: neither --history nor HOME is set");
+                return;
+            }
+        };
+        match History::open(&path) {
+            Ok(h) => {
+                show_history(ui, &path, self.choice.lines, json);
+                self.history = Some(h);
+            }
+            Err(e) => ui.err(&format!(
+                "warning: no history: cannot open {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    fn append(&mut self, ui: &Ui, direction: Direction, text: &str) {
+        if let Some(h) = self.history.as_mut()
+            && let Err(e) = h.append(direction, text)
+        {
+            ui.err(&format!(
+                "warning: history not saved ({}): {e}",
+                h.path().display()
+            ));
+            self.history = None;
+        }
+    }
+}
+
+fn show_history(ui: &Ui, path: &std::path::Path, lines: usize, json: bool) {
+    let loaded = match History::load_last(path, lines) {
+        Ok(l) => l,
+        Err(e) => {
+            ui.err(&format!(
+                "warning: cannot read history {}: {e}",
+                path.display()
+            ));
+            return;
+        }
+    };
+    if loaded.records.is_empty() && loaded.skipped == 0 {
+        return;
+    }
+    if !json {
+        ui.out(&format!(
+            "* history ({} earlier lines; /history shows more):",
+            loaded.records.len()
+        ));
+    }
+    for r in &loaded.records {
+        let who = match r.direction {
+            Direction::Sent => "you",
+            Direction::Received => "peer",
+        };
+        if json {
+            ui.out(&format!(
+                r#"{{"event":"history","at":"{}","from":"{who}","text":{}}}"#,
+                r.at,
+                json_string(&r.text)
+            ));
+        } else {
+            let at = r.at.replace('T', " ").trim_end_matches('Z').to_owned();
+            ui.out(&format!("* [{at}] {who}: {}", sanitize(&r.text)));
+        }
+    }
+    if loaded.skipped > 0 {
+        ui.err(&format!(
+            "warning: history: {} damaged or incomplete record(s) skipped in {}",
+            loaded.skipped,
+            path.display()
+        ));
+    }
+    if !json {
+        ui.out("* end of history");
+    }
+}
+
 async fn converse(
     session: PeerSession,
     ui: Ui,
     inputs: async_channel::Receiver<Input>,
     replay: Vec<Input>,
     json: bool,
+    remote: String,
+    history: HistoryChoice,
 ) -> i32 {
     let mut status = 0;
+    let log = Rc::new(RefCell::new(Log {
+        choice: history,
+        history: None,
+        we_exited: false,
+    }));
+    let input_log = log.clone();
     crate::chat::run(
         session,
         inputs,
@@ -105,10 +262,26 @@ async fn converse(
         |input| match input {
             Input::Line(line) => match commands::direct_line(&line) {
                 Typed::Command(cmd) => {
-                    if cmd == PeerCommand::Exit && !json {
-                        ui.out("* you said exit; you keep receiving until the peer says exit too (/quit leaves now)");
+                    let mut log = input_log.borrow_mut();
+                    match &cmd {
+                        PeerCommand::Exit => {
+                            if !json && !log.we_exited {
+                                ui.out("* you said exit; you keep receiving until the peer says exit too (/quit leaves now)");
+                            }
+                            log.we_exited = true;
+                        }
+                        PeerCommand::Send(text) if !log.we_exited => log.append(&ui, Direction::Sent, text),
+                        _ => {}
                     }
                     Some(cmd)
+                }
+                Typed::History(n) => {
+                    let log = input_log.borrow();
+                    match log.history.as_ref() {
+                        Some(h) => show_history(&ui, h.path(), n, json),
+                        None => ui.err("error: no history is being kept for this conversation"),
+                    }
+                    None
                 }
                 Typed::Help => {
                     ui.out(DIRECT_HELP);
@@ -120,15 +293,27 @@ async fn converse(
                     None
                 }
             },
-            Input::Eof => Some(PeerCommand::Exit),
+            Input::Eof => {
+                input_log.borrow_mut().we_exited = true;
+                Some(PeerCommand::Exit)
+            }
             Input::Interrupt => Some(PeerCommand::Leave),
         },
         |event| match event {
             SessionEvent::Core(event) => {
-                if let PeerEvent::Disconnected { code, .. } = &event
-                    && *code != ErrorCode::Normal
-                {
-                    status = 1;
+                match &event {
+                    PeerEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => status = 1,
+                    PeerEvent::Connected { name, .. } => {
+                        // The log is per peer: by its name, or by its address.
+                        let key = if name.is_empty() { remote.clone() } else { name.clone() };
+                        if let Some(Line::Out(line)) = format::peer_event(&event, json) {
+                            ui.out(&line);
+                        }
+                        log.borrow_mut().start(&key, &ui, json);
+                        return;
+                    }
+                    PeerEvent::Message { text, .. } => log.borrow_mut().append(&ui, Direction::Received, text),
+                    _ => {}
                 }
                 match format::peer_event(&event, json) {
                     Some(Line::Out(line)) => ui.out(&line),

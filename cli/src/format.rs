@@ -205,12 +205,14 @@ fn relay_event_json(event: &ClientEvent) -> Line {
 pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
     if json {
         let obj = match event {
-            PeerEvent::Connected { name, version } => {
-                format!(
-                    r#"{{"event":"connected","name":{},"version":{version}}}"#,
-                    json_string(name)
-                )
-            }
+            PeerEvent::Connected {
+                name,
+                version,
+                plain_text,
+            } => format!(
+                r#"{{"event":"connected","name":{},"version":{version},"plain_text":{plain_text}}}"#,
+                json_string(name)
+            ),
             PeerEvent::Message { seq, text } => {
                 format!(
                     r#"{{"event":"message","seq":{seq},"text":{}}}"#,
@@ -238,6 +240,11 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
         return Some(Line::Out(obj));
     }
     let line = match event {
+        PeerEvent::Connected {
+            plain_text: true, ..
+        } => Line::Out(
+            "* connected to a plain-text peer (lines, no handshake, not encrypted)".into(),
+        ),
         PeerEvent::Connected { name, .. } if name.is_empty() => Line::Out("* connected".into()),
         PeerEvent::Connected { name, .. } => {
             Line::Out(format!("* connected to {}", sanitize(name)))

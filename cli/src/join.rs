@@ -10,7 +10,13 @@ use crate::ui::{Input, Ui};
 
 /// Runs the client; returns the process exit status.
 pub fn run(args: JoinArgs) -> i32 {
-    let (ui, inputs) = Ui::start();
+    let (mut ui, inputs) = Ui::start();
+    if let Some(path) = &args.log
+        && let Err(e) = ui.log_to(path)
+    {
+        eprintln!("p2pchat: --log {}: {e}", path.display());
+        return 2;
+    }
     smol::block_on(async move {
         let stream = match p2pchat_tcp::connect(&args.host, DEFAULT_PORT, "`p2pchat server`").await
         {
@@ -47,7 +53,7 @@ pub fn run(args: JoinArgs) -> i32 {
                         ui.out(RELAY_HELP);
                         None
                     }
-                    Typed::Nothing => None,
+                    Typed::Nothing | Typed::History(_) => None,
                     Typed::Invalid(why) => {
                         ui.err(&format!("error: {why}"));
                         None

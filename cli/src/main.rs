@@ -9,6 +9,7 @@ mod chat;
 mod commands;
 mod direct;
 mod format;
+mod history;
 mod join;
 mod server;
 mod sim;

@@ -28,6 +28,8 @@ type Printer = Box<dyn ExternalPrinter + Send>;
 #[derive(Clone)]
 pub struct Ui {
     printer: Option<Arc<Mutex<Printer>>>,
+    /// A transcript file (`join --log`): every line shown, with its UTC time.
+    log: Option<Arc<Mutex<std::fs::File>>>,
 }
 
 impl Ui {
@@ -51,13 +53,34 @@ impl Ui {
         (
             Ui {
                 printer: printer.map(|p| Arc::new(Mutex::new(p))),
+                log: None,
             },
             rx,
         )
     }
 
+    /// Also appends every line shown to the file at `path`.
+    pub fn log_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.log = Some(Arc::new(Mutex::new(file)));
+        Ok(())
+    }
+
+    fn record(&self, line: &str) {
+        if let Some(log) = &self.log
+            && let Ok(mut f) = log.lock()
+        {
+            // One write per line, so a crash tears at most the last one.
+            let _ = f.write_all(format!("{} {line}\n", crate::history::utc_now()).as_bytes());
+        }
+    }
+
     /// A user-facing line: an event, a status line (`* ...`) or a JSON object.
     pub fn out(&self, line: &str) {
+        self.record(line);
         if let Some(printer) = &self.printer
             && let Ok(mut p) = printer.lock()
             && p.print(line.to_owned()).is_ok()
@@ -71,6 +94,7 @@ impl Ui {
 
     /// An error line (stderr when not on a terminal).
     pub fn err(&self, line: &str) {
+        self.record(line);
         if let Some(printer) = &self.printer
             && let Ok(mut p) = printer.lock()
             && p.print(line.to_owned()).is_ok()

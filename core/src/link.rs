@@ -11,6 +11,7 @@ use crate::frame::Frame;
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
+use crate::text::{LineReader, TextInput};
 use crate::time::Timestamp;
 
 /// Where the connection is in its life.
@@ -34,6 +35,13 @@ pub(crate) struct Link {
     /// other side's magic proves it speaks p2pchat.
     gate_open: bool,
     state: LinkState,
+    /// Whether this side waits for the other's first bytes (and may find plain text).
+    speak_first: bool,
+    received_any: bool,
+    /// The line splitter, once the link speaks plain text.
+    text: Option<LineReader>,
+    max_line: usize,
+    text_pause: core::time::Duration,
 }
 
 impl Link {
@@ -48,7 +56,30 @@ impl Link {
             keepalive: Keepalive::new(limits, now),
             gate_open: speak_first,
             state: LinkState::Open,
+            speak_first,
+            received_any: false,
+            text: None,
+            max_line: limits.max_text_len + 16,
+            text_pause: limits.text_pause,
         }
+    }
+
+    /// A link that speaks plain text from the start (to `nc -l` or the original app).
+    pub(crate) fn new_plain_text(limits: &Limits, now: Timestamp) -> Self {
+        let mut link = Link::new(limits, now, true);
+        link.switch_to_text();
+        link
+    }
+
+    fn switch_to_text(&mut self) {
+        self.out.switch_to_text();
+        self.text = Some(LineReader::new(self.max_line, self.text_pause));
+        self.gate_open = true;
+    }
+
+    /// Whether the link speaks plain text.
+    pub(crate) fn is_plain_text(&self) -> bool {
+        self.text.is_some()
     }
 
     pub(crate) fn state(&self) -> LinkState {
@@ -82,20 +113,38 @@ impl Link {
         self.out.pending()
     }
 
-    /// Feeds received bytes to the decoder.
-    pub(crate) fn feed(&mut self, bytes: &[u8], now: Timestamp) {
-        if self.is_open() {
-            self.keepalive.on_received(now);
-            self.decoder.push(bytes);
-            if self.decoder.magic_seen() {
-                self.gate_open = true;
+    /// Feeds received bytes to the decoder, or, on a plain-text link, splits them into
+    /// lines and returns those. A side that waited and receives something other than
+    /// the magic's first byte switches to plain text (its own magic is never sent).
+    pub(crate) fn feed(&mut self, bytes: &[u8], now: Timestamp) -> Vec<TextInput> {
+        if !self.is_open() {
+            return Vec::new();
+        }
+        if !self.received_any && !bytes.is_empty() {
+            self.received_any = true;
+            if !self.speak_first && bytes.first() != MAGIC.first() {
+                self.switch_to_text();
             }
         }
+        self.keepalive.on_received(now);
+        if let Some(reader) = self.text.as_mut() {
+            return reader.push(bytes, now);
+        }
+        self.decoder.push(bytes);
+        if self.decoder.magic_seen() {
+            self.gate_open = true;
+        }
+        Vec::new()
+    }
+
+    /// On a plain-text link, the partial line whose pause has passed.
+    pub(crate) fn text_timeout(&mut self, now: Timestamp) -> Option<TextInput> {
+        self.text.as_mut().and_then(|r| r.on_timeout(now))
     }
 
     /// The next decoded frame, if the link is open.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        if !self.is_open() {
+        if !self.is_open() || self.text.is_some() {
             return Ok(None);
         }
         let frame = self.decoder.next_frame();
@@ -150,7 +199,8 @@ impl Link {
 
     /// Runs keepalive at `now`; sends the ping itself and reports expiry.
     pub(crate) fn poll_keepalive(&mut self, now: Timestamp) -> KeepaliveAction {
-        if !self.is_open() {
+        // Plain-text peers cannot answer pings.
+        if !self.is_open() || self.text.is_some() {
             return KeepaliveAction::Nothing;
         }
         let action = self.keepalive.poll(now);
@@ -161,7 +211,13 @@ impl Link {
     }
 
     pub(crate) fn timeout(&self) -> Option<Timestamp> {
-        self.is_open().then(|| self.keepalive.deadline())
+        if !self.is_open() {
+            return None;
+        }
+        match &self.text {
+            Some(reader) => reader.flush_at(),
+            None => Some(self.keepalive.deadline()),
+        }
     }
 
     /// A sentence for a peer that went silent.

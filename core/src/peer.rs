@@ -17,6 +17,7 @@ use crate::handshake::{negotiate_version, our_hello, validate_name};
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Link, LinkState};
+use crate::text::TextInput;
 use crate::time::Timestamp;
 
 /// Which end of the TCP connection this peer is.
@@ -33,10 +34,13 @@ pub enum PeerSide {
 pub enum PeerEvent {
     /// The handshake completed.
     Connected {
-        /// The other side's nickname.
+        /// The other side's nickname (empty for a plain-text peer).
         name: String,
-        /// The protocol version agreed.
+        /// The protocol version agreed (0 for a plain-text peer).
         version: u16,
+        /// Whether the other side speaks plain text (`nc`, the original app): lines,
+        /// no handshake, no keepalive.
+        plain_text: bool,
     },
     /// A chat message from the other side.
     Message {
@@ -77,6 +81,8 @@ pub struct Peer {
     next_seq: u64,
     last_remote_seq: u64,
     over: bool,
+    /// Whether `Connected` was reported for a plain-text peer.
+    plain_text_announced: bool,
     events: VecDeque<PeerEvent>,
 }
 
@@ -95,8 +101,45 @@ impl Peer {
             next_seq: 1,
             last_remote_seq: 0,
             over: false,
+            plain_text_announced: false,
             events: VecDeque::new(),
         })
+    }
+
+    /// One side of a plain-text conversation (with `nc -l` or the original app): no
+    /// magic, no handshake; lines both ways, `exit` as a bare word.
+    pub fn new_plain_text(limits: Limits, now: Timestamp) -> Self {
+        let link = Link::new_plain_text(&limits, now);
+        let mut peer = Peer {
+            limits,
+            link,
+            remote: None,
+            we_exited: false,
+            they_exited: false,
+            next_seq: 1,
+            last_remote_seq: 0,
+            over: false,
+            plain_text_announced: false,
+            events: VecDeque::new(),
+        };
+        peer.announce_plain_text();
+        peer
+    }
+
+    fn announce_plain_text(&mut self) {
+        if !self.plain_text_announced {
+            self.plain_text_announced = true;
+            self.events.push_back(PeerEvent::Connected {
+                name: String::new(),
+                version: 0,
+                plain_text: true,
+            });
+        }
+    }
+
+    /// Whether the other side speaks plain text.
+    pub fn is_plain_text(&self) -> bool {
+        self.link.is_plain_text()
     }
 
     /// The other side's nickname, once known.
@@ -182,7 +225,14 @@ impl Peer {
 
     /// Bytes arrived from the other side.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
-        self.link.feed(bytes, now);
+        let lines = self.link.feed(bytes, now);
+        if self.link.is_plain_text() {
+            self.announce_plain_text();
+            for input in lines {
+                self.on_text_input(input);
+            }
+            return;
+        }
         loop {
             match self.link.next_frame() {
                 Ok(Some(frame)) => self.on_frame(frame, now),
@@ -208,6 +258,19 @@ impl Peer {
         if was == LinkState::Closed || self.over {
             return;
         }
+        if self.link.is_plain_text() {
+            // A plain-text peer has no exit handshake: closing is its goodbye.
+            let event = if self.we_exited {
+                PeerEvent::Finished
+            } else {
+                PeerEvent::Disconnected {
+                    code: ErrorCode::Normal,
+                    reason: "the peer closed the connection".into(),
+                }
+            };
+            self.end(event);
+            return;
+        }
         let reason = if self.they_exited {
             "the other side closed the connection after saying exit"
         } else {
@@ -221,6 +284,9 @@ impl Peer {
 
     /// Time passed: keepalive and vanished-peer detection.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Some(input) = self.link.text_timeout(now) {
+            self.on_text_input(input);
+        }
         if let KeepaliveAction::Expired = self.link.poll_keepalive(now) {
             let reason = self.link.silence_message();
             self.link.finish();
@@ -329,6 +395,7 @@ impl Peer {
         self.events.push_back(PeerEvent::Connected {
             name: hello.name.clone(),
             version,
+            plain_text: false,
         });
         self.remote = Some(hello);
     }
@@ -380,6 +447,38 @@ impl Peer {
             PayloadKind::Other(kind) => self
                 .events
                 .push_back(PeerEvent::UnsupportedPayload { kind }),
+        }
+    }
+
+    /// A line from a plain-text peer: `exit` is its exit, anything else a message.
+    fn on_text_input(&mut self, input: TextInput) {
+        match input {
+            TextInput::Line(line) if line.trim() == "exit" => {
+                if !self.they_exited {
+                    self.they_exited = true;
+                    self.events.push_back(PeerEvent::PeerExited);
+                    self.finish_if_both_exited();
+                }
+            }
+            TextInput::Line(_) if self.they_exited => {}
+            TextInput::Line(text) => {
+                self.last_remote_seq += 1;
+                let seq = self.last_remote_seq;
+                self.events.push_back(PeerEvent::Message { seq, text });
+            }
+            TextInput::InvalidUtf8 => self.events.push_back(PeerEvent::Error(ErrorReport {
+                code: ErrorCode::InvalidUtf8,
+                seq: 0,
+                subject: None,
+                message: "the peer sent a line that is not valid UTF-8; it was not shown".into(),
+            })),
+            TextInput::TooLong => {
+                let max = self.limits.max_text_len;
+                self.fail(
+                    ErrorCode::MessageTooLong,
+                    format!("the peer sent a line longer than {max} bytes"),
+                );
+            }
         }
     }
 
@@ -474,11 +573,13 @@ mod tests {
         p.pump();
         assert!(p.a_events.contains(&PeerEvent::Connected {
             name: "bob".into(),
-            version: 1
+            version: 1,
+            plain_text: false
         }));
         assert!(p.b_events.contains(&PeerEvent::Connected {
             name: "ann".into(),
-            version: 1
+            version: 1,
+            plain_text: false
         }));
     }
 
@@ -633,23 +734,85 @@ mod tests {
         assert!(p.b.wants_close());
     }
 
+    fn drain(peer: &mut Peer) -> (String, Vec<PeerEvent>) {
+        let mut out = Vec::new();
+        while let Some(b) = peer.poll_transmit() {
+            out.extend(b);
+        }
+        (
+            String::from_utf8(out).unwrap(),
+            std::iter::from_fn(|| peer.poll_event()).collect(),
+        )
+    }
+
     #[test]
-    fn a_stream_that_is_not_p2pchat_gets_no_binary_answer() {
+    fn a_plain_text_peer_is_recognised_and_talked_to_in_lines() {
         let now = Timestamp::ZERO;
         let mut listener = Peer::new(PeerSide::Acceptor, "", Limits::default(), now).unwrap();
-        listener.handle_bytes(b"hello\n", now);
-        let events: Vec<_> = std::iter::from_fn(|| listener.poll_event()).collect();
+        listener.handle_bytes(b"hello from nc\n", now);
+        let (out, events) = drain(&mut listener);
+        assert_eq!(out, "", "no binary handshake to a text peer");
+        assert_eq!(
+            events,
+            vec![
+                PeerEvent::Connected {
+                    name: String::new(),
+                    version: 0,
+                    plain_text: true
+                },
+                PeerEvent::Message {
+                    seq: 1,
+                    text: "hello from nc".into()
+                },
+            ]
+        );
+        listener.send_chat("hi nc", now).unwrap();
+        listener.exit(now);
+        assert_eq!(drain(&mut listener).0, "hi nc\nexit\n");
+        // The original app: no newline, then a pause.
+        listener.handle_bytes(b"one more", now);
+        let due = listener.poll_timeout().unwrap();
+        listener.handle_timeout(due);
+        listener.handle_bytes(b"exit", now);
+        listener.handle_timeout(listener.poll_timeout().unwrap());
+        let (_, events) = drain(&mut listener);
+        assert_eq!(
+            events,
+            vec![
+                PeerEvent::Message {
+                    seq: 2,
+                    text: "one more".into()
+                },
+                PeerEvent::PeerExited,
+                PeerEvent::Finished,
+            ]
+        );
+        assert!(listener.wants_close());
+    }
+
+    #[test]
+    fn a_plain_text_connector_sends_lines_without_a_handshake() {
+        let now = Timestamp::ZERO;
+        let mut peer = Peer::new_plain_text(Limits::default(), now);
+        peer.send_chat("hello", now).unwrap();
+        let (out, events) = drain(&mut peer);
+        assert_eq!(out, "hello\n");
         assert!(matches!(
             events.as_slice(),
-            [PeerEvent::Disconnected {
-                code: ErrorCode::BadMagic,
+            [PeerEvent::Connected {
+                plain_text: true,
                 ..
             }]
         ));
-        let reply = listener.poll_transmit().unwrap_or_default();
-        assert!(
-            !reply.starts_with(&crate::MAGIC),
-            "no handshake sent to a text peer"
-        );
+        assert_eq!(peer.poll_timeout(), None, "no keepalive with a text peer");
+        peer.handle_closed(now);
+        let (_, events) = drain(&mut peer);
+        assert!(matches!(
+            events.as_slice(),
+            [PeerEvent::Disconnected {
+                code: ErrorCode::Normal,
+                ..
+            }]
+        ));
     }
 }

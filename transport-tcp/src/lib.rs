@@ -23,7 +23,7 @@ pub use error::{BindError, ConnectError};
 pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{
     ClientCommand, ClientSession, Machine, PeerCommand, PeerSession, Session, SessionEvent, start,
-    start_client, start_peer,
+    start_client, start_peer, start_plain_text_peer,
 };
 
 /// The port the original app used, and p2pchat's default.

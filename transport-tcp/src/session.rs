@@ -248,6 +248,13 @@ pub fn start_peer(
     Ok(start(stream, machine, clock))
 }
 
+/// Starts a plain-text conversation (with `nc -l` or the original app) on an open stream.
+pub fn start_plain_text_peer(stream: TcpStream, limits: Limits) -> PeerSession {
+    let clock = Clock::new();
+    let machine = Peer::new_plain_text(limits, clock.now());
+    start(stream, machine, clock)
+}
+
 /// Starts driving `machine` over `stream` on the smol executor.
 pub fn start<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> Session<M> {
     let (command_tx, command_rx) = async_channel::bounded(COMMAND_QUEUE);

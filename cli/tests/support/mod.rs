@@ -23,8 +23,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_in(args, &fresh_data_dir())
+    }
+
+    /// Starts with `XDG_DATA_HOME` (where history lives) set to `data`.
+    pub fn start_in(args: &[&str], data: &std::path::Path) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_p2pchat"))
             .args(args)
+            .env("XDG_DATA_HOME", data)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -160,6 +166,20 @@ fn wait_line(
             }
         }
     }
+}
+
+/// A new, empty folder under the system's temp folder.
+pub fn fresh_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "p2pchat-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Starts `p2pchat server` on a free loopback port; returns it and the port.
