@@ -47,6 +47,12 @@ pub struct ListenArgs {
     /// how many earlier lines to show when the conversation starts (default 20)
     #[argh(option, default = "20")]
     pub history_lines: usize,
+    /// accept every file offered, without asking
+    #[argh(switch)]
+    pub auto_accept: bool,
+    /// where received files go (default: the current folder)
+    #[argh(option, default = "std::path::PathBuf::from(\".\")")]
+    pub download_dir: std::path::PathBuf,
 }
 
 /// Connect to a peer running `p2pchat listen` and chat with it (direct chat).
@@ -75,6 +81,12 @@ pub struct ConnectArgs {
     /// how many earlier lines to show when the conversation starts (default 20)
     #[argh(option, default = "20")]
     pub history_lines: usize,
+    /// accept every file offered, without asking
+    #[argh(switch)]
+    pub auto_accept: bool,
+    /// where received files go (default: the current folder)
+    #[argh(option, default = "std::path::PathBuf::from(\".\")")]
+    pub download_dir: std::path::PathBuf,
 }
 
 /// Run a relay server that many `p2pchat join` clients connect to.
@@ -109,6 +121,12 @@ pub struct JoinArgs {
     /// append a transcript of everything this client shows to FILE
     #[argh(option)]
     pub log: Option<std::path::PathBuf>,
+    /// accept every file offered, without asking
+    #[argh(switch)]
+    pub auto_accept: bool,
+    /// where received files go (default: the current folder)
+    #[argh(option, default = "std::path::PathBuf::from(\".\")")]
+    pub download_dir: std::path::PathBuf,
 }
 
 /// Measure a relay over 127.0.0.1: throughput, latency, server memory and CPU.

@@ -20,11 +20,11 @@ pub async fn run<M: Machine>(
     session: Session<M>,
     inputs: Receiver<Input>,
     replay: Vec<Input>,
-    mut on_input: impl FnMut(Input) -> Option<M::Command>,
-    mut on_event: impl FnMut(SessionEvent<M::Event>),
+    mut on_input: impl FnMut(Input) -> Vec<M::Command>,
+    mut on_event: impl FnMut(SessionEvent<M::Event>) -> Vec<M::Command>,
 ) {
     for input in replay {
-        if let Some(cmd) = on_input(input) {
+        for cmd in on_input(input) {
             let _ = session.commands.send(cmd).await;
         }
     }
@@ -50,12 +50,16 @@ pub async fn run<M: Machine>(
         .await;
         match next {
             Next::Input(input) => {
-                if let Some(cmd) = on_input(input) {
+                for cmd in on_input(input) {
                     let _ = session.commands.send(cmd).await;
                 }
             }
             Next::InputClosed => inputs_open = false,
-            Next::Event(event) => on_event(event),
+            Next::Event(event) => {
+                for cmd in on_event(event) {
+                    let _ = session.commands.send(cmd).await;
+                }
+            }
             Next::SessionOver => return,
         }
     }

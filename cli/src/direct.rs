@@ -13,6 +13,7 @@ use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
 use crate::format::{self, Line, json_string, sanitize};
 use crate::history::{Direction, History};
+use crate::transfer::Transfers;
 use crate::ui::{Input, Ui};
 
 /// What the user asked of the history.
@@ -20,6 +21,9 @@ struct HistoryChoice {
     file: Option<PathBuf>,
     disabled: bool,
     lines: usize,
+    /// Where received files go, and whether offers are accepted without asking.
+    download_dir: PathBuf,
+    auto_accept: bool,
 }
 
 /// `p2pchat listen`: waits for one peer, then chats; returns the exit status.
@@ -35,6 +39,8 @@ pub fn listen(args: ListenArgs) -> i32 {
         file: args.history.clone(),
         disabled: args.no_history,
         lines: args.history_lines,
+        download_dir: args.download_dir.clone(),
+        auto_accept: args.auto_accept,
     };
     let (ui, inputs) = Ui::start();
     smol::block_on(async move {
@@ -102,6 +108,8 @@ pub fn connect(args: ConnectArgs) -> i32 {
         file: args.history.clone(),
         disabled: args.no_history,
         lines: args.history_lines,
+        download_dir: args.download_dir.clone(),
+        auto_accept: args.auto_accept,
     };
     let (ui, inputs) = Ui::start();
     smol::block_on(async move {
@@ -249,6 +257,13 @@ async fn converse(
     history: HistoryChoice,
 ) -> i32 {
     let mut status = 0;
+    let transfers = Rc::new(RefCell::new(Transfers::new(
+        ui.clone(),
+        history.download_dir.clone(),
+        history.auto_accept,
+        |_| "the peer".to_owned(),
+    )));
+    let input_transfers = transfers.clone();
     let log = Rc::new(RefCell::new(Log {
         choice: history,
         history: None,
@@ -273,7 +288,7 @@ async fn converse(
                         PeerCommand::Send(text) if !log.we_exited => log.append(&ui, Direction::Sent, text),
                         _ => {}
                     }
-                    Some(cmd)
+                    vec![cmd]
                 }
                 Typed::History(n) => {
                     let log = input_log.borrow();
@@ -281,23 +296,27 @@ async fn converse(
                         Some(h) => show_history(&ui, h.path(), n, json),
                         None => ui.err("error: no history is being kept for this conversation"),
                     }
-                    None
+                    vec![]
                 }
+                Typed::Send(_, path) => file_cmd(&ui, input_transfers.borrow_mut().send(None, &path)),
+                Typed::Accept(n) => file_cmd(&ui, input_transfers.borrow_mut().accept(n)),
+                Typed::Decline(n) => file_cmd(&ui, input_transfers.borrow_mut().decline(n)),
+                Typed::Cancel => input_transfers.borrow_mut().cancel_all().into_iter().map(PeerCommand::File).collect(),
                 Typed::Help => {
                     ui.out(DIRECT_HELP);
-                    None
+                    vec![]
                 }
-                Typed::Nothing => None,
+                Typed::Nothing => vec![],
                 Typed::Invalid(why) => {
                     ui.err(&format!("error: {why}"));
-                    None
+                    vec![]
                 }
             },
             Input::Eof => {
                 input_log.borrow_mut().we_exited = true;
-                Some(PeerCommand::Exit)
+                vec![PeerCommand::Exit]
             }
-            Input::Interrupt => Some(PeerCommand::Leave),
+            Input::Interrupt => vec![PeerCommand::Leave],
         },
         |event| match event {
             SessionEvent::Core(event) => {
@@ -310,9 +329,12 @@ async fn converse(
                             ui.out(&line);
                         }
                         log.borrow_mut().start(&key, &ui, json);
-                        return;
+                        return vec![];
                     }
                     PeerEvent::Message { text, .. } => log.borrow_mut().append(&ui, Direction::Received, text),
+                    PeerEvent::File(e) => {
+                        return transfers.borrow_mut().on_event(e.clone()).into_iter().map(PeerCommand::File).collect();
+                    }
                     _ => {}
                 }
                 match format::peer_event(&event, json) {
@@ -320,10 +342,25 @@ async fn converse(
                     Some(Line::Err(line)) => ui.err(&line),
                     None => {}
                 }
+                vec![]
             }
-            SessionEvent::Rejected(e) => ui.err(&format!("error: {e}")),
+            SessionEvent::Rejected(e) => {
+                ui.err(&format!("error: {e}"));
+                vec![]
+            }
         },
     )
     .await;
     status
+}
+
+/// A file command, or the error that prevented it, shown.
+fn file_cmd(ui: &Ui, result: Result<p2pchat_tcp::FileCommand, String>) -> Vec<PeerCommand> {
+    match result {
+        Ok(cmd) => vec![PeerCommand::File(cmd)],
+        Err(e) => {
+            ui.err(&format!("error: {e}"));
+            vec![]
+        }
+    }
 }

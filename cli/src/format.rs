@@ -110,6 +110,7 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
             sanitize(&r.reason)
         )),
         ClientEvent::Finished => Line::Out("* everyone has said exit; leaving".into()),
+        ClientEvent::File(_) => return None,
         ClientEvent::Disconnected { code, reason } => match code {
             ErrorCode::Normal => return None,
             ErrorCode::ServerFull => return None,
@@ -191,6 +192,10 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             json_string(&r.reason)
         ),
         ClientEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
+        ClientEvent::File(e) => format!(
+            r#"{{"event":"file","detail":{}}}"#,
+            json_string(&format!("{e:?}"))
+        ),
         ClientEvent::Disconnected { code, reason } => {
             format!(
                 r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
@@ -230,6 +235,7 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
                 json_string(&r.message)
             ),
             PeerEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
+            PeerEvent::File(_) => return None,
             PeerEvent::Disconnected { code, reason } => {
                 format!(
                     r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
@@ -258,6 +264,7 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
         }
         PeerEvent::Error(r) => Line::Err(format!("error: {}", sanitize(&r.message))),
         PeerEvent::Finished => Line::Out("* both sides said exit; conversation over".into()),
+        PeerEvent::File(_) => return None,
         PeerEvent::Disconnected {
             code: ErrorCode::Normal,
             reason,

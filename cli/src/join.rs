@@ -1,11 +1,12 @@
 //! `p2pchat join`: a relay client in the terminal.
 
 use p2pchat_core::{ClientEvent, ErrorCode, Limits};
-use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
+use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, FileCommand, SessionEvent};
 
 use crate::args::JoinArgs;
 use crate::commands::{self, RELAY_HELP, Typed};
 use crate::format::{self, Line};
+use crate::transfer::Transfers;
 use crate::ui::{Input, Ui};
 
 /// Runs the client; returns the process exit status.
@@ -37,6 +38,20 @@ pub fn run(args: JoinArgs) -> i32 {
         let mut me = None;
         let mut status = 0;
         let mut refused = false;
+        let transfers = std::rc::Rc::new(std::cell::RefCell::new(Transfers::new(
+            ui.clone(),
+            args.download_dir.clone(),
+            args.auto_accept,
+            |peer| peer.map_or("someone".to_owned(), |id| format!("client {id}")),
+        )));
+        let input_transfers = transfers.clone();
+        let file_cmd = |ui: &Ui, result: Result<FileCommand, String>| match result {
+            Ok(cmd) => vec![ClientCommand::File(cmd)],
+            Err(e) => {
+                ui.err(&format!("error: {e}"));
+                vec![]
+            }
+        };
         crate::chat::run(
             session,
             inputs,
@@ -47,22 +62,37 @@ pub fn run(args: JoinArgs) -> i32 {
                         if cmd == ClientCommand::Exit && !json {
                             ui.out("* you said exit; you keep receiving until everyone has said exit (/quit leaves now)");
                         }
-                        Some(cmd)
+                        vec![cmd]
                     }
+                    Typed::Send(to, path) => file_cmd(&ui, input_transfers.borrow_mut().send(to, &path)),
+                    Typed::Accept(n) => file_cmd(&ui, input_transfers.borrow_mut().accept(n)),
+                    Typed::Decline(n) => file_cmd(&ui, input_transfers.borrow_mut().decline(n)),
+                    Typed::Cancel => input_transfers
+                        .borrow_mut()
+                        .cancel_all()
+                        .into_iter()
+                        .map(ClientCommand::File)
+                        .collect(),
                     Typed::Help => {
                         ui.out(RELAY_HELP);
-                        None
+                        vec![]
                     }
-                    Typed::Nothing | Typed::History(_) => None,
+                    Typed::Nothing | Typed::History(_) => vec![],
                     Typed::Invalid(why) => {
                         ui.err(&format!("error: {why}"));
-                        None
+                        vec![]
                     }
                 },
-                Input::Eof => Some(ClientCommand::Exit),
-                Input::Interrupt => Some(ClientCommand::Leave),
+                Input::Eof => vec![ClientCommand::Exit],
+                Input::Interrupt => vec![ClientCommand::Leave],
             },
             |event| match event {
+                SessionEvent::Core(ClientEvent::File(e)) => transfers
+                    .borrow_mut()
+                    .on_event(e)
+                    .into_iter()
+                    .map(ClientCommand::File)
+                    .collect(),
                 SessionEvent::Core(event) => {
                     match &event {
                         ClientEvent::Welcomed { id, .. } => me = Some(*id),
@@ -73,7 +103,7 @@ pub fn run(args: JoinArgs) -> i32 {
                         ClientEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => {
                             status = 1;
                             if refused && !json {
-                                return;
+                                return vec![];
                             }
                         }
                         _ => {}
@@ -83,8 +113,12 @@ pub fn run(args: JoinArgs) -> i32 {
                         Some(Line::Err(line)) => ui.err(&line),
                         None => {}
                     }
+                    vec![]
                 }
-                SessionEvent::Rejected(e) => ui.err(&format!("error: {e}")),
+                SessionEvent::Rejected(e) => {
+                    ui.err(&format!("error: {e}"));
+                    vec![]
+                }
             },
         )
         .await;

@@ -13,6 +13,7 @@ mod history;
 mod join;
 mod server;
 mod sim;
+mod transfer;
 mod ui;
 
 use args::{Cli, Command};

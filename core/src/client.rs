@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::{ErrorCode, SendError};
+use crate::file::{CHUNK_SIZE, FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry};
 use crate::handshake::{our_hello, validate_name};
 use crate::id::ClientId;
@@ -77,6 +78,9 @@ pub enum ClientEvent {
     Error(ErrorReport),
     /// The relay turned us away.
     Refused(Refused),
+    /// Something about a file transfer (an offer, a chunk to read or write, progress,
+    /// the end). See [`FileEvent`].
+    File(FileEvent),
     /// We said exit and the relay reports that every online client has said exit
     /// (`AllExited`): nobody can send us anything more, so the client leaves.
     Finished,
@@ -111,6 +115,14 @@ pub struct RelayClient {
     max_clients: u32,
     roster: BTreeMap<ClientId, RosterEntry>,
     events: VecDeque<ClientEvent>,
+    files: Files,
+    /// The relay said everyone has exited; we leave once our transfers are over.
+    all_exited: bool,
+    /// Which transfer each of our offers' sequence numbers belongs to, so that a
+    /// refusal by the relay (which quotes the sequence number) fails the right one.
+    offer_seqs: BTreeMap<u64, TransferId>,
+    /// The latest time an input carried (for sends triggered by `handle_written`).
+    last_now: Timestamp,
 }
 
 impl RelayClient {
@@ -129,6 +141,10 @@ impl RelayClient {
             max_clients: 0,
             roster: BTreeMap::new(),
             events: VecDeque::new(),
+            files: Files::default(),
+            all_exited: false,
+            offer_seqs: BTreeMap::new(),
+            last_now: now,
         })
     }
 
@@ -219,6 +235,160 @@ impl RelayClient {
         Ok(seq)
     }
 
+    /// Offers a file to client `to`; the transfer begins when it accepts
+    /// ([`FileEvent::Accepted`]). `hash` is the file's BLAKE3 hash.
+    pub fn offer_file(
+        &mut self,
+        to: ClientId,
+        name: &str,
+        size: u64,
+        hash: Hash,
+        now: Timestamp,
+    ) -> Result<TransferId, SendError> {
+        if to.is_broadcast() {
+            return Err(SendError::InvalidRecipient(to));
+        }
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if self.exited {
+            return Err(SendError::AlreadyExited);
+        }
+        let transfer = self.files.offer(Some(to), name, size, hash);
+        self.pump_files(now);
+        Ok(transfer)
+    }
+
+    /// Accepts an offered file; we already hold `offset` bytes hashing to `prefix_hash`
+    /// (0 and the hash of nothing for a fresh download).
+    pub fn accept_file(
+        &mut self,
+        from: ClientId,
+        transfer: TransferId,
+        offset: u64,
+        prefix_hash: Hash,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.accept(Some(from), transfer, offset, prefix_hash);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Declines an offered file.
+    pub fn decline_file(
+        &mut self,
+        from: ClientId,
+        transfer: TransferId,
+        reason: &str,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.decline(Some(from), transfer, reason);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Starts sending an accepted file from `offset` (the receiver's offset if its
+    /// prefix matched our file, else 0).
+    pub fn start_sending(&mut self, transfer: TransferId, offset: u64, now: Timestamp) -> bool {
+        let ok = self.files.start_sending(transfer, offset);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Hands over the chunk asked for by [`FileEvent::ReadChunk`].
+    pub fn file_data(
+        &mut self,
+        transfer: TransferId,
+        offset: u64,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.file_data(transfer, offset, data);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Reports that a received file is written up to `written` bytes.
+    pub fn chunk_written(
+        &mut self,
+        from: ClientId,
+        transfer: TransferId,
+        written: u64,
+        now: Timestamp,
+    ) {
+        self.files.chunk_written(Some(from), transfer, written);
+        self.pump_files(now);
+    }
+
+    /// Reports whether a completely received file's hash matched.
+    pub fn finish_receiving(
+        &mut self,
+        from: ClientId,
+        transfer: TransferId,
+        ok: bool,
+        reason: &str,
+        now: Timestamp,
+    ) {
+        self.files
+            .finish_receiving(Some(from), transfer, ok, reason);
+        self.pump_files(now);
+    }
+
+    /// Abandons a transfer (ours if `outgoing`, else one we receive from `peer`).
+    pub fn cancel_file(
+        &mut self,
+        peer: ClientId,
+        transfer: TransferId,
+        outgoing: bool,
+        reason: &str,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.cancel(Some(peer), transfer, outgoing, reason);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Moves file traffic: asks the driver for chunks while the outbound queue has
+    /// room for about one chunk per sending transfer (so chat never waits behind
+    /// more), sends queued file messages, and passes file events on.
+    fn pump_files(&mut self, now: Timestamp) {
+        self.last_now = self.last_now.max(now);
+        if !self.link.is_open() {
+            return;
+        }
+        let per_chunk = CHUNK_SIZE + 64;
+        let room = self.files.active_senders().max(1) * per_chunk;
+        let budget = room.saturating_sub(self.link.pending()) / per_chunk;
+        self.files
+            .request_reads(budget.max(usize::from(self.link.pending() == 0)));
+        while let Some((to, msg)) = self.files.poll_outbox() {
+            let Some(to) = to else { continue };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if let FileMsg::Offer { transfer, .. } = &msg {
+                self.offer_seqs.insert(seq, *transfer);
+            }
+            let payload = Payload {
+                kind: PayloadKind::File,
+                body: msg.encode(),
+            };
+            self.link.send(&Frame::Chat { to, seq, payload }, now);
+        }
+        while let Some(e) = self.files.poll_event() {
+            self.events.push_back(ClientEvent::File(e));
+        }
+        self.finish_if_done();
+    }
+
+    /// Leaves once the relay said everyone has exited and no transfer is under way.
+    fn finish_if_done(&mut self) {
+        if self.exited && self.all_exited && self.files.is_idle() && self.link.is_open() {
+            self.events.push_back(ClientEvent::Finished);
+            self.link.close(ErrorCode::Normal, "everyone has said exit");
+            self.end(ErrorCode::Normal, "everyone has said exit".into());
+        }
+    }
+
     /// Asks the relay for the roster; it arrives as a [`ClientEvent::Roster`].
     pub fn request_roster(&mut self, now: Timestamp) {
         self.link.send(&Frame::Who, now);
@@ -257,11 +427,17 @@ impl RelayClient {
                 }
             }
         }
+        self.pump_files(now);
     }
 
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
+        // Room in the queue: maybe the next file chunk.
+        let per_chunk = CHUNK_SIZE + 64;
+        if self.files.active_senders() > 0 && self.link.pending() < per_chunk {
+            self.pump_files(self.last_now);
+        }
     }
 
     /// The transport connection ended.
@@ -352,11 +528,8 @@ impl RelayClient {
                     .push_back(ClientEvent::Roster { total, entries });
             }
             Frame::AllExited => {
-                if self.exited && self.link.is_open() {
-                    self.events.push_back(ClientEvent::Finished);
-                    self.link.close(ErrorCode::Normal, "everyone has said exit");
-                    self.end(ErrorCode::Normal, "everyone has said exit".into());
-                }
+                self.all_exited = true;
+                self.finish_if_done();
             }
             Frame::Joined { id, name } => {
                 let entry = RosterEntry {
@@ -369,6 +542,7 @@ impl RelayClient {
             }
             Frame::Left { id, code } => {
                 self.roster.remove(&id);
+                self.files.peer_gone(Some(id), &format!("client {id} left"));
                 self.events.push_back(ClientEvent::Left { id, code });
             }
             Frame::Exited { id } => {
@@ -396,12 +570,30 @@ impl RelayClient {
                         self.fail(ErrorCode::InvalidUtf8, reason);
                     }
                 },
+                PayloadKind::File => match FileMsg::decode(&payload.body) {
+                    Ok(msg) => self.files.on_message(Some(from), msg),
+                    Err(_) => self
+                        .events
+                        .push_back(ClientEvent::UnsupportedPayload { from, kind: 2 }),
+                },
                 PayloadKind::Other(kind) => {
                     self.events
                         .push_back(ClientEvent::UnsupportedPayload { from, kind });
                 }
             },
-            Frame::Error(report) => self.events.push_back(ClientEvent::Error(report)),
+            Frame::Error(report) => {
+                if report.code == ErrorCode::FileRefused
+                    && let Some(transfer) = self.offer_seqs.remove(&report.seq)
+                {
+                    self.files.refused(transfer, &report.message);
+                } else if report.code == ErrorCode::UnknownRecipient
+                    && let Some(id) = report.subject
+                {
+                    self.files
+                        .peer_gone(Some(id), &format!("client {id} is not online"));
+                }
+                self.events.push_back(ClientEvent::Error(report));
+            }
             other => {
                 let reason = format!("the relay sent {}, which only a client sends", other.name());
                 self.fail(ErrorCode::UnexpectedFrame, reason);
@@ -417,6 +609,10 @@ impl RelayClient {
 
     fn end(&mut self, code: ErrorCode, reason: String) {
         if self.phase != Phase::Over {
+            self.files.all_gone("the connection to the relay ended");
+            while let Some(e) = self.files.poll_event() {
+                self.events.push_back(ClientEvent::File(e));
+            }
             self.phase = Phase::Over;
             self.events
                 .push_back(ClientEvent::Disconnected { code, reason });

@@ -56,6 +56,8 @@ pub enum ErrorCode {
     NoRecipients,
     /// Too many connections are still in their handshake.
     TooManyHandshakes,
+    /// The relay will not carry this file (too large, too many transfers).
+    FileRefused,
     /// A code from a newer version; kept so it can be shown and passed on.
     Other(u16),
 }
@@ -86,6 +88,7 @@ impl ErrorCode {
             ErrorCode::ConnectionLost => 19,
             ErrorCode::NoRecipients => 20,
             ErrorCode::TooManyHandshakes => 21,
+            ErrorCode::FileRefused => 22,
             ErrorCode::Other(n) => n,
         }
     }
@@ -115,6 +118,7 @@ impl ErrorCode {
             19 => ErrorCode::ConnectionLost,
             20 => ErrorCode::NoRecipients,
             21 => ErrorCode::TooManyHandshakes,
+            22 => ErrorCode::FileRefused,
             other => ErrorCode::Other(other),
         }
     }
@@ -144,6 +148,7 @@ impl ErrorCode {
             ErrorCode::ConnectionLost => "connection-lost",
             ErrorCode::NoRecipients => "no-recipients",
             ErrorCode::TooManyHandshakes => "too-many-handshakes",
+            ErrorCode::FileRefused => "file-refused",
             ErrorCode::Other(_) => "unknown-code",
         }
     }
@@ -236,6 +241,9 @@ pub enum SendError {
         /// Bytes queued or in flight.
         pending: usize,
     },
+    /// The other side cannot do this (e.g. a plain-text peer and files).
+    #[error("not possible here: {0}")]
+    NotSupported(&'static str),
     /// The relay client would address a nonexistent client.
     #[error("{0} is not a client ID (use 0, 1, 2, ...)")]
     InvalidRecipient(ClientId),
@@ -254,9 +262,9 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_names() {
-        let mut names: Vec<_> = (0..=21u16).map(|n| ErrorCode::from_u16(n).name()).collect();
+        let mut names: Vec<_> = (0..=22u16).map(|n| ErrorCode::from_u16(n).name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
     }
 }

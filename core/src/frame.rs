@@ -85,6 +85,8 @@ pub struct Refused {
 pub enum PayloadKind {
     /// UTF-8 chat text.
     Text,
+    /// A file-transfer message (see `file.rs` and `docs/PROTOCOL.md`, "Files").
+    File,
     /// A kind from a newer version; routed as is, ignored by receivers that do not know it.
     Other(u8),
 }
@@ -93,6 +95,7 @@ impl PayloadKind {
     fn to_u8(self) -> u8 {
         match self {
             PayloadKind::Text => 1,
+            PayloadKind::File => 2,
             PayloadKind::Other(n) => n,
         }
     }
@@ -100,6 +103,7 @@ impl PayloadKind {
     fn from_u8(n: u8) -> Self {
         match n {
             1 => PayloadKind::Text,
+            2 => PayloadKind::File,
             other => PayloadKind::Other(other),
         }
     }
@@ -127,7 +131,7 @@ impl Payload {
     pub fn as_text(&self) -> Option<&str> {
         match self.kind {
             PayloadKind::Text => core::str::from_utf8(&self.body).ok(),
-            PayloadKind::Other(_) => None,
+            PayloadKind::File | PayloadKind::Other(_) => None,
         }
     }
 }

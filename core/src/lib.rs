@@ -16,6 +16,7 @@
 mod client;
 mod decode;
 mod error;
+mod file;
 mod frame;
 mod handshake;
 mod id;
@@ -34,6 +35,7 @@ mod wire;
 pub use client::{ClientEvent, RelayClient};
 pub use decode::FrameDecoder;
 pub use error::{DecodeError, ErrorCode, SendError};
+pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId, WINDOW};
 pub use frame::{
     ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
 };

@@ -53,6 +53,10 @@ pub struct Limits {
     /// Relay server: a new connection silent this long is greeted in plain text, so
     /// that someone on `nc` learns what to type. Framed clients speak at once.
     pub text_greeting_delay: Duration,
+    /// Relay server: the largest file it carries, in bytes.
+    pub max_file_size: u64,
+    /// Relay server: files one client may be offering or sending at once.
+    pub max_transfers_per_client: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +75,8 @@ impl Default for Limits {
             max_roster_bytes: 16 * 1024,
             text_pause: Duration::from_millis(200),
             text_greeting_delay: Duration::from_secs(1),
+            max_file_size: 64 * 1024 * 1024 * 1024,
+            max_transfers_per_client: 8,
         }
     }
 }

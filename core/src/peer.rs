@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 
 use crate::error::{ErrorCode, SendError};
+use crate::file::{CHUNK_SIZE, FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{ErrorReport, Frame, Hello, Payload, PayloadKind, Role};
 use crate::handshake::{negotiate_version, our_hello, validate_name};
 use crate::keepalive::KeepaliveAction;
@@ -58,6 +59,8 @@ pub enum PeerEvent {
     PeerExited,
     /// The other side reported a problem with something we sent.
     Error(ErrorReport),
+    /// Something about a file transfer. See [`FileEvent`].
+    File(FileEvent),
     /// Both sides said exit: the conversation is over and the connection closes.
     Finished,
     /// The conversation ended otherwise: the peer vanished, closed, or broke the protocol.
@@ -84,6 +87,9 @@ pub struct Peer {
     /// Whether `Connected` was reported for a plain-text peer.
     plain_text_announced: bool,
     events: VecDeque<PeerEvent>,
+    files: Files,
+    /// The latest time an input carried (for sends triggered by `handle_written`).
+    last_now: Timestamp,
 }
 
 impl Peer {
@@ -103,6 +109,8 @@ impl Peer {
             over: false,
             plain_text_announced: false,
             events: VecDeque::new(),
+            files: Files::default(),
+            last_now: now,
         })
     }
 
@@ -121,6 +129,8 @@ impl Peer {
             over: false,
             plain_text_announced: false,
             events: VecDeque::new(),
+            files: Files::default(),
+            last_now: now,
         };
         peer.announce_plain_text();
         peer
@@ -200,6 +210,128 @@ impl Peer {
         Ok(seq)
     }
 
+    /// Offers a file to the other side ([`FileEvent::Accepted`] follows if it agrees).
+    pub fn offer_file(
+        &mut self,
+        name: &str,
+        size: u64,
+        hash: Hash,
+        now: Timestamp,
+    ) -> Result<TransferId, SendError> {
+        if self.over || !self.link.is_open() {
+            return Err(SendError::Closed);
+        }
+        if self.link.is_plain_text() {
+            return Err(SendError::NotSupported(
+                "a plain-text peer cannot receive files",
+            ));
+        }
+        if self.we_exited {
+            return Err(SendError::AlreadyExited);
+        }
+        let transfer = self.files.offer(None, name, size, hash);
+        self.pump_files(now);
+        Ok(transfer)
+    }
+
+    /// Accepts an offered file, holding `offset` bytes already (resume).
+    pub fn accept_file(
+        &mut self,
+        transfer: TransferId,
+        offset: u64,
+        prefix_hash: Hash,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.accept(None, transfer, offset, prefix_hash);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Declines an offered file.
+    pub fn decline_file(&mut self, transfer: TransferId, reason: &str, now: Timestamp) -> bool {
+        let ok = self.files.decline(None, transfer, reason);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Starts sending an accepted file from `offset`.
+    pub fn start_sending(&mut self, transfer: TransferId, offset: u64, now: Timestamp) -> bool {
+        let ok = self.files.start_sending(transfer, offset);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Hands over the chunk asked for by [`FileEvent::ReadChunk`].
+    pub fn file_data(
+        &mut self,
+        transfer: TransferId,
+        offset: u64,
+        data: Vec<u8>,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.file_data(transfer, offset, data);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Reports that a received file is written up to `written` bytes.
+    pub fn chunk_written(&mut self, transfer: TransferId, written: u64, now: Timestamp) {
+        self.files.chunk_written(None, transfer, written);
+        self.pump_files(now);
+    }
+
+    /// Reports whether a completely received file's hash matched.
+    pub fn finish_receiving(
+        &mut self,
+        transfer: TransferId,
+        ok: bool,
+        reason: &str,
+        now: Timestamp,
+    ) {
+        self.files.finish_receiving(None, transfer, ok, reason);
+        self.pump_files(now);
+    }
+
+    /// Abandons a transfer (ours if `outgoing`).
+    pub fn cancel_file(
+        &mut self,
+        transfer: TransferId,
+        outgoing: bool,
+        reason: &str,
+        now: Timestamp,
+    ) -> bool {
+        let ok = self.files.cancel(None, transfer, outgoing, reason);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Moves file traffic (see `RelayClient`'s twin): chunks only while the queue
+    /// holds less than about one chunk per sending transfer.
+    fn pump_files(&mut self, now: Timestamp) {
+        self.last_now = self.last_now.max(now);
+        if !self.link.is_open() {
+            return;
+        }
+        let per_chunk = CHUNK_SIZE + 64;
+        let room = self.files.active_senders().max(1) * per_chunk;
+        let budget = room.saturating_sub(self.link.pending()) / per_chunk;
+        self.files
+            .request_reads(budget.max(usize::from(self.link.pending() == 0)));
+        while let Some((_, msg)) = self.files.poll_outbox() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let payload = Payload {
+                kind: PayloadKind::File,
+                body: msg.encode(),
+            };
+            self.link.send(&Frame::Message { seq, payload }, now);
+        }
+        while let Some(e) = self.files.poll_event() {
+            self.events.push_back(PeerEvent::File(e));
+        }
+        self.finish_if_both_exited();
+    }
+
     /// Says `exit`: we send no more messages; we keep receiving until the other side
     /// says exit too. Idempotent.
     pub fn exit(&mut self, now: Timestamp) {
@@ -249,6 +381,9 @@ impl Peer {
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
+        if self.files.active_senders() > 0 && self.link.pending() < CHUNK_SIZE + 64 {
+            self.pump_files(self.last_now);
+        }
     }
 
     /// The transport connection ended.
@@ -401,7 +536,9 @@ impl Peer {
     }
 
     fn on_message(&mut self, seq: u64, payload: Payload, now: Timestamp) {
-        if self.they_exited {
+        // File traffic goes on after exit (acknowledgements, the end of a transfer);
+        // exit only stops chat.
+        if self.they_exited && payload.kind != PayloadKind::File {
             let report = ErrorReport {
                 code: ErrorCode::SendAfterExit,
                 seq,
@@ -426,6 +563,15 @@ impl Peer {
         }
         self.last_remote_seq = seq;
         match payload.kind {
+            PayloadKind::File => {
+                match FileMsg::decode(&payload.body) {
+                    Ok(msg) => self.files.on_message(None, msg),
+                    Err(_) => self
+                        .events
+                        .push_back(PeerEvent::UnsupportedPayload { kind: 2 }),
+                }
+                self.pump_files(now);
+            }
             PayloadKind::Text => {
                 if payload.body.len() > self.limits.max_text_len {
                     let reason = format!(
@@ -483,7 +629,8 @@ impl Peer {
     }
 
     fn finish_if_both_exited(&mut self) {
-        if self.we_exited && self.they_exited && !self.over {
+        // Both said exit, and no file is still on its way: the conversation is over.
+        if self.we_exited && self.they_exited && !self.over && self.files.is_idle() {
             self.link.finish();
             self.end(PeerEvent::Finished);
         }
@@ -497,6 +644,10 @@ impl Peer {
 
     fn end(&mut self, event: PeerEvent) {
         if !self.over {
+            self.files.all_gone("the connection to the peer ended");
+            while let Some(e) = self.files.poll_event() {
+                self.events.push_back(PeerEvent::File(e));
+            }
             self.over = true;
             self.events.push_back(event);
         }

@@ -936,6 +936,10 @@ fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
             reason: r.reason,
         },
         ClientEvent::Finished => Record::Finished { client },
+        ClientEvent::File(e) => Record::Notice {
+            client,
+            text: format!("file: {e:?}"),
+        },
         ClientEvent::Disconnected { code, reason } => {
             if code == ErrorCode::Normal && reason == "everyone has said exit" {
                 return None;
@@ -971,6 +975,10 @@ fn peer_record(client: usize, e: PeerEvent) -> Option<Record> {
             subject: r.subject,
         },
         PeerEvent::Finished => Record::Finished { client },
+        PeerEvent::File(e) => Record::Notice {
+            client,
+            text: format!("file: {e:?}"),
+        },
         PeerEvent::Disconnected { code, reason } => Record::Disconnected {
             client,
             code,

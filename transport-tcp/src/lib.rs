@@ -22,8 +22,8 @@ pub use connect::{CONNECT_TIMEOUT, connect, listen, resolve};
 pub use error::{BindError, ConnectError};
 pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{
-    ClientCommand, ClientSession, Machine, PeerCommand, PeerSession, Session, SessionEvent, start,
-    start_client, start_peer, start_plain_text_peer,
+    ClientCommand, ClientSession, FileCommand, Machine, PeerCommand, PeerSession, Session,
+    SessionEvent, start, start_client, start_peer, start_plain_text_peer,
 };
 
 /// The port the original app used, and p2pchat's default.

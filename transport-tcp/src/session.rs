@@ -16,6 +16,7 @@ use async_channel::{Receiver, Sender};
 use p2pchat_core::{
     ClientEvent, ClientId, Limits, Peer, PeerEvent, PeerSide, RelayClient, SendError, Timestamp,
 };
+use p2pchat_core::{Hash, PeerRef, TransferId};
 use smol::net::TcpStream;
 
 use crate::clock::Clock;
@@ -65,6 +66,90 @@ pub enum SessionEvent<E> {
     Rejected(SendError),
 }
 
+/// File-transfer commands, answering the machine's `FileEvent`s. `peer` is the other
+/// side's relay ID (ignored in direct chat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCommand {
+    /// Offer a file (its BLAKE3 hash computed by the caller).
+    Offer {
+        /// The addressee (relay) or `None` (direct).
+        to: PeerRef,
+        /// The name the receiver sees.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// BLAKE3 hash of the whole file.
+        hash: Hash,
+    },
+    /// Accept an offer, holding `offset` bytes already (resume).
+    Accept {
+        /// The sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// Bytes already held.
+        offset: u64,
+        /// Their BLAKE3 hash.
+        prefix_hash: Hash,
+    },
+    /// Decline an offer.
+    Decline {
+        /// The sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// Why.
+        reason: String,
+    },
+    /// Start sending an accepted file from `offset`.
+    Start {
+        /// Our transfer.
+        transfer: TransferId,
+        /// Where to start.
+        offset: u64,
+    },
+    /// A chunk the machine asked for.
+    Data {
+        /// Our transfer.
+        transfer: TransferId,
+        /// Where it starts.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A received file is written up to `written`.
+    Written {
+        /// The sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// Bytes written.
+        written: u64,
+    },
+    /// A received file's hash was checked.
+    Finish {
+        /// The sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// Whether it matched.
+        ok: bool,
+        /// If not, why.
+        reason: String,
+    },
+    /// Abandon a transfer.
+    Cancel {
+        /// The other side.
+        peer: PeerRef,
+        /// The transfer.
+        transfer: TransferId,
+        /// Whether we are its sender.
+        outgoing: bool,
+        /// Why.
+        reason: String,
+    },
+}
+
 /// Commands for a relay client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
@@ -83,6 +168,8 @@ pub enum ClientCommand {
     Exit,
     /// Leave now.
     Leave,
+    /// A file-transfer step.
+    File(FileCommand),
 }
 
 /// Commands for a direct peer.
@@ -94,6 +181,8 @@ pub enum PeerCommand {
     Exit,
     /// Leave now.
     Leave,
+    /// A file-transfer step.
+    File(FileCommand),
 }
 
 /// Room a command needs beyond its text: frame header and fields.
@@ -118,6 +207,72 @@ impl Machine for RelayClient {
             ClientCommand::Leave => {
                 self.leave(now);
                 Ok(())
+            }
+            ClientCommand::File(cmd) => {
+                let peer = |p: PeerRef| p.ok_or(SendError::InvalidRecipient(ClientId::BROADCAST));
+                match cmd {
+                    FileCommand::Offer {
+                        to,
+                        name,
+                        size,
+                        hash,
+                    } => self.offer_file(peer(to)?, &name, size, hash, now).map(drop),
+                    FileCommand::Accept {
+                        from,
+                        transfer,
+                        offset,
+                        prefix_hash,
+                    } => {
+                        self.accept_file(peer(from)?, transfer, offset, prefix_hash, now);
+                        Ok(())
+                    }
+                    FileCommand::Decline {
+                        from,
+                        transfer,
+                        reason,
+                    } => {
+                        self.decline_file(peer(from)?, transfer, &reason, now);
+                        Ok(())
+                    }
+                    FileCommand::Start { transfer, offset } => {
+                        self.start_sending(transfer, offset, now);
+                        Ok(())
+                    }
+                    FileCommand::Data {
+                        transfer,
+                        offset,
+                        data,
+                    } => {
+                        self.file_data(transfer, offset, data, now);
+                        Ok(())
+                    }
+                    FileCommand::Written {
+                        from,
+                        transfer,
+                        written,
+                    } => {
+                        self.chunk_written(peer(from)?, transfer, written, now);
+                        Ok(())
+                    }
+                    FileCommand::Finish {
+                        from,
+                        transfer,
+                        ok,
+                        reason,
+                    } => {
+                        self.finish_receiving(peer(from)?, transfer, ok, &reason, now);
+                        Ok(())
+                    }
+                    FileCommand::Cancel {
+                        peer: p,
+                        transfer,
+                        outgoing,
+                        reason,
+                    } => {
+                        self.cancel_file(peer(p)?, transfer, outgoing, &reason, now);
+                        Ok(())
+                    }
+                }
             }
         }
     }
@@ -170,6 +325,56 @@ impl Machine for Peer {
             }
             PeerCommand::Leave => {
                 self.leave(now);
+                Ok(())
+            }
+            PeerCommand::File(cmd) => {
+                match cmd {
+                    FileCommand::Offer {
+                        name, size, hash, ..
+                    } => return self.offer_file(&name, size, hash, now).map(drop),
+                    FileCommand::Accept {
+                        transfer,
+                        offset,
+                        prefix_hash,
+                        ..
+                    } => {
+                        self.accept_file(transfer, offset, prefix_hash, now);
+                    }
+                    FileCommand::Decline {
+                        transfer, reason, ..
+                    } => {
+                        self.decline_file(transfer, &reason, now);
+                    }
+                    FileCommand::Start { transfer, offset } => {
+                        self.start_sending(transfer, offset, now);
+                    }
+                    FileCommand::Data {
+                        transfer,
+                        offset,
+                        data,
+                    } => {
+                        self.file_data(transfer, offset, data, now);
+                    }
+                    FileCommand::Written {
+                        transfer, written, ..
+                    } => self.chunk_written(transfer, written, now),
+                    FileCommand::Finish {
+                        transfer,
+                        ok,
+                        reason,
+                        ..
+                    } => {
+                        self.finish_receiving(transfer, ok, &reason, now);
+                    }
+                    FileCommand::Cancel {
+                        transfer,
+                        outgoing,
+                        reason,
+                        ..
+                    } => {
+                        self.cancel_file(transfer, outgoing, &reason, now);
+                    }
+                }
                 Ok(())
             }
         }

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
+mod files;
 mod plain_text;
 
 use crate::decode::FrameDecoder;
@@ -149,6 +150,9 @@ pub struct RelayServer {
     text_flush: BTreeSet<(Timestamp, ConnId)>,
     /// Silent new connections, by when to greet them in plain text.
     greetings: BTreeSet<(Timestamp, ConnId)>,
+    /// File transfers under way through the relay, by (sender, transfer), to enforce
+    /// `max_transfers_per_client`.
+    transfers: BTreeSet<(ClientId, crate::file::TransferId)>,
     shutting_down: bool,
 }
 
@@ -173,6 +177,7 @@ impl RelayServer {
             still_sending: 0,
             text_flush: BTreeSet::new(),
             greetings: BTreeSet::new(),
+            transfers: BTreeSet::new(),
             shutting_down: false,
         }
     }
@@ -627,7 +632,9 @@ impl RelayServer {
         else {
             return;
         };
-        if client.exited {
+        // Exit stops chat; file traffic (acknowledgements, the end of a transfer)
+        // goes on.
+        if client.exited && payload.kind != PayloadKind::File {
             let report = error_report(
                 ErrorCode::SendAfterExit,
                 seq,
@@ -647,6 +654,13 @@ impl RelayServer {
             return;
         }
         client.last_seq = seq;
+        if payload.kind == PayloadKind::File
+            && let Err(why) = self.check_file(from, to, &payload)
+        {
+            let report = error_report(ErrorCode::FileRefused, seq, Some(to), why);
+            self.enqueue(conn, &report);
+            return;
+        }
 
         if to.is_broadcast() {
             let recipients: Vec<(ClientId, ConnId)> = self
@@ -858,6 +872,7 @@ impl RelayServer {
         code: ErrorCode,
         detail: String,
     ) {
+        self.forget_transfers(id);
         self.events.push_back(ServerEvent::Left {
             conn,
             id,

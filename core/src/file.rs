@@ -1,0 +1,890 @@
+//! Chunked file transfer: the state machine both relay clients and direct peers use,
+//! and the file messages it exchanges.
+//!
+//! File messages travel as payloads of kind `File` inside ordinary `Chat` / `Deliver`
+//! (relay) or `Message` (direct) frames, so the relay routes them like chat, by header,
+//! without holding files. The core never touches a file: it asks the driver to read a
+//! chunk ([`FileEvent::ReadChunk`]) or to write one ([`FileEvent::WriteChunk`]), and
+//! the driver answers with [`Files`]' methods through its machine.
+//!
+//! Flow control: a sender has at most [`WINDOW`] chunks unacknowledged per transfer, so
+//! neither side (nor the relay) buffers a file; and a machine asks for the next chunk
+//! only while its outbound queue holds less than about one chunk per active transfer,
+//! so a chat line never waits behind more than one chunk per transfer.
+//!
+//! Resume: the receiver's `Accept` says how many bytes it already holds and their
+//! BLAKE3 hash (computed by the driver); the sender's driver checks that prefix against
+//! its own file and starts from there, or from 0 if it differs (`Start` says which).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::error::DecodeError;
+use crate::id::ClientId;
+use crate::wire::{Reader, Writer};
+
+/// Bytes of file data per chunk.
+pub const CHUNK_SIZE: usize = 32 * 1024;
+
+/// Chunks a sender may have unacknowledged per transfer.
+pub const WINDOW: u64 = 8;
+
+/// Identifies a transfer: chosen by the file's sender, unique among its transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransferId(pub u32);
+
+impl core::fmt::Display for TransferId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A 32-byte content hash (BLAKE3, computed by the driver).
+pub type Hash = [u8; 32];
+
+/// One file message. In every variant `transfer` names the file sender's transfer
+/// ID, `offset` / `received` / `size` count bytes, `hash` / `prefix_hash` are BLAKE3
+/// hashes, `reason` is a sentence for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are named alike in every variant, described above
+pub enum FileMsg {
+    /// Sender → receiver: may I send this file?
+    Offer {
+        transfer: TransferId,
+        size: u64,
+        hash: Hash,
+        name: String,
+    },
+    /// Receiver → sender: yes; I already hold `offset` bytes whose hash is `prefix_hash`.
+    Accept {
+        transfer: TransferId,
+        offset: u64,
+        prefix_hash: Hash,
+    },
+    /// Receiver → sender: no, and why.
+    Decline {
+        transfer: TransferId,
+        reason: String,
+    },
+    /// Sender → receiver: chunks follow from `offset` (the accepted offset, or 0 when
+    /// the receiver's prefix did not match).
+    Start { transfer: TransferId, offset: u64 },
+    /// Sender → receiver: bytes at `offset`.
+    Chunk {
+        transfer: TransferId,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Receiver → sender: everything below `received` is written.
+    Ack { transfer: TransferId, received: u64 },
+    /// Sender → receiver: all bytes are sent.
+    Done { transfer: TransferId },
+    /// Receiver → sender: the hash matched (`ok`) or not.
+    Result {
+        transfer: TransferId,
+        ok: bool,
+        reason: String,
+    },
+    /// Sender → receiver: the transfer is abandoned.
+    CancelBySender {
+        transfer: TransferId,
+        reason: String,
+    },
+    /// Receiver → sender: the transfer is abandoned.
+    CancelByReceiver {
+        transfer: TransferId,
+        reason: String,
+    },
+}
+
+mod ty {
+    pub const OFFER: u8 = 1;
+    pub const ACCEPT: u8 = 2;
+    pub const DECLINE: u8 = 3;
+    pub const START: u8 = 4;
+    pub const CHUNK: u8 = 5;
+    pub const ACK: u8 = 6;
+    pub const DONE: u8 = 7;
+    pub const RESULT: u8 = 8;
+    pub const CANCEL_BY_SENDER: u8 = 9;
+    pub const CANCEL_BY_RECEIVER: u8 = 10;
+}
+
+impl FileMsg {
+    /// The transfer it concerns.
+    pub fn transfer(&self) -> TransferId {
+        match self {
+            FileMsg::Offer { transfer, .. }
+            | FileMsg::Accept { transfer, .. }
+            | FileMsg::Decline { transfer, .. }
+            | FileMsg::Start { transfer, .. }
+            | FileMsg::Chunk { transfer, .. }
+            | FileMsg::Ack { transfer, .. }
+            | FileMsg::Done { transfer }
+            | FileMsg::Result { transfer, .. }
+            | FileMsg::CancelBySender { transfer, .. }
+            | FileMsg::CancelByReceiver { transfer, .. } => *transfer,
+        }
+    }
+
+    /// The payload body (the payload kind is `File`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out);
+        let head = |w: &mut Writer<'_>, t: u8, id: TransferId| {
+            w.u8(t);
+            w.u32(id.0);
+        };
+        match self {
+            FileMsg::Offer {
+                transfer,
+                size,
+                hash,
+                name,
+            } => {
+                head(&mut w, ty::OFFER, *transfer);
+                w.u64(*size);
+                w.rest(hash);
+                w.str16(name);
+            }
+            FileMsg::Accept {
+                transfer,
+                offset,
+                prefix_hash,
+            } => {
+                head(&mut w, ty::ACCEPT, *transfer);
+                w.u64(*offset);
+                w.rest(prefix_hash);
+            }
+            FileMsg::Decline { transfer, reason } => {
+                head(&mut w, ty::DECLINE, *transfer);
+                w.str16(reason);
+            }
+            FileMsg::Start { transfer, offset } => {
+                head(&mut w, ty::START, *transfer);
+                w.u64(*offset);
+            }
+            FileMsg::Chunk {
+                transfer,
+                offset,
+                data,
+            } => {
+                head(&mut w, ty::CHUNK, *transfer);
+                w.u64(*offset);
+                w.rest(data);
+            }
+            FileMsg::Ack { transfer, received } => {
+                head(&mut w, ty::ACK, *transfer);
+                w.u64(*received);
+            }
+            FileMsg::Done { transfer } => head(&mut w, ty::DONE, *transfer),
+            FileMsg::Result {
+                transfer,
+                ok,
+                reason,
+            } => {
+                head(&mut w, ty::RESULT, *transfer);
+                w.u8(u8::from(*ok));
+                w.str16(reason);
+            }
+            FileMsg::CancelBySender { transfer, reason } => {
+                head(&mut w, ty::CANCEL_BY_SENDER, *transfer);
+                w.str16(reason);
+            }
+            FileMsg::CancelByReceiver { transfer, reason } => {
+                head(&mut w, ty::CANCEL_BY_RECEIVER, *transfer);
+                w.str16(reason);
+            }
+        }
+        out
+    }
+
+    /// Decodes a `File` payload body.
+    pub fn decode(body: &[u8]) -> Result<FileMsg, DecodeError> {
+        let mut r = Reader::new(body, "File");
+        let t = r.u8()?;
+        let transfer = TransferId(r.u32()?);
+        let hash = |r: &mut Reader<'_>| -> Result<Hash, DecodeError> {
+            let mut h = [0u8; 32];
+            for b in h.iter_mut() {
+                *b = r.u8()?;
+            }
+            Ok(h)
+        };
+        let msg = match t {
+            ty::OFFER => {
+                let size = r.u64()?;
+                let hash = hash(&mut r)?;
+                let name = r.str16("file name")?;
+                FileMsg::Offer {
+                    transfer,
+                    size,
+                    hash,
+                    name,
+                }
+            }
+            ty::ACCEPT => {
+                let offset = r.u64()?;
+                let prefix_hash = hash(&mut r)?;
+                FileMsg::Accept {
+                    transfer,
+                    offset,
+                    prefix_hash,
+                }
+            }
+            ty::DECLINE => FileMsg::Decline {
+                transfer,
+                reason: r.str16("reason")?,
+            },
+            ty::START => FileMsg::Start {
+                transfer,
+                offset: r.u64()?,
+            },
+            ty::CHUNK => {
+                let offset = r.u64()?;
+                let data = r.rest().to_vec();
+                return Ok(FileMsg::Chunk {
+                    transfer,
+                    offset,
+                    data,
+                });
+            }
+            ty::ACK => FileMsg::Ack {
+                transfer,
+                received: r.u64()?,
+            },
+            ty::DONE => FileMsg::Done { transfer },
+            ty::RESULT => {
+                let ok = r.u8()? == 1;
+                FileMsg::Result {
+                    transfer,
+                    ok,
+                    reason: r.str16("reason")?,
+                }
+            }
+            ty::CANCEL_BY_SENDER => FileMsg::CancelBySender {
+                transfer,
+                reason: r.str16("reason")?,
+            },
+            ty::CANCEL_BY_RECEIVER => FileMsg::CancelByReceiver {
+                transfer,
+                reason: r.str16("reason")?,
+            },
+            _ => {
+                return Err(DecodeError::Malformed {
+                    frame: "File",
+                    problem: "unknown file message type",
+                });
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// Who a transfer is with: a relay client ID, or (direct chat) the one peer.
+pub type PeerRef = Option<ClientId>;
+
+/// What the driver must do or the user should see about files. `from` / `to` /
+/// `peer` name the other side (a relay client ID, or `None` in direct chat); the other
+/// fields are as in [`FileMsg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are named alike in every variant, described above
+pub enum FileEvent {
+    /// Our offer went out under this transfer ID (offers are numbered in the order
+    /// they were made, so a driver can match this to the file it offered).
+    Offering {
+        to: PeerRef,
+        transfer: TransferId,
+        name: String,
+        size: u64,
+    },
+    /// Someone offers a file: accept (with the bytes already held, for resume) or decline.
+    Offered {
+        from: PeerRef,
+        transfer: TransferId,
+        name: String,
+        size: u64,
+        hash: Hash,
+    },
+    /// Our offer was accepted; the receiver holds `offset` bytes hashing to
+    /// `prefix_hash`. Check them and call `start_sending` with `offset` or 0.
+    Accepted {
+        to: PeerRef,
+        transfer: TransferId,
+        offset: u64,
+        prefix_hash: Hash,
+    },
+    /// Our offer was declined.
+    Declined {
+        to: PeerRef,
+        transfer: TransferId,
+        reason: String,
+    },
+    /// Read `len` bytes at `offset` of the file we send, and hand them to `file_data`.
+    ReadChunk {
+        transfer: TransferId,
+        offset: u64,
+        len: usize,
+    },
+    /// The receiver confirmed everything below `received` (progress).
+    Progress {
+        to: PeerRef,
+        transfer: TransferId,
+        received: u64,
+        size: u64,
+    },
+    /// The sender starts at `offset` (truncate the partial file there).
+    Starting {
+        from: PeerRef,
+        transfer: TransferId,
+        offset: u64,
+    },
+    /// Write these bytes at `offset` of the file we receive, then call `chunk_written`.
+    WriteChunk {
+        from: PeerRef,
+        transfer: TransferId,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Every byte arrived: check the hash, then call `finish_receiving`.
+    AllReceived { from: PeerRef, transfer: TransferId },
+    /// Our file arrived intact: the receiver checked its hash.
+    Delivered { to: PeerRef, transfer: TransferId },
+    /// A transfer ended without success (cancelled by either side, hash mismatch,
+    /// protocol error, connection lost). `outgoing` tells which way it went.
+    Failed {
+        peer: PeerRef,
+        transfer: TransferId,
+        outgoing: bool,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    to: PeerRef,
+    size: u64,
+    /// Started sending: next offset to request, and what the receiver confirmed.
+    sending: Option<(u64, u64)>,
+    /// A chunk read is outstanding.
+    reading: bool,
+    done_sent: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Incoming {
+    size: u64,
+    /// Accepted; `Some(next expected offset)` once `Start` arrived.
+    accepted: bool,
+    expected: Option<u64>,
+    all_received: bool,
+}
+
+/// The file transfers of one machine, in both directions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Files {
+    next_id: u32,
+    outgoing: BTreeMap<TransferId, Outgoing>,
+    incoming: BTreeMap<(PeerRef, TransferId), Incoming>,
+    events: VecDeque<FileEvent>,
+    /// Messages to send, with their addressee.
+    outbox: VecDeque<(PeerRef, FileMsg)>,
+}
+
+impl Files {
+    pub(crate) fn poll_event(&mut self) -> Option<FileEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn poll_outbox(&mut self) -> Option<(PeerRef, FileMsg)> {
+        self.outbox.pop_front()
+    }
+
+    /// Whether no transfer is under way in either direction.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.outgoing.is_empty() && self.incoming.is_empty()
+    }
+
+    /// The relay refused to carry our offer: fail it without telling the receiver
+    /// (it never saw the offer).
+    pub(crate) fn refused(&mut self, transfer: TransferId, reason: &str) {
+        if let Some(o) = self.outgoing.remove(&transfer) {
+            self.events.push_back(FileEvent::Failed {
+                peer: o.to,
+                transfer,
+                outgoing: true,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Outgoing transfers currently sending: each may keep one chunk in the queue.
+    pub(crate) fn active_senders(&self) -> usize {
+        self.outgoing
+            .values()
+            .filter(|o| o.sending.is_some() && !o.done_sent)
+            .count()
+    }
+
+    pub(crate) fn offer(&mut self, to: PeerRef, name: &str, size: u64, hash: Hash) -> TransferId {
+        let transfer = TransferId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.outgoing.insert(
+            transfer,
+            Outgoing {
+                to,
+                size,
+                sending: None,
+                reading: false,
+                done_sent: false,
+            },
+        );
+        self.outbox.push_back((
+            to,
+            FileMsg::Offer {
+                transfer,
+                size,
+                hash,
+                name: name.to_owned(),
+            },
+        ));
+        self.events.push_back(FileEvent::Offering {
+            to,
+            transfer,
+            name: name.to_owned(),
+            size,
+        });
+        transfer
+    }
+
+    pub(crate) fn accept(
+        &mut self,
+        from: PeerRef,
+        transfer: TransferId,
+        offset: u64,
+        prefix_hash: Hash,
+    ) -> bool {
+        let Some(inc) = self.incoming.get_mut(&(from, transfer)) else {
+            return false;
+        };
+        if inc.accepted || offset > inc.size {
+            return false;
+        }
+        inc.accepted = true;
+        self.outbox.push_back((
+            from,
+            FileMsg::Accept {
+                transfer,
+                offset,
+                prefix_hash,
+            },
+        ));
+        true
+    }
+
+    pub(crate) fn decline(&mut self, from: PeerRef, transfer: TransferId, reason: &str) -> bool {
+        if self.incoming.remove(&(from, transfer)).is_none() {
+            return false;
+        }
+        self.outbox.push_back((
+            from,
+            FileMsg::Decline {
+                transfer,
+                reason: reason.to_owned(),
+            },
+        ));
+        true
+    }
+
+    /// The sender's driver checked the receiver's prefix: send from `offset`.
+    pub(crate) fn start_sending(&mut self, transfer: TransferId, offset: u64) -> bool {
+        let Some(out) = self.outgoing.get_mut(&transfer) else {
+            return false;
+        };
+        if out.sending.is_some() || offset > out.size {
+            return false;
+        }
+        out.sending = Some((offset, offset));
+        let to = out.to;
+        self.outbox
+            .push_back((to, FileMsg::Start { transfer, offset }));
+        true
+    }
+
+    /// Asks the driver for chunks, at most `budget` in all (the machine's room for
+    /// file data in its outbound queue).
+    pub(crate) fn request_reads(&mut self, mut budget: usize) {
+        for (&transfer, out) in self.outgoing.iter_mut() {
+            if budget == 0 {
+                break;
+            }
+            let Some((next, acked)) = out.sending.as_mut() else {
+                continue;
+            };
+            if out.reading || out.done_sent {
+                continue;
+            }
+            if *next >= out.size {
+                if *acked >= out.size || out.size == 0 {
+                    out.done_sent = true;
+                    self.outbox.push_back((out.to, FileMsg::Done { transfer }));
+                }
+                continue;
+            }
+            if *next - *acked >= WINDOW * CHUNK_SIZE as u64 {
+                continue;
+            }
+            let len = (out.size - *next).min(CHUNK_SIZE as u64) as usize;
+            out.reading = true;
+            budget -= 1;
+            self.events.push_back(FileEvent::ReadChunk {
+                transfer,
+                offset: *next,
+                len,
+            });
+        }
+    }
+
+    /// The driver read a chunk of a file we send.
+    pub(crate) fn file_data(&mut self, transfer: TransferId, offset: u64, data: Vec<u8>) -> bool {
+        let Some(out) = self.outgoing.get_mut(&transfer) else {
+            return false;
+        };
+        let Some((next, _)) = out.sending.as_mut() else {
+            return false;
+        };
+        if offset != *next || data.is_empty() || offset + data.len() as u64 > out.size {
+            return false;
+        }
+        *next += data.len() as u64;
+        out.reading = false;
+        self.outbox.push_back((
+            out.to,
+            FileMsg::Chunk {
+                transfer,
+                offset,
+                data,
+            },
+        ));
+        true
+    }
+
+    /// The driver wrote a chunk of a file we receive, up to `written`.
+    pub(crate) fn chunk_written(&mut self, from: PeerRef, transfer: TransferId, written: u64) {
+        if self.incoming.contains_key(&(from, transfer)) {
+            self.outbox.push_back((
+                from,
+                FileMsg::Ack {
+                    transfer,
+                    received: written,
+                },
+            ));
+        }
+    }
+
+    /// The driver checked the hash of a complete file we received.
+    pub(crate) fn finish_receiving(
+        &mut self,
+        from: PeerRef,
+        transfer: TransferId,
+        ok: bool,
+        reason: &str,
+    ) {
+        if self.incoming.remove(&(from, transfer)).is_none() {
+            return;
+        }
+        self.outbox.push_back((
+            from,
+            FileMsg::Result {
+                transfer,
+                ok,
+                reason: reason.to_owned(),
+            },
+        ));
+        if !ok {
+            self.events.push_back(FileEvent::Failed {
+                peer: from,
+                transfer,
+                outgoing: false,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Either side abandons a transfer. `outgoing` says which of our lists it is in.
+    pub(crate) fn cancel(
+        &mut self,
+        peer: PeerRef,
+        transfer: TransferId,
+        outgoing: bool,
+        reason: &str,
+    ) -> bool {
+        let known = if outgoing {
+            self.outgoing.remove(&transfer).is_some()
+        } else {
+            self.incoming.remove(&(peer, transfer)).is_some()
+        };
+        if !known {
+            return false;
+        }
+        let msg = if outgoing {
+            FileMsg::CancelBySender {
+                transfer,
+                reason: reason.to_owned(),
+            }
+        } else {
+            FileMsg::CancelByReceiver {
+                transfer,
+                reason: reason.to_owned(),
+            }
+        };
+        self.outbox.push_back((peer, msg));
+        self.events.push_back(FileEvent::Failed {
+            peer,
+            transfer,
+            outgoing,
+            reason: format!("cancelled: {reason}"),
+        });
+        true
+    }
+
+    /// Everything with `peer` fails (it left, or the connection was lost).
+    pub(crate) fn peer_gone(&mut self, peer: PeerRef, reason: &str) {
+        let out: Vec<TransferId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.to == peer)
+            .map(|(t, _)| *t)
+            .collect();
+        for transfer in out {
+            self.outgoing.remove(&transfer);
+            self.events.push_back(FileEvent::Failed {
+                peer,
+                transfer,
+                outgoing: true,
+                reason: reason.to_owned(),
+            });
+        }
+        let inc: Vec<(PeerRef, TransferId)> = self
+            .incoming
+            .keys()
+            .filter(|(p, _)| *p == peer)
+            .copied()
+            .collect();
+        for key in inc {
+            self.incoming.remove(&key);
+            self.events.push_back(FileEvent::Failed {
+                peer,
+                transfer: key.1,
+                outgoing: false,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Every transfer fails (our connection is gone).
+    pub(crate) fn all_gone(&mut self, reason: &str) {
+        let peers: Vec<PeerRef> = self
+            .outgoing
+            .values()
+            .map(|o| o.to)
+            .chain(self.incoming.keys().map(|(p, _)| *p))
+            .collect();
+        for p in peers {
+            self.peer_gone(p, reason);
+        }
+    }
+
+    /// A file message arrived from `from`. Returns a reason if it breaks the protocol
+    /// (the transfer is then failed and the other side told).
+    pub(crate) fn on_message(&mut self, from: PeerRef, msg: FileMsg) {
+        let transfer = msg.transfer();
+        match msg {
+            FileMsg::Offer {
+                size, hash, name, ..
+            } => {
+                if self.incoming.contains_key(&(from, transfer)) {
+                    return self.violation(
+                        from,
+                        transfer,
+                        false,
+                        "a second offer for the same transfer",
+                    );
+                }
+                self.incoming.insert(
+                    (from, transfer),
+                    Incoming {
+                        size,
+                        accepted: false,
+                        expected: None,
+                        all_received: false,
+                    },
+                );
+                self.events.push_back(FileEvent::Offered {
+                    from,
+                    transfer,
+                    name,
+                    size,
+                    hash,
+                });
+            }
+            FileMsg::Accept {
+                offset,
+                prefix_hash,
+                ..
+            } => match self.outgoing.get(&transfer) {
+                Some(o) if o.to == from && o.sending.is_none() && offset <= o.size => {
+                    self.events.push_back(FileEvent::Accepted {
+                        to: from,
+                        transfer,
+                        offset,
+                        prefix_hash,
+                    });
+                }
+                _ => self.violation(from, transfer, true, "an accept for no pending offer"),
+            },
+            FileMsg::Decline { reason, .. } => {
+                if self.outgoing.get(&transfer).is_some_and(|o| o.to == from) {
+                    self.outgoing.remove(&transfer);
+                    self.events.push_back(FileEvent::Declined {
+                        to: from,
+                        transfer,
+                        reason,
+                    });
+                }
+            }
+            FileMsg::Start { offset, .. } => match self.incoming.get_mut(&(from, transfer)) {
+                Some(inc) if inc.accepted && inc.expected.is_none() && offset <= inc.size => {
+                    inc.expected = Some(offset);
+                    self.events.push_back(FileEvent::Starting {
+                        from,
+                        transfer,
+                        offset,
+                    });
+                    if offset == inc.size {
+                        inc.all_received = true;
+                    }
+                }
+                _ => self.violation(from, transfer, false, "a start for no accepted transfer"),
+            },
+            FileMsg::Chunk { offset, data, .. } => match self.incoming.get_mut(&(from, transfer)) {
+                Some(inc)
+                    if inc.expected == Some(offset) && offset + data.len() as u64 <= inc.size =>
+                {
+                    let end = offset + data.len() as u64;
+                    inc.expected = Some(end);
+                    self.events.push_back(FileEvent::WriteChunk {
+                        from,
+                        transfer,
+                        offset,
+                        data,
+                    });
+                }
+                Some(inc)
+                    if inc
+                        .expected
+                        .is_some_and(|e| offset + data.len() as u64 > inc.size && e == offset) =>
+                {
+                    self.violation(from, transfer, false, "a chunk beyond the announced size")
+                }
+                Some(_) => self.violation(from, transfer, false, "a chunk out of order"),
+                None => self.violation(from, transfer, false, "a chunk for an unknown transfer"),
+            },
+            FileMsg::Ack { received, .. } => {
+                if let Some(o) = self.outgoing.get_mut(&transfer)
+                    && o.to == from
+                    && let Some((next, acked)) = o.sending.as_mut()
+                    && received <= *next
+                    && received >= *acked
+                {
+                    *acked = received;
+                    let size = o.size;
+                    self.events.push_back(FileEvent::Progress {
+                        to: from,
+                        transfer,
+                        received,
+                        size,
+                    });
+                }
+            }
+            FileMsg::Done { .. } => match self.incoming.get_mut(&(from, transfer)) {
+                Some(inc) if inc.expected == Some(inc.size) => {
+                    inc.all_received = true;
+                    self.events
+                        .push_back(FileEvent::AllReceived { from, transfer });
+                }
+                Some(_) => self.violation(from, transfer, false, "done before every byte was sent"),
+                None => {}
+            },
+            FileMsg::Result { ok, reason, .. } => {
+                if self.outgoing.get(&transfer).is_some_and(|o| o.to == from) {
+                    self.outgoing.remove(&transfer);
+                    if ok {
+                        self.events
+                            .push_back(FileEvent::Delivered { to: from, transfer });
+                    } else {
+                        self.events.push_back(FileEvent::Failed {
+                            peer: from,
+                            transfer,
+                            outgoing: true,
+                            reason,
+                        });
+                    }
+                }
+            }
+            FileMsg::CancelBySender { reason, .. } => {
+                if self.incoming.remove(&(from, transfer)).is_some() {
+                    let reason = format!("the sender cancelled: {reason}");
+                    self.events.push_back(FileEvent::Failed {
+                        peer: from,
+                        transfer,
+                        outgoing: false,
+                        reason,
+                    });
+                }
+            }
+            FileMsg::CancelByReceiver { reason, .. } => {
+                if self.outgoing.get(&transfer).is_some_and(|o| o.to == from) {
+                    self.outgoing.remove(&transfer);
+                    let reason = format!("the receiver cancelled: {reason}");
+                    self.events.push_back(FileEvent::Failed {
+                        peer: from,
+                        transfer,
+                        outgoing: true,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The other side broke the file protocol: fail the transfer, tell it why.
+    fn violation(&mut self, peer: PeerRef, transfer: TransferId, outgoing: bool, what: &str) {
+        let reason = format!("file transfer {transfer}: the other side sent {what}");
+        if outgoing {
+            self.outgoing.remove(&transfer);
+            self.outbox.push_back((
+                peer,
+                FileMsg::CancelBySender {
+                    transfer,
+                    reason: reason.clone(),
+                },
+            ));
+        } else {
+            self.incoming.remove(&(peer, transfer));
+            self.outbox.push_back((
+                peer,
+                FileMsg::CancelByReceiver {
+                    transfer,
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        self.events.push_back(FileEvent::Failed {
+            peer,
+            transfer,
+            outgoing,
+            reason,
+        });
+    }
+}

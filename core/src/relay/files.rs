@@ -1,0 +1,72 @@
+//! What the relay checks of the file transfers it carries: it routes file messages
+//! like chat, without holding files, but enforces its own limits (largest file,
+//! transfers per client), and refuses an offer with a reason instead.
+
+use super::RelayServer;
+use crate::file::FileMsg;
+use crate::frame::Payload;
+use crate::id::ClientId;
+
+impl RelayServer {
+    /// Checks a file payload from `from` to `to`; `Err` says why the relay refuses it.
+    pub(super) fn check_file(
+        &mut self,
+        from: ClientId,
+        to: ClientId,
+        payload: &Payload,
+    ) -> Result<(), String> {
+        if to.is_broadcast() {
+            return Err("files go to one client, not to everyone".into());
+        }
+        // Only what the limits need is read; anything else passes as it is.
+        let Ok(msg) = FileMsg::decode(&payload.body) else {
+            return Ok(());
+        };
+        match msg {
+            FileMsg::Offer { transfer, size, .. } => {
+                if size > self.limits.max_file_size {
+                    return Err(format!(
+                        "the file is {size} bytes; this relay carries files of at most {} bytes",
+                        self.limits.max_file_size
+                    ));
+                }
+                let active = self
+                    .transfers
+                    .range((from, crate::file::TransferId(0))..)
+                    .take_while(|(c, _)| *c == from)
+                    .count();
+                if active >= self.limits.max_transfers_per_client {
+                    return Err(format!(
+                        "you already have {active} file transfers under way; this relay allows {} at once",
+                        self.limits.max_transfers_per_client
+                    ));
+                }
+                self.transfers.insert((from, transfer));
+            }
+            // The end of a transfer, seen from either side.
+            FileMsg::CancelBySender { transfer, .. } => {
+                self.transfers.remove(&(from, transfer));
+            }
+            FileMsg::Decline { transfer, .. }
+            | FileMsg::Result { transfer, .. }
+            | FileMsg::CancelByReceiver { transfer, .. } => {
+                self.transfers.remove(&(to, transfer));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Forgets the transfers of a client that left.
+    pub(super) fn forget_transfers(&mut self, client: ClientId) {
+        let gone: Vec<_> = self
+            .transfers
+            .range((client, crate::file::TransferId(0))..)
+            .take_while(|(c, _)| *c == client)
+            .copied()
+            .collect();
+        for key in gone {
+            self.transfers.remove(&key);
+        }
+    }
+}
