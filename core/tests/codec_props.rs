@@ -19,7 +19,7 @@ fn arb_name() -> impl Strategy<Value = String> {
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         ".{0,40}".prop_map(|t| Payload::text(&t)),
-        (2u8..=255, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, body)| Payload {
+        (3u8..=255, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, body)| Payload {
             kind: PayloadKind::Other(k),
             body
         }),
