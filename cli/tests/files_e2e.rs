@@ -1,0 +1,215 @@
+//! End-to-end file transfer: the real binary over 127.0.0.1, real files, both
+//! topologies; a killed sender resumes; hostile names and existing files are safe.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::{Proc, WAIT, fresh_data_dir, join, port_in, server};
+
+const MIB: usize = 1024 * 1024;
+
+/// A file of pseudo-random bytes (xorshift, so no two chunks are alike).
+fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ len as u64;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
+fn hash(path: &Path) -> blake3::Hash {
+    blake3::hash(&std::fs::read(path).unwrap())
+}
+
+fn listener(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "listen",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-history",
+    ];
+    args.extend_from_slice(extra);
+    let mut l = Proc::start(&args);
+    let line = l.expect_out("listening", |x| x.starts_with("* listening on"));
+    (l, format!("127.0.0.1:{}", port_in(&line)))
+}
+
+#[test]
+fn a_100_mib_file_arrives_intact_in_direct_chat_while_chat_goes_on() {
+    let dir = fresh_data_dir();
+    let downloads = dir.join("downloads");
+    let file = random_file(&dir, "big.bin", 100 * MIB);
+    let dl = downloads.to_str().unwrap();
+    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", dl]);
+    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
+    c.expect_out_line("* connected");
+    c.send(&format!("/send {}", file.display()));
+    c.expect_out("sending", |x| x.contains("accepted big.bin; sending"));
+    c.send("a chat line during the transfer");
+    l.expect_out_line("peer: a chat line during the transfer");
+    l.expect_out("received", |x| {
+        x.starts_with("* received big.bin (100.0 MiB, BLAKE3 verified)")
+    });
+    c.expect_out("delivered", |x| x.starts_with("* big.bin delivered"));
+    assert_eq!(hash(&downloads.join("big.bin")), hash(&file));
+    assert!(!downloads.join("big.bin.part").exists());
+    c.close_stdin();
+    l.close_stdin();
+    assert_eq!(c.wait_exit(), 0);
+    assert_eq!(l.wait_exit(), 0);
+}
+
+#[test]
+fn a_100_mib_file_arrives_intact_through_the_relay_while_chat_goes_on() {
+    let dir = fresh_data_dir();
+    let downloads = dir.join("downloads");
+    let file = random_file(&dir, "relayed.bin", 100 * MIB);
+    let (_srv, port) = server(&[]);
+    let mut a = join(port, "a", 0);
+    let addr = format!("127.0.0.1:{port}");
+    let mut b = Proc::start(&[
+        "join",
+        &addr,
+        "--auto-accept",
+        "--download-dir",
+        downloads.to_str().unwrap(),
+    ]);
+    b.expect_out("welcome", |x| x.starts_with("* you are client 1"));
+    a.send(&format!("/send 1 {}", file.display()));
+    a.expect_out("sending", |x| x.contains("accepted relayed.bin; sending"));
+    a.send("1 chat while the file moves");
+    b.expect_out_line("0 chat while the file moves");
+    b.expect_out("received", |x| {
+        x.starts_with("* received relayed.bin (100.0 MiB, BLAKE3 verified)")
+    });
+    a.expect_out("delivered", |x| {
+        x.starts_with("* relayed.bin delivered to client 1")
+    });
+    assert_eq!(hash(&downloads.join("relayed.bin")), hash(&file));
+}
+
+#[test]
+fn a_transfer_cut_by_killing_the_sender_resumes_on_retry() {
+    let dir = fresh_data_dir();
+    let downloads = dir.join("downloads");
+    let file = random_file(&dir, "resume.bin", 100 * MIB);
+    let dl = downloads.to_str().unwrap().to_owned();
+    let part = downloads.join("resume.bin.part");
+
+    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", &dl]);
+    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
+    c.send(&format!("/send {}", file.display()));
+    // Kill -9 the sender once some, not all, of the file has arrived.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let held = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if held >= 4 * MIB as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the transfer never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    c.kill();
+    let stopped = l.expect_err("interrupted", |x| x.contains("receiving resume.bin"));
+    assert!(stopped.contains("is kept"), "{stopped}");
+    assert_eq!(l.wait_exit(), 1, "the peer vanished");
+    let held = std::fs::metadata(&part).unwrap().len();
+    assert!(
+        held > 0 && held < 100 * MIB as u64,
+        "a partial file is kept: {held}"
+    );
+
+    // Try again: only the rest travels.
+    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", &dl]);
+    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
+    c.send(&format!("/send {}", file.display()));
+    l.expect_out("resuming", |x| x.starts_with("* resuming resume.bin:"));
+    c.expect_out("resume at sender", |x| {
+        x.contains("accepted resume.bin; resuming at")
+    });
+    l.expect_out("received", |x| {
+        x.starts_with("* received resume.bin (100.0 MiB, BLAKE3 verified)")
+    });
+    assert_eq!(hash(&downloads.join("resume.bin")), hash(&file));
+    assert!(!part.exists());
+}
+
+#[test]
+fn a_hostile_name_is_sanitised_and_an_existing_file_is_not_overwritten() {
+    let dir = fresh_data_dir();
+    let downloads = dir.join("inside").join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join("evil.txt"), b"already here").unwrap();
+    let (mut l, addr) = listener(&[
+        "--auto-accept",
+        "--download-dir",
+        downloads.to_str().unwrap(),
+    ]);
+    // A hand-driven peer (the library, as another frontend would use it) offers a
+    // file under a path-traversal name.
+    let content = b"not what you think".to_vec();
+    let hash = *blake3::hash(&content).as_bytes();
+    smol::block_on(async {
+        use p2pchat_core::{FileEvent, Limits, PeerEvent, PeerSide};
+        use p2pchat_tcp::{FileCommand, PeerCommand, SessionEvent};
+        let stream = p2pchat_tcp::connect(&addr, 0, "listener").await.unwrap();
+        let s = p2pchat_tcp::start_peer(stream, PeerSide::Connector, "mallory", Limits::default())
+            .unwrap();
+        let offer = FileCommand::Offer {
+            to: None,
+            name: "../../evil.txt".into(),
+            size: content.len() as u64,
+            hash,
+        };
+        s.commands.send(PeerCommand::File(offer)).await.unwrap();
+        while let Ok(event) = s.events.recv().await {
+            let SessionEvent::Core(PeerEvent::File(e)) = event else {
+                continue;
+            };
+            let reply = match e {
+                FileEvent::Accepted { transfer, .. } => FileCommand::Start {
+                    transfer,
+                    offset: 0,
+                },
+                FileEvent::ReadChunk {
+                    transfer,
+                    offset,
+                    len,
+                } => {
+                    let data = content[offset as usize..offset as usize + len].to_vec();
+                    FileCommand::Data {
+                        transfer,
+                        offset,
+                        data,
+                    }
+                }
+                FileEvent::Delivered { .. } => break,
+                FileEvent::Failed { reason, .. } => panic!("transfer failed: {reason}"),
+                _ => continue,
+            };
+            s.commands.send(PeerCommand::File(reply)).await.unwrap();
+        }
+        s.commands.send(PeerCommand::Leave).await.unwrap();
+    });
+    l.expect_out("received", |x| x.starts_with("* received evil.txt"));
+    assert_eq!(
+        std::fs::read(downloads.join("evil.txt")).unwrap(),
+        b"already here"
+    );
+    assert_eq!(
+        std::fs::read(downloads.join("evil (1).txt")).unwrap(),
+        content
+    );
+    assert!(!dir.join("evil.txt").exists() && !dir.join("inside").join("evil.txt").exists());
+}
