@@ -888,3 +888,317 @@ impl Files {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Hash = [7; 32];
+
+    fn all_messages() -> Vec<FileMsg> {
+        let t = TransferId(3);
+        vec![
+            FileMsg::Offer {
+                transfer: t,
+                size: 99,
+                hash: H,
+                name: "a b.txt".into(),
+            },
+            FileMsg::Accept {
+                transfer: t,
+                offset: 5,
+                prefix_hash: H,
+            },
+            FileMsg::Decline {
+                transfer: t,
+                reason: "no".into(),
+            },
+            FileMsg::Start {
+                transfer: t,
+                offset: 5,
+            },
+            FileMsg::Chunk {
+                transfer: t,
+                offset: 5,
+                data: vec![1, 2, 3],
+            },
+            FileMsg::Ack {
+                transfer: t,
+                received: 8,
+            },
+            FileMsg::Done { transfer: t },
+            FileMsg::Result {
+                transfer: t,
+                ok: true,
+                reason: String::new(),
+            },
+            FileMsg::CancelBySender {
+                transfer: t,
+                reason: "x".into(),
+            },
+            FileMsg::CancelByReceiver {
+                transfer: t,
+                reason: "y".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_file_message_round_trips() {
+        for m in all_messages() {
+            assert_eq!(FileMsg::decode(&m.encode()), Ok(m));
+        }
+        assert!(FileMsg::decode(&[99, 0, 0, 0, 1]).is_err());
+        assert!(FileMsg::decode(&[1, 0]).is_err());
+    }
+
+    /// Moves messages between two sides until nothing moves; plays the drivers:
+    /// reads come from `data`, writes go to `written`, hashes are checked by equality.
+    fn run(
+        sender: &mut Files,
+        receiver: &mut Files,
+        data: &[u8],
+        written: &mut Vec<u8>,
+        max_in_flight: &mut u64,
+    ) {
+        loop {
+            let mut moved = false;
+            sender.request_reads(1);
+            while let Some(e) = sender.poll_event() {
+                moved = true;
+                match e {
+                    FileEvent::Accepted {
+                        transfer, offset, ..
+                    } => {
+                        sender.start_sending(transfer, offset);
+                    }
+                    FileEvent::ReadChunk {
+                        transfer,
+                        offset,
+                        len,
+                    } => {
+                        let chunk = data[offset as usize..offset as usize + len].to_vec();
+                        sender.file_data(transfer, offset, chunk);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((_, m)) = sender.poll_outbox() {
+                moved = true;
+                receiver.on_message(None, m);
+            }
+            while let Some(e) = receiver.poll_event() {
+                moved = true;
+                match e {
+                    FileEvent::Offered { transfer, .. } => {
+                        receiver.accept(None, transfer, written.len() as u64, H);
+                    }
+                    FileEvent::WriteChunk {
+                        transfer,
+                        offset,
+                        data: d,
+                        ..
+                    } => {
+                        written.truncate(offset as usize);
+                        written.extend_from_slice(&d);
+                        receiver.chunk_written(None, transfer, written.len() as u64);
+                    }
+                    FileEvent::AllReceived { transfer, .. } => {
+                        let ok = written.as_slice() == data;
+                        receiver.finish_receiving(None, transfer, ok, "hash mismatch");
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(o) = sender.outgoing.values().next()
+                && let Some((next, acked)) = o.sending
+            {
+                *max_in_flight = (*max_in_flight).max(next - acked);
+            }
+            while let Some((_, m)) = receiver.poll_outbox() {
+                moved = true;
+                sender.on_message(None, m);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_moves_in_a_bounded_window_and_is_delivered() {
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 20 + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (mut s, mut r) = (Files::default(), Files::default());
+        s.offer(None, "f", data.len() as u64, H);
+        let mut written = Vec::new();
+        let mut max_in_flight = 0;
+        run(&mut s, &mut r, &data, &mut written, &mut max_in_flight);
+        assert_eq!(written, data);
+        assert!(
+            max_in_flight <= WINDOW * CHUNK_SIZE as u64,
+            "{max_in_flight}"
+        );
+        assert!(s.is_idle() && r.is_idle());
+    }
+
+    #[test]
+    fn a_transfer_resumes_from_what_the_receiver_holds() {
+        let data: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 13) as u8).collect();
+        let (mut s, mut r) = (Files::default(), Files::default());
+        s.offer(None, "f", data.len() as u64, H);
+        let mut written = data[..CHUNK_SIZE + 10].to_vec();
+        let mut max = 0;
+        run(&mut s, &mut r, &data, &mut written, &mut max);
+        assert_eq!(written, data);
+    }
+
+    fn offered_and_started(size: u64) -> Files {
+        let mut r = Files::default();
+        let t = TransferId(0);
+        r.on_message(
+            None,
+            FileMsg::Offer {
+                transfer: t,
+                size,
+                hash: H,
+                name: "f".into(),
+            },
+        );
+        r.accept(None, t, 0, H);
+        r.on_message(
+            None,
+            FileMsg::Start {
+                transfer: t,
+                offset: 0,
+            },
+        );
+        while r.poll_event().is_some() {}
+        while r.poll_outbox().is_some() {}
+        r
+    }
+
+    fn failed_with(r: &mut Files) -> Option<String> {
+        let failed = std::iter::from_fn(|| r.poll_event()).find_map(|e| match e {
+            FileEvent::Failed { reason, .. } => Some(reason),
+            _ => None,
+        });
+        let told = std::iter::from_fn(|| r.poll_outbox())
+            .any(|(_, m)| matches!(m, FileMsg::CancelByReceiver { .. }));
+        assert!(told, "the sender is told too");
+        failed
+    }
+
+    #[test]
+    fn a_chunk_beyond_the_announced_size_fails_the_transfer_on_both_sides() {
+        let mut r = offered_and_started(4);
+        r.on_message(
+            None,
+            FileMsg::Chunk {
+                transfer: TransferId(0),
+                offset: 0,
+                data: vec![0; 5],
+            },
+        );
+        assert!(
+            failed_with(&mut r)
+                .unwrap()
+                .contains("beyond the announced size")
+        );
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn a_chunk_for_an_unknown_transfer_or_out_of_order_is_refused() {
+        let mut r = offered_and_started(100);
+        r.on_message(
+            None,
+            FileMsg::Chunk {
+                transfer: TransferId(9),
+                offset: 0,
+                data: vec![1],
+            },
+        );
+        assert!(failed_with(&mut r).unwrap().contains("unknown transfer"));
+        r.on_message(
+            None,
+            FileMsg::Chunk {
+                transfer: TransferId(0),
+                offset: 50,
+                data: vec![1],
+            },
+        );
+        assert!(failed_with(&mut r).unwrap().contains("out of order"));
+    }
+
+    #[test]
+    fn a_hash_mismatch_is_reported_to_both_sides() {
+        let data = vec![1u8; 10];
+        let (mut s, mut r) = (Files::default(), Files::default());
+        s.offer(None, "f", 10, H);
+        // The receiver's "disk" corrupts the bytes.
+        let mut written = Vec::new();
+        let mut max = 0;
+        loop {
+            let mut moved = false;
+            s.request_reads(1);
+            while let Some(e) = s.poll_event() {
+                moved = true;
+                match e {
+                    FileEvent::Accepted {
+                        transfer, offset, ..
+                    } => {
+                        s.start_sending(transfer, offset);
+                    }
+                    FileEvent::ReadChunk {
+                        transfer,
+                        offset,
+                        len,
+                    } => {
+                        s.file_data(
+                            transfer,
+                            offset,
+                            data[offset as usize..offset as usize + len].to_vec(),
+                        );
+                    }
+                    FileEvent::Failed { reason, .. } => {
+                        assert!(reason.contains("mismatch"));
+                        max = 1;
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((_, m)) = s.poll_outbox() {
+                moved = true;
+                r.on_message(None, m);
+            }
+            while let Some(e) = r.poll_event() {
+                moved = true;
+                match e {
+                    FileEvent::Offered { transfer, .. } => {
+                        r.accept(None, transfer, 0, H);
+                    }
+                    FileEvent::WriteChunk {
+                        transfer, data: d, ..
+                    } => {
+                        written.extend(d.iter().map(|b| b ^ 1));
+                        r.chunk_written(None, transfer, written.len() as u64);
+                    }
+                    FileEvent::AllReceived { transfer, .. } => {
+                        r.finish_receiving(None, transfer, written == data, "hash mismatch");
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((_, m)) = r.poll_outbox() {
+                moved = true;
+                s.on_message(None, m);
+            }
+            if !moved {
+                break;
+            }
+        }
+        assert_eq!(max, 1, "the sender learnt of the mismatch");
+    }
+}

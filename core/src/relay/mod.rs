@@ -1688,6 +1688,56 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_refuses_files_past_its_limits_and_says_why() {
+        let mut w = Wire::new(Limits {
+            max_file_size: 1000,
+            max_transfers_per_client: 1,
+            ..limits(3)
+        });
+        let a = w.join("a");
+        let b = w.join("b");
+        w.take_events(a);
+        w.client(a)
+            .offer_file(ClientId(1), "big", 1001, [0; 32], T)
+            .unwrap();
+        w.pump();
+        let events = w.take_events(a);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Error(ErrorReport { code: ErrorCode::FileRefused, message, .. }) if message.contains("at most 1000 bytes")
+        )), "{events:?}");
+        assert!(events.iter().any(|e| matches!(
+            e,
+            ClientEvent::File(crate::FileEvent::Failed { outgoing: true, .. })
+        )));
+        assert!(
+            !w.take_events(b)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::File(_))),
+            "b never saw it"
+        );
+        // One transfer at a time: the second offer is refused while the first waits.
+        w.client(a)
+            .offer_file(ClientId(1), "one", 10, [0; 32], T)
+            .unwrap();
+        w.client(a)
+            .offer_file(ClientId(1), "two", 10, [0; 32], T)
+            .unwrap();
+        w.pump();
+        let events = w.take_events(a);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Error(ErrorReport { code: ErrorCode::FileRefused, message, .. }) if message.contains("allows 1 at once")
+        )), "{events:?}");
+        let offers = w
+            .take_events(b)
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::File(crate::FileEvent::Offered { .. })))
+            .count();
+        assert_eq!(offers, 1);
+    }
+
+    #[test]
     fn too_many_pending_handshakes_are_closed_at_once() {
         let mut server = RelayServer::new(Limits {
             max_pending_handshakes: 2,
