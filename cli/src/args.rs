@@ -182,6 +182,9 @@ pub struct SimArgs {
     /// vanish, reconnect (default none)
     #[argh(option, default = "String::from(\"none\")")]
     pub faults: String,
+    /// number of files sent (up to 200 KB each) beside the messages (default 0)
+    #[argh(option, default = "0")]
+    pub files: u32,
     /// simulate a direct conversation between two peers instead of a relay
     #[argh(switch)]
     pub direct: bool,

@@ -23,6 +23,7 @@ pub fn run(args: SimArgs) -> i32 {
         max_clients: args.max_clients.unwrap_or(args.clients),
         faults,
         direct: args.direct,
+        files: args.files,
     };
     let scenario = p2pchat_sim::random_scenario(&spec);
     let started = std::time::Instant::now();

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::{ErrorCode, SendError};
-use crate::file::{CHUNK_SIZE, FileEvent, FileMsg, Files, Hash, TransferId};
+use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry};
 use crate::handshake::{our_hello, validate_name};
 use crate::id::ClientId;
@@ -132,6 +132,7 @@ impl RelayClient {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, true);
         link.send(&Frame::Hello(our_hello(Role::RelayClient, name)), now);
+        let max_outbound = limits.max_outbound_bytes;
         Ok(RelayClient {
             limits,
             link,
@@ -141,7 +142,7 @@ impl RelayClient {
             max_clients: 0,
             roster: BTreeMap::new(),
             events: VecDeque::new(),
-            files: Files::default(),
+            files: Files::new(max_outbound),
             all_exited: false,
             offer_seqs: BTreeMap::new(),
             last_now: now,
@@ -356,8 +357,10 @@ impl RelayClient {
         if !self.link.is_open() {
             return;
         }
-        let per_chunk = CHUNK_SIZE + 64;
-        let room = self.files.active_senders().max(1) * per_chunk;
+        // Room for about one chunk per sending transfer, and never past the bound.
+        let per_chunk = self.files.chunk_size() + 64;
+        let room =
+            (self.files.active_senders().max(1) * per_chunk).min(self.limits.max_outbound_bytes);
         let budget = room.saturating_sub(self.link.pending()) / per_chunk;
         self.files
             .request_reads(budget.max(usize::from(self.link.pending() == 0)));
@@ -434,7 +437,7 @@ impl RelayClient {
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
         // Room in the queue: maybe the next file chunk.
-        let per_chunk = CHUNK_SIZE + 64;
+        let per_chunk = self.files.chunk_size() + 64;
         if self.files.active_senders() > 0 && self.link.pending() < per_chunk {
             self.pump_files(self.last_now);
         }

@@ -383,6 +383,9 @@ struct Incoming {
 /// The file transfers of one machine, in both directions.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Files {
+    /// Bytes per chunk we send: [`CHUNK_SIZE`], or less when the outbound queue bound
+    /// is small (a chunk must never break it).
+    chunk_size: usize,
     next_id: u32,
     outgoing: BTreeMap<TransferId, Outgoing>,
     incoming: BTreeMap<(PeerRef, TransferId), Incoming>,
@@ -392,6 +395,19 @@ pub(crate) struct Files {
 }
 
 impl Files {
+    /// Transfers for a machine whose outbound queue holds at most `max_outbound` bytes.
+    pub(crate) fn new(max_outbound: usize) -> Self {
+        Files {
+            chunk_size: CHUNK_SIZE.min(max_outbound / 4).max(1),
+            ..Files::default()
+        }
+    }
+
+    /// Bytes per chunk we send.
+    pub(crate) fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
     pub(crate) fn poll_event(&mut self) -> Option<FileEvent> {
         self.events.pop_front()
     }
@@ -513,7 +529,10 @@ impl Files {
 
     /// Asks the driver for chunks, at most `budget` in all (the machine's room for
     /// file data in its outbound queue).
-    pub(crate) fn request_reads(&mut self, mut budget: usize) {
+    pub(crate) fn request_reads(&mut self, budget: usize) {
+        // Reads already asked for will become chunks too: they use the budget.
+        let outstanding = self.outgoing.values().filter(|o| o.reading).count();
+        let mut budget = budget.saturating_sub(outstanding);
         for (&transfer, out) in self.outgoing.iter_mut() {
             if budget == 0 {
                 break;
@@ -531,10 +550,10 @@ impl Files {
                 }
                 continue;
             }
-            if *next - *acked >= WINDOW * CHUNK_SIZE as u64 {
+            if *next - *acked >= WINDOW * self.chunk_size as u64 {
                 continue;
             }
-            let len = (out.size - *next).min(CHUNK_SIZE as u64) as usize;
+            let len = (out.size - *next).min(self.chunk_size as u64) as usize;
             out.reading = true;
             budget -= 1;
             self.events.push_back(FileEvent::ReadChunk {
@@ -1030,7 +1049,7 @@ mod tests {
         let data: Vec<u8> = (0..(CHUNK_SIZE * 20 + 123))
             .map(|i| (i % 251) as u8)
             .collect();
-        let (mut s, mut r) = (Files::default(), Files::default());
+        let (mut s, mut r) = (Files::new(1 << 20), Files::new(1 << 20));
         s.offer(None, "f", data.len() as u64, H);
         let mut written = Vec::new();
         let mut max_in_flight = 0;
@@ -1046,7 +1065,7 @@ mod tests {
     #[test]
     fn a_transfer_resumes_from_what_the_receiver_holds() {
         let data: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 13) as u8).collect();
-        let (mut s, mut r) = (Files::default(), Files::default());
+        let (mut s, mut r) = (Files::new(1 << 20), Files::new(1 << 20));
         s.offer(None, "f", data.len() as u64, H);
         let mut written = data[..CHUNK_SIZE + 10].to_vec();
         let mut max = 0;
@@ -1055,7 +1074,7 @@ mod tests {
     }
 
     fn offered_and_started(size: u64) -> Files {
-        let mut r = Files::default();
+        let mut r = Files::new(1 << 20);
         let t = TransferId(0);
         r.on_message(
             None,
@@ -1135,7 +1154,7 @@ mod tests {
     #[test]
     fn a_hash_mismatch_is_reported_to_both_sides() {
         let data = vec![1u8; 10];
-        let (mut s, mut r) = (Files::default(), Files::default());
+        let (mut s, mut r) = (Files::new(1 << 20), Files::new(1 << 20));
         s.offer(None, "f", 10, H);
         // The receiver's "disk" corrupts the bytes.
         let mut written = Vec::new();

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 use crate::error::{ErrorCode, SendError};
-use crate::file::{CHUNK_SIZE, FileEvent, FileMsg, Files, Hash, TransferId};
+use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{ErrorReport, Frame, Hello, Payload, PayloadKind, Role};
 use crate::handshake::{negotiate_version, our_hello, validate_name};
 use crate::keepalive::KeepaliveAction;
@@ -98,6 +98,7 @@ impl Peer {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, side == PeerSide::Connector);
         link.send(&Frame::Hello(our_hello(Role::DirectPeer, name)), now);
+        let max_outbound = limits.max_outbound_bytes;
         Ok(Peer {
             limits,
             link,
@@ -109,7 +110,7 @@ impl Peer {
             over: false,
             plain_text_announced: false,
             events: VecDeque::new(),
-            files: Files::default(),
+            files: Files::new(max_outbound),
             last_now: now,
         })
     }
@@ -118,6 +119,7 @@ impl Peer {
     /// magic, no handshake; lines both ways, `exit` as a bare word.
     pub fn new_plain_text(limits: Limits, now: Timestamp) -> Self {
         let link = Link::new_plain_text(&limits, now);
+        let max_outbound = limits.max_outbound_bytes;
         let mut peer = Peer {
             limits,
             link,
@@ -129,7 +131,7 @@ impl Peer {
             over: false,
             plain_text_announced: false,
             events: VecDeque::new(),
-            files: Files::default(),
+            files: Files::new(max_outbound),
             last_now: now,
         };
         peer.announce_plain_text();
@@ -312,8 +314,10 @@ impl Peer {
         if !self.link.is_open() {
             return;
         }
-        let per_chunk = CHUNK_SIZE + 64;
-        let room = self.files.active_senders().max(1) * per_chunk;
+        // Room for about one chunk per sending transfer, and never past the bound.
+        let per_chunk = self.files.chunk_size() + 64;
+        let room =
+            (self.files.active_senders().max(1) * per_chunk).min(self.limits.max_outbound_bytes);
         let budget = room.saturating_sub(self.link.pending()) / per_chunk;
         self.files
             .request_reads(budget.max(usize::from(self.link.pending() == 0)));
@@ -381,7 +385,7 @@ impl Peer {
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
-        if self.files.active_senders() > 0 && self.link.pending() < CHUNK_SIZE + 64 {
+        if self.files.active_senders() > 0 && self.link.pending() < self.files.chunk_size() + 64 {
             self.pump_files(self.last_now);
         }
     }

@@ -43,20 +43,21 @@ proptest! {
         spare in 0u32..3,
         short in 0u32..3,
         faults in arb_faults(),
+        files in 0u32..4,
     ) {
         // Sometimes room for everyone, sometimes not.
         let max_clients = (clients + spare).saturating_sub(short).max(1);
-        holds(&RandomSpec { seed, clients, messages, max_clients, faults, direct: false })?;
+        holds(&RandomSpec { seed, clients, messages, max_clients, faults, direct: false, files })?;
     }
 
     #[test]
-    fn relay_invariants_hold_with_every_fault_on(seed in any::<u64>(), clients in 2u32..12, messages in 0u32..120) {
-        holds(&RandomSpec { seed, clients, messages, max_clients: clients, faults: FaultSet::all(), direct: false })?;
+    fn relay_invariants_hold_with_every_fault_on(seed in any::<u64>(), clients in 2u32..12, messages in 0u32..120, files in 0u32..4) {
+        holds(&RandomSpec { seed, clients, messages, max_clients: clients, faults: FaultSet::all(), direct: false, files })?;
     }
 
     #[test]
-    fn direct_invariants_hold_with_random_faults(seed in any::<u64>(), messages in 0u32..80, faults in arb_faults()) {
-        holds(&RandomSpec { seed, clients: 2, messages, max_clients: 2, faults, direct: true })?;
+    fn direct_invariants_hold_with_random_faults(seed in any::<u64>(), messages in 0u32..80, faults in arb_faults(), files in 0u32..4) {
+        holds(&RandomSpec { seed, clients: 2, messages, max_clients: 2, faults, direct: true, files })?;
     }
 }
 
@@ -69,6 +70,7 @@ fn a_run_is_a_pure_function_of_scenario_and_seed() {
         max_clients: 6,
         faults: FaultSet::all(),
         direct: false,
+        files: 4,
     };
     let scenario = random_scenario(&spec);
     let first = run(&scenario, spec.seed).to_string();
@@ -92,6 +94,7 @@ fn one_byte_reads_and_no_coalescing_still_deliver_everything() {
             max_clients: 4,
             faults: FaultSet::default(),
             direct: false,
+            files: 1,
         });
         scenario.network.max_chunk = 1;
         scenario.network.coalesce = false;

@@ -330,6 +330,8 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
         }
     }
 
+    check_files(t, &faulted, &finished, &id_node, &node_id, &mut v);
+
     // The end: nothing stuck, nothing left in flight, queues within their bound.
     if let Some(Record::End {
         stuck,
@@ -373,4 +375,125 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
 
 fn violation(rule: &'static str, at: Timestamp, detail: String) -> Violation {
     Violation { rule, at, detail }
+}
+
+/// Files: every transfer ends delivered intact or failed, and both sides learn it.
+fn check_files(
+    t: &Transcript,
+    faulted: &BTreeSet<usize>,
+    finished: &BTreeSet<usize>,
+    id_node: &BTreeMap<ClientId, usize>,
+    node_id: &BTreeMap<usize, ClientId>,
+    v: &mut Vec<Violation>,
+) {
+    let end_at = t.entries.last().map_or(Timestamp::ZERO, |e| e.at);
+    let healthy = |n: usize| !faulted.contains(&n) && finished.contains(&n);
+    // The receiver of an offer, as a node; the sender of a received file, as a node.
+    let node_of = |id: &Option<ClientId>, me: usize| match id {
+        Some(id) => id_node.get(id).copied(),
+        None => Some(1 - me.min(1)),
+    };
+    let mut offered = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut received: BTreeMap<(usize, usize, u32), bool> = BTreeMap::new();
+    let mut delivered = BTreeSet::new();
+    let mut failed_out = BTreeSet::new();
+    let mut failed_in = BTreeSet::new();
+    for e in &t.entries {
+        match &e.record {
+            Record::FileOffered {
+                client,
+                transfer,
+                to,
+                ..
+            } => offered.push((*client, *transfer, *to, e.at)),
+            Record::FileSeen {
+                client,
+                from,
+                transfer,
+            } => {
+                if let Some(s) = node_of(from, *client) {
+                    seen.insert((*client, s, *transfer));
+                }
+            }
+            Record::FileReceived {
+                client,
+                from,
+                transfer,
+                intact,
+            } => {
+                if let Some(s) = node_of(from, *client) {
+                    received.insert((*client, s, *transfer), *intact);
+                    if !intact && healthy(s) && healthy(*client) && !faulted.contains(&s) {
+                        v.push(violation(
+                            "file-intact",
+                            e.at,
+                            format!("c{client} got file #{transfer} from c{s} corrupted"),
+                        ));
+                    }
+                }
+            }
+            Record::FileDelivered { client, transfer } => {
+                delivered.insert((*client, *transfer));
+            }
+            Record::FileFailed {
+                client,
+                peer,
+                transfer,
+                outgoing,
+                ..
+            } => {
+                if *outgoing {
+                    failed_out.insert((*client, *transfer));
+                } else if let Some(s) = node_of(peer, *client) {
+                    failed_in.insert((*client, s, *transfer));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (s, transfer, to, at) in offered {
+        let r = match to {
+            Some(id) => id_node.get(&id).copied(),
+            None => Some(1 - s.min(1)),
+        };
+        let ok = delivered.contains(&(s, transfer));
+        let failed = failed_out.contains(&(s, transfer));
+        if ok && failed {
+            v.push(violation(
+                "file-one-outcome",
+                at,
+                format!("c{s} file #{transfer} both delivered and failed"),
+            ));
+        }
+        if !ok && !failed && healthy(s) {
+            v.push(violation(
+                "file-outcome",
+                end_at,
+                format!("c{s} never learnt how file #{transfer} ended"),
+            ));
+        }
+        let Some(r) = r else { continue };
+        if ok && received.get(&(r, s, transfer)) != Some(&true) {
+            v.push(violation(
+                "file-delivered-means-received",
+                at,
+                format!(
+                    "c{s} file #{transfer} reported delivered, but c{r} does not hold it intact"
+                ),
+            ));
+        }
+        let receiver_knows =
+            received.contains_key(&(r, s, transfer)) || failed_in.contains(&(r, s, transfer));
+        if failed && seen.contains(&(r, s, transfer)) && healthy(r) && !receiver_knows {
+            v.push(violation(
+                "file-failure-reported-to-both",
+                end_at,
+                format!(
+                    "c{s} file #{transfer} failed, but c{r}, which accepted it, was never told"
+                ),
+            ));
+        }
+        let _ = node_id;
+    }
 }

@@ -134,6 +134,8 @@ pub struct RandomSpec {
     pub faults: FaultSet,
     /// Direct chat instead of a relay.
     pub direct: bool,
+    /// Files sent (up to 200 KB each), beside the messages.
+    pub files: u32,
 }
 
 impl RandomSpec {
@@ -143,6 +145,9 @@ impl RandomSpec {
             "p2pchat sim --seed {} --clients {} --messages {} --max-clients {} --faults {}",
             self.seed, self.clients, self.messages, self.max_clients, self.faults
         );
+        if self.files > 0 {
+            cmd.push_str(&format!(" --files {}", self.files));
+        }
         if self.direct {
             cmd.push_str(" --direct");
         }
@@ -230,6 +235,19 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         }
         clients[s].actions.push((t, Action::Send { to, text }));
     }
+    // Files, each after its sender joined.
+    for _ in 0..spec.files {
+        let s = rng.below(n as u64) as usize;
+        let t = clients[s].join_at + ms(rng.between(1, 8_000));
+        last = last.max(t);
+        let to = if spec.direct {
+            Target::Peer
+        } else {
+            Target::Id(rng.below(n as u64) as u32)
+        };
+        let size = rng.below(200_000);
+        clients[s].actions.push((t, Action::SendFile { to, size }));
+    }
     // Faults, somewhere in each client's active life.
     for plan in clients.iter_mut() {
         let when = plan.join_at + ms(rng.between(1, 9_000));
@@ -303,6 +321,7 @@ mod tests {
             max_clients: 4,
             faults: FaultSet::all(),
             direct: false,
+            files: 3,
         };
         assert_eq!(random_scenario(&spec), random_scenario(&spec));
     }

@@ -35,6 +35,13 @@ pub enum Action {
         /// The text.
         text: String,
     },
+    /// The user offers a file of `size` bytes (generated content) to `to`.
+    SendFile {
+        /// Its addressee (`Id` on a relay, `Peer` in direct chat).
+        to: Target,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// The user says `exit`.
     Exit,
     /// The user leaves at once (Ctrl-C).

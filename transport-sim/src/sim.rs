@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use core::time::Duration;
 
 use p2pchat_core::{
-    ClientEvent, ClientId, ConnId, ErrorCode, Peer, PeerEvent, PeerSide, RelayClient, RelayServer,
-    SendError, ServerEvent, Timestamp,
+    ClientEvent, ClientId, ConnId, ErrorCode, FileEvent, Peer, PeerEvent, PeerSide, RelayClient,
+    RelayServer, SendError, ServerEvent, Timestamp,
 };
 
 use crate::rng::Rng;
@@ -131,6 +131,8 @@ struct Node {
     stalled_until: Option<Timestamp>,
     timer: Option<Timestamp>,
     id: Option<ClientId>,
+    /// Files being received: (sender, transfer) -> (bytes so far, expected digest).
+    receiving: BTreeMap<(Option<ClientId>, u32), (Vec<u8>, [u8; 32])>,
 }
 
 /// A simulated network running one scenario.
@@ -415,6 +417,24 @@ impl Sim {
                         to,
                         why: e.to_string(),
                     }),
+                }
+            }
+            Action::SendFile { to, size } => {
+                let content = file_content(node, size);
+                let hash = digest(&content);
+                let result = match (self.nodes[node].machine.as_mut(), to) {
+                    (Some(Machine::Client(c)), Target::Id(id)) => {
+                        c.offer_file(ClientId(id), "file", size, hash, now)
+                    }
+                    (Some(Machine::Peer(p)), Target::Peer) => p.offer_file("file", size, hash, now),
+                    _ => Err(SendError::Closed),
+                };
+                if let Err(e) = result {
+                    self.record(Record::SendRefused {
+                        client: node,
+                        to,
+                        why: format!("file: {e}"),
+                    });
                 }
             }
             Action::Exit => {
@@ -807,16 +827,44 @@ impl Sim {
         ) {
             return;
         }
-        let mut out = Vec::new();
+        // File events are answered at once (the driver's part: reading, writing,
+        // hashing), which may produce more events; then the rest is collected.
         let mut records = Vec::new();
+        loop {
+            let events: Vec<FileEvent> = match self.nodes[n].machine.as_mut() {
+                Some(Machine::Client(c)) => std::iter::from_fn(|| c.poll_event())
+                    .filter_map(|e| match e {
+                        ClientEvent::File(f) => Some(f),
+                        other => {
+                            records.extend(client_record(n, other));
+                            None
+                        }
+                    })
+                    .collect(),
+                Some(Machine::Peer(p)) => std::iter::from_fn(|| p.poll_event())
+                    .filter_map(|e| match e {
+                        PeerEvent::File(f) => Some(f),
+                        other => {
+                            records.extend(peer_record(n, other));
+                            None
+                        }
+                    })
+                    .collect(),
+                None => return,
+            };
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                self.on_file_event(n, e, &mut records);
+            }
+        }
+        let mut out = Vec::new();
         let (wants_close, timeout) = match self.nodes[n].machine.as_mut() {
             Some(Machine::Client(c)) => {
                 self.max_queued = self.max_queued.max(c.pending_bytes());
                 while let Some(b) = c.poll_transmit() {
                     out.extend(b);
-                }
-                while let Some(e) = c.poll_event() {
-                    records.extend(client_record(n, e));
                 }
                 (c.wants_close(), c.poll_timeout())
             }
@@ -824,9 +872,6 @@ impl Sim {
                 self.max_queued = self.max_queued.max(p.pending_bytes());
                 while let Some(b) = p.poll_transmit() {
                     out.extend(b);
-                }
-                while let Some(e) = p.poll_event() {
-                    records.extend(peer_record(n, e));
                 }
                 (p.wants_close(), p.poll_timeout())
             }
@@ -864,6 +909,191 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// The simulated driver's side of a file transfer: content is generated from the
+    /// sender and position, received bytes are kept in memory and compared.
+    fn on_file_event(&mut self, n: usize, e: FileEvent, records: &mut Vec<Record>) {
+        let now = self.now;
+        let node = &mut self.nodes[n];
+        let Some(machine) = node.machine.as_mut() else {
+            return;
+        };
+        let receiving = &mut node.receiving;
+        match e {
+            FileEvent::Offering {
+                to, transfer, size, ..
+            } => records.push(Record::FileOffered {
+                client: n,
+                transfer: transfer.0,
+                to,
+                size,
+            }),
+            FileEvent::Offered {
+                from,
+                transfer,
+                size,
+                hash,
+                ..
+            } => {
+                receiving.insert(
+                    (from, transfer.0),
+                    (Vec::with_capacity(size as usize), hash),
+                );
+                records.push(Record::FileSeen {
+                    client: n,
+                    from,
+                    transfer: transfer.0,
+                });
+                let empty = digest(&[]);
+                match machine {
+                    Machine::Client(c) => {
+                        if let Some(from) = from {
+                            c.accept_file(from, transfer, 0, empty, now);
+                        }
+                    }
+                    Machine::Peer(p) => {
+                        p.accept_file(transfer, 0, empty, now);
+                    }
+                }
+            }
+            FileEvent::Accepted { transfer, .. } => match machine {
+                Machine::Client(c) => {
+                    c.start_sending(transfer, 0, now);
+                }
+                Machine::Peer(p) => {
+                    p.start_sending(transfer, 0, now);
+                }
+            },
+            FileEvent::ReadChunk {
+                transfer,
+                offset,
+                len,
+            } => {
+                let data = content_range(n, offset, len);
+                match machine {
+                    Machine::Client(c) => {
+                        c.file_data(transfer, offset, data, now);
+                    }
+                    Machine::Peer(p) => {
+                        p.file_data(transfer, offset, data, now);
+                    }
+                }
+            }
+            FileEvent::Starting {
+                from,
+                transfer,
+                offset,
+            } => {
+                if let Some((buf, _)) = receiving.get_mut(&(from, transfer.0)) {
+                    buf.truncate(offset as usize);
+                }
+            }
+            FileEvent::WriteChunk {
+                from,
+                transfer,
+                offset,
+                data,
+            } => {
+                let written = match receiving.get_mut(&(from, transfer.0)) {
+                    Some((buf, _)) => {
+                        buf.truncate(offset as usize);
+                        buf.extend_from_slice(&data);
+                        buf.len() as u64
+                    }
+                    None => return,
+                };
+                match machine {
+                    Machine::Client(c) => {
+                        if let Some(from) = from {
+                            c.chunk_written(from, transfer, written, now);
+                        }
+                    }
+                    Machine::Peer(p) => p.chunk_written(transfer, written, now),
+                }
+            }
+            FileEvent::AllReceived { from, transfer } => {
+                let Some((buf, hash)) = receiving.remove(&(from, transfer.0)) else {
+                    return;
+                };
+                let intact = digest(&buf) == hash;
+                records.push(Record::FileReceived {
+                    client: n,
+                    from,
+                    transfer: transfer.0,
+                    intact,
+                });
+                match machine {
+                    Machine::Client(c) => {
+                        if let Some(from) = from {
+                            c.finish_receiving(from, transfer, intact, "hash mismatch", now);
+                        }
+                    }
+                    Machine::Peer(p) => p.finish_receiving(transfer, intact, "hash mismatch", now),
+                }
+            }
+            FileEvent::Delivered { transfer, .. } => records.push(Record::FileDelivered {
+                client: n,
+                transfer: transfer.0,
+            }),
+            FileEvent::Declined {
+                to,
+                transfer,
+                reason,
+            } => records.push(Record::FileFailed {
+                client: n,
+                peer: to,
+                transfer: transfer.0,
+                outgoing: true,
+                reason,
+            }),
+            FileEvent::Failed {
+                peer,
+                transfer,
+                outgoing,
+                reason,
+            } => {
+                if !outgoing {
+                    receiving.remove(&(peer, transfer.0));
+                }
+                records.push(Record::FileFailed {
+                    client: n,
+                    peer,
+                    transfer: transfer.0,
+                    outgoing,
+                    reason,
+                });
+            }
+            FileEvent::Progress { .. } => {}
+        }
+    }
+}
+
+/// The content of every file node `n` sends: a function of the position only (each
+/// node's files differ from other nodes').
+fn content_range(n: usize, offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64)
+        .map(|i| ((i.wrapping_mul(31) ^ (n as u64 * 131)) % 251) as u8)
+        .collect()
+}
+
+fn file_content(n: usize, size: u64) -> Vec<u8> {
+    content_range(n, 0, size as usize)
+}
+
+/// A 32-byte digest (FNV-1a, repeated): the simulator checks integrity, not crypto.
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        chunk.copy_from_slice(&h.to_le_bytes());
+    }
+    out
+}
+
 impl Node {
     fn new(name: &str) -> Self {
         Node {
@@ -876,6 +1106,7 @@ impl Node {
             stalled_until: None,
             timer: None,
             id: None,
+            receiving: BTreeMap::new(),
         }
     }
 }

@@ -81,6 +81,36 @@ pub enum Record {
     },
     /// A fault was injected.
     Fault { client: usize, what: String },
+    /// The client offered a file (`to` is the addressee's relay ID; None in direct chat).
+    FileOffered {
+        client: usize,
+        transfer: u32,
+        to: Option<ClientId>,
+        size: u64,
+    },
+    /// An offer reached the client, which accepted it.
+    FileSeen {
+        client: usize,
+        from: Option<ClientId>,
+        transfer: u32,
+    },
+    /// Every byte of a file arrived; `intact` says whether it equals what was sent.
+    FileReceived {
+        client: usize,
+        from: Option<ClientId>,
+        transfer: u32,
+        intact: bool,
+    },
+    /// The sender learnt that its file arrived intact.
+    FileDelivered { client: usize, transfer: u32 },
+    /// A transfer failed, as this client saw it.
+    FileFailed {
+        client: usize,
+        peer: Option<ClientId>,
+        transfer: u32,
+        outgoing: bool,
+        reason: String,
+    },
     /// The run is over. `stuck` lists clients that had not finished; `max_queued` the
     /// most bytes any endpoint's machine held for its peer at once.
     End {
@@ -199,6 +229,55 @@ impl fmt::Display for Record {
                 write!(f, "c{client} disconnected ({code}): {reason}")
             }
             Record::Fault { client, what } => write!(f, "fault: c{client} {what}"),
+            Record::FileOffered {
+                client,
+                transfer,
+                to,
+                size,
+            } => {
+                write!(
+                    f,
+                    "c{client} offers file #{transfer} ({size} bytes) to {}",
+                    opt_id(to)
+                )
+            }
+            Record::FileSeen {
+                client,
+                from,
+                transfer,
+            } => {
+                write!(
+                    f,
+                    "c{client} accepts file #{transfer} from {}",
+                    opt_id(from)
+                )
+            }
+            Record::FileReceived {
+                client,
+                from,
+                transfer,
+                intact,
+            } => write!(
+                f,
+                "c{client} received file #{transfer} from {} ({})",
+                opt_id(from),
+                if *intact { "intact" } else { "CORRUPT" }
+            ),
+            Record::FileDelivered { client, transfer } => {
+                write!(f, "c{client} file #{transfer} delivered")
+            }
+            Record::FileFailed {
+                client,
+                peer,
+                transfer,
+                outgoing,
+                reason,
+            } => write!(
+                f,
+                "c{client} file #{transfer} {} {} failed: {reason}",
+                if *outgoing { "to" } else { "from" },
+                opt_id(peer)
+            ),
             Record::End {
                 stuck,
                 max_queued,
