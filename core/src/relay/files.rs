@@ -33,7 +33,7 @@ impl RelayServer {
                 let active = self
                     .transfers
                     .range((from, crate::file::TransferId(0))..)
-                    .take_while(|(c, _)| *c == from)
+                    .take_while(|((c, _), _)| *c == from)
                     .count();
                 if active >= self.limits.max_transfers_per_client {
                     return Err(format!(
@@ -41,7 +41,7 @@ impl RelayServer {
                         self.limits.max_transfers_per_client
                     ));
                 }
-                self.transfers.insert((from, transfer));
+                self.transfers.insert((from, transfer), to);
             }
             // The end of a transfer, seen from either side.
             FileMsg::CancelBySender { transfer, .. } => {
@@ -57,16 +57,25 @@ impl RelayServer {
         Ok(())
     }
 
-    /// Forgets the transfers of a client that left.
-    pub(super) fn forget_transfers(&mut self, client: ClientId) {
-        let gone: Vec<_> = self
-            .transfers
-            .range((client, crate::file::TransferId(0))..)
-            .take_while(|(c, _)| *c == client)
-            .copied()
-            .collect();
-        for key in gone {
-            self.transfers.remove(&key);
-        }
+    /// Forgets the transfers of a client that left; returns the clients it had
+    /// transfers with, in either direction.
+    pub(super) fn forget_transfers(
+        &mut self,
+        client: ClientId,
+    ) -> std::collections::BTreeSet<ClientId> {
+        let mut partners = std::collections::BTreeSet::new();
+        self.transfers.retain(|&(sender, _), &mut receiver| {
+            if sender == client {
+                partners.insert(receiver);
+                false
+            } else if receiver == client {
+                partners.insert(sender);
+                false
+            } else {
+                true
+            }
+        });
+        partners.remove(&client);
+        partners
     }
 }

@@ -150,9 +150,9 @@ pub struct RelayServer {
     text_flush: BTreeSet<(Timestamp, ConnId)>,
     /// Silent new connections, by when to greet them in plain text.
     greetings: BTreeSet<(Timestamp, ConnId)>,
-    /// File transfers under way through the relay, by (sender, transfer), to enforce
-    /// `max_transfers_per_client`.
-    transfers: BTreeSet<(ClientId, crate::file::TransferId)>,
+    /// File transfers under way through the relay: (sender, transfer) -> receiver, to
+    /// enforce `max_transfers_per_client` and to tell one side when the other leaves.
+    transfers: BTreeMap<(ClientId, crate::file::TransferId), ClientId>,
     shutting_down: bool,
 }
 
@@ -177,7 +177,7 @@ impl RelayServer {
             still_sending: 0,
             text_flush: BTreeSet::new(),
             greetings: BTreeSet::new(),
-            transfers: BTreeSet::new(),
+            transfers: BTreeMap::new(),
             shutting_down: false,
         }
     }
@@ -872,7 +872,7 @@ impl RelayServer {
         code: ErrorCode,
         detail: String,
     ) {
-        self.forget_transfers(id);
+        let partners = self.forget_transfers(id);
         self.events.push_back(ServerEvent::Left {
             conn,
             id,
@@ -881,6 +881,14 @@ impl RelayServer {
         });
         if self.presence_on() {
             self.notify_others(id, &Frame::Left { id, code });
+        } else {
+            // Without presence, those with a file transfer with it must still learn
+            // that it is gone, or their transfer would wait forever.
+            for partner in partners {
+                if let Some(&conn) = self.clients.get(&partner) {
+                    self.enqueue(conn, &Frame::Left { id, code });
+                }
+            }
         }
         if !exited {
             self.one_less_sending();
