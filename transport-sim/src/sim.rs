@@ -119,6 +119,9 @@ enum NodeState {
     Vanished,
 }
 
+/// A file being received in the simulation: the bytes so far, the expected digest.
+type Receiving = (Vec<u8>, [u8; 32]);
+
 #[derive(Debug)]
 struct Node {
     name: String,
@@ -132,7 +135,7 @@ struct Node {
     timer: Option<Timestamp>,
     id: Option<ClientId>,
     /// Files being received: (sender, transfer) -> (bytes so far, expected digest).
-    receiving: BTreeMap<(Option<ClientId>, u32), (Vec<u8>, [u8; 32])>,
+    receiving: BTreeMap<(Option<ClientId>, u32), Receiving>,
 }
 
 /// A simulated network running one scenario.
