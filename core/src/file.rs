@@ -23,7 +23,7 @@ use crate::id::ClientId;
 use crate::wire::{Reader, Writer};
 
 /// Bytes of file data per chunk.
-pub const CHUNK_SIZE: usize = 32 * 1024;
+pub const CHUNK_SIZE: usize = 48 * 1024;
 
 /// Chunks a sender may have unacknowledged per transfer.
 pub const WINDOW: u64 = 8;
@@ -368,6 +368,9 @@ struct Outgoing {
     sending: Option<(u64, u64)>,
     /// A chunk read is outstanding.
     reading: bool,
+    /// A chunk read ahead, waiting for room in the outbound queue: reading the next
+    /// chunk overlaps with sending this one.
+    staged: Option<(u64, Vec<u8>)>,
     done_sent: bool,
 }
 
@@ -452,6 +455,7 @@ impl Files {
                 size,
                 sending: None,
                 reading: false,
+                staged: None,
                 done_sent: false,
             },
         );
@@ -529,18 +533,26 @@ impl Files {
 
     /// Asks the driver for chunks, at most `budget` in all (the machine's room for
     /// file data in its outbound queue).
-    pub(crate) fn request_reads(&mut self, budget: usize) {
-        // Reads already asked for will become chunks too: they use the budget.
-        let outstanding = self.outgoing.values().filter(|o| o.reading).count();
-        let mut budget = budget.saturating_sub(outstanding);
+    pub(crate) fn request_reads(&mut self, mut budget: usize) {
         for (&transfer, out) in self.outgoing.iter_mut() {
-            if budget == 0 {
-                break;
-            }
             let Some((next, acked)) = out.sending.as_mut() else {
                 continue;
             };
-            if out.reading || out.done_sent {
+            // First the chunk read ahead, if the queue has room for it.
+            if budget > 0
+                && let Some((offset, data)) = out.staged.take()
+            {
+                budget -= 1;
+                self.outbox.push_back((
+                    out.to,
+                    FileMsg::Chunk {
+                        transfer,
+                        offset,
+                        data,
+                    },
+                ));
+            }
+            if out.reading || out.done_sent || out.staged.is_some() {
                 continue;
             }
             if *next >= out.size {
@@ -553,9 +565,9 @@ impl Files {
             if *next - *acked >= WINDOW * self.chunk_size as u64 {
                 continue;
             }
+            // Then ask for the next one (it waits, staged, if the queue is full).
             let len = (out.size - *next).min(self.chunk_size as u64) as usize;
             out.reading = true;
-            budget -= 1;
             self.events.push_back(FileEvent::ReadChunk {
                 transfer,
                 offset: *next,
@@ -577,14 +589,7 @@ impl Files {
         }
         *next += data.len() as u64;
         out.reading = false;
-        self.outbox.push_back((
-            out.to,
-            FileMsg::Chunk {
-                transfer,
-                offset,
-                data,
-            },
-        ));
+        out.staged = Some((offset, data));
         true
     }
 

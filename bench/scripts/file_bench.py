@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""File-transfer benchmark over 127.0.0.1, all in one run so the figures compare:
+
+  raw    socat -b 262144 copying the file over a plain TCP socket (the ceiling)
+  direct p2pchat connect /send -> p2pchat listen --auto-accept
+  relay  p2pchat join /send ID -> p2pchat server -> p2pchat join --auto-accept
+
+Each p2pchat figure includes hashing (BLAKE3 on both sides) and the receiver's
+rename after verification. Peak RSS of each process comes from /usr/bin/time -v.
+Usage: python3 bench/scripts/file_bench.py [SIZE_MIB ...]   (default: 100 1024)
+Needs: a release build (cargo build --release -p p2pchat), socat, /usr/bin/time.
+"""
+import os, re, shutil, socket, subprocess, sys, tempfile, time
+
+BIN = os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "p2pchat")
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def timed(cmd, **kw):
+    return subprocess.Popen(["/usr/bin/time", "-v"] + cmd, stderr=subprocess.PIPE, text=True, **kw)
+
+def finish(proc):
+    """Waits for a process whose stdin may be closed; returns its stderr."""
+    if proc.stdout:
+        proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait()
+    return err
+
+def peak_kib(stderr_text):
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr_text)
+    return int(m.group(1)) if m else 0
+
+def wait_line(proc, pred, timeout=600):
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        if pred(line):
+            return line
+        if time.time() > deadline:
+            break
+    raise RuntimeError("expected line never came")
+
+def raw(path, size):
+    port = free_port()
+    out = path + ".raw"
+    rx = timed(["socat", "-b", "262144", "-u", f"TCP-LISTEN:{port},reuseaddr", f"OPEN:{out},creat,trunc"])
+    time.sleep(0.3)
+    t0 = time.time()
+    tx = timed(["socat", "-b", "262144", "-u", f"OPEN:{path}", f"TCP:127.0.0.1:{port}"])
+    txe = finish(tx); rxe = finish(rx)
+    dt = time.time() - t0
+    os.remove(out)
+    return dt, {"sender": peak_kib(txe), "receiver": peak_kib(rxe)}
+
+def direct(path, size, work):
+    dl = os.path.join(work, "direct"); os.makedirs(dl, exist_ok=True)
+    port = free_port()
+    rx = timed([BIN, "listen", "--bind", "127.0.0.1", "--port", str(port), "--no-history", "--auto-accept",
+                "--download-dir", dl], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_line(rx, lambda l: l.startswith("* listening"))
+    tx = timed([BIN, "connect", f"127.0.0.1:{port}", "--no-history"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_line(tx, lambda l: l.startswith("* connected"))
+    t0 = time.time()
+    tx.stdin.write(f"/send {path}\n"); tx.stdin.flush()
+    wait_line(tx, lambda l: "delivered" in l)
+    dt = time.time() - t0
+    tx.stdin.close(); rx.stdin.close()
+    txe = finish(tx); rxe = finish(rx)
+    shutil.rmtree(dl)
+    return dt, {"sender": peak_kib(txe), "receiver": peak_kib(rxe)}
+
+def relay(path, size, work):
+    dl = os.path.join(work, "relay"); os.makedirs(dl, exist_ok=True)
+    port = free_port()
+    srv = timed([BIN, "server", "--bind", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    a = timed([BIN, "join", f"127.0.0.1:{port}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_line(a, lambda l: l.startswith("* you are client 0"))
+    b = timed([BIN, "join", f"127.0.0.1:{port}", "--auto-accept", "--download-dir", dl],
+              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_line(b, lambda l: l.startswith("* you are client 1"))
+    t0 = time.time()
+    a.stdin.write(f"/send 1 {path}\n"); a.stdin.flush()
+    wait_line(a, lambda l: "delivered" in l)
+    dt = time.time() - t0
+    a.stdin.close(); b.stdin.close()
+    ae = finish(a); be = finish(b)
+    # Stop the server itself (not /usr/bin/time, which would die and orphan it).
+    subprocess.run(["pkill", "-TERM", "-P", str(srv.pid)])
+    se = finish(srv)
+    shutil.rmtree(dl)
+    return dt, {"sender": peak_kib(ae), "receiver": peak_kib(be), "server": peak_kib(se)}
+
+def main():
+    sizes = [int(a) for a in sys.argv[1:]] or [100, 1024]
+    work = tempfile.mkdtemp(prefix="p2pchat-filebench-")
+    try:
+        print("| size | path | seconds | MiB/s | vs raw | peak RSS (KiB) |")
+        print("|---|---|---|---|---|---|")
+        for mib in sizes:
+            path = os.path.join(work, f"file-{mib}.bin")
+            with open(path, "wb") as f:
+                for _ in range(mib):
+                    f.write(os.urandom(1 << 20))
+            size = mib << 20
+            results = [("raw socat", raw(path, size)), ("direct", direct(path, size, work)),
+                       ("relay", relay(path, size, work))]
+            base = results[0][1][0]
+            for name, (dt, rss) in results:
+                rss_s = ", ".join(f"{k} {v}" for k, v in rss.items())
+                print(f"| {mib} MiB | {name} | {dt:.2f} | {mib/dt:.0f} | {base/dt:.2f} | {rss_s} |", flush=True)
+            os.remove(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
