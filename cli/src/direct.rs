@@ -13,7 +13,7 @@ use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
 use crate::format::{self, Line, json_string, sanitize};
 use crate::history::{Direction, History};
-use crate::transfer::Transfers;
+use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
 /// What the user asked of the history.
@@ -298,9 +298,9 @@ async fn converse(
                     }
                     vec![]
                 }
-                Typed::Send(_, path) => file_cmd(&ui, input_transfers.borrow_mut().send(None, &path)),
-                Typed::Accept(n) => file_cmd(&ui, input_transfers.borrow_mut().accept(n)),
-                Typed::Decline(n) => file_cmd(&ui, input_transfers.borrow_mut().decline(n)),
+                Typed::Send(_, path) => transfer::command(&ui, input_transfers.borrow_mut().send(None, &path), PeerCommand::File),
+                Typed::Accept(n) => transfer::command(&ui, input_transfers.borrow_mut().accept(n), PeerCommand::File),
+                Typed::Decline(n) => transfer::command(&ui, input_transfers.borrow_mut().decline(n), PeerCommand::File),
                 Typed::Cancel => input_transfers.borrow_mut().cancel_all().into_iter().map(PeerCommand::File).collect(),
                 Typed::Help => {
                     ui.out(DIRECT_HELP);
@@ -352,15 +352,4 @@ async fn converse(
     )
     .await;
     status
-}
-
-/// A file command, or the error that prevented it, shown.
-fn file_cmd(ui: &Ui, result: Result<p2pchat_tcp::FileCommand, String>) -> Vec<PeerCommand> {
-    match result {
-        Ok(cmd) => vec![PeerCommand::File(cmd)],
-        Err(e) => {
-            ui.err(&format!("error: {e}"));
-            vec![]
-        }
-    }
 }

@@ -1,12 +1,12 @@
 //! `p2pchat join`: a relay client in the terminal.
 
 use p2pchat_core::{ClientEvent, ErrorCode, Limits};
-use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, FileCommand, SessionEvent};
+use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
 
 use crate::args::JoinArgs;
 use crate::commands::{self, RELAY_HELP, Typed};
 use crate::format::{self, Line};
-use crate::transfer::Transfers;
+use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
 /// Runs the client; returns the process exit status.
@@ -45,13 +45,6 @@ pub fn run(args: JoinArgs) -> i32 {
             |peer| peer.map_or("someone".to_owned(), |id| format!("client {id}")),
         )));
         let input_transfers = transfers.clone();
-        let file_cmd = |ui: &Ui, result: Result<FileCommand, String>| match result {
-            Ok(cmd) => vec![ClientCommand::File(cmd)],
-            Err(e) => {
-                ui.err(&format!("error: {e}"));
-                vec![]
-            }
-        };
         crate::chat::run(
             session,
             inputs,
@@ -64,9 +57,9 @@ pub fn run(args: JoinArgs) -> i32 {
                         }
                         vec![cmd]
                     }
-                    Typed::Send(to, path) => file_cmd(&ui, input_transfers.borrow_mut().send(to, &path)),
-                    Typed::Accept(n) => file_cmd(&ui, input_transfers.borrow_mut().accept(n)),
-                    Typed::Decline(n) => file_cmd(&ui, input_transfers.borrow_mut().decline(n)),
+                    Typed::Send(to, path) => transfer::command(&ui, input_transfers.borrow_mut().send(to, &path), ClientCommand::File),
+                    Typed::Accept(n) => transfer::command(&ui, input_transfers.borrow_mut().accept(n), ClientCommand::File),
+                    Typed::Decline(n) => transfer::command(&ui, input_transfers.borrow_mut().decline(n), ClientCommand::File),
                     Typed::Cancel => input_transfers
                         .borrow_mut()
                         .cancel_all()

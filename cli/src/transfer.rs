@@ -90,6 +90,22 @@ impl Progress {
     }
 }
 
+/// The session command for a file step, or nothing if it could not be made (the
+/// error is shown). `wrap` makes it a relay or a direct command.
+pub fn command<C>(
+    ui: &Ui,
+    result: Result<FileCommand, String>,
+    wrap: fn(FileCommand) -> C,
+) -> Vec<C> {
+    match result {
+        Ok(cmd) => vec![wrap(cmd)],
+        Err(e) => {
+            ui.err(&format!("error: {e}"));
+            vec![]
+        }
+    }
+}
+
 /// `1.5 MiB` and the like.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

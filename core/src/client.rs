@@ -357,13 +357,8 @@ impl RelayClient {
         if !self.link.is_open() {
             return;
         }
-        // Room for about one chunk per sending transfer, and never past the bound.
-        let per_chunk = self.files.chunk_size() + 64;
-        let room =
-            (self.files.active_senders().max(1) * per_chunk).min(self.limits.max_outbound_bytes);
-        let budget = room.saturating_sub(self.link.pending()) / per_chunk;
         self.files
-            .request_reads(budget.max(usize::from(self.link.pending() == 0)));
+            .pump(self.link.pending(), self.limits.max_outbound_bytes);
         while let Some((to, msg)) = self.files.poll_outbox() {
             let Some(to) = to else { continue };
             let seq = self.next_seq;

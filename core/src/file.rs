@@ -533,6 +533,15 @@ impl Files {
 
     /// Asks the driver for chunks, at most `budget` in all (the machine's room for
     /// file data in its outbound queue).
+    /// Moves chunks along given the machine's outbound queue (`pending` bytes, bound
+    /// `max_outbound`): room for about one chunk per sending transfer, never past the
+    /// bound, so a chat line never waits behind more than one chunk per transfer.
+    pub(crate) fn pump(&mut self, pending: usize, max_outbound: usize) {
+        let per_chunk = self.chunk_size + 64;
+        let room = (self.active_senders().max(1) * per_chunk).min(max_outbound);
+        self.request_reads(room.saturating_sub(pending) / per_chunk);
+    }
+
     pub(crate) fn request_reads(&mut self, mut budget: usize) {
         for (&transfer, out) in self.outgoing.iter_mut() {
             let Some((next, acked)) = out.sending.as_mut() else {

@@ -98,8 +98,13 @@ impl Peer {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, side == PeerSide::Connector);
         link.send(&Frame::Hello(our_hello(Role::DirectPeer, name)), now);
-        let max_outbound = limits.max_outbound_bytes;
-        Ok(Peer {
+        Ok(Peer::on_link(link, limits, now))
+    }
+
+    /// A peer over `link`, before anything was said.
+    fn on_link(link: Link, limits: Limits, now: Timestamp) -> Self {
+        let files = Files::new(limits.max_outbound_bytes);
+        Peer {
             limits,
             link,
             remote: None,
@@ -110,30 +115,16 @@ impl Peer {
             over: false,
             plain_text_announced: false,
             events: VecDeque::new(),
-            files: Files::new(max_outbound),
+            files,
             last_now: now,
-        })
+        }
     }
 
     /// One side of a plain-text conversation (with `nc -l` or the original app): no
     /// magic, no handshake; lines both ways, `exit` as a bare word.
     pub fn new_plain_text(limits: Limits, now: Timestamp) -> Self {
         let link = Link::new_plain_text(&limits, now);
-        let max_outbound = limits.max_outbound_bytes;
-        let mut peer = Peer {
-            limits,
-            link,
-            remote: None,
-            we_exited: false,
-            they_exited: false,
-            next_seq: 1,
-            last_remote_seq: 0,
-            over: false,
-            plain_text_announced: false,
-            events: VecDeque::new(),
-            files: Files::new(max_outbound),
-            last_now: now,
-        };
+        let mut peer = Peer::on_link(link, limits, now);
         peer.announce_plain_text();
         peer
     }
@@ -314,13 +305,8 @@ impl Peer {
         if !self.link.is_open() {
             return;
         }
-        // Room for about one chunk per sending transfer, and never past the bound.
-        let per_chunk = self.files.chunk_size() + 64;
-        let room =
-            (self.files.active_senders().max(1) * per_chunk).min(self.limits.max_outbound_bytes);
-        let budget = room.saturating_sub(self.link.pending()) / per_chunk;
         self.files
-            .request_reads(budget.max(usize::from(self.link.pending() == 0)));
+            .pump(self.link.pending(), self.limits.max_outbound_bytes);
         while let Some((_, msg)) = self.files.poll_outbox() {
             let seq = self.next_seq;
             self.next_seq += 1;
