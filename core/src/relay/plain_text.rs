@@ -17,8 +17,8 @@ use crate::time::Timestamp;
 const GREETING: &[u8] =
     b"* p2pchat relay. Plain-text clients: send a line (or just press Enter) to join; `ID message` sends to client ID.\n";
 
-/// The help text for plain-text clients.
-const HELP: &str = "* ID MESSAGE sends to client ID; /all MESSAGE to everyone; /who lists who is online; exit stops your sending; /quit leaves";
+/// The help text for plain-text clients (without the `* ` every status line gets).
+const HELP: &str = "ID MESSAGE sends to client ID; /all MESSAGE to everyone; /who lists who is online; exit stops your sending; /quit leaves";
 
 impl RelayServer {
     /// The first byte was not the magic's: this is a plain-text client. Admits it (or
@@ -54,10 +54,7 @@ impl RelayServer {
         }
         let max = self.limits.max_clients;
         self.admit(conn, String::new(), true, now, |id, out| {
-            let line = format!(
-                "* you are client {id} (at most {max} online); {}\n",
-                &HELP[2..]
-            );
+            let line = format!("* you are client {id} (at most {max} online); {}\n", HELP);
             out.push_bytes(line.as_bytes());
         });
     }
@@ -126,7 +123,7 @@ impl RelayServer {
             }
             RelayLine::Exit => self.on_exit(conn),
             RelayLine::Quit => self.close_client(conn, ErrorCode::Normal, "goodbye".into(), false),
-            RelayLine::Help => self.tell(conn, HELP[2..].to_owned()),
+            RelayLine::Help => self.tell(conn, HELP.to_owned()),
             RelayLine::Empty => {}
             RelayLine::Invalid(why) => self.tell(conn, why),
         }
