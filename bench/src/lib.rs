@@ -9,6 +9,7 @@
 //! It is a benchmark: it measures and reports, and asserts nothing about time.
 
 mod load;
+pub mod reference;
 mod server_proc;
 mod stats;
 
@@ -27,6 +28,9 @@ pub enum Target {
     Spawn(PathBuf),
     /// Use a relay already listening there (no RSS or CPU figures).
     Existing(SocketAddr),
+    /// Start `PROGRAM bench --serve-reference` (the minimal reference relay; drive it
+    /// with `plain_text`).
+    SpawnReference(PathBuf),
 }
 
 /// One bench run's results.
@@ -101,6 +105,10 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
         ));
     }
     let server = match target {
+        Target::SpawnReference(program) => Some(
+            ServerProc::start_reference(program)
+                .map_err(|e| format!("could not start the reference relay: {e}"))?,
+        ),
         Target::Spawn(program) => Some(
             ServerProc::start(program, config.clients + 16)
                 .map_err(|e| format!("could not start the relay: {e}"))?,
@@ -109,8 +117,8 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
     };
     let addr = match (&server, target) {
         (Some(s), _) => s.addr,
-        (None, Target::Existing(addr)) => *addr,
-        (None, Target::Spawn(_)) => return Err("no server".into()),
+        (None, &Target::Existing(addr)) => addr,
+        (None, _) => return Err("no server".into()),
     };
     // Let the server settle before the baseline.
     std::thread::sleep(Duration::from_millis(100));

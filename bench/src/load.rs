@@ -60,6 +60,9 @@ pub struct LoadConfig {
     pub window: usize,
     /// Give up after this long.
     pub max_duration: Duration,
+    /// Speak plain-text lines (`ID text` out, `FROM text` in) instead of p2pchat
+    /// frames: drives p2pchat's relay as `nc` would, or the minimal reference relay.
+    pub plain_text: bool,
 }
 
 /// What happened.
@@ -110,6 +113,8 @@ struct Client {
     stream: TcpStream,
     decoder: FrameDecoder,
     id: ClientId,
+    /// Plain text: bytes read past the greeting.
+    leftover: Vec<u8>,
 }
 
 /// Connects `config.clients` clients to the relay at `addr`, calls `connected` once
@@ -137,7 +142,7 @@ async fn run_on(
     let mut clients = Vec::with_capacity(n);
     for chunk_start in (0..n).step_by(128) {
         let tasks: Vec<_> = (chunk_start..n.min(chunk_start + 128))
-            .map(|i| ex.spawn(connect_one(addr, i)))
+            .map(|i| ex.spawn(connect_one(addr, i, config.plain_text)))
             .collect();
         for t in tasks {
             clients.push(t.await?);
@@ -184,6 +189,8 @@ async fn run_on(
         };
         tasks.push(ex.spawn(read_loop(
             reader,
+            config.plain_text,
+            client.leftover,
             client.decoder,
             shared.clone(),
             tokens.clone(),
@@ -203,6 +210,7 @@ async fn run_on(
                     .map(|r| Duration::from_secs_f64(senders.len() as f64 / r.max(1) as f64)),
                 offset_fraction: k as f64 / senders.len() as f64,
                 size: config.size,
+                plain_text: config.plain_text,
             };
             tasks.push(ex.spawn(write_loop(writer, plan, shared.clone(), tokens.clone())));
         }
@@ -233,11 +241,14 @@ async fn run_on(
     })
 }
 
-async fn connect_one(addr: SocketAddr, i: usize) -> Result<Client, String> {
+async fn connect_one(addr: SocketAddr, i: usize, plain_text: bool) -> Result<Client, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("client {i}: could not connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    if plain_text {
+        return connect_text(stream, i).await;
+    }
     let mut hello = MAGIC.to_vec();
     Frame::Hello(Hello {
         min_version: 1,
@@ -271,6 +282,7 @@ async fn connect_one(addr: SocketAddr, i: usize) -> Result<Client, String> {
             match frame {
                 Frame::Welcome(w) => {
                     return Ok(Client {
+                        leftover: Vec::new(),
                         stream,
                         decoder,
                         id: w.client_id,
@@ -278,6 +290,48 @@ async fn connect_one(addr: SocketAddr, i: usize) -> Result<Client, String> {
                 }
                 Frame::Refused(r) => return Err(format!("client {i}: refused: {}", r.reason)),
                 _ => {}
+            }
+        }
+    }
+}
+
+/// A plain-text client: an empty line to be admitted, then the greeting's ID.
+async fn connect_text(mut stream: TcpStream, i: usize) -> Result<Client, String> {
+    stream
+        .write_all(b"\n")
+        .await
+        .map_err(|e| format!("client {i}: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("client {i}: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "client {i}: the server closed the connection before giving an ID"
+            ));
+        }
+        got.extend_from_slice(&buf[..n]);
+        while let Some(pos) = got.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = got.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            if let Some(rest) = line.strip_prefix("* you are client ") {
+                let id: u32 = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| format!("client {i}: unreadable greeting {line:?}"))?;
+                return Ok(Client {
+                    stream,
+                    decoder: FrameDecoder::without_magic(1),
+                    id: ClientId(id),
+                    leftover: got,
+                });
+            }
+            if line.contains("full") {
+                return Err(format!("client {i}: refused: {}", line.trim()));
             }
         }
     }
@@ -291,6 +345,7 @@ struct SendPlan {
     interval: Option<Duration>,
     offset_fraction: f64,
     size: usize,
+    plain_text: bool,
 }
 
 impl SendPlan {
@@ -346,12 +401,22 @@ async fn write_loop(
             while text.len() < plan.size {
                 text.push('x');
             }
-            Frame::Chat {
-                to: plan.target(&mut rng),
-                seq,
-                payload: Payload::text(&text),
+            let to = plan.target(&mut rng);
+            if plan.plain_text {
+                let line = if to.is_broadcast() {
+                    format!("/all {text}\n")
+                } else {
+                    format!("{to} {text}\n")
+                };
+                out.extend_from_slice(line.as_bytes());
+            } else {
+                Frame::Chat {
+                    to,
+                    seq,
+                    payload: Payload::text(&text),
+                }
+                .encode(&mut out);
             }
-            .encode(&mut out);
             // Paced senders write each message on its own; flat-out ones batch.
             if plan.interval.is_some()
                 || in_batch >= BATCH
@@ -372,6 +437,8 @@ async fn write_loop(
 
 async fn read_loop(
     mut stream: TcpStream,
+    plain_text: bool,
+    leftover: Vec<u8>,
     mut decoder: FrameDecoder,
     shared: Rc<RefCell<Shared>>,
     tokens: Rc<Vec<(Sender<()>, Receiver<()>)>>,
@@ -379,6 +446,7 @@ async fn read_loop(
     witness: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = leftover;
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -387,6 +455,26 @@ async fn read_loop(
             }
             Ok(n) => n,
         };
+        if plain_text {
+            lines.extend_from_slice(&buf[..n]);
+            let mut start = 0;
+            while let Some(pos) = lines[start..].iter().position(|&b| b == b'\n') {
+                let line = &lines[start..start + pos];
+                start += pos + 1;
+                if line.first() == Some(&b'*') {
+                    continue; // status lines
+                }
+                let text = String::from_utf8_lossy(line);
+                let mut parts = text.split(' ');
+                let from = parts.next().and_then(|f| f.parse::<u32>().ok());
+                let stamp = parts.next().and_then(|t| t.parse::<u64>().ok());
+                if let Some(from) = from {
+                    record_delivery(&shared, &tokens, &index_of, witness, ClientId(from), stamp);
+                }
+            }
+            lines.drain(..start);
+            continue;
+        }
         decoder.push(&buf[..n]);
         loop {
             let frame = match decoder.next_frame() {
@@ -399,31 +487,43 @@ async fn read_loop(
             };
             match frame {
                 Frame::Deliver { from, payload, .. } => {
-                    let now = Instant::now();
-                    let mut s = shared.borrow_mut();
                     let sent_at = payload
                         .as_text()
                         .and_then(|t| t.split(' ').next())
                         .and_then(|t| t.parse::<u64>().ok());
-                    if let Some(sent_at) = sent_at {
-                        let now_micros = now.saturating_duration_since(s.start).as_micros() as u64;
-                        s.latencies.record(now_micros.saturating_sub(sent_at));
-                    }
-                    s.delivered += 1;
-                    s.last_delivery = now;
-                    if s.delivered >= s.expected
-                        && let Some(done) = s.done.take()
-                    {
-                        let _ = done.try_send(());
-                    }
-                    drop(s);
-                    if witness && let Some(&i) = index_of.get(&from) {
-                        let _ = tokens[i].1.try_recv();
-                    }
+                    record_delivery(&shared, &tokens, &index_of, witness, from, sent_at);
                 }
                 Frame::Error(_) | Frame::Close { .. } => shared.borrow_mut().errors += 1,
                 _ => {}
             }
         }
+    }
+}
+
+/// Counts one delivery, records its latency, and returns a window token to its sender.
+fn record_delivery(
+    shared: &Rc<RefCell<Shared>>,
+    tokens: &Rc<Vec<(Sender<()>, Receiver<()>)>>,
+    index_of: &std::collections::HashMap<ClientId, usize>,
+    witness: bool,
+    from: ClientId,
+    sent_at: Option<u64>,
+) {
+    let now = Instant::now();
+    let mut s = shared.borrow_mut();
+    if let Some(sent_at) = sent_at {
+        let now_micros = now.saturating_duration_since(s.start).as_micros() as u64;
+        s.latencies.record(now_micros.saturating_sub(sent_at));
+    }
+    s.delivered += 1;
+    s.last_delivery = now;
+    if s.delivered >= s.expected
+        && let Some(done) = s.done.take()
+    {
+        let _ = done.try_send(());
+    }
+    drop(s);
+    if witness && let Some(&i) = index_of.get(&from) {
+        let _ = tokens[i].1.try_recv();
     }
 }

@@ -27,16 +27,29 @@ pub struct Usage {
 impl ServerProc {
     /// Starts `program server` on a free loopback port with room for `max_clients`.
     pub fn start(program: &Path, max_clients: u32) -> std::io::Result<ServerProc> {
-        let mut child = Command::new(program)
-            .args([
+        let max = max_clients.to_string();
+        Self::spawn(
+            program,
+            &[
                 "server",
                 "--bind",
                 "127.0.0.1",
                 "--port",
                 "0",
                 "--max-clients",
-            ])
-            .arg(max_clients.to_string())
+                &max,
+            ],
+        )
+    }
+
+    /// Starts the minimal reference relay (`program bench --serve-reference`).
+    pub fn start_reference(program: &Path) -> std::io::Result<ServerProc> {
+        Self::spawn(program, &["bench", "--serve-reference"])
+    }
+
+    fn spawn(program: &Path, args: &[&str]) -> std::io::Result<ServerProc> {
+        let mut child = Command::new(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -18,7 +18,13 @@ fn two_clients_exchange_a_hundred_messages() {
     let (handle, signal) = ShutdownHandle::new();
     let (log_tx, _log_rx) = async_channel::unbounded();
     let server = std::thread::spawn(move || smol::block_on(relay.run(log_tx, signal)));
-    for pattern in [Pattern::Ring, Pattern::Random, Pattern::Broadcast] {
+    for (pattern, plain_text) in [
+        (Pattern::Ring, false),
+        (Pattern::Random, false),
+        (Pattern::Broadcast, false),
+        (Pattern::Ring, true),
+        (Pattern::Broadcast, true),
+    ] {
         let config = LoadConfig {
             clients: 2,
             messages: 100,
@@ -27,6 +33,7 @@ fn two_clients_exchange_a_hundred_messages() {
             size: 32,
             window: 16,
             max_duration: Duration::from_secs(30),
+            plain_text,
         };
         let report = p2pchat_bench::run(&p2pchat_bench::Target::Existing(addr), &config).unwrap();
         assert_eq!(

@@ -159,6 +159,15 @@ pub struct BenchArgs {
     /// measure its memory and CPU too)
     #[argh(option)]
     pub server: Option<String>,
+    /// drive the relay in plain text (`ID text` lines), as nc would
+    #[argh(switch)]
+    pub text: bool,
+    /// measure the minimal reference relay instead of p2pchat (implies --text)
+    #[argh(switch)]
+    pub reference: bool,
+    /// run the minimal reference relay on 127.0.0.1 (used by --reference)
+    #[argh(switch)]
+    pub serve_reference: bool,
 }
 
 /// Run one simulated scenario (deterministic: the same flags give the same transcript)

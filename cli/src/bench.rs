@@ -8,6 +8,17 @@ use crate::args::BenchArgs;
 
 /// Runs one bench; returns the exit status.
 pub fn run(args: BenchArgs) -> i32 {
+    if args.serve_reference {
+        return match p2pchat_bench::reference::serve(
+            "127.0.0.1:0".parse().expect("a literal address"),
+        ) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("p2pchat: reference relay: {e}");
+                1
+            }
+        };
+    }
     let pattern: Pattern = match args.pattern.parse() {
         Ok(p) => p,
         Err(e) => {
@@ -24,6 +35,7 @@ pub fn run(args: BenchArgs) -> i32 {
             }
         },
         None => match std::env::current_exe() {
+            Ok(exe) if args.reference => Target::SpawnReference(exe),
             Ok(exe) => Target::Spawn(exe),
             Err(e) => {
                 eprintln!("p2pchat: cannot find this program to start a server: {e}");
@@ -39,6 +51,7 @@ pub fn run(args: BenchArgs) -> i32 {
         size: args.size.max(24),
         window: args.window,
         max_duration: Duration::from_secs(args.max_seconds),
+        plain_text: args.text || args.reference,
     };
     eprintln!(
         "p2pchat bench: {} clients, {} messages, {:?}, {}",
