@@ -189,8 +189,7 @@ async fn run_on(
         };
         tasks.push(ex.spawn(read_loop(
             reader,
-            config.plain_text,
-            client.leftover,
+            config.plain_text.then_some(client.leftover),
             client.decoder,
             shared.clone(),
             tokens.clone(),
@@ -435,10 +434,10 @@ async fn write_loop(
     }
 }
 
+/// Reads deliveries; `text` is `Some(bytes already read)` for a plain-text client.
 async fn read_loop(
     mut stream: TcpStream,
-    plain_text: bool,
-    leftover: Vec<u8>,
+    text: Option<Vec<u8>>,
     mut decoder: FrameDecoder,
     shared: Rc<RefCell<Shared>>,
     tokens: Rc<Vec<(Sender<()>, Receiver<()>)>>,
@@ -446,7 +445,8 @@ async fn read_loop(
     witness: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut lines = leftover;
+    let plain_text = text.is_some();
+    let mut lines = text.unwrap_or_default();
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => {
