@@ -31,6 +31,8 @@ pub enum Target {
     /// Start `PROGRAM bench --serve-reference` (the minimal reference relay; drive it
     /// with `plain_text`).
     SpawnReference(PathBuf),
+    /// Start `ncat --broker` (Debian package `ncat`); broadcast only.
+    SpawnNcat,
 }
 
 /// One bench run's results.
@@ -105,6 +107,9 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
         ));
     }
     let server = match target {
+        Target::SpawnNcat => Some(
+            ServerProc::start_ncat().map_err(|e| format!("could not start ncat --broker: {e}"))?,
+        ),
         Target::SpawnReference(program) => Some(
             ServerProc::start_reference(program)
                 .map_err(|e| format!("could not start the reference relay: {e}"))?,

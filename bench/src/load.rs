@@ -63,6 +63,9 @@ pub struct LoadConfig {
     /// Speak plain-text lines (`ID text` out, `FROM text` in) instead of p2pchat
     /// frames: drives p2pchat's relay as `nc` would, or the minimal reference relay.
     pub plain_text: bool,
+    /// Raw lines to a broadcast-only broker (`ncat --broker`): no IDs, no greeting;
+    /// every line reaches every other client. Use with [`Pattern::Broadcast`].
+    pub broker: bool,
 }
 
 /// What happened.
@@ -142,7 +145,7 @@ async fn run_on(
     let mut clients = Vec::with_capacity(n);
     for chunk_start in (0..n).step_by(128) {
         let tasks: Vec<_> = (chunk_start..n.min(chunk_start + 128))
-            .map(|i| ex.spawn(connect_one(addr, i, config.plain_text)))
+            .map(|i| ex.spawn(connect_one(addr, i, config.plain_text, config.broker)))
             .collect();
         for t in tasks {
             clients.push(t.await?);
@@ -189,7 +192,10 @@ async fn run_on(
         };
         tasks.push(ex.spawn(read_loop(
             reader,
-            config.plain_text.then_some(client.leftover),
+            (config.plain_text || config.broker).then_some(TextMode {
+                leftover: client.leftover,
+                broker: config.broker,
+            }),
             client.decoder,
             shared.clone(),
             tokens.clone(),
@@ -210,6 +216,7 @@ async fn run_on(
                 offset_fraction: k as f64 / senders.len() as f64,
                 size: config.size,
                 plain_text: config.plain_text,
+                broker: config.broker,
             };
             tasks.push(ex.spawn(write_loop(writer, plan, shared.clone(), tokens.clone())));
         }
@@ -240,11 +247,25 @@ async fn run_on(
     })
 }
 
-async fn connect_one(addr: SocketAddr, i: usize, plain_text: bool) -> Result<Client, String> {
+async fn connect_one(
+    addr: SocketAddr,
+    i: usize,
+    plain_text: bool,
+    broker: bool,
+) -> Result<Client, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("client {i}: could not connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    if broker {
+        // A broker has no IDs: a client is known by the order it connected in.
+        return Ok(Client {
+            stream,
+            decoder: FrameDecoder::without_magic(1),
+            id: ClientId(i as u32),
+            leftover: Vec::new(),
+        });
+    }
     if plain_text {
         return connect_text(stream, i).await;
     }
@@ -345,6 +366,7 @@ struct SendPlan {
     offset_fraction: f64,
     size: usize,
     plain_text: bool,
+    broker: bool,
 }
 
 impl SendPlan {
@@ -401,7 +423,10 @@ async fn write_loop(
                 text.push('x');
             }
             let to = plan.target(&mut rng);
-            if plan.plain_text {
+            if plan.broker {
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'\n');
+            } else if plan.plain_text {
                 let line = if to.is_broadcast() {
                     format!("/all {text}\n")
                 } else {
@@ -435,9 +460,16 @@ async fn write_loop(
 }
 
 /// Reads deliveries; `text` is `Some(bytes already read)` for a plain-text client.
+/// How a plain-text client reads: bytes already read past its greeting, and whether
+/// the relay is a broker (lines carry no sender).
+struct TextMode {
+    leftover: Vec<u8>,
+    broker: bool,
+}
+
 async fn read_loop(
     mut stream: TcpStream,
-    text: Option<Vec<u8>>,
+    text: Option<TextMode>,
     mut decoder: FrameDecoder,
     shared: Rc<RefCell<Shared>>,
     tokens: Rc<Vec<(Sender<()>, Receiver<()>)>>,
@@ -446,7 +478,8 @@ async fn read_loop(
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let plain_text = text.is_some();
-    let mut lines = text.unwrap_or_default();
+    let broker = text.as_ref().is_some_and(|t| t.broker);
+    let mut lines = text.map(|t| t.leftover).unwrap_or_default();
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -466,7 +499,12 @@ async fn read_loop(
                 }
                 let text = String::from_utf8_lossy(line);
                 let mut parts = text.split(' ');
-                let from = parts.next().and_then(|f| f.parse::<u32>().ok());
+                // A broker's lines carry no sender: the only sender is client 0.
+                let from = if broker {
+                    Some(0)
+                } else {
+                    parts.next().and_then(|f| f.parse::<u32>().ok())
+                };
                 let stamp = parts.next().and_then(|t| t.parse::<u64>().ok());
                 if let Some(from) = from {
                     record_delivery(&shared, &tokens, &index_of, witness, ClientId(from), stamp);

@@ -47,6 +47,26 @@ impl ServerProc {
         Self::spawn(program, &["bench", "--serve-reference"])
     }
 
+    /// Starts `ncat --broker` on a free loopback port (it cannot pick one itself).
+    pub fn start_ncat() -> std::io::Result<ServerProc> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+            .to_string();
+        Self::spawn(
+            Path::new("ncat"),
+            &[
+                "-v",
+                "--broker",
+                "--max-conns",
+                "20000",
+                "--listen",
+                "127.0.0.1",
+                &port,
+            ],
+        )
+    }
+
     fn spawn(program: &Path, args: &[&str]) -> std::io::Result<ServerProc> {
         let mut child = Command::new(program)
             .args(args)
@@ -64,7 +84,8 @@ impl ServerProc {
                 let _ = child.kill();
                 return Err(std::io::Error::other("the server exited before listening"));
             };
-            if let Some(rest) = line.split("listening on ").nth(1)
+            // "listening on ADDR" (p2pchat) or "Listening on ADDR" (ncat -v).
+            if let Some(rest) = line.split("istening on ").nth(1)
                 && let Some(addr) = rest.split_whitespace().next()
                 && let Ok(addr) = addr.parse()
             {

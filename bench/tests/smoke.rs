@@ -34,6 +34,7 @@ fn two_clients_exchange_a_hundred_messages() {
             window: 16,
             max_duration: Duration::from_secs(30),
             plain_text,
+            broker: false,
         };
         let report = p2pchat_bench::run(&p2pchat_bench::Target::Existing(addr), &config).unwrap();
         assert_eq!(

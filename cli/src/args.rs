@@ -168,6 +168,9 @@ pub struct BenchArgs {
     /// run the minimal reference relay on 127.0.0.1 (used by --reference)
     #[argh(switch)]
     pub serve_reference: bool,
+    /// measure `ncat --broker` instead (broadcast pattern; Debian package ncat)
+    #[argh(switch)]
+    pub ncat: bool,
 }
 
 /// Run one simulated scenario (deterministic: the same flags give the same transcript)

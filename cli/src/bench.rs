@@ -19,7 +19,11 @@ pub fn run(args: BenchArgs) -> i32 {
             }
         };
     }
-    let pattern: Pattern = match args.pattern.parse() {
+    let pattern: Pattern = match if args.ncat {
+        "broadcast".parse()
+    } else {
+        args.pattern.parse()
+    } {
         Ok(p) => p,
         Err(e) => {
             eprintln!("p2pchat: --pattern: {e}");
@@ -34,6 +38,7 @@ pub fn run(args: BenchArgs) -> i32 {
                 return 2;
             }
         },
+        None if args.ncat => Target::SpawnNcat,
         None => match std::env::current_exe() {
             Ok(exe) if args.reference => Target::SpawnReference(exe),
             Ok(exe) => Target::Spawn(exe),
@@ -52,6 +57,7 @@ pub fn run(args: BenchArgs) -> i32 {
         window: args.window,
         max_duration: Duration::from_secs(args.max_seconds),
         plain_text: args.text || args.reference,
+        broker: args.ncat,
     };
     eprintln!(
         "p2pchat bench: {} clients, {} messages, {:?}, {}",
