@@ -221,6 +221,20 @@ async fn run_on(
             tasks.push(ex.spawn(write_loop(writer, plan, shared.clone(), tokens.clone())));
         }
     }
+    // A progress line a second on stderr, so a long run shows it is alive.
+    let progress_shared = shared.clone();
+    let progress = ex.spawn(async move {
+        let mut tick = 0u64;
+        loop {
+            smol::Timer::after(Duration::from_secs(1)).await;
+            tick += 1;
+            let s = progress_shared.borrow();
+            eprintln!(
+                "p2pchat bench: {tick} s: {} of {} delivered, {} errors",
+                s.delivered, s.expected, s.errors
+            );
+        }
+    });
     let timeout = async {
         smol::Timer::after(config.max_duration).await;
     };
@@ -231,6 +245,7 @@ async fn run_on(
         timeout,
     )
     .await;
+    drop(progress);
     let mut s = shared.borrow_mut();
     let elapsed = s.last_delivery.saturating_duration_since(start);
     let latency = s.latencies.percentiles();
