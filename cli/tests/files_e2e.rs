@@ -110,7 +110,9 @@ fn a_transfer_cut_by_killing_the_sender_resumes_on_retry() {
     let (mut l, addr) = listener(&["--auto-accept", "--download-dir", &dl]);
     let mut c = Proc::start(&["connect", &addr, "--no-history"]);
     c.send(&format!("/send {}", file.display()));
-    // Kill -9 the sender once some, not all, of the file has arrived.
+    // Kill -9 the sender once some, not all, of the file has arrived. Nothing announces
+    // "part of a file is on disk", so the size of the .part file is watched, briefly
+    // and with a deadline.
     let deadline = Instant::now() + WAIT;
     loop {
         let held = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);

@@ -85,24 +85,36 @@ impl Proc {
         self.expect_out(line, |l| l == line);
     }
 
-    /// Waits for the process to end; returns its exit code.
+    /// Waits for the process to end (at most [`WAIT`]); returns its exit code.
     pub fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Collect what is left for diagnostics.
-                self.out_seen.extend(self.out.try_iter());
-                self.err_seen.extend(self.err.try_iter());
-                return status.code().unwrap_or(-1);
+        let pid = self.child.id();
+        let (tx, rx) = channel();
+        let status = std::thread::scope(|scope| {
+            let child = &mut self.child;
+            scope.spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            match rx.recv_timeout(WAIT) {
+                Ok(Ok(status)) => Some(status),
+                _ => {
+                    // Too long: kill it, which also ends the waiting thread.
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
+                    None
+                }
             }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "process did not exit within {WAIT:?}; stdout {:?}; stderr {:?}",
-                    self.out_seen, self.err_seen
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        });
+        // Collect what is left for diagnostics.
+        self.out_seen.extend(self.out.try_iter());
+        self.err_seen.extend(self.err.try_iter());
+        match status {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!(
+                "process did not exit within {WAIT:?}; stdout {:?}; stderr {:?}",
+                self.out_seen, self.err_seen
+            ),
         }
     }
 
