@@ -11,7 +11,7 @@ use p2pchat_tcp::{DEFAULT_PORT, PeerCommand, PeerSession, SessionEvent};
 
 use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
-use crate::format::{self, Line, json_string, sanitize};
+use crate::format::{self, json_string, sanitize};
 use crate::history::{Direction, History};
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
@@ -325,9 +325,7 @@ async fn converse(
                     PeerEvent::Connected { name, .. } => {
                         // The log is per peer: by its name, or by its address.
                         let key = if name.is_empty() { remote.clone() } else { name.clone() };
-                        if let Some(Line::Out(line)) = format::peer_event(&event, json) {
-                            ui.out(&line);
-                        }
+                        ui.show(format::peer_event(&event, json));
                         log.borrow_mut().start(&key, &ui, json);
                         return vec![];
                     }
@@ -337,11 +335,7 @@ async fn converse(
                     }
                     _ => {}
                 }
-                match format::peer_event(&event, json) {
-                    Some(Line::Out(line)) => ui.out(&line),
-                    Some(Line::Err(line)) => ui.err(&line),
-                    None => {}
-                }
+                ui.show(format::peer_event(&event, json));
                 vec![]
             }
             SessionEvent::Rejected(e) => {

@@ -5,7 +5,7 @@ use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
 
 use crate::args::JoinArgs;
 use crate::commands::{self, RELAY_HELP, Typed};
-use crate::format::{self, Line};
+use crate::format;
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
@@ -101,11 +101,7 @@ pub fn run(args: JoinArgs) -> i32 {
                         }
                         _ => {}
                     }
-                    match format::relay_event(&event, me, json) {
-                        Some(Line::Out(line)) => ui.out(&line),
-                        Some(Line::Err(line)) => ui.err(&line),
-                        None => {}
-                    }
+                    ui.show(format::relay_event(&event, me, json));
                     vec![]
                 }
                 SessionEvent::Rejected(e) => {

@@ -92,6 +92,15 @@ impl Ui {
         let _ = stdout.flush();
     }
 
+    /// Shows a formatted event line where it belongs (nothing for `None`).
+    pub fn show(&self, line: Option<crate::format::Line>) {
+        match line {
+            Some(crate::format::Line::Out(line)) => self.out(&line),
+            Some(crate::format::Line::Err(line)) => self.err(&line),
+            None => {}
+        }
+    }
+
     /// An error line (stderr when not on a terminal).
     pub fn err(&self, line: &str) {
         self.record(line);

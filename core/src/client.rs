@@ -432,8 +432,7 @@ impl RelayClient {
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
         // Room in the queue: maybe the next file chunk.
-        let per_chunk = self.files.chunk_size() + 64;
-        if self.files.active_senders() > 0 && self.link.pending() < per_chunk {
+        if self.files.waiting_for_room(self.link.pending()) {
             self.pump_files(self.last_now);
         }
     }

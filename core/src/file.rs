@@ -406,11 +406,6 @@ impl Files {
         }
     }
 
-    /// Bytes per chunk we send.
-    pub(crate) fn chunk_size(&self) -> usize {
-        self.chunk_size
-    }
-
     pub(crate) fn poll_event(&mut self) -> Option<FileEvent> {
         self.events.pop_front()
     }
@@ -540,6 +535,12 @@ impl Files {
         let per_chunk = self.chunk_size + 64;
         let room = (self.active_senders().max(1) * per_chunk).min(max_outbound);
         self.request_reads(room.saturating_sub(pending) / per_chunk);
+    }
+
+    /// Whether a sender waits for the outbound queue (`pending` bytes) to drain below
+    /// one chunk: then a write confirmation should pump again.
+    pub(crate) fn waiting_for_room(&self, pending: usize) -> bool {
+        self.active_senders() > 0 && pending < self.chunk_size + 64
     }
 
     pub(crate) fn request_reads(&mut self, mut budget: usize) {

@@ -371,7 +371,7 @@ impl Peer {
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
-        if self.files.active_senders() > 0 && self.link.pending() < self.files.chunk_size() + 64 {
+        if self.files.waiting_for_room(self.link.pending()) {
             self.pump_files(self.last_now);
         }
     }

@@ -343,17 +343,10 @@ impl Sim {
                     ba: Pipe::default(),
                 });
                 self.nodes[node].link = Some(self.links.len() - 1);
-                match RelayClient::new(&name, limits, self.now) {
-                    Ok(c) => self.nodes[node].machine = Some(Machine::Client(Box::new(c))),
-                    Err(why) => {
-                        self.record(Record::Disconnected {
-                            client: node,
-                            code: ErrorCode::InvalidName,
-                            reason: why,
-                        });
-                        self.nodes[node].state = NodeState::Closed;
-                        return;
-                    }
+                let made =
+                    RelayClient::new(&name, limits, self.now).map(|c| Machine::Client(Box::new(c)));
+                if !self.install(node, made) {
+                    return;
                 }
                 self.drain(End::Server);
                 self.drain(End::Node(node));
@@ -364,17 +357,10 @@ impl Sim {
                 } else {
                     PeerSide::Connector
                 };
-                match Peer::new(side, &name, limits, self.now) {
-                    Ok(p) => self.nodes[node].machine = Some(Machine::Peer(Box::new(p))),
-                    Err(why) => {
-                        self.record(Record::Disconnected {
-                            client: node,
-                            code: ErrorCode::InvalidName,
-                            reason: why,
-                        });
-                        self.nodes[node].state = NodeState::Closed;
-                        return;
-                    }
+                let made =
+                    Peer::new(side, &name, limits, self.now).map(|p| Machine::Peer(Box::new(p)));
+                if !self.install(node, made) {
+                    return;
                 }
                 if node == 1 {
                     self.links.push(Link {
@@ -389,6 +375,25 @@ impl Sim {
                     self.drain(End::Node(0));
                     self.drain(End::Node(1));
                 }
+            }
+        }
+    }
+
+    /// Gives `node` its machine, or records why it could not have one (a bad name).
+    fn install(&mut self, node: usize, made: Result<Machine, String>) -> bool {
+        match made {
+            Ok(machine) => {
+                self.nodes[node].machine = Some(machine);
+                true
+            }
+            Err(why) => {
+                self.record(Record::Disconnected {
+                    client: node,
+                    code: ErrorCode::InvalidName,
+                    reason: why,
+                });
+                self.nodes[node].state = NodeState::Closed;
+                false
             }
         }
     }

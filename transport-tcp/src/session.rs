@@ -185,6 +185,37 @@ pub enum PeerCommand {
     File(FileCommand),
 }
 
+/// The part of [`Machine`] that both machines implement by calling their own methods
+/// of the same names.
+macro_rules! forward_to_inherent {
+    ($machine:ident, $event:ty) => {
+        fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
+            $machine::handle_bytes(self, bytes, now);
+        }
+        fn handle_written(&mut self, n: usize) {
+            $machine::handle_written(self, n);
+        }
+        fn handle_closed(&mut self, now: Timestamp) {
+            $machine::handle_closed(self, now);
+        }
+        fn handle_timeout(&mut self, now: Timestamp) {
+            $machine::handle_timeout(self, now);
+        }
+        fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+            $machine::poll_transmit(self)
+        }
+        fn poll_event(&mut self) -> Option<$event> {
+            $machine::poll_event(self)
+        }
+        fn poll_timeout(&self) -> Option<Timestamp> {
+            $machine::poll_timeout(self)
+        }
+        fn wants_close(&self) -> bool {
+            $machine::wants_close(self)
+        }
+    };
+}
+
 /// Room a command needs beyond its text: frame header and fields.
 const FRAME_OVERHEAD: usize = 32;
 
@@ -286,30 +317,7 @@ impl Machine for RelayClient {
         }
     }
 
-    fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
-        RelayClient::handle_bytes(self, bytes, now);
-    }
-    fn handle_written(&mut self, n: usize) {
-        RelayClient::handle_written(self, n);
-    }
-    fn handle_closed(&mut self, now: Timestamp) {
-        RelayClient::handle_closed(self, now);
-    }
-    fn handle_timeout(&mut self, now: Timestamp) {
-        RelayClient::handle_timeout(self, now);
-    }
-    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        RelayClient::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<ClientEvent> {
-        RelayClient::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        RelayClient::poll_timeout(self)
-    }
-    fn wants_close(&self) -> bool {
-        RelayClient::wants_close(self)
-    }
+    forward_to_inherent!(RelayClient, ClientEvent);
 }
 
 impl Machine for Peer {
@@ -389,30 +397,7 @@ impl Machine for Peer {
         }
     }
 
-    fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
-        Peer::handle_bytes(self, bytes, now);
-    }
-    fn handle_written(&mut self, n: usize) {
-        Peer::handle_written(self, n);
-    }
-    fn handle_closed(&mut self, now: Timestamp) {
-        Peer::handle_closed(self, now);
-    }
-    fn handle_timeout(&mut self, now: Timestamp) {
-        Peer::handle_timeout(self, now);
-    }
-    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        Peer::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<PeerEvent> {
-        Peer::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Timestamp> {
-        Peer::poll_timeout(self)
-    }
-    fn wants_close(&self) -> bool {
-        Peer::wants_close(self)
-    }
+    forward_to_inherent!(Peer, PeerEvent);
 }
 
 /// A running session: send commands, receive events. Dropping it does not stop the
