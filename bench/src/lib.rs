@@ -8,6 +8,7 @@
 //!
 //! It is a benchmark: it measures and reports, and asserts nothing about time.
 
+mod dialect;
 mod load;
 pub mod reference;
 mod server_proc;
@@ -129,13 +130,18 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
     std::thread::sleep(Duration::from_millis(100));
     let before = server.as_ref().map(|s| s.usage()).unwrap_or_default();
     let mut idle = Usage::default();
-    let load = load::run(addr, config, || {
-        if let Some(s) = &server {
-            std::thread::sleep(Duration::from_millis(200));
-            idle = s.usage();
-        }
-    })?;
-    let end = server.as_ref().map(|s| s.usage()).unwrap_or_default();
+    let mut end = Usage::default();
+    let load = load::run(
+        addr,
+        config,
+        || {
+            if let Some(s) = &server {
+                std::thread::sleep(Duration::from_millis(200));
+                idle = s.usage();
+            }
+        },
+        || end = server.as_ref().map(|s| s.usage()).unwrap_or_default(),
+    )?;
     Ok(BenchReport {
         load,
         rss_before_kib: before.rss_kib,

@@ -1,31 +1,40 @@
-//! The load generator: N framed p2pchat clients on one thread, each a reader task and
-//! a writer task, driving a chosen pattern and timing every delivery.
+//! The load generator: N clients on one thread, driven by one edge-triggered event
+//! loop (mio), timing every delivery.
 //!
-//! It is built to cost little next to the server it measures: one thread, async I/O,
-//! frames batched into one write where the pattern allows, and the core's own decoder.
-//! Senders are paced by a window of messages in flight (closed loop), so that a fast
-//! generator cannot make the relay cut its own receivers off as slow consumers.
+//! It is built to cost little next to the server it measures. A task or a timer per
+//! client costs a wake-up per message, which on two cores is what the relay itself
+//! costs; here one `epoll_wait` serves every socket that became ready, a socket is
+//! read until it is empty, messages are encoded and deliveries read in place
+//! ([`crate::dialect`]), and paced senders share one schedule instead of a timer each.
+//!
+//! Flat out, each sender writes batches of up to [`BATCH`] messages, with at most
+//! `window` in flight (closed loop), so that a fast generator cannot make the relay
+//! cut its own receivers off as slow consumers. Paced, sender `k` of `S` sends its
+//! `j`-th message at `(k + j·S) / rate` seconds: every client writes its own messages,
+//! one per write, staggered, never in bursts.
 
-use std::cell::RefCell;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
-use p2pchat_core::{ClientId, Frame, FrameDecoder, Hello, MAGIC, Payload, Role};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
+use std::cmp::Reverse;
 
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use p2pchat_core::ClientId;
+
+use crate::dialect::{Dialect, Incoming};
 use crate::stats::{Latencies, Percentiles};
 
 /// Who sends to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pattern {
-    /// Client i sends to client i + 1 (the last to the first).
+    /// Client i sends to client i + 1 (the last to the first), in ID order.
     Ring,
     /// Each message goes to a random other client (seeded, reproducible).
     Random,
-    /// Client 0 sends every message to all others.
+    /// The first client sends every message to all others.
     Broadcast,
 }
 
@@ -101,482 +110,574 @@ impl LoadReport {
     }
 }
 
-struct Shared {
+/// Most messages put into one write when sending flat out.
+const BATCH: usize = 64;
+
+/// Size of the one read buffer all clients share.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// How long connecting and admitting all clients may take.
+const ADMISSION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One simulated client.
+struct Client {
+    stream: TcpStream,
+    /// Its ID, once admitted.
+    id: Option<u32>,
+    /// Bytes of the server's preamble (the magic) still to skip.
+    skip: usize,
+    /// An unfinished frame or line carried over to the next read.
+    partial: Vec<u8>,
+    /// Bytes the socket would not take yet.
+    out: Vec<u8>,
+    /// The connection is over.
+    lost: bool,
+}
+
+/// A sender's progress.
+struct Sender {
+    client: usize,
+    /// Its rank among the senders (paced start offsets).
+    rank: u64,
+    quota: u64,
+    sent: u64,
+    in_flight: usize,
+    seq: u64,
+    rng: u64,
+    /// Paced: a message was due while the window was full.
+    blocked: bool,
+    /// Flat out: it sits in the ready queue.
+    queued: bool,
+}
+
+/// The generator's state while it runs.
+struct Load<'a> {
+    config: &'a LoadConfig,
+    dialect: Dialect,
+    poll: Poll,
+    clients: Vec<Client>,
+    read_buf: Vec<u8>,
+    /// Admitted so far.
+    admitted: usize,
+    refused: usize,
+    // --- the load phase ---
     start: Instant,
+    senders: Vec<Sender>,
+    /// For each client, its sender's index, if it sends.
+    sender_of: Vec<Option<usize>>,
+    /// Client index by relay ID.
+    index_of: HashMap<u32, usize>,
+    /// Relay IDs by client index.
+    ids: Vec<ClientId>,
+    /// The next client in the ring, by client index.
+    ring_next: Vec<ClientId>,
+    /// Which client returns window tokens for broadcasts (one recipient).
+    witness: usize,
+    ready: VecDeque<usize>,
+    /// Paced: (due time in µs, sender).
+    schedule: BinaryHeap<Reverse<(u64, usize)>>,
     latencies: Latencies,
     delivered: u64,
     expected: u64,
     errors: u64,
     sent: u64,
     last_delivery: Instant,
-    done: Option<Sender<()>>,
-}
-
-struct Client {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    id: ClientId,
-    /// Plain text: bytes read past the greeting.
-    leftover: Vec<u8>,
 }
 
 /// Connects `config.clients` clients to the relay at `addr`, calls `connected` once
-/// all are admitted (to sample the idle server), then runs the load.
+/// all are admitted (to sample the idle server), runs the load, and calls `finished`
+/// when it is over, before the clients disconnect (so that the server's figures for
+/// the load do not include the departures).
 pub fn run(
     addr: SocketAddr,
     config: &LoadConfig,
     connected: impl FnOnce(),
-) -> Result<LoadReport, String> {
-    let ex = smol::LocalExecutor::new();
-    smol::block_on(ex.run(run_on(&ex, addr, config, connected)))
-}
-
-async fn run_on(
-    ex: &smol::LocalExecutor<'_>,
-    addr: SocketAddr,
-    config: &LoadConfig,
-    connected: impl FnOnce(),
+    finished: impl FnOnce(),
 ) -> Result<LoadReport, String> {
     let n = config.clients as usize;
     if n < 2 {
         return Err("at least 2 clients are needed".into());
     }
-    let t0 = Instant::now();
-    let mut clients = Vec::with_capacity(n);
-    for chunk_start in (0..n).step_by(128) {
-        let tasks: Vec<_> = (chunk_start..n.min(chunk_start + 128))
-            .map(|i| ex.spawn(connect_one(addr, i, config.plain_text, config.broker)))
-            .collect();
-        for t in tasks {
-            clients.push(t.await?);
-        }
-    }
-    let connect_time = t0.elapsed();
-    clients.sort_by_key(|c| c.id);
-    connected();
-
-    let index_of: std::collections::HashMap<ClientId, usize> =
-        clients.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
-    let ids: Vec<ClientId> = clients.iter().map(|c| c.id).collect();
-    let senders: Vec<usize> = match config.pattern {
-        Pattern::Broadcast => vec![0],
-        _ => (0..n).collect(),
+    let dialect = match (config.broker, config.plain_text) {
+        (true, _) => Dialect::Broker,
+        (false, true) => Dialect::Text,
+        (false, false) => Dialect::Framed,
     };
-    let expected = match config.pattern {
-        Pattern::Broadcast => config.messages * (n as u64 - 1),
-        _ => config.messages,
-    };
-    let (done_tx, done_rx) = async_channel::bounded(1);
-    let start = Instant::now();
-    let shared = Rc::new(RefCell::new(Shared {
-        start,
+    let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let now = Instant::now();
+    let mut load = Load {
+        config,
+        dialect,
+        poll,
+        clients: Vec::with_capacity(n),
+        read_buf: vec![0; READ_BUFFER],
+        admitted: 0,
+        refused: 0,
+        start: now,
+        senders: Vec::new(),
+        sender_of: vec![None; n],
+        index_of: HashMap::new(),
+        ids: Vec::new(),
+        ring_next: Vec::new(),
+        witness: 0,
+        ready: VecDeque::new(),
+        schedule: BinaryHeap::new(),
         latencies: Latencies::default(),
         delivered: 0,
-        expected,
+        expected: 0,
         errors: 0,
         sent: 0,
-        last_delivery: start,
-        done: Some(done_tx),
-    }));
-    let tokens: Rc<Vec<(Sender<()>, Receiver<()>)>> = Rc::new(
-        (0..n)
-            .map(|_| async_channel::bounded(config.window.max(1)))
-            .collect(),
-    );
-    let mut tasks = Vec::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        let (reader, writer) = (client.stream.clone(), client.stream);
-        let witness = match config.pattern {
-            Pattern::Broadcast => i == 1,
-            _ => true,
-        };
-        tasks.push(ex.spawn(read_loop(
-            reader,
-            (config.plain_text || config.broker).then_some(TextMode {
-                leftover: client.leftover,
-                broker: config.broker,
-            }),
-            client.decoder,
-            shared.clone(),
-            tokens.clone(),
-            index_of.clone(),
-            witness,
-        )));
-        if let Some(k) = senders.iter().position(|&s| s == i) {
-            let quota = config.messages / senders.len() as u64
-                + u64::from((k as u64) < config.messages % senders.len() as u64);
-            let plan = SendPlan {
-                me: i,
-                ids: ids.clone(),
-                quota,
-                pattern: config.pattern,
-                interval: config
-                    .rate
-                    .map(|r| Duration::from_secs_f64(senders.len() as f64 / r.max(1) as f64)),
-                offset_fraction: k as f64 / senders.len() as f64,
-                size: config.size,
-                plain_text: config.plain_text,
-                broker: config.broker,
-            };
-            tasks.push(ex.spawn(write_loop(writer, plan, shared.clone(), tokens.clone())));
-        }
-    }
-    // A progress line a second on stderr, so a long run shows it is alive.
-    let progress_shared = shared.clone();
-    let progress = ex.spawn(async move {
-        let mut tick = 0u64;
-        loop {
-            smol::Timer::after(Duration::from_secs(1)).await;
-            tick += 1;
-            let s = progress_shared.borrow();
-            eprintln!(
-                "p2pchat bench: {tick} s: {} of {} delivered, {} errors",
-                s.delivered, s.expected, s.errors
-            );
-        }
-    });
-    let timeout = async {
-        smol::Timer::after(config.max_duration).await;
+        last_delivery: now,
     };
-    smol::future::or(
-        async {
-            let _ = done_rx.recv().await;
-        },
-        timeout,
-    )
-    .await;
-    drop(progress);
-    let mut s = shared.borrow_mut();
-    let elapsed = s.last_delivery.saturating_duration_since(start);
-    let latency = s.latencies.percentiles();
-    drop(tasks);
+    let t0 = Instant::now();
+    load.connect_all(addr)?;
+    let connect_time = t0.elapsed();
+    connected();
+    load.plan();
+    load.run_load()?;
+    finished();
+    let elapsed = load.last_delivery.saturating_duration_since(load.start);
     Ok(LoadReport {
         clients: n as u32,
         connect_time,
-        sent: s.sent,
-        delivered: s.delivered,
-        expected,
-        errors: s.errors,
+        sent: load.sent,
+        delivered: load.delivered,
+        expected: load.expected,
+        errors: load.errors,
         elapsed,
-        latency,
+        latency: load.latencies.percentiles(),
     })
 }
 
-async fn connect_one(
-    addr: SocketAddr,
-    i: usize,
-    plain_text: bool,
-    broker: bool,
-) -> Result<Client, String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("client {i}: could not connect to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    if broker {
-        // A broker has no IDs: a client is known by the order it connected in.
-        return Ok(Client {
-            stream,
-            decoder: FrameDecoder::without_magic(1),
-            id: ClientId(i as u32),
-            leftover: Vec::new(),
-        });
-    }
-    if plain_text {
-        return connect_text(stream, i).await;
-    }
-    let mut hello = MAGIC.to_vec();
-    Frame::Hello(Hello {
-        min_version: 1,
-        max_version: p2pchat_core::PROTOCOL_VERSION,
-        capabilities: 0,
-        role: Role::RelayClient,
-        name: String::new(),
-    })
-    .encode(&mut hello);
-    stream
-        .write_all(&hello)
-        .await
-        .map_err(|e| format!("client {i}: {e}"))?;
-    let mut decoder = FrameDecoder::new(p2pchat_core::Limits::default().max_frame_len);
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("client {i}: {e}"))?;
-        if n == 0 {
+impl Load<'_> {
+    /// Connects every client and waits until the relay admitted them all.
+    fn connect_all(&mut self, addr: SocketAddr) -> Result<(), String> {
+        let n = self.config.clients as usize;
+        let greeting = self.dialect.greeting();
+        let mut events = Events::with_capacity(1024);
+        let deadline = Instant::now() + ADMISSION_TIMEOUT;
+        for i in 0..n {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .map_err(|e| format!("client {i}: could not connect to {addr}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            stream
+                .write_all(&greeting)
+                .map_err(|e| format!("client {i}: {e}"))?;
+            stream
+                .set_nonblocking(true)
+                .map_err(|e| format!("client {i}: {e}"))?;
+            let mut stream = TcpStream::from_std(stream);
+            self.poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("client {i}: {e}"))?;
+            self.clients.push(Client {
+                stream,
+                id: (self.dialect == Dialect::Broker).then_some(i as u32),
+                skip: self.dialect.preamble_len(),
+                partial: Vec::new(),
+                out: Vec::new(),
+                lost: false,
+            });
+            // Read admissions as they come, so that no socket fills up meanwhile.
+            if i % 64 == 63 {
+                self.poll_once(&mut events, Some(Duration::ZERO))?;
+            }
+        }
+        if self.dialect == Dialect::Broker {
+            // A broker says nothing; give it a moment to accept everyone.
+            std::thread::sleep(Duration::from_millis(200));
+            self.admitted = n;
+        }
+        while self.admitted + self.refused < n {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "only {} of {n} clients were admitted within {ADMISSION_TIMEOUT:?}",
+                    self.admitted
+                ));
+            }
+            self.poll_once(&mut events, Some(Duration::from_millis(100)))?;
+            if let Some(lost) = self.clients.iter().position(|c| c.lost && c.id.is_none()) {
+                return Err(format!(
+                    "client {lost}: the server closed the connection during the handshake"
+                ));
+            }
+        }
+        if self.refused > 0 {
             return Err(format!(
-                "client {i}: the server closed the connection during the handshake"
+                "{} of {n} clients were refused (is the server's --max-clients too low?)",
+                self.refused
             ));
         }
-        decoder.push(&buf[..n]);
-        while let Some(frame) = decoder
-            .next_frame()
-            .map_err(|e| format!("client {i}: {e}"))?
-        {
-            match frame {
-                Frame::Welcome(w) => {
-                    return Ok(Client {
-                        leftover: Vec::new(),
-                        stream,
-                        decoder,
-                        id: w.client_id,
-                    });
+        Ok(())
+    }
+
+    /// Decides who sends what to whom.
+    fn plan(&mut self) {
+        let config = self.config;
+        let n = self.clients.len();
+        self.ids = self
+            .clients
+            .iter()
+            .map(|c| ClientId(c.id.unwrap_or(0)))
+            .collect();
+        self.index_of = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.0, i))
+            .collect();
+        let mut by_id: Vec<usize> = (0..n).collect();
+        by_id.sort_by_key(|&i| self.ids[i]);
+        self.ring_next = vec![ClientId(0); n];
+        for (k, &i) in by_id.iter().enumerate() {
+            self.ring_next[i] = self.ids[by_id[(k + 1) % n]];
+        }
+        let senders: Vec<usize> = match config.pattern {
+            Pattern::Broadcast => vec![by_id[0]],
+            _ => by_id.clone(),
+        };
+        self.witness = by_id[1 % n];
+        self.expected = match config.pattern {
+            Pattern::Broadcast => config.messages * (n as u64 - 1),
+            _ => config.messages,
+        };
+        let count = senders.len() as u64;
+        for (k, &client) in senders.iter().enumerate() {
+            let k = k as u64;
+            self.sender_of[client] = Some(self.senders.len());
+            self.senders.push(Sender {
+                client,
+                rank: k,
+                quota: config.messages / count + u64::from(k < config.messages % count),
+                sent: 0,
+                in_flight: 0,
+                seq: 0,
+                rng: 0x9E37_79B9_7F4A_7C15 ^ (k + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+                blocked: false,
+                queued: false,
+            });
+        }
+    }
+
+    /// Sends and receives until every delivery arrived or time is up.
+    fn run_load(&mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(4096);
+        self.start = Instant::now();
+        self.last_delivery = self.start;
+        let deadline = self.start + self.config.max_duration;
+        for s in 0..self.senders.len() {
+            match self.config.rate {
+                Some(_) => {
+                    let due = self.due(s, 0);
+                    self.schedule.push(Reverse((due, s)));
                 }
-                Frame::Refused(r) => return Err(format!("client {i}: refused: {}", r.reason)),
-                _ => {}
+                None => self.make_ready(s),
             }
         }
-    }
-}
-
-/// A plain-text client: an empty line to be admitted, then the greeting's ID.
-async fn connect_text(mut stream: TcpStream, i: usize) -> Result<Client, String> {
-    stream
-        .write_all(b"\n")
-        .await
-        .map_err(|e| format!("client {i}: {e}"))?;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("client {i}: {e}"))?;
-        if n == 0 {
-            return Err(format!(
-                "client {i}: the server closed the connection before giving an ID"
-            ));
-        }
-        got.extend_from_slice(&buf[..n]);
-        while let Some(pos) = got.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = got.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            if let Some(rest) = line.strip_prefix("* you are client ") {
-                let id: u32 = rest
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or_else(|| format!("client {i}: unreadable greeting {line:?}"))?;
-                return Ok(Client {
-                    stream,
-                    decoder: FrameDecoder::without_magic(1),
-                    id: ClientId(id),
-                    leftover: got,
-                });
-            }
-            if line.contains("full") {
-                return Err(format!("client {i}: refused: {}", line.trim()));
-            }
-        }
-    }
-}
-
-struct SendPlan {
-    me: usize,
-    ids: Vec<ClientId>,
-    quota: u64,
-    pattern: Pattern,
-    interval: Option<Duration>,
-    offset_fraction: f64,
-    size: usize,
-    plain_text: bool,
-    broker: bool,
-}
-
-impl SendPlan {
-    fn target(&self, rng: &mut u64) -> ClientId {
-        let n = self.ids.len();
-        match self.pattern {
-            Pattern::Broadcast => ClientId::BROADCAST,
-            Pattern::Ring => self.ids[(self.me + 1) % n],
-            Pattern::Random => {
-                // xorshift64: deterministic per client, cheap.
-                *rng ^= *rng << 13;
-                *rng ^= *rng >> 7;
-                *rng ^= *rng << 17;
-                let other = (*rng % (n as u64 - 1)) as usize;
-                self.ids[if other >= self.me { other + 1 } else { other }]
-            }
-        }
-    }
-}
-
-/// Most frames put into one write when sending flat out.
-const BATCH: usize = 64;
-
-async fn write_loop(
-    mut stream: TcpStream,
-    plan: SendPlan,
-    shared: Rc<RefCell<Shared>>,
-    tokens: Rc<Vec<(Sender<()>, Receiver<()>)>>,
-) {
-    let start = shared.borrow().start;
-    let (token, _) = &tokens[plan.me];
-    let mut rng =
-        0x9E37_79B9_7F4A_7C15u64 ^ (plan.me as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407);
-    let mut out = Vec::with_capacity(BATCH * (plan.size + 32));
-    let mut seq = 0u64;
-    let mut next_at = plan
-        .interval
-        .map(|iv| start + iv.mul_f64(plan.offset_fraction));
-    while seq < plan.quota {
-        if let (Some(at), Some(iv)) = (next_at, plan.interval) {
-            smol::Timer::at(at).await;
-            next_at = Some(at + iv);
-        }
-        if token.send(()).await.is_err() {
-            return;
-        }
-        out.clear();
-        let mut in_batch = 1;
-        loop {
-            seq += 1;
-            let stamp = start.elapsed().as_micros();
-            let mut text = format!("{stamp} ");
-            while text.len() < plan.size {
-                text.push('x');
-            }
-            let to = plan.target(&mut rng);
-            if plan.broker {
-                out.extend_from_slice(text.as_bytes());
-                out.push(b'\n');
-            } else if plan.plain_text {
-                let line = if to.is_broadcast() {
-                    format!("/all {text}\n")
-                } else {
-                    format!("{to} {text}\n")
-                };
-                out.extend_from_slice(line.as_bytes());
-            } else {
-                Frame::Chat {
-                    to,
-                    seq,
-                    payload: Payload::text(&text),
-                }
-                .encode(&mut out);
-            }
-            // Paced senders write each message on its own; flat-out ones batch.
-            if plan.interval.is_some()
-                || in_batch >= BATCH
-                || seq >= plan.quota
-                || token.try_send(()).is_err()
-            {
+        let mut next_progress = self.start + Duration::from_secs(1);
+        while self.delivered < self.expected {
+            let now = Instant::now();
+            if now >= deadline {
                 break;
             }
-            in_batch += 1;
+            if now >= next_progress {
+                next_progress += Duration::from_secs(1);
+                eprintln!(
+                    "p2pchat bench: {} s: {} of {} delivered, {} errors",
+                    (now - self.start).as_secs(),
+                    self.delivered,
+                    self.expected,
+                    self.errors
+                );
+            }
+            let timeout = self.send_due();
+            self.poll_once(&mut events, Some(timeout.min(deadline - now)))?;
+            if self.clients.iter().all(|c| c.lost) {
+                break;
+            }
         }
-        shared.borrow_mut().sent += in_batch as u64;
-        if stream.write_all(&out).await.is_err() {
-            shared.borrow_mut().errors += 1;
-            return;
+        Ok(())
+    }
+
+    /// Microseconds since the start: the timestamp carried in each message.
+    fn micros(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// When sender `s` sends its `j`-th message, in µs after the start.
+    fn due(&self, s: usize, j: u64) -> u64 {
+        let rate = self.config.rate.unwrap_or(1).max(1) as f64;
+        let count = self.senders.len() as f64;
+        let at = (self.senders[s].rank as f64 + j as f64 * count) / rate;
+        (at * 1e6) as u64
+    }
+
+    /// Sends whatever is due; returns how long the loop may wait for I/O.
+    fn send_due(&mut self) -> Duration {
+        if self.config.rate.is_some() {
+            let now = self.micros();
+            while let Some(&Reverse((due, s))) = self.schedule.peek() {
+                if due > now {
+                    return Duration::from_micros(due - now);
+                }
+                self.schedule.pop();
+                if self.can_send(s) {
+                    self.send(s, 1);
+                    self.schedule_next(s);
+                } else {
+                    self.senders[s].blocked = true;
+                }
+            }
+            return Duration::from_millis(100);
+        }
+        for _ in 0..self.ready.len() {
+            let Some(s) = self.ready.pop_front() else {
+                break;
+            };
+            self.senders[s].queued = false;
+            if self.can_send(s) {
+                self.send(s, BATCH);
+                self.make_ready(s);
+            }
+        }
+        if self.ready.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
         }
     }
-}
 
-/// Reads deliveries; `text` is `Some(bytes already read)` for a plain-text client.
-/// How a plain-text client reads: bytes already read past its greeting, and whether
-/// the relay is a broker (lines carry no sender).
-struct TextMode {
-    leftover: Vec<u8>,
-    broker: bool,
-}
-
-async fn read_loop(
-    mut stream: TcpStream,
-    text: Option<TextMode>,
-    mut decoder: FrameDecoder,
-    shared: Rc<RefCell<Shared>>,
-    tokens: Rc<Vec<(Sender<()>, Receiver<()>)>>,
-    index_of: std::collections::HashMap<ClientId, usize>,
-    witness: bool,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let plain_text = text.is_some();
-    let broker = text.as_ref().is_some_and(|t| t.broker);
-    let mut lines = text.map(|t| t.leftover).unwrap_or_default();
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                shared.borrow_mut().errors += 1;
-                return;
-            }
-            Ok(n) => n,
-        };
-        if plain_text {
-            lines.extend_from_slice(&buf[..n]);
-            let mut start = 0;
-            while let Some(pos) = lines[start..].iter().position(|&b| b == b'\n') {
-                let line = &lines[start..start + pos];
-                start += pos + 1;
-                if line.first() == Some(&b'*') {
-                    continue; // status lines
-                }
-                let text = String::from_utf8_lossy(line);
-                let mut parts = text.split(' ');
-                // A broker's lines carry no sender: the only sender is client 0.
-                let from = if broker {
-                    Some(0)
-                } else {
-                    parts.next().and_then(|f| f.parse::<u32>().ok())
-                };
-                let stamp = parts.next().and_then(|t| t.parse::<u64>().ok());
-                if let Some(from) = from {
-                    record_delivery(&shared, &tokens, &index_of, witness, ClientId(from), stamp);
-                }
-            }
-            lines.drain(..start);
-            continue;
+    fn schedule_next(&mut self, s: usize) {
+        let sender = &self.senders[s];
+        if sender.sent < sender.quota {
+            let due = self.due(s, sender.sent);
+            self.schedule.push(Reverse((due, s)));
         }
-        decoder.push(&buf[..n]);
-        loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => {
-                    shared.borrow_mut().errors += 1;
-                    return;
+    }
+
+    fn can_send(&self, s: usize) -> bool {
+        let sender = &self.senders[s];
+        let client = &self.clients[sender.client];
+        sender.sent < sender.quota
+            && sender.in_flight < self.config.window.max(1)
+            && client.out.is_empty()
+            && !client.lost
+    }
+
+    /// Flat out: queues a sender that can send.
+    fn make_ready(&mut self, s: usize) {
+        if !self.senders[s].queued && self.can_send(s) {
+            self.senders[s].queued = true;
+            self.ready.push_back(s);
+        }
+    }
+
+    /// Writes up to `most` messages of sender `s` in one write.
+    fn send(&mut self, s: usize, most: usize) {
+        let stamp = self.micros();
+        let window = self.config.window.max(1);
+        let sender = &mut self.senders[s];
+        let i = sender.client;
+        let n = self.ids.len();
+        let mut out = std::mem::take(&mut self.clients[i].out);
+        let mut count = 0;
+        while count < most && sender.sent < sender.quota && sender.in_flight < window {
+            let to = match self.config.pattern {
+                Pattern::Broadcast => ClientId::BROADCAST,
+                Pattern::Ring => self.ring_next[i],
+                Pattern::Random => {
+                    // xorshift64: deterministic per sender, cheap.
+                    let r = &mut sender.rng;
+                    *r ^= *r << 13;
+                    *r ^= *r >> 7;
+                    *r ^= *r << 17;
+                    let other = (*r % (n as u64 - 1)) as usize;
+                    self.ids[if other >= i { other + 1 } else { other }]
                 }
             };
-            match frame {
-                Frame::Deliver { from, payload, .. } => {
-                    let sent_at = payload
-                        .as_text()
-                        .and_then(|t| t.split(' ').next())
-                        .and_then(|t| t.parse::<u64>().ok());
-                    record_delivery(&shared, &tokens, &index_of, witness, from, sent_at);
+            sender.seq += 1;
+            sender.sent += 1;
+            sender.in_flight += 1;
+            count += 1;
+            self.dialect
+                .encode(to, sender.seq, stamp, self.config.size, &mut out);
+        }
+        self.sent += count as u64;
+        self.clients[i].out = out;
+        self.flush(i);
+    }
+
+    /// Writes what client `i` has pending; keeps what the socket would not take.
+    fn flush(&mut self, i: usize) {
+        let client = &mut self.clients[i];
+        let mut written = 0;
+        while written < client.out.len() {
+            match client.stream.write(&client.out[written..]) {
+                Ok(0) => {
+                    client.lost = true;
+                    break;
                 }
-                Frame::Error(_) | Frame::Close { .. } => shared.borrow_mut().errors += 1,
-                _ => {}
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    client.lost = true;
+                    break;
+                }
+            }
+        }
+        client.out.drain(..written);
+        if client.lost {
+            client.out.clear();
+            self.errors += 1;
+        }
+    }
+
+    /// Waits for I/O once (at most `timeout`) and handles every ready socket.
+    fn poll_once(&mut self, events: &mut Events, timeout: Option<Duration>) -> Result<(), String> {
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(format!("event loop: {e}")),
+        }
+        for event in events.iter() {
+            let i = event.token().0;
+            if event.is_writable() && !self.clients[i].out.is_empty() {
+                self.flush(i);
+                if self.clients[i].out.is_empty()
+                    && let Some(s) = self.sender_of[i]
+                {
+                    self.unblock(s);
+                }
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                self.read(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads client `i` until its socket is empty.
+    fn read(&mut self, i: usize) {
+        loop {
+            if self.clients[i].lost {
+                return;
+            }
+            let mut buf = std::mem::take(&mut self.read_buf);
+            let result = self.clients[i].stream.read(&mut buf);
+            match result {
+                Ok(0) => {
+                    self.lose(i);
+                }
+                Ok(n) => {
+                    self.consume(i, &buf[..n]);
+                    // A short read emptied the socket: bytes that arrive later raise a
+                    // new edge, so the read that would say "empty" can be skipped.
+                    if n < buf.len() {
+                        self.read_buf = buf;
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_buf = buf;
+                    return;
+                }
+                Err(_) => self.lose(i),
+            }
+            self.read_buf = buf;
+        }
+    }
+
+    fn lose(&mut self, i: usize) {
+        let client = &mut self.clients[i];
+        if !client.lost {
+            client.lost = true;
+            let _ = self.poll.registry().deregister(&mut client.stream);
+            // Losing a client after the load is over is the relay's normal goodbye.
+            if self.delivered < self.expected {
+                self.errors += 1;
             }
         }
     }
-}
 
-/// Counts one delivery, records its latency, and returns a window token to its sender.
-fn record_delivery(
-    shared: &Rc<RefCell<Shared>>,
-    tokens: &Rc<Vec<(Sender<()>, Receiver<()>)>>,
-    index_of: &std::collections::HashMap<ClientId, usize>,
-    witness: bool,
-    from: ClientId,
-    sent_at: Option<u64>,
-) {
-    let now = Instant::now();
-    let mut s = shared.borrow_mut();
-    if let Some(sent_at) = sent_at {
-        let now_micros = now.saturating_duration_since(s.start).as_micros() as u64;
-        s.latencies.record(now_micros.saturating_sub(sent_at));
+    /// Handles bytes read from client `i`.
+    fn consume(&mut self, i: usize, mut bytes: &[u8]) {
+        let skip = self.clients[i].skip.min(bytes.len());
+        self.clients[i].skip -= skip;
+        bytes = &bytes[skip..];
+        let mut items = Vec::new();
+        let partial = std::mem::take(&mut self.clients[i].partial);
+        if partial.is_empty() {
+            let used = self.dialect.scan(bytes, |item| items.push(item));
+            self.clients[i].partial = bytes[used..].to_vec();
+        } else {
+            let mut joined = partial;
+            joined.extend_from_slice(bytes);
+            let used = self.dialect.scan(&joined, |item| items.push(item));
+            joined.drain(..used);
+            self.clients[i].partial = joined;
+        }
+        for item in items {
+            self.on_item(i, item);
+        }
     }
-    s.delivered += 1;
-    s.last_delivery = now;
-    if s.delivered >= s.expected
-        && let Some(done) = s.done.take()
-    {
-        let _ = done.try_send(());
+
+    fn on_item(&mut self, i: usize, item: Incoming) {
+        match item {
+            Incoming::Admitted(id) => {
+                if self.clients[i].id.is_none() {
+                    self.clients[i].id = Some(id);
+                    self.admitted += 1;
+                }
+            }
+            Incoming::Refused => self.refused += 1,
+            Incoming::Error => self.errors += 1,
+            Incoming::Broken => self.lose(i),
+            Incoming::Delivery { from, stamp } => {
+                if self.senders.is_empty() {
+                    return; // before the load: nothing is expected
+                }
+                let now = Instant::now();
+                if let Some(stamp) = stamp {
+                    let now_micros =
+                        u64::try_from((now - self.start).as_micros()).unwrap_or(u64::MAX);
+                    self.latencies.record(now_micros.saturating_sub(stamp));
+                }
+                self.delivered += 1;
+                self.last_delivery = now;
+                let returns_token = match self.config.pattern {
+                    Pattern::Broadcast => i == self.witness,
+                    _ => true,
+                };
+                // A broker's lines do not say who sent them: the only sender does.
+                let sender_client = match from {
+                    Some(id) => self.index_of.get(&id).copied(),
+                    None => self.senders.first().map(|s| s.client),
+                };
+                if returns_token && let Some(s) = sender_client.and_then(|c| self.sender_of[c]) {
+                    let sender = &mut self.senders[s];
+                    sender.in_flight = sender.in_flight.saturating_sub(1);
+                    self.unblock(s);
+                }
+            }
+        }
     }
-    drop(s);
-    if witness && let Some(&i) = index_of.get(&from) {
-        let _ = tokens[i].1.try_recv();
+
+    /// A sender got room (a token back, or its socket drained): let it go on.
+    fn unblock(&mut self, s: usize) {
+        if self.config.rate.is_none() {
+            self.make_ready(s);
+        } else if self.senders[s].blocked && self.can_send(s) {
+            self.senders[s].blocked = false;
+            self.send(s, 1);
+            self.schedule_next(s);
+        }
     }
 }

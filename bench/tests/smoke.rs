@@ -17,7 +17,7 @@ fn two_clients_exchange_a_hundred_messages() {
     let addr = relay.local_addr().unwrap();
     let (handle, signal) = ShutdownHandle::new();
     let (log_tx, _log_rx) = async_channel::unbounded();
-    let server = std::thread::spawn(move || smol::block_on(relay.run(log_tx, signal)));
+    let server = relay.spawn(log_tx, signal);
     for (pattern, plain_text) in [
         (Pattern::Ring, false),
         (Pattern::Random, false),

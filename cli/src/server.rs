@@ -25,9 +25,8 @@ pub fn run(args: ServerArgs) -> i32 {
         max_clients: args.max_clients,
         ..Limits::default()
     };
-    // Everything runs on the executor's thread, next to the connection tasks, so
-    // that handing bytes between them never needs a cross-thread wake-up.
-    smol::block_on(smol::spawn(async move {
+    // The relay runs on this thread: its tasks share the core without locks.
+    smol::block_on(async move {
         let relay = match Relay::bind(SocketAddr::new(ip, args.port), limits).await {
             Ok(relay) => relay,
             Err(e) => {
@@ -57,7 +56,7 @@ pub fn run(args: ServerArgs) -> i32 {
         logger.await;
         eprintln!("p2pchat server: stopped");
         0
-    }))
+    })
 }
 
 fn describe(log: &RelayLog) -> String {

@@ -64,11 +64,6 @@ impl ConnIo {
         })
         .detach();
     }
-
-    /// Ends the connection at once.
-    pub(crate) fn abort(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
-    }
 }
 
 /// Spawns the reader and writer of `stream`; their reports go to `events`, each

@@ -1,33 +1,44 @@
-//! The relay server over TCP: an accept loop, a reader and a writer per connection,
-//! and one task that owns the [`RelayServer`] and is the only one to touch it.
+//! The relay server over TCP: an accept loop, one reader task per connection, and the
+//! [`RelayServer`] they share on one thread.
 //!
-//! Readers feed the core through a bounded channel, so a flood of bytes slows its own
-//! reader rather than growing memory; what the core sends is bounded per connection by
-//! the core itself ([`p2pchat_core::Limits::max_outbound_bytes`]), so the writers'
-//! queues are bounded too. Inputs are handled in batches before outputs are flushed, so
-//! that a busy server writes many frames per system call.
+//! Why this shape: a relay's cost is per wake-up, not per byte. Every hop between tasks
+//! (reader to core, core to writer, writer back to core with "written") is a wake-up,
+//! and for unbatched chat each hop costs more than routing the message. So a reader
+//! that has bytes calls the core itself, and the core's output is written straight to
+//! the target sockets with a non-blocking write, in the same turn. Only a socket that
+//! is full gets a writer task, which waits for room and drains that connection's
+//! backlog. The backlog is bounded by the core
+//! ([`p2pchat_core::Limits::max_outbound_bytes`] counts bytes until they are written),
+//! so a client that does not read is cut off rather than growing memory.
+//!
+//! Everything runs on the thread that runs [`Relay::run`] (a `LocalExecutor`), so the
+//! shared state is a `RefCell` borrowed briefly, never across an `.await`. A connection
+//! holds no buffer of its own while idle: reads go through one buffer per relay.
 
-use std::collections::BTreeMap;
-use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use p2pchat_core::{ConnId, Limits, RelayServer, ServerEvent};
-use smol::net::{TcpListener, TcpStream};
+use smol::{Async, LocalExecutor, Timer};
 
 use crate::clock::Clock;
-use crate::conn::{ConnIo, IoEvent, spawn_conn};
 use crate::error::BindError;
 
-/// How many inputs the core task handles before it flushes outputs.
-const BATCH: usize = 256;
-
-/// Capacity of the channel from the connection tasks to the core task.
-const INPUT_QUEUE: usize = 4096;
+/// Size of the one read buffer the relay's connections share.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// How long a connection the core closed may take to go away before it is forced.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a closed connection waits for the other side's FIN after sending its own,
+/// so that a reset does not destroy the last bytes on their way.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// How long a shutdown waits for clients to read their goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -41,15 +52,10 @@ pub struct RelayLog {
     pub peer: Option<SocketAddr>,
 }
 
-enum Input {
-    Accepted(TcpStream, SocketAddr),
-    Io(ConnId, IoEvent),
-}
-
 /// A relay server bound to an address and ready to run.
 #[derive(Debug)]
 pub struct Relay {
-    listener: TcpListener,
+    listener: smol::net::TcpListener,
     limits: Limits,
 }
 
@@ -92,167 +98,356 @@ impl Relay {
 
     /// Serves clients until `shutdown` fires, then says goodbye to everyone and returns.
     /// Log lines go to `log`; dropping its receiver is fine.
+    ///
+    /// The relay runs entirely on the thread that polls this future (its tasks share
+    /// the core without locks), so the future is not `Send`: run it with
+    /// `smol::block_on`, or use [`Relay::spawn`] for a thread of its own.
     pub async fn run(self, log: Sender<RelayLog>, shutdown: ShutdownSignal) {
-        let clock = Clock::new();
-        let (input_tx, input_rx) = async_channel::bounded(INPUT_QUEUE);
-        let accept = smol::spawn(accept_loop(self.listener, input_tx.clone()));
-        let mut core = CoreTask {
+        let ex = Rc::new(LocalExecutor::new());
+        let (timer_tx, timer_rx) = async_channel::bounded(1);
+        let hub = Rc::new(RefCell::new(Hub {
             server: RelayServer::new(self.limits),
-            conns: BTreeMap::new(),
-            input_tx,
+            conns: HashMap::new(),
+            clock: Clock::new(),
             log,
-            clock,
-        };
-        core.run(input_rx, shutdown.rx).await;
-        drop(accept);
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            timer_at: None,
+            timer_wake: timer_tx,
+            ex: Some(ex.clone()),
+            me: std::rc::Weak::new(),
+        }));
+        hub.borrow_mut().me = Rc::downgrade(&hub);
+        ex.run(serve(hub.clone(), self.listener, timer_rx, shutdown.rx))
+            .await;
+        // Break the cycle hub -> executor -> tasks -> hub, so that every socket closes.
+        let ex_in_hub = hub.borrow_mut().ex.take();
+        drop(ex_in_hub);
+        hub.borrow_mut().conns.clear();
+        drop(ex);
+    }
+
+    /// Runs the relay on a thread of its own; the thread ends after `shutdown` fires
+    /// and clients are gone.
+    pub fn spawn(
+        self,
+        log: Sender<RelayLog>,
+        shutdown: ShutdownSignal,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || smol::block_on(self.run(log, shutdown)))
     }
 }
 
-async fn accept_loop(listener: TcpListener, input: Sender<Input>) {
+/// Accepts connections until shutdown, then shuts down in order.
+async fn serve(
+    hub: Rc<RefCell<Hub>>,
+    listener: smol::net::TcpListener,
+    timer_wake: Receiver<()>,
+    shutdown: Receiver<()>,
+) {
+    let Some(ex) = hub.borrow().ex.clone() else {
+        return;
+    };
+    let timers = ex.spawn(timer_loop(hub.clone(), timer_wake));
+    smol::future::or(accept_loop(hub.clone(), listener), async {
+        let _ = shutdown.recv().await;
+    })
+    .await;
+    {
+        let mut h = hub.borrow_mut();
+        let now = h.clock.now();
+        h.server.shutdown(now);
+        h.flush();
+    }
+    let until = Instant::now() + SHUTDOWN_GRACE;
+    while !hub.borrow().conns.is_empty() && Instant::now() < until {
+        Timer::after(Duration::from_millis(20)).await;
+    }
+    for c in hub.borrow().conns.values() {
+        let _ = c.stream.get_ref().shutdown(Shutdown::Both);
+    }
+    drop(timers);
+}
+
+async fn accept_loop(hub: Rc<RefCell<Hub>>, listener: smol::net::TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, addr)) => {
-                if input.send(Input::Accepted(stream, addr)).await.is_err() {
-                    return;
-                }
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let stream: Arc<Async<TcpStream>> = stream.into();
+                let mut h = hub.borrow_mut();
+                let now = h.clock.now();
+                let conn = h.server.handle_connected(now);
+                h.conns.insert(
+                    conn,
+                    Conn {
+                        stream: stream.clone(),
+                        peer,
+                        backlog: Vec::new(),
+                        writing: false,
+                        closing: false,
+                        fin_sent: false,
+                        gone: false,
+                    },
+                );
+                h.spawn(read_loop(hub.clone(), conn, stream));
+                h.flush();
             }
             Err(e) => {
                 // Out of file descriptors (EMFILE/ENFILE) or a connection reset
                 // before accept: back off briefly and keep serving who we have.
-                let pause = if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) {
+                let pause = if matches!(e.raw_os_error(), Some(23 | 24)) {
                     Duration::from_millis(100)
                 } else {
                     Duration::from_millis(5)
                 };
-                smol::Timer::after(pause).await;
+                Timer::after(pause).await;
             }
         }
     }
 }
 
-struct Conn {
-    io: ConnIo,
-    peer: SocketAddr,
-}
-
-struct CoreTask {
-    server: RelayServer,
-    conns: BTreeMap<ConnId, Conn>,
-    input_tx: Sender<Input>,
-    log: Sender<RelayLog>,
-    clock: Clock,
-}
-
-enum Wake {
-    Input(Input),
-    Timer,
-    Shutdown,
-    Stopped,
-}
-
-impl CoreTask {
-    async fn run(&mut self, inputs: Receiver<Input>, shutdown: Receiver<()>) {
-        let mut shutting_down_until = None;
-        loop {
-            let deadline = self.server.poll_timeout().map(|t| self.clock.instant(t));
-            let deadline = match (deadline, shutting_down_until) {
-                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                (a, b) => a.or(b),
-            };
-            let wake = smol::future::or(
-                async {
-                    match inputs.recv().await {
-                        Ok(input) => Wake::Input(input),
-                        Err(_) => Wake::Stopped,
-                    }
-                },
-                smol::future::or(
-                    async {
-                        match deadline {
-                            Some(at) => {
-                                smol::Timer::at(at).await;
-                                Wake::Timer
-                            }
-                            None => std::future::pending().await,
-                        }
-                    },
-                    async {
-                        if shutting_down_until.is_some() {
-                            std::future::pending::<()>().await;
-                        }
-                        let _ = shutdown.recv().await;
-                        Wake::Shutdown
-                    },
-                ),
-            )
-            .await;
-            match wake {
-                Wake::Input(input) => {
-                    self.handle(input);
-                    for _ in 1..BATCH {
-                        match inputs.try_recv() {
-                            Ok(input) => self.handle(input),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Wake::Timer => self.server.handle_timeout(self.clock.now()),
-                Wake::Shutdown => {
-                    self.server.shutdown(self.clock.now());
-                    shutting_down_until = Some(std::time::Instant::now() + SHUTDOWN_GRACE);
-                }
-                Wake::Stopped => return,
+/// Waits for bytes on one connection and hands each read to the core.
+async fn read_loop(hub: Rc<RefCell<Hub>>, conn: ConnId, stream: Arc<Async<TcpStream>>) {
+    loop {
+        if stream.readable().await.is_err() {
+            break;
+        }
+        let mut h = hub.borrow_mut();
+        let h = &mut *h;
+        match stream.get_ref().read(&mut h.read_buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let now = h.clock.now();
+                let bytes = h.read_buf.get(..n).unwrap_or_default();
+                h.server.handle_bytes(conn, bytes, now);
+                h.flush();
             }
-            self.flush();
-            if let Some(until) = shutting_down_until
-                && (self.conns.is_empty() || std::time::Instant::now() >= until)
-            {
-                for conn in self.conns.values() {
-                    conn.io.abort();
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    hub.borrow_mut().on_closed(conn);
+}
+
+/// Drains the backlog of a connection whose socket was full, waiting for room.
+async fn write_loop(hub: Rc<RefCell<Hub>>, conn: ConnId, stream: Arc<Async<TcpStream>>) {
+    loop {
+        let batch = {
+            let mut h = hub.borrow_mut();
+            let Some(c) = h.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.backlog.is_empty() {
+                c.writing = false;
+                let (closing, gone) = (c.closing, c.gone);
+                if gone {
+                    h.conns.remove(&conn);
+                } else if closing {
+                    h.send_fin(conn);
                 }
                 return;
             }
-        }
-    }
-
-    fn handle(&mut self, input: Input) {
-        let now = self.clock.now();
-        match input {
-            Input::Accepted(stream, peer) => {
-                let conn = self.server.handle_connected(now);
-                let io = spawn_conn(stream, self.input_tx.clone(), move |e| Input::Io(conn, e));
-                self.conns.insert(conn, Conn { io, peer });
-            }
-            Input::Io(conn, IoEvent::Received(bytes)) => {
-                self.server.handle_bytes(conn, &bytes, now)
-            }
-            Input::Io(conn, IoEvent::Written(n)) => self.server.handle_written(conn, n),
-            Input::Io(conn, IoEvent::Closed) => {
-                // Bytes the core queued for this connection earlier in the batch (the
-                // reason it was cut off, say) go to its writer before it is forgotten.
-                self.flush();
-                self.server.handle_closed(conn, now);
-                // Log while the remote address is still known.
-                self.log_events();
-                if let Some(c) = self.conns.remove(&conn) {
-                    c.io.close(CLOSE_DEADLINE);
+            std::mem::take(&mut c.backlog)
+        };
+        let mut written = 0;
+        while written < batch.len() {
+            let rest = batch.get(written..).unwrap_or_default();
+            match stream.write_with(|s| (&*s).write(rest)).await {
+                Ok(0) | Err(_) => {
+                    let _ = stream.get_ref().shutdown(Shutdown::Both);
+                    let mut h = hub.borrow_mut();
+                    if let Some(c) = h.conns.get_mut(&conn) {
+                        c.writing = false;
+                        c.backlog = Vec::new();
+                        if c.gone {
+                            h.conns.remove(&conn);
+                        }
+                    }
+                    return;
                 }
+                Ok(n) => written += n,
             }
+        }
+        let mut h = hub.borrow_mut();
+        h.server.handle_written(conn, written);
+        h.flush();
+    }
+}
+
+/// Re-arms one timer from the core's next deadline; `wake` says the deadline moved
+/// earlier.
+async fn timer_loop(hub: Rc<RefCell<Hub>>, wake: Receiver<()>) {
+    loop {
+        let at = hub.borrow().timer_at;
+        smol::future::or(
+            async {
+                match at {
+                    Some(at) => {
+                        Timer::at(at).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            },
+            async {
+                let _ = wake.recv().await;
+            },
+        )
+        .await;
+        let mut h = hub.borrow_mut();
+        let now = h.clock.now();
+        if h.server.poll_timeout().is_some_and(|t| t <= now) {
+            h.server.handle_timeout(now);
+        }
+        h.flush();
+    }
+}
+
+/// One connection, as the driver sees it.
+struct Conn {
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    /// Bytes the socket would not take yet, in order; a writer task drains them.
+    backlog: Vec<u8>,
+    /// Whether a writer task is draining `backlog`.
+    writing: bool,
+    /// The core asked to close once everything queued is written.
+    closing: bool,
+    /// Our FIN is sent.
+    fin_sent: bool,
+    /// The reader is done and the core forgot the connection; the entry stays only
+    /// until its writer has written what was left.
+    gone: bool,
+}
+
+/// What the relay's tasks share: the core and the sockets.
+struct Hub {
+    server: RelayServer,
+    conns: HashMap<ConnId, Conn>,
+    clock: Clock,
+    log: Sender<RelayLog>,
+    read_buf: Box<[u8]>,
+    /// The deadline the timer task sleeps towards.
+    timer_at: Option<Instant>,
+    timer_wake: Sender<()>,
+    ex: Option<Rc<LocalExecutor<'static>>>,
+    me: std::rc::Weak<RefCell<Hub>>,
+}
+
+impl Hub {
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        if let Some(ex) = &self.ex {
+            ex.spawn(task).detach();
         }
     }
 
+    /// Carries out everything the core asked for: writes, closes, log lines, and the
+    /// timer's next deadline.
     fn flush(&mut self) {
         while let Some(t) = self.server.poll_transmit() {
-            if let Some(c) = self.conns.get(&t.conn) {
-                c.io.write(t.bytes);
-            }
+            self.send(t.conn, t.bytes);
         }
         while let Some(conn) = self.server.poll_close() {
-            if let Some(c) = self.conns.get(&conn) {
-                c.io.close(CLOSE_DEADLINE);
-            }
+            self.close(conn);
         }
         self.log_events();
+        let next = self.server.poll_timeout().map(|t| self.clock.instant(t));
+        if next != self.timer_at {
+            let earlier = match (next, self.timer_at) {
+                (Some(new), Some(old)) => new < old,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            self.timer_at = next;
+            if earlier {
+                let _ = self.timer_wake.try_send(());
+            }
+        }
+    }
+
+    /// Writes at once what the socket takes; the rest waits for a writer task.
+    fn send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.writing {
+            c.backlog.extend_from_slice(&bytes);
+            return;
+        }
+        let written = match c.stream.get_ref().write(&bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                // The connection is broken; its reader will see it and report it.
+                let _ = c.stream.get_ref().shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        if written < bytes.len() {
+            c.backlog = bytes;
+            c.backlog.drain(..written);
+            c.writing = true;
+            let stream = c.stream.clone();
+            let me = self.me.clone();
+            self.spawn(async move {
+                if let Some(hub) = me.upgrade() {
+                    write_loop(hub, conn, stream).await;
+                }
+            });
+        }
+        if written > 0 {
+            self.server.handle_written(conn, written);
+        }
+    }
+
+    /// The core wants `conn` closed after what is queued; a connection that does not
+    /// go away in time is forced.
+    fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.closing = true;
+        let deadline = Arc::downgrade(&c.stream);
+        if !c.writing {
+            self.send_fin(conn);
+        }
+        self.spawn(force_close_after(deadline, CLOSE_DEADLINE));
+    }
+
+    /// Sends our FIN; the reader keeps reading (the core ignores it) until the other
+    /// side closes too, or the linger time runs out.
+    fn send_fin(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.fin_sent {
+            return;
+        }
+        c.fin_sent = true;
+        let _ = c.stream.get_ref().shutdown(Shutdown::Write);
+        let weak = Arc::downgrade(&c.stream);
+        self.spawn(force_close_after(weak, LINGER));
+    }
+
+    /// The reader is done: the core forgets the connection (after what it queued
+    /// earlier, such as the reason it was cut off, went to the socket).
+    fn on_closed(&mut self, conn: ConnId) {
+        self.flush();
+        let now = self.clock.now();
+        self.server.handle_closed(conn, now);
+        // Log while the remote address is still known.
+        self.log_events();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.writing {
+                c.gone = true;
+            } else {
+                self.conns.remove(&conn);
+            }
+        }
+        self.flush();
     }
 
     fn log_events(&mut self) {
@@ -267,5 +462,14 @@ impl CoreTask {
             let peer = conn.and_then(|c| self.conns.get(&c)).map(|c| c.peer);
             let _ = self.log.try_send(RelayLog { event, peer });
         }
+    }
+}
+
+/// Ends a connection that is still open after `after` (it would not read its last
+/// bytes, or would not close).
+async fn force_close_after(stream: Weak<Async<TcpStream>>, after: Duration) {
+    Timer::after(after).await;
+    if let Some(stream) = stream.upgrade() {
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
     }
 }

@@ -56,7 +56,7 @@ async fn start_relay(
     let addr = relay.local_addr().unwrap();
     let (handle, signal) = ShutdownHandle::new();
     let (log_tx, log_rx) = async_channel::unbounded();
-    smol::spawn(relay.run(log_tx, signal)).detach();
+    relay.spawn(log_tx, signal);
     (addr, handle, log_rx)
 }
 
@@ -325,7 +325,7 @@ fn ipv6_loopback_works_where_available() {
         let addr = relay.local_addr().unwrap();
         let (_handle, signal) = ShutdownHandle::new();
         let (log_tx, _log_rx) = async_channel::unbounded();
-        smol::spawn(relay.run(log_tx, signal)).detach();
+        relay.spawn(log_tx, signal);
         let a = join(addr, "a", 0).await;
         let b = join(addr, "b", 1).await;
         a.commands
