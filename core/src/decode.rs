@@ -21,6 +21,15 @@ enum State {
     Failed,
 }
 
+/// One frame as it arrived: its type byte and its body, borrowed from the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// The frame type (see `docs/PROTOCOL.md`, "Frame catalogue").
+    pub type_byte: u8,
+    /// The body: everything after the type byte.
+    pub body: &'a [u8],
+}
+
 /// Decodes one direction of one connection: the magic, then frames.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -86,16 +95,43 @@ impl FrameDecoder {
     /// The next complete frame, `Ok(None)` if more bytes are needed, or the error that
     /// ended the stream. After an error every call returns [`DecodeError::AlreadyFailed`].
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        let result = self.decode_one();
-        if result.is_err() {
-            self.state = State::Failed;
-            self.buf = Vec::new();
-            self.pos = 0;
+        let decoded = match self.next_raw() {
+            Ok(Some(raw)) => Frame::decode(raw.type_byte, raw.body).map(Some),
+            other => return other.map(|_| None),
+        };
+        if decoded.is_err() {
+            self.fail();
         }
-        result
+        decoded
     }
 
-    fn decode_one(&mut self) -> Result<Option<Frame>, DecodeError> {
+    /// The next complete frame as its type byte and body, not yet decoded: for a relay
+    /// that routes a message by its header without copying the payload. The caller
+    /// decodes it (and calls [`FrameDecoder::fail`] if that fails).
+    pub fn next_raw(&mut self) -> Result<Option<RawFrame<'_>>, DecodeError> {
+        match self.next_span() {
+            Ok(Some((type_byte, start, end))) => Ok(Some(RawFrame {
+                type_byte,
+                body: self.buf.get(start..end).unwrap_or_default(),
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.fail();
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks the stream as broken (a frame could not be decoded): framing is lost.
+    pub fn fail(&mut self) {
+        self.state = State::Failed;
+        self.buf = Vec::new();
+        self.pos = 0;
+    }
+
+    /// Finds the next complete frame and consumes it: its type byte and where its body
+    /// lies in `buf`.
+    fn next_span(&mut self) -> Result<Option<(u8, usize, usize)>, DecodeError> {
         if let State::Magic(seen) = self.state {
             let seen = self.match_magic(seen)?;
             if seen < MAGIC.len() {
@@ -122,16 +158,16 @@ impl FrameDecoder {
         let Some(frame_bytes) = after_len.get(..len as usize) else {
             return Ok(None);
         };
-        let Some((&type_byte, body)) = frame_bytes.split_first() else {
+        let Some(&type_byte) = frame_bytes.first() else {
             return Err(DecodeError::Malformed {
                 frame: "frame",
                 problem: "length 0 leaves no room for the type byte",
             });
         };
-        let frame = Frame::decode(type_byte, body)?;
-        let total = 4 + frame_bytes.len();
-        self.pos += total;
-        Ok(Some(frame))
+        let body_start = self.pos + 5;
+        let body_end = self.pos + 4 + frame_bytes.len();
+        self.pos = body_end;
+        Ok(Some((type_byte, body_start, body_end)))
     }
 
     /// Consumes magic bytes one at a time, so that a stream that is not p2pchat is

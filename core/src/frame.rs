@@ -273,6 +273,75 @@ const MIN_ROSTER_ENTRY_LEN: usize = 4 + 1 + 1;
 /// `subject` value meaning "no client".
 const NO_SUBJECT: u32 = u32::MAX;
 
+/// Appends one frame: the length prefix, the type byte, and the body `body` writes.
+fn encode_with(out: &mut Vec<u8>, type_byte: u8, body: impl FnOnce(&mut Writer<'_>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    let mut w = Writer::new(out);
+    w.u8(type_byte);
+    body(&mut w);
+    let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+    if let Some(prefix) = out.get_mut(start..start + 4) {
+        prefix.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn deliver_body(
+    w: &mut Writer<'_>,
+    from: ClientId,
+    to: ClientId,
+    seq: u64,
+    kind: PayloadKind,
+    body: &[u8],
+) {
+    w.u32(from.0);
+    w.u32(to.0);
+    w.u64(seq);
+    w.u8(kind.to_u8());
+    w.rest(body);
+}
+
+/// Appends a `Deliver` frame made of borrowed parts: the relay forwards a payload
+/// straight from the sender's bytes to the recipient's queue, never owning it.
+pub(crate) fn encode_deliver(
+    out: &mut Vec<u8>,
+    from: ClientId,
+    to: ClientId,
+    seq: u64,
+    kind: PayloadKind,
+    body: &[u8],
+) {
+    encode_with(out, ty::DELIVER, |w| {
+        deliver_body(w, from, to, seq, kind, body)
+    });
+}
+
+/// A `Chat` frame read in place: the header the relay routes by, and the payload
+/// still in the sender's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChatRef<'a> {
+    pub(crate) to: ClientId,
+    pub(crate) seq: u64,
+    pub(crate) kind: PayloadKind,
+    pub(crate) body: &'a [u8],
+}
+
+impl<'a> ChatRef<'a> {
+    /// The type byte of `Chat`, for callers holding a raw frame.
+    pub(crate) const TYPE: u8 = ty::CHAT;
+
+    /// Reads a `Chat` body: `to:u32 seq:u64 kind:u8 body:rest`.
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body, "Chat");
+        Ok(ChatRef {
+            to: ClientId(r.u32()?),
+            seq: r.u64()?,
+            kind: PayloadKind::from_u8(r.u8()?),
+            body: r.rest(),
+        })
+    }
+}
+
 impl Frame {
     /// The frame's name, as used in docs and error messages.
     pub fn name(&self) -> &'static str {
@@ -325,10 +394,10 @@ impl Frame {
     /// the state machines never produce such strings, so this only guards against
     /// misuse by other frontends.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        let mut w = Writer::new(out);
-        w.u8(self.type_byte());
+        encode_with(out, self.type_byte(), |w| self.encode_body(w));
+    }
+
+    fn encode_body(&self, w: &mut Writer<'_>) {
         match self {
             Frame::Hello(h) => {
                 w.u16(h.min_version);
@@ -360,13 +429,7 @@ impl Frame {
                 to,
                 seq,
                 payload,
-            } => {
-                w.u32(from.0);
-                w.u32(to.0);
-                w.u64(*seq);
-                w.u8(payload.kind.to_u8());
-                w.rest(&payload.body);
-            }
+            } => deliver_body(w, *from, *to, *seq, payload.kind, &payload.body),
             Frame::Who | Frame::Exit | Frame::AllExited => {}
             Frame::Roster { total, entries } => {
                 w.u32(*total);
@@ -402,10 +465,6 @@ impl Frame {
                 w.u16(code.to_u16());
                 w.str16(message);
             }
-        }
-        let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
-        if let Some(prefix) = out.get_mut(start..start + 4) {
-            prefix.copy_from_slice(&len.to_be_bytes());
         }
     }
 
@@ -455,15 +514,14 @@ impl Frame {
                 Frame::Refused(f)
             }
             ty::CHAT => {
-                let mut r = Reader::new(body, "Chat");
-                let to = ClientId(r.u32()?);
-                let seq = r.u64()?;
-                let kind = PayloadKind::from_u8(r.u8()?);
-                let body = r.rest().to_vec();
+                let chat = ChatRef::parse(body)?;
                 Frame::Chat {
-                    to,
-                    seq,
-                    payload: Payload { kind, body },
+                    to: chat.to,
+                    seq: chat.seq,
+                    payload: Payload {
+                        kind: chat.kind,
+                        body: chat.body.to_vec(),
+                    },
                 }
             }
             ty::DELIVER => {

@@ -33,7 +33,7 @@ mod time;
 mod wire;
 
 pub use client::{ClientEvent, RelayClient};
-pub use decode::FrameDecoder;
+pub use decode::{FrameDecoder, RawFrame};
 pub use error::{DecodeError, ErrorCode, SendError};
 pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId, WINDOW};
 pub use frame::{

@@ -6,7 +6,8 @@
 //! confirmed as written ([`Outbound::confirm_written`]); past the limit the owner cuts
 //! the connection off with a reason instead of growing.
 
-use crate::frame::Frame;
+use crate::frame::{ChatRef, Frame, Payload, encode_deliver};
+use crate::id::ClientId;
 
 /// How frames are written on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,38 @@ impl Outbound {
     pub(crate) fn try_push(&mut self, frame: &Frame) -> bool {
         let before = self.queued.len();
         self.encode(frame);
+        self.keep_if_room(before)
+    }
+
+    /// Queues a `Deliver` made of borrowed parts if it fits under the bound: the
+    /// relay's hot path, which copies the payload once, from the sender's bytes into
+    /// this queue.
+    pub(crate) fn try_push_deliver(&mut self, from: ClientId, chat: &ChatRef<'_>) -> bool {
+        let before = self.queued.len();
+        match self.wire {
+            Wire::Framed => encode_deliver(
+                &mut self.queued,
+                from,
+                chat.to,
+                chat.seq,
+                chat.kind,
+                chat.body,
+            ),
+            Wire::Text => self.encode(&Frame::Deliver {
+                from,
+                to: chat.to,
+                seq: chat.seq,
+                payload: Payload {
+                    kind: chat.kind,
+                    body: chat.body.to_vec(),
+                },
+            }),
+        }
+        self.keep_if_room(before)
+    }
+
+    /// Keeps what was queued after `before` if the bound allows, else takes it back.
+    fn keep_if_room(&mut self, before: usize) -> bool {
         if self.pending() > self.max {
             self.queued.truncate(before);
             false

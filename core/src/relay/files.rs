@@ -4,7 +4,6 @@
 
 use super::RelayServer;
 use crate::file::FileMsg;
-use crate::frame::Payload;
 use crate::id::ClientId;
 
 impl RelayServer {
@@ -13,13 +12,13 @@ impl RelayServer {
         &mut self,
         from: ClientId,
         to: ClientId,
-        payload: &Payload,
+        body: &[u8],
     ) -> Result<(), String> {
         if to.is_broadcast() {
             return Err("files go to one client, not to everyone".into());
         }
         // Only what the limits need is read; anything else passes as it is.
-        let Ok(msg) = FileMsg::decode(&payload.body) else {
+        let Ok(msg) = FileMsg::decode(body) else {
             return Ok(());
         };
         match msg {

@@ -14,10 +14,15 @@ use std::fmt::Write as _;
 
 mod files;
 mod plain_text;
+mod routes;
+
+use rustc_hash::FxHashMap;
 
 use crate::decode::FrameDecoder;
 use crate::error::{DecodeError, ErrorCode};
-use crate::frame::{ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome};
+use crate::frame::{
+    ChatRef, ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome,
+};
 use crate::handshake::{CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
 use crate::limits::{Limits, MAGIC};
@@ -132,9 +137,11 @@ pub struct RelayServer {
     limits: Limits,
     next_conn: u64,
     next_client: u32,
-    conns: BTreeMap<ConnId, Connection>,
-    /// Admitted clients in ID order: the routing table.
-    clients: BTreeMap<ClientId, ConnId>,
+    /// Every connection, by handle (a hash map: it is looked up several times per
+    /// message; where order matters, handles are sorted first).
+    conns: FxHashMap<ConnId, Connection>,
+    /// Admitted clients: the routing table.
+    clients: routes::Routes,
     deadlines: BTreeSet<(Timestamp, ConnId)>,
     ready: VecDeque<ConnId>,
     closes: VecDeque<ConnId>,
@@ -166,8 +173,8 @@ impl RelayServer {
             limits,
             next_conn: 0,
             next_client: 0,
-            conns: BTreeMap::new(),
-            clients: BTreeMap::new(),
+            conns: FxHashMap::default(),
+            clients: routes::Routes::default(),
             deadlines: BTreeSet::new(),
             ready: VecDeque::new(),
             closes: VecDeque::new(),
@@ -276,29 +283,70 @@ impl RelayServer {
             return;
         };
         c.decoder.push(bytes);
+        // The decoder is taken out while its frames are handled, so that a chat can be
+        // routed straight from the sender's bytes while other connections change.
+        let mut decoder = std::mem::replace(&mut c.decoder, FrameDecoder::new(0));
+        self.on_frames(conn, &mut decoder, now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.decoder = decoder;
+        }
+        self.cut_off_overflowed();
+    }
+
+    /// Handles every complete frame in `decoder`, until the connection closes.
+    fn on_frames(&mut self, conn: ConnId, decoder: &mut FrameDecoder, now: Timestamp) {
         loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.get(&conn) else {
                 return;
             };
-            if matches!(c.state, ConnState::Closing) {
-                return;
-            }
-            let next = c.decoder.next_frame();
-            if c.decoder.magic_seen() && !c.magic_sent {
-                c.magic_sent = true;
-                c.out.push_bytes(&MAGIC);
-                self.mark_ready(conn);
-            }
-            match next {
-                Ok(Some(frame)) => self.on_frame(conn, frame, now),
-                Ok(None) => break,
+            let admitted = match c.state {
+                ConnState::Closing => return,
+                ConnState::Admitted(_) => true,
+                ConnState::Handshaking { .. } => false,
+            };
+            match decoder.next_raw() {
+                Ok(Some(raw)) => {
+                    // A frame arrived, so the magic is complete: ours goes out first.
+                    self.send_magic_once(conn);
+                    let result = if raw.type_byte == ChatRef::TYPE && admitted {
+                        ChatRef::parse(raw.body).map(|chat| self.on_chat(conn, chat))
+                    } else {
+                        Frame::decode(raw.type_byte, raw.body)
+                            .map(|frame| self.on_frame(conn, frame, now))
+                    };
+                    if let Err(err) = result {
+                        decoder.fail();
+                        self.on_decode_error(conn, &err);
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if decoder.magic_seen() {
+                        self.send_magic_once(conn);
+                    }
+                    return;
+                }
                 Err(err) => {
+                    if decoder.magic_seen() {
+                        self.send_magic_once(conn);
+                    }
                     self.on_decode_error(conn, &err);
-                    break;
+                    return;
                 }
             }
         }
-        self.cut_off_overflowed();
+    }
+
+    /// Queues our magic once theirs has arrived in full (never before: a stream that
+    /// turns out not to be p2pchat must not be answered with binary).
+    fn send_magic_once(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.magic_sent
+        {
+            c.magic_sent = true;
+            c.out.push_bytes(&MAGIC);
+            self.mark_ready(conn);
+        }
     }
 
     /// The driver wrote `n` bytes of what `poll_transmit` gave it for `conn`.
@@ -392,7 +440,8 @@ impl RelayServer {
     /// connections are closed at once.
     pub fn shutdown(&mut self, _now: Timestamp) {
         self.shutting_down = true;
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             match self.conns.get(&conn).map(|c| &c.state) {
                 Some(ConnState::Handshaking { .. }) => {
@@ -470,27 +519,32 @@ impl RelayServer {
                     self.drop_pending(conn, ErrorCode::UnexpectedFrame, &detail);
                 }
             },
-            ConnState::Admitted(client) => {
-                let from = client.id;
-                match frame {
-                    Frame::Chat { to, seq, payload } => self.on_chat(conn, from, to, seq, payload),
-                    Frame::Who => {
-                        let roster = self.roster();
-                        self.enqueue(conn, &roster);
-                    }
-                    Frame::Exit => self.on_exit(conn),
-                    Frame::Ping(nonce) => self.enqueue(conn, &Frame::Pong(nonce)),
-                    Frame::Pong(_) | Frame::Error(_) => {}
-                    Frame::Close { .. } => {
-                        let detail = "closed by the client".to_owned();
-                        self.close_client(conn, ErrorCode::Normal, detail, true);
-                    }
-                    other => {
-                        let detail = format!("a client may not send {} to the relay", other.name());
-                        self.close_client(conn, ErrorCode::UnexpectedFrame, detail, false);
-                    }
+            ConnState::Admitted(_) => match frame {
+                Frame::Chat { to, seq, payload } => self.on_chat(
+                    conn,
+                    ChatRef {
+                        to,
+                        seq,
+                        kind: payload.kind,
+                        body: &payload.body,
+                    },
+                ),
+                Frame::Who => {
+                    let roster = self.roster();
+                    self.enqueue(conn, &roster);
                 }
-            }
+                Frame::Exit => self.on_exit(conn),
+                Frame::Ping(nonce) => self.enqueue(conn, &Frame::Pong(nonce)),
+                Frame::Pong(_) | Frame::Error(_) => {}
+                Frame::Close { .. } => {
+                    let detail = "closed by the client".to_owned();
+                    self.close_client(conn, ErrorCode::Normal, detail, true);
+                }
+                other => {
+                    let detail = format!("a client may not send {} to the relay", other.name());
+                    self.close_client(conn, ErrorCode::UnexpectedFrame, detail, false);
+                }
+            },
         }
     }
 
@@ -615,16 +669,9 @@ impl RelayServer {
         None
     }
 
-    fn on_chat(
-        &mut self,
-        conn: ConnId,
-        from: ClientId,
-        to: ClientId,
-        seq: u64,
-        payload: crate::frame::Payload,
-    ) {
-        if let Some(problem) = self.check_text(&payload) {
-            let (code, detail) = problem;
+    /// Routes a chat from an admitted client: to one client, or to everyone else.
+    fn on_chat(&mut self, conn: ConnId, chat: ChatRef<'_>) {
+        if let Some((code, detail)) = self.check_text(&chat) {
             self.close_client(conn, code, detail, false);
             return;
         }
@@ -632,9 +679,10 @@ impl RelayServer {
         else {
             return;
         };
+        let (from, to, seq) = (client.id, chat.to, chat.seq);
         // Exit stops chat; file traffic (acknowledgements, the end of a transfer)
         // goes on.
-        if client.exited && payload.kind != PayloadKind::File {
+        if client.exited && chat.kind != PayloadKind::File {
             let report = error_report(
                 ErrorCode::SendAfterExit,
                 seq,
@@ -654,8 +702,8 @@ impl RelayServer {
             return;
         }
         client.last_seq = seq;
-        if payload.kind == PayloadKind::File
-            && let Err(why) = self.check_file(from, to, &payload)
+        if chat.kind == PayloadKind::File
+            && let Err(why) = self.check_file(from, to, chat.body)
         {
             let report = error_report(ErrorCode::FileRefused, seq, Some(to), why);
             self.enqueue(conn, &report);
@@ -679,23 +727,11 @@ impl RelayServer {
                 self.enqueue(conn, &report);
                 return;
             }
-            let deliver = Frame::Deliver {
-                from,
-                to,
-                seq,
-                payload,
-            };
             for (id, target) in recipients {
-                self.deliver(conn, target, id, seq, &deliver);
+                self.deliver(conn, from, target, id, &chat);
             }
         } else if let Some(&target) = self.clients.get(&to) {
-            let deliver = Frame::Deliver {
-                from,
-                to,
-                seq,
-                payload,
-            };
-            self.deliver(conn, target, to, seq, &deliver);
+            self.deliver(conn, from, target, to, &chat);
         } else {
             let message = self.unknown_recipient_message(to);
             let report = error_report(ErrorCode::UnknownRecipient, seq, Some(to), message);
@@ -703,13 +739,21 @@ impl RelayServer {
         }
     }
 
-    /// Routes one `Deliver`; if the recipient's queue is full, the recipient is cut off
-    /// and the sender is told that this message did not get through.
-    fn deliver(&mut self, sender: ConnId, target: ConnId, to: ClientId, seq: u64, deliver: &Frame) {
+    /// Routes one `Deliver` from `from` (on `sender`) to client `to` (on `target`); if
+    /// the recipient's queue is full, the recipient is cut off and the sender is told
+    /// that this message did not get through.
+    fn deliver(
+        &mut self,
+        sender: ConnId,
+        from: ClientId,
+        target: ConnId,
+        to: ClientId,
+        chat: &ChatRef<'_>,
+    ) {
         let Some(t) = self.conns.get_mut(&target) else {
             return;
         };
-        if t.out.try_push(deliver) {
+        if t.out.try_push_deliver(from, chat) {
             self.mark_ready(target);
             return;
         }
@@ -717,6 +761,7 @@ impl RelayServer {
             self.overflowed.push(target);
         }
         if sender != target {
+            let seq = chat.seq;
             let message = format!(
                 "client {to} was disconnected for not reading fast enough; your message {seq} did not reach it"
             );
@@ -725,21 +770,21 @@ impl RelayServer {
         }
     }
 
-    fn check_text(&self, payload: &crate::frame::Payload) -> Option<(ErrorCode, String)> {
-        if payload.kind != PayloadKind::Text {
+    fn check_text(&self, chat: &ChatRef<'_>) -> Option<(ErrorCode, String)> {
+        if chat.kind != PayloadKind::Text {
             return None;
         }
-        if payload.body.len() > self.limits.max_text_len {
+        if chat.body.len() > self.limits.max_text_len {
             return Some((
                 ErrorCode::MessageTooLong,
                 format!(
                     "a message of {} bytes exceeds the limit of {} bytes",
-                    payload.body.len(),
+                    chat.body.len(),
                     self.limits.max_text_len
                 ),
             ));
         }
-        if core::str::from_utf8(&payload.body).is_err() {
+        if core::str::from_utf8(chat.body).is_err() {
             return Some((
                 ErrorCode::InvalidUtf8,
                 "message text is not valid UTF-8".into(),

@@ -8,7 +8,7 @@
 
 use super::{ConnState, RelayServer};
 use crate::error::ErrorCode;
-use crate::frame::{ErrorReport, Frame, Payload};
+use crate::frame::{ChatRef, ErrorReport, Frame, PayloadKind};
 use crate::id::{ClientId, ConnId};
 use crate::text::{LineReader, RelayLine, TextInput, parse_relay_line};
 use crate::time::Timestamp;
@@ -91,7 +91,6 @@ impl RelayServer {
         else {
             return;
         };
-        let from = client.id;
         let next_seq = client.last_seq + 1;
         let line = match input {
             TextInput::Line(line) => line,
@@ -106,17 +105,19 @@ impl RelayServer {
                 return;
             }
         };
-        match parse_relay_line(&line) {
-            RelayLine::Send { to, text } => {
-                self.on_chat(conn, from, to, next_seq, Payload::text(&text))
+        fn chat(to: ClientId, seq: u64, text: &str) -> ChatRef<'_> {
+            ChatRef {
+                to,
+                seq,
+                kind: PayloadKind::Text,
+                body: text.as_bytes(),
             }
-            RelayLine::Broadcast(text) => self.on_chat(
-                conn,
-                from,
-                ClientId::BROADCAST,
-                next_seq,
-                Payload::text(&text),
-            ),
+        }
+        match parse_relay_line(&line) {
+            RelayLine::Send { to, text } => self.on_chat(conn, chat(to, next_seq, &text)),
+            RelayLine::Broadcast(text) => {
+                self.on_chat(conn, chat(ClientId::BROADCAST, next_seq, &text))
+            }
             RelayLine::Who => {
                 let roster = self.roster();
                 self.enqueue(conn, &roster);
