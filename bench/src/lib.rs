@@ -10,9 +10,11 @@
 
 mod dialect;
 mod load;
+pub mod plot;
 pub mod reference;
 mod server_proc;
 mod stats;
+pub mod sweep;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,8 +64,9 @@ impl BenchReport {
     pub fn summary(&self) -> String {
         let l = &self.load;
         let mut s = format!(
-            "clients {} | delivered {}/{} in {:.2} s = {:.0} msg/s | latency p50 {} us p99 {} us p99.9 {} us max {} us | errors {}",
+            "clients {} (connected in {:.1} s) | delivered {}/{} in {:.2} s = {:.0} msg/s | latency p50 {} us p99 {} us p99.9 {} us max {} us | errors {}",
             l.clients,
+            l.connect_time.as_secs_f64(),
             l.delivered,
             l.expected,
             l.elapsed.as_secs_f64(),

@@ -171,6 +171,15 @@ pub struct BenchArgs {
     /// measure `ncat --broker` instead (broadcast pattern; Debian package ncat)
     #[argh(switch)]
     pub ncat: bool,
+    /// run a sweep instead: for each number of clients in this comma-separated list,
+    /// p2pchat and the reference relay flat out (--messages) and paced (--rate,
+    /// default 20000); prints a Markdown table
+    #[argh(option)]
+    pub sweep: Option<String>,
+    /// with --sweep: write a chart of throughput and p99 latency against the number
+    /// of clients to this SVG file
+    #[argh(option)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Run one simulated scenario (deterministic: the same flags give the same transcript)

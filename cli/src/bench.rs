@@ -19,6 +19,9 @@ pub fn run(args: BenchArgs) -> i32 {
             }
         };
     }
+    if let Some(list) = &args.sweep {
+        return sweep(&args, list);
+    }
     let pattern: Pattern = match if args.ncat {
         "broadcast".parse()
     } else {
@@ -78,4 +81,51 @@ pub fn run(args: BenchArgs) -> i32 {
             1
         }
     }
+}
+
+/// Default total rate of a sweep's paced runs, in messages per second.
+const SWEEP_RATE: u64 = 20_000;
+
+/// Runs a sweep and prints its table (and writes its chart).
+fn sweep(args: &BenchArgs, list: &str) -> i32 {
+    let clients: Result<Vec<u32>, _> = list.split(',').map(|n| n.trim().parse()).collect();
+    let clients = match clients {
+        Ok(c) if !c.is_empty() && c.iter().all(|&n| n >= 2) => c,
+        _ => {
+            eprintln!("p2pchat: --sweep {list}: expected numbers of clients (each at least 2), e.g. 2,100,1000");
+            return 2;
+        }
+    };
+    let program = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("p2pchat: cannot find this program to start a server: {e}");
+            return 1;
+        }
+    };
+    let rate = args.rate.unwrap_or(SWEEP_RATE);
+    let config = p2pchat_bench::sweep::SweepConfig {
+        clients,
+        messages: args.messages,
+        rate,
+        paced_seconds: 3,
+        program,
+    };
+    let rows = match p2pchat_bench::sweep::run(&config, |line| eprintln!("p2pchat bench: {line}")) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("p2pchat: bench failed: {e}");
+            return 1;
+        }
+    };
+    print!("{}", p2pchat_bench::sweep::table(&rows, rate));
+    if let Some(path) = &args.plot {
+        let svg = p2pchat_bench::sweep::chart(&rows, rate);
+        if let Err(e) = std::fs::write(path, svg) {
+            eprintln!("p2pchat: --plot {}: {e}", path.display());
+            return 1;
+        }
+        eprintln!("p2pchat bench: chart written to {}", path.display());
+    }
+    0
 }

@@ -83,11 +83,29 @@ pub async fn connect(
     }))
 }
 
+/// Connections the kernel completes and queues before the program accepts them.
+///
+/// The standard library listens with 128; a relay that faces a burst of clients (a
+/// reconnect storm, the load generator) overflows that while it is busy, and each
+/// overflow costs the client a SYN retransmit: a second or more of waiting. The kernel
+/// caps it at `net.core.somaxconn` anyway.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Opens a listening socket.
 pub async fn listen(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| BindError::from_io(addr, e))
+    let open = || -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        // As the standard library does: a restarted server can bind at once.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        TcpListener::try_from(std::net::TcpListener::from(socket))
+    };
+    open().map_err(|e| BindError::from_io(addr, e))
 }
 
 #[cfg(test)]
