@@ -116,9 +116,7 @@ fn draw_panel(out: &mut String, panel: &Panel, left: f64, x_label: &str) {
     );
     // y ticks: decades (log) or fifths (linear).
     let ticks: Vec<f64> = if panel.log_y {
-        (y_lo as i32..=y_hi as i32)
-            .map(|e| 10f64.powi(e))
-            .collect()
+        (y_lo as i32..=y_hi as i32).map(|e| 10f64.powi(e)).collect()
     } else {
         (0..=5).map(|k| y_hi * f64::from(k) / 5.0).collect()
     };

@@ -92,7 +92,9 @@ fn sweep(args: &BenchArgs, list: &str) -> i32 {
     let clients = match clients {
         Ok(c) if !c.is_empty() && c.iter().all(|&n| n >= 2) => c,
         _ => {
-            eprintln!("p2pchat: --sweep {list}: expected numbers of clients (each at least 2), e.g. 2,100,1000");
+            eprintln!(
+                "p2pchat: --sweep {list}: expected numbers of clients (each at least 2), e.g. 2,100,1000"
+            );
             return 2;
         }
     };

@@ -2,7 +2,7 @@
 //! session events come back to be shown, until the session is over.
 
 use async_channel::Receiver;
-use p2pchat_tcp::{Machine, Session, SessionEvent};
+use p2pchat_tcp::{Driver, Machine, Session, SessionEvent};
 
 use crate::ui::Input;
 
@@ -16,7 +16,24 @@ enum Next<E> {
 
 /// Runs until the session ends. `replay` holds input that arrived before the session
 /// started (while a listener waited for its peer); it is handled first.
+///
+/// The session's driver runs here too, on this thread: a message or a file chunk
+/// goes between the terminal and the socket without a cross-thread wake-up.
 pub async fn run<M: Machine>(
+    (session, driver): (Session<M>, Driver),
+    inputs: Receiver<Input>,
+    replay: Vec<Input>,
+    on_input: impl FnMut(Input) -> Vec<M::Command>,
+    on_event: impl FnMut(SessionEvent<M::Event>) -> Vec<M::Command>,
+) {
+    smol::future::zip(
+        driver,
+        converse(session, inputs, replay, on_input, on_event),
+    )
+    .await;
+}
+
+async fn converse<M: Machine>(
     session: Session<M>,
     inputs: Receiver<Input>,
     replay: Vec<Input>,

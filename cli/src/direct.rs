@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use p2pchat_core::{ErrorCode, Limits, PeerEvent, PeerSide};
-use p2pchat_tcp::{DEFAULT_PORT, PeerCommand, PeerSession, SessionEvent};
+use p2pchat_core::{ErrorCode, Limits, Peer, PeerEvent, PeerSide};
+use p2pchat_tcp::{DEFAULT_PORT, Driver, PeerCommand, PeerSession, SessionEvent};
 
 use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
@@ -81,7 +81,14 @@ pub fn listen(args: ListenArgs) -> i32 {
         if !args.json {
             ui.out(&format!("* {peer} connected"));
         }
-        match p2pchat_tcp::start_peer(stream, PeerSide::Acceptor, &args.name, Limits::default()) {
+        let clock = p2pchat_tcp::Clock::new();
+        let machine = Peer::new(
+            PeerSide::Acceptor,
+            &args.name,
+            Limits::default(),
+            clock.now(),
+        );
+        match machine.map(|m| p2pchat_tcp::prepare(stream, m, clock)) {
             Ok(session) => {
                 converse(
                     session,
@@ -129,14 +136,18 @@ pub fn connect(args: ConnectArgs) -> i32 {
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|_| args.host.clone());
-        let session = if args.text {
-            Ok(p2pchat_tcp::start_plain_text_peer(
-                stream,
-                Limits::default(),
-            ))
+        let clock = p2pchat_tcp::Clock::new();
+        let machine = if args.text {
+            Ok(Peer::new_plain_text(Limits::default(), clock.now()))
         } else {
-            p2pchat_tcp::start_peer(stream, PeerSide::Connector, &args.name, Limits::default())
+            Peer::new(
+                PeerSide::Connector,
+                &args.name,
+                Limits::default(),
+                clock.now(),
+            )
         };
+        let session = machine.map(|m| p2pchat_tcp::prepare(stream, m, clock));
         match session {
             Ok(session) => {
                 converse(session, ui, inputs, Vec::new(), args.json, remote, history).await
@@ -248,7 +259,7 @@ fn show_history(ui: &Ui, path: &std::path::Path, lines: usize, json: bool) {
 }
 
 async fn converse(
-    session: PeerSession,
+    session: (PeerSession, Driver),
     ui: Ui,
     inputs: async_channel::Receiver<Input>,
     replay: Vec<Input>,

@@ -1,6 +1,6 @@
 //! `p2pchat join`: a relay client in the terminal.
 
-use p2pchat_core::{ClientEvent, ErrorCode, Limits};
+use p2pchat_core::{ClientEvent, ErrorCode, Limits, RelayClient};
 use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
 
 use crate::args::JoinArgs;
@@ -27,8 +27,9 @@ pub fn run(args: JoinArgs) -> i32 {
                 return 1;
             }
         };
-        let session = match p2pchat_tcp::start_client(stream, &args.name, Limits::default()) {
-            Ok(session) => session,
+        let clock = p2pchat_tcp::Clock::new();
+        let session = match RelayClient::new(&args.name, Limits::default(), clock.now()) {
+            Ok(machine) => p2pchat_tcp::prepare(stream, machine, clock),
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
                 return 2;

@@ -11,7 +11,6 @@
 //! - [`connect`], [`listen`], [`resolve`]: opening sockets with errors a user can act on.
 
 mod clock;
-mod conn;
 mod connect;
 mod error;
 mod relay;
@@ -22,8 +21,8 @@ pub use connect::{CONNECT_TIMEOUT, connect, listen, resolve};
 pub use error::{BindError, ConnectError};
 pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{
-    ClientCommand, ClientSession, FileCommand, Machine, PeerCommand, PeerSession, Session,
-    SessionEvent, start, start_client, start_peer, start_plain_text_peer,
+    ClientCommand, ClientSession, Driver, FileCommand, Machine, PeerCommand, PeerSession, Session,
+    SessionEvent, prepare, start, start_client, start_peer, start_plain_text_peer,
 };
 
 /// The port the original app used, and p2pchat's default.

@@ -10,17 +10,23 @@
 //! Commands are taken only while the outbound queue has room, so a user (or a script)
 //! typing faster than the network carries waits instead of losing messages.
 
-use std::time::Duration;
+use std::future::Future;
+use std::io::{self, Read as _, Write as _};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use p2pchat_core::{
     ClientEvent, ClientId, Limits, Peer, PeerEvent, PeerSide, RelayClient, SendError, Timestamp,
 };
 use p2pchat_core::{Hash, PeerRef, TransferId};
+use smol::Async;
 use smol::net::TcpStream;
 
 use crate::clock::Clock;
-use crate::conn::{IoEvent, spawn_conn};
 
 /// How long a session that wants to close waits for the transport before giving up.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
@@ -445,23 +451,147 @@ pub fn start_plain_text_peer(stream: TcpStream, limits: Limits) -> PeerSession {
     start(stream, machine, clock)
 }
 
-/// Starts driving `machine` over `stream` on the smol executor.
+/// Starts driving `machine` over `stream` on smol's executor.
 pub fn start<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> Session<M> {
+    let (session, driver) = prepare(stream, machine, clock);
+    smol::spawn(driver).detach();
+    session
+}
+
+/// Like [`start`], but hands back the driver for the caller to run, for example on
+/// the same thread as its user interface (with `smol::future::zip`), so that no
+/// message or file chunk crosses threads between the two. The session is over when
+/// the driver returns.
+pub fn prepare<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> (Session<M>, Driver) {
     let (command_tx, command_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (event_tx, event_rx) = async_channel::unbounded();
-    smol::spawn(drive(stream, machine, clock, command_rx, event_tx)).detach();
-    Session {
+    let driver = Driver(Box::pin(drive(
+        stream, machine, clock, command_rx, event_tx,
+    )));
+    let session = Session {
         commands: command_tx,
         events: event_rx,
+    };
+    (session, driver)
+}
+
+/// The task that drives one session: await it (or spawn it) to run the session.
+pub struct Driver(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Driver")
     }
 }
 
 enum Wake<C> {
-    Io(IoEvent),
+    Readable,
+    Writable,
     Command(C),
     CommandsGone,
     Timer,
 }
+
+/// One connection's socket as the driver sees it: bytes are written straight from the
+/// machine's queue, and only what the socket would not take waits in `backlog`.
+struct Socket {
+    stream: Arc<Async<std::net::TcpStream>>,
+    backlog: Vec<u8>,
+    read_buf: Vec<u8>,
+    /// When the machine asked to close, and when our FIN went out.
+    close_requested: Option<Instant>,
+    fin_sent: Option<Instant>,
+}
+
+/// What a read found.
+enum Read {
+    Bytes(usize),
+    Nothing,
+    Closed,
+}
+
+impl Socket {
+    /// Writes what the socket takes now; returns how many bytes of `bytes` went out
+    /// (the rest waits in the backlog, behind whatever was already waiting).
+    fn send(&mut self, bytes: Vec<u8>) -> usize {
+        if !self.backlog.is_empty() {
+            self.backlog.extend_from_slice(&bytes);
+            return 0;
+        }
+        let written = match self.stream.get_ref().write(&bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                // Broken: the next read reports it.
+                let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+                return 0;
+            }
+        };
+        if written < bytes.len() {
+            self.backlog = bytes;
+            self.backlog.drain(..written);
+        }
+        written
+    }
+
+    /// Writes some of the backlog once the socket has room; returns how much.
+    fn drain(&mut self) -> usize {
+        match self.stream.get_ref().write(&self.backlog) {
+            Ok(n) => {
+                self.backlog.drain(..n);
+                n
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+                self.backlog.clear();
+                0
+            }
+        }
+    }
+
+    fn read(&mut self) -> Read {
+        match self.stream.get_ref().read(&mut self.read_buf) {
+            Ok(0) => Read::Closed,
+            Ok(n) => Read::Bytes(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Read::Nothing
+            }
+            Err(_) => Read::Closed,
+        }
+    }
+
+    /// The moment a closing connection is forced shut: the other side did not read
+    /// our last bytes, or did not answer our FIN.
+    fn force_close_at(&self) -> Option<Instant> {
+        let by_request = self.close_requested.map(|t| t + CLOSE_DEADLINE);
+        let by_fin = self.fin_sent.map(|t| t + LINGER);
+        match (by_request, by_fin) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// How long a closed connection waits for the other side's FIN after sending its own,
+/// so that a reset does not destroy the last bytes on their way.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Size of one read.
+const READ_CHUNK: usize = 64 * 1024;
 
 async fn drive<M: Machine>(
     stream: TcpStream,
@@ -470,22 +600,45 @@ async fn drive<M: Machine>(
     commands: Receiver<M::Command>,
     events: Sender<SessionEvent<M::Event>>,
 ) {
-    let (io_tx, io_rx) = async_channel::bounded(256);
-    let io = spawn_conn(stream, io_tx, |e| e);
+    let _ = stream.set_nodelay(true);
+    let mut socket = Socket {
+        stream: stream.into(),
+        backlog: Vec::new(),
+        read_buf: vec![0; READ_CHUNK],
+        close_requested: None,
+        fin_sent: None,
+    };
     let mut waiting: Option<M::Command> = None;
     let mut commands_open = true;
-    let mut close_sent = false;
     loop {
         // Carry out what the machine asks.
         while let Some(bytes) = machine.poll_transmit() {
-            io.write(bytes);
+            let written = socket.send(bytes);
+            if written > 0 {
+                machine.handle_written(written);
+            }
         }
-        if machine.wants_close() && !close_sent {
-            close_sent = true;
-            io.close(CLOSE_DEADLINE);
+        if machine.wants_close() && socket.close_requested.is_none() {
+            socket.close_requested = Some(Instant::now());
+        }
+        if socket.close_requested.is_some()
+            && socket.fin_sent.is_none()
+            && socket.backlog.is_empty()
+        {
+            let _ = socket.stream.get_ref().shutdown(Shutdown::Write);
+            socket.fin_sent = Some(Instant::now());
         }
         while let Some(e) = machine.poll_event() {
             let _ = events.send(SessionEvent::Core(e)).await;
+        }
+        // Commands are taken whenever they are there, not only when nothing else woke
+        // the loop: a socket that is always readable must not starve them.
+        if waiting.is_none() && commands_open {
+            match commands.try_recv() {
+                Ok(cmd) => waiting = Some(cmd),
+                Err(async_channel::TryRecvError::Closed) => commands_open = false,
+                Err(async_channel::TryRecvError::Empty) => {}
+            }
         }
         if let Some(cmd) = waiting.take() {
             if machine.has_room_for(&cmd) {
@@ -497,52 +650,94 @@ async fn drive<M: Machine>(
             waiting = Some(cmd);
         }
 
-        let deadline = machine.poll_timeout().map(|t| clock.instant(t));
+        let deadline = [
+            machine.poll_timeout().map(|t| clock.instant(t)),
+            socket.force_close_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let take_commands = commands_open && waiting.is_none();
+        let has_backlog = !socket.backlog.is_empty();
+        let stream = socket.stream.clone();
         let wake = smol::future::or(
             async {
-                match io_rx.recv().await {
-                    Ok(e) => Wake::Io(e),
-                    Err(_) => Wake::Io(IoEvent::Closed),
+                match stream.readable().await {
+                    Ok(()) => Wake::Readable,
+                    Err(_) => Wake::Readable,
                 }
             },
             smol::future::or(
                 async {
-                    if !take_commands {
+                    if !has_backlog {
                         return std::future::pending().await;
                     }
-                    match commands.recv().await {
-                        Ok(c) => Wake::Command(c),
-                        Err(_) => Wake::CommandsGone,
-                    }
+                    let _ = stream.writable().await;
+                    Wake::Writable
                 },
-                async {
-                    match deadline {
-                        Some(at) => {
-                            smol::Timer::at(at).await;
-                            Wake::Timer
+                smol::future::or(
+                    async {
+                        if !take_commands {
+                            return std::future::pending().await;
                         }
-                        None => std::future::pending().await,
-                    }
-                },
+                        match commands.recv().await {
+                            Ok(c) => Wake::Command(c),
+                            Err(_) => Wake::CommandsGone,
+                        }
+                    },
+                    async {
+                        match deadline {
+                            Some(at) => {
+                                smol::Timer::at(at).await;
+                                Wake::Timer
+                            }
+                            None => std::future::pending().await,
+                        }
+                    },
+                ),
             ),
         )
         .await;
         let now = clock.now();
         match wake {
-            Wake::Io(IoEvent::Received(bytes)) => machine.handle_bytes(&bytes, now),
-            Wake::Io(IoEvent::Written(n)) => machine.handle_written(n),
-            Wake::Io(IoEvent::Closed) => {
-                io.close(CLOSE_DEADLINE);
-                machine.handle_closed(now);
-                while let Some(e) = machine.poll_event() {
-                    let _ = events.send(SessionEvent::Core(e)).await;
+            Wake::Readable => match socket.read() {
+                Read::Bytes(n) => {
+                    let bytes = socket.read_buf.get(..n).unwrap_or_default();
+                    machine.handle_bytes(bytes, now);
                 }
-                return;
+                Read::Nothing => {}
+                Read::Closed => break,
+            },
+            Wake::Writable => {
+                let written = socket.drain();
+                if written > 0 {
+                    machine.handle_written(written);
+                }
             }
             Wake::Command(cmd) => waiting = Some(cmd),
             Wake::CommandsGone => commands_open = false,
-            Wake::Timer => machine.handle_timeout(now),
+            Wake::Timer => {}
         }
+        // Deadlines are checked after every wake-up, for the same reason as commands.
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            if socket
+                .force_close_at()
+                .is_some_and(|at| Instant::now() >= at)
+            {
+                break;
+            }
+            machine.handle_timeout(clock.now());
+        }
+    }
+    // The connection is over (EOF, an error, or our own close ran its course). What
+    // the machine still had queued goes out if the socket takes it at once.
+    socket.drain();
+    while let Some(bytes) = machine.poll_transmit() {
+        socket.send(bytes);
+    }
+    let _ = socket.stream.get_ref().shutdown(Shutdown::Both);
+    machine.handle_closed(clock.now());
+    while let Some(e) = machine.poll_event() {
+        let _ = events.send(SessionEvent::Core(e)).await;
     }
 }
