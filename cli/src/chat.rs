@@ -1,9 +1,11 @@
 //! The loop shared by relay chat and direct chat: typed input goes to the session,
-//! session events come back to be shown, until the session is over.
+//! session events come back to be shown, and what the file threads report (a file
+//! hashed, a chunk written) becomes commands, until the session is over.
 
 use async_channel::Receiver;
 use p2pchat_tcp::{Driver, Machine, Session, SessionEvent};
 
+use crate::transfer::Report;
 use crate::ui::Input;
 
 /// What woke the loop.
@@ -11,7 +13,18 @@ enum Next<E> {
     Input(Input),
     InputClosed,
     Event(SessionEvent<E>),
+    File(Report),
     SessionOver,
+}
+
+/// Where each kind of input goes: the chat loop's callbacks.
+pub struct Handlers<I, E, F> {
+    /// A typed line, end of input or Ctrl-C.
+    pub on_input: I,
+    /// An event of the session.
+    pub on_event: E,
+    /// A report of a file thread.
+    pub on_file: F,
 }
 
 /// Runs until the session ends. `replay` holds input that arrived before the session
@@ -19,29 +32,35 @@ enum Next<E> {
 ///
 /// The session's driver runs here too, on this thread: a message or a file chunk
 /// goes between the terminal and the socket without a cross-thread wake-up.
-pub async fn run<M: Machine>(
+pub async fn run<M, I, E, F>(
     (session, driver): (Session<M>, Driver),
     inputs: Receiver<Input>,
+    files: Receiver<Report>,
     replay: Vec<Input>,
-    on_input: impl FnMut(Input) -> Vec<M::Command>,
-    on_event: impl FnMut(SessionEvent<M::Event>) -> Vec<M::Command>,
-) {
-    smol::future::zip(
-        driver,
-        converse(session, inputs, replay, on_input, on_event),
-    )
-    .await;
+    handlers: Handlers<I, E, F>,
+) where
+    M: Machine,
+    I: FnMut(Input) -> Vec<M::Command>,
+    E: FnMut(SessionEvent<M::Event>) -> Vec<M::Command>,
+    F: FnMut(Report) -> Vec<M::Command>,
+{
+    smol::future::zip(driver, converse(session, inputs, files, replay, handlers)).await;
 }
 
-async fn converse<M: Machine>(
+async fn converse<M, I, E, F>(
     session: Session<M>,
     inputs: Receiver<Input>,
+    files: Receiver<Report>,
     replay: Vec<Input>,
-    mut on_input: impl FnMut(Input) -> Vec<M::Command>,
-    mut on_event: impl FnMut(SessionEvent<M::Event>) -> Vec<M::Command>,
-) {
+    mut handlers: Handlers<I, E, F>,
+) where
+    M: Machine,
+    I: FnMut(Input) -> Vec<M::Command>,
+    E: FnMut(SessionEvent<M::Event>) -> Vec<M::Command>,
+    F: FnMut(Report) -> Vec<M::Command>,
+{
     for input in replay {
-        for cmd in on_input(input) {
+        for cmd in (handlers.on_input)(input) {
             let _ = session.commands.send(cmd).await;
         }
     }
@@ -49,35 +68,42 @@ async fn converse<M: Machine>(
     loop {
         let next = smol::future::or(
             async {
-                if !inputs_open {
-                    return std::future::pending().await;
-                }
-                match inputs.recv().await {
-                    Ok(input) => Next::Input(input),
-                    Err(_) => Next::InputClosed,
-                }
-            },
-            async {
                 match session.events.recv().await {
                     Ok(event) => Next::Event(event),
                     Err(_) => Next::SessionOver,
                 }
             },
+            smol::future::or(
+                async {
+                    match files.recv().await {
+                        Ok(report) => Next::File(report),
+                        Err(_) => std::future::pending().await,
+                    }
+                },
+                async {
+                    if !inputs_open {
+                        return std::future::pending().await;
+                    }
+                    match inputs.recv().await {
+                        Ok(input) => Next::Input(input),
+                        Err(_) => Next::InputClosed,
+                    }
+                },
+            ),
         )
         .await;
-        match next {
-            Next::Input(input) => {
-                for cmd in on_input(input) {
-                    let _ = session.commands.send(cmd).await;
-                }
+        let commands = match next {
+            Next::Input(input) => (handlers.on_input)(input),
+            Next::InputClosed => {
+                inputs_open = false;
+                Vec::new()
             }
-            Next::InputClosed => inputs_open = false,
-            Next::Event(event) => {
-                for cmd in on_event(event) {
-                    let _ = session.commands.send(cmd).await;
-                }
-            }
+            Next::Event(event) => (handlers.on_event)(event),
+            Next::File(report) => (handlers.on_file)(report),
             Next::SessionOver => return,
+        };
+        for cmd in commands {
+            let _ = session.commands.send(cmd).await;
         }
     }
 }

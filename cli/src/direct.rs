@@ -281,11 +281,10 @@ async fn converse(
         we_exited: false,
     }));
     let input_log = log.clone();
-    crate::chat::run(
-        session,
-        inputs,
-        replay,
-        |input| match input {
+    let files = transfers.borrow().reports();
+    let file_transfers = transfers.clone();
+    let handlers = crate::chat::Handlers {
+        on_input: |input| match input {
             Input::Line(line) => match commands::direct_line(&line) {
                 Typed::Command(cmd) => {
                     let mut log = input_log.borrow_mut();
@@ -296,7 +295,9 @@ async fn converse(
                             }
                             log.we_exited = true;
                         }
-                        PeerCommand::Send(text) if !log.we_exited => log.append(&ui, Direction::Sent, text),
+                        PeerCommand::Send(text) if !log.we_exited => {
+                            log.append(&ui, Direction::Sent, text)
+                        }
                         _ => {}
                     }
                     vec![cmd]
@@ -309,10 +310,25 @@ async fn converse(
                     }
                     vec![]
                 }
-                Typed::Send(_, path) => transfer::command(&ui, input_transfers.borrow_mut().send(None, &path), PeerCommand::File),
-                Typed::Accept(n) => transfer::command(&ui, input_transfers.borrow_mut().accept(n), PeerCommand::File),
-                Typed::Decline(n) => transfer::command(&ui, input_transfers.borrow_mut().decline(n), PeerCommand::File),
-                Typed::Cancel => input_transfers.borrow_mut().cancel_all().into_iter().map(PeerCommand::File).collect(),
+                Typed::Send(_, path) => {
+                    transfer::started(&ui, input_transfers.borrow_mut().send(None, &path))
+                }
+                Typed::Accept(n) => transfer::command(
+                    &ui,
+                    input_transfers.borrow_mut().accept(n),
+                    PeerCommand::File,
+                ),
+                Typed::Decline(n) => transfer::command(
+                    &ui,
+                    input_transfers.borrow_mut().decline(n),
+                    PeerCommand::File,
+                ),
+                Typed::Cancel => input_transfers
+                    .borrow_mut()
+                    .cancel_all()
+                    .into_iter()
+                    .map(PeerCommand::File)
+                    .collect(),
                 Typed::Help => {
                     ui.out(DIRECT_HELP);
                     vec![]
@@ -329,20 +345,33 @@ async fn converse(
             }
             Input::Interrupt => vec![PeerCommand::Leave],
         },
-        |event| match event {
+        on_event: |event| match event {
             SessionEvent::Core(event) => {
                 match &event {
-                    PeerEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => status = 1,
+                    PeerEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => {
+                        status = 1
+                    }
                     PeerEvent::Connected { name, .. } => {
                         // The log is per peer: by its name, or by its address.
-                        let key = if name.is_empty() { remote.clone() } else { name.clone() };
+                        let key = if name.is_empty() {
+                            remote.clone()
+                        } else {
+                            name.clone()
+                        };
                         ui.show(format::peer_event(&event, json));
                         log.borrow_mut().start(&key, &ui, json);
                         return vec![];
                     }
-                    PeerEvent::Message { text, .. } => log.borrow_mut().append(&ui, Direction::Received, text),
+                    PeerEvent::Message { text, .. } => {
+                        log.borrow_mut().append(&ui, Direction::Received, text)
+                    }
                     PeerEvent::File(e) => {
-                        return transfers.borrow_mut().on_event(e.clone()).into_iter().map(PeerCommand::File).collect();
+                        return transfers
+                            .borrow_mut()
+                            .on_event(e.clone())
+                            .into_iter()
+                            .map(PeerCommand::File)
+                            .collect();
                     }
                     _ => {}
                 }
@@ -354,7 +383,15 @@ async fn converse(
                 vec![]
             }
         },
-    )
-    .await;
+        on_file: |report| {
+            file_transfers
+                .borrow_mut()
+                .on_report(report)
+                .into_iter()
+                .map(PeerCommand::File)
+                .collect()
+        },
+    };
+    crate::chat::run(session, inputs, files, replay, handlers).await;
     status
 }

@@ -46,11 +46,10 @@ pub fn run(args: JoinArgs) -> i32 {
             |peer| peer.map_or("someone".to_owned(), |id| format!("client {id}")),
         )));
         let input_transfers = transfers.clone();
-        crate::chat::run(
-            session,
-            inputs,
-            Vec::new(),
-            |input| match input {
+        let files = transfers.borrow().reports();
+        let file_transfers = transfers.clone();
+        let handlers = crate::chat::Handlers {
+            on_input: |input| match input {
                 Input::Line(line) => match commands::relay_line(&line) {
                     Typed::Command(cmd) => {
                         if cmd == ClientCommand::Exit && !json {
@@ -58,9 +57,19 @@ pub fn run(args: JoinArgs) -> i32 {
                         }
                         vec![cmd]
                     }
-                    Typed::Send(to, path) => transfer::command(&ui, input_transfers.borrow_mut().send(to, &path), ClientCommand::File),
-                    Typed::Accept(n) => transfer::command(&ui, input_transfers.borrow_mut().accept(n), ClientCommand::File),
-                    Typed::Decline(n) => transfer::command(&ui, input_transfers.borrow_mut().decline(n), ClientCommand::File),
+                    Typed::Send(to, path) => {
+                        transfer::started(&ui, input_transfers.borrow_mut().send(to, &path))
+                    }
+                    Typed::Accept(n) => transfer::command(
+                        &ui,
+                        input_transfers.borrow_mut().accept(n),
+                        ClientCommand::File,
+                    ),
+                    Typed::Decline(n) => transfer::command(
+                        &ui,
+                        input_transfers.borrow_mut().decline(n),
+                        ClientCommand::File,
+                    ),
                     Typed::Cancel => input_transfers
                         .borrow_mut()
                         .cancel_all()
@@ -80,7 +89,7 @@ pub fn run(args: JoinArgs) -> i32 {
                 Input::Eof => vec![ClientCommand::Exit],
                 Input::Interrupt => vec![ClientCommand::Leave],
             },
-            |event| match event {
+            on_event: |event| match event {
                 SessionEvent::Core(ClientEvent::File(e)) => transfers
                     .borrow_mut()
                     .on_event(e)
@@ -110,8 +119,16 @@ pub fn run(args: JoinArgs) -> i32 {
                     vec![]
                 }
             },
-        )
-        .await;
+            on_file: |report| {
+                file_transfers
+                    .borrow_mut()
+                    .on_report(report)
+                    .into_iter()
+                    .map(ClientCommand::File)
+                    .collect()
+            },
+        };
+        crate::chat::run(session, inputs, files, Vec::new(), handlers).await;
         status
     })
 }

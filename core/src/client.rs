@@ -9,12 +9,15 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::{ErrorCode, SendError};
 use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
-use crate::frame::{ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry};
+use crate::frame::{
+    Envelope, ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry,
+    encode_chat_with,
+};
 use crate::handshake::{our_hello, validate_name};
 use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
-use crate::link::{Link, LinkState};
+use crate::link::{Incoming, Link, LinkState};
 use crate::time::Timestamp;
 
 /// What a relay client's user should see.
@@ -133,6 +136,7 @@ impl RelayClient {
         let mut link = Link::new(&limits, now, true);
         link.send(&Frame::Hello(our_hello(Role::RelayClient, name)), now);
         let max_outbound = limits.max_outbound_bytes;
+        let window = limits.relay_file_window;
         Ok(RelayClient {
             limits,
             link,
@@ -142,7 +146,7 @@ impl RelayClient {
             max_clients: 0,
             roster: BTreeMap::new(),
             events: VecDeque::new(),
-            files: Files::new(max_outbound),
+            files: Files::new(max_outbound, window),
             all_exited: false,
             offer_seqs: BTreeMap::new(),
             last_now: now,
@@ -366,11 +370,10 @@ impl RelayClient {
             if let FileMsg::Offer { transfer, .. } = &msg {
                 self.offer_seqs.insert(seq, *transfer);
             }
-            let payload = Payload {
-                kind: PayloadKind::File,
-                body: msg.encode(),
-            };
-            self.link.send(&Frame::Chat { to, seq, payload }, now);
+            self.link.send_file(
+                |out| encode_chat_with(out, to, seq, PayloadKind::File, |b| msg.encode_into(b)),
+                now,
+            );
         }
         while let Some(e) = self.files.poll_event() {
             self.events.push_back(ClientEvent::File(e));
@@ -412,18 +415,32 @@ impl RelayClient {
 
     /// Bytes arrived from the relay.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
-        self.link.feed(bytes, now);
-        loop {
-            match self.link.next_frame() {
-                Ok(Some(frame)) => self.on_frame(frame, now),
-                Ok(None) => break,
-                Err(err) => {
-                    let reason = format!("the relay sent something unreadable: {err}");
-                    self.link.close(err.code(), &reason);
-                    self.end(err.code(), reason);
+        let received = self.link.receive(bytes, now);
+        for item in received.frames {
+            if !self.link.is_open() {
+                break;
+            }
+            match item {
+                Incoming::Frame(frame) => self.on_frame(frame, now),
+                Incoming::File {
+                    envelope: Envelope::Relay { from, .. },
+                    msg,
+                } if matches!(self.phase, Phase::Admitted(_)) => self.on_file_message(from, msg),
+                Incoming::File { .. } if self.phase == Phase::Over => {}
+                Incoming::File { .. } => {
+                    let reason =
+                        "the relay sent a file message before Welcome, or outside a Deliver";
+                    self.fail(ErrorCode::UnexpectedFrame, reason.into());
                     break;
                 }
             }
+        }
+        if let Some(err) = received.error
+            && self.link.is_open()
+        {
+            let reason = format!("the relay sent something unreadable: {err}");
+            self.link.close(err.code(), &reason);
+            self.end(err.code(), reason);
         }
         self.pump_files(now);
     }
@@ -567,12 +584,9 @@ impl RelayClient {
                         self.fail(ErrorCode::InvalidUtf8, reason);
                     }
                 },
-                PayloadKind::File => match FileMsg::decode(&payload.body) {
-                    Ok(msg) => self.files.on_message(Some(from), msg),
-                    Err(_) => self
-                        .events
-                        .push_back(ClientEvent::UnsupportedPayload { from, kind: 2 }),
-                },
+                PayloadKind::File => {
+                    self.on_file_message(from, FileMsg::decode(&payload.body).ok());
+                }
                 PayloadKind::Other(kind) => {
                     self.events
                         .push_back(ClientEvent::UnsupportedPayload { from, kind });
@@ -595,6 +609,16 @@ impl RelayClient {
                 let reason = format!("the relay sent {}, which only a client sends", other.name());
                 self.fail(ErrorCode::UnexpectedFrame, reason);
             }
+        }
+    }
+
+    /// A file message from client `from` (decoded in place by the link).
+    fn on_file_message(&mut self, from: ClientId, msg: Option<FileMsg>) {
+        match msg {
+            Some(msg) => self.files.on_message(Some(from), msg),
+            None => self
+                .events
+                .push_back(ClientEvent::UnsupportedPayload { from, kind: 2 }),
         }
     }
 

@@ -145,29 +145,116 @@ impl FrameDecoder {
             return Err(DecodeError::AlreadyFailed);
         }
         let available = self.buf.get(self.pos..).unwrap_or_default();
-        let Some((len_bytes, after_len)) = available.split_first_chunk::<4>() else {
+        let Some((type_byte, body, rest)) = split_frame(available, self.max_frame_len)? else {
             return Ok(None);
-        };
-        let len = u32::from_be_bytes(*len_bytes);
-        if len > self.max_frame_len {
-            return Err(DecodeError::FrameTooLarge {
-                len,
-                max: self.max_frame_len,
-            });
-        }
-        let Some(frame_bytes) = after_len.get(..len as usize) else {
-            return Ok(None);
-        };
-        let Some(&type_byte) = frame_bytes.first() else {
-            return Err(DecodeError::Malformed {
-                frame: "frame",
-                problem: "length 0 leaves no room for the type byte",
-            });
         };
         let body_start = self.pos + 5;
-        let body_end = self.pos + 4 + frame_bytes.len();
-        self.pos = body_end;
+        let body_end = body_start + body.len();
+        self.pos = self.buf.len() - rest.len();
         Ok(Some((type_byte, body_start, body_end)))
+    }
+
+    /// Decodes every frame the stream holds once `bytes` are added, handing each to
+    /// `on_frame` as it goes: frames that lie whole in `bytes` are read in place, with
+    /// no copy, and only an unfinished frame at the end is kept for the next call.
+    ///
+    /// `on_frame` returns whether to go on; when it returns false (the connection is
+    /// closing, or the frame could not be decoded: then call [`FrameDecoder::fail`]),
+    /// the rest of `bytes` is dropped. The error returned, if any, ended the stream
+    /// after the frames before it were handed over.
+    pub fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_frame: impl FnMut(RawFrame<'_>) -> bool,
+    ) -> Result<(), DecodeError> {
+        if let State::Magic(mut seen) = self.state {
+            while let Some(&expected) = MAGIC.get(seen) {
+                let Some((&byte, rest)) = bytes.split_first() else {
+                    self.state = State::Magic(seen);
+                    return Ok(());
+                };
+                if byte != expected {
+                    self.fail();
+                    return Err(DecodeError::BadMagic { first: byte });
+                }
+                seen += 1;
+                bytes = rest;
+            }
+            self.state = State::Frames;
+            self.magic_complete = true;
+        }
+        if self.state == State::Failed {
+            return Err(DecodeError::AlreadyFailed);
+        }
+        // First the frame left unfinished by earlier bytes: complete it from `bytes`.
+        if self.pos < self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            let complete = match self.take_rest_of_frame(&mut bytes) {
+                Ok(complete) => complete,
+                Err(e) => {
+                    self.fail();
+                    return Err(e);
+                }
+            };
+            if !complete {
+                return Ok(());
+            }
+            let whole = std::mem::take(&mut self.buf);
+            let go_on = match split_frame(&whole, self.max_frame_len) {
+                Ok(Some((type_byte, body, _))) => on_frame(RawFrame { type_byte, body }),
+                Ok(None) => true,
+                Err(e) => {
+                    self.fail();
+                    return Err(e);
+                }
+            };
+            // Keep the allocation for the next unfinished frame.
+            self.buf = whole;
+            self.buf.clear();
+            if !go_on {
+                return Ok(());
+            }
+        } else {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        // Then every whole frame, read where it lies.
+        loop {
+            match split_frame(bytes, self.max_frame_len) {
+                Ok(Some((type_byte, body, rest))) => {
+                    bytes = rest;
+                    if !on_frame(RawFrame { type_byte, body }) {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail();
+                    return Err(e);
+                }
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Moves from `bytes` into `buf` what the unfinished frame in `buf` still lacks;
+    /// returns whether it is complete. Fails as soon as its length is known to be
+    /// too large.
+    fn take_rest_of_frame(&mut self, bytes: &mut &[u8]) -> Result<bool, DecodeError> {
+        let mut take = |buf: &mut Vec<u8>, upto: usize| {
+            let n = upto.saturating_sub(buf.len()).min(bytes.len());
+            let (head, rest) = bytes.split_at(n);
+            buf.extend_from_slice(head);
+            *bytes = rest;
+            buf.len() >= upto
+        };
+        if !take(&mut self.buf, 4) {
+            return Ok(false);
+        }
+        let len = frame_len(&self.buf, self.max_frame_len)?;
+        Ok(take(&mut self.buf, 4 + len))
     }
 
     /// Consumes magic bytes one at a time, so that a stream that is not p2pchat is
@@ -182,6 +269,51 @@ impl FrameDecoder {
         }
         Ok(seen)
     }
+}
+
+/// The length of the frame at the start of `bytes` (its type byte and body), checked
+/// against the maximum as soon as the four length bytes are there.
+fn frame_len(bytes: &[u8], max_frame_len: u32) -> Result<usize, DecodeError> {
+    let Some(len_bytes) = bytes.first_chunk::<4>() else {
+        return Ok(0);
+    };
+    let len = u32::from_be_bytes(*len_bytes);
+    if len > max_frame_len {
+        return Err(DecodeError::FrameTooLarge {
+            len,
+            max: max_frame_len,
+        });
+    }
+    if len == 0 {
+        return Err(DecodeError::Malformed {
+            frame: "frame",
+            problem: "length 0 leaves no room for the type byte",
+        });
+    }
+    Ok(len as usize)
+}
+
+/// A frame's type byte, its body, and the bytes after it.
+type Split<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// The first frame of `bytes`, if it is complete: its type byte, its body, and the
+/// bytes after it. The one place that knows where a frame ends.
+fn split_frame(bytes: &[u8], max_frame_len: u32) -> Result<Option<Split<'_>>, DecodeError> {
+    if bytes.len() < 4 {
+        return Ok(None);
+    }
+    let len = frame_len(bytes, max_frame_len)?;
+    let Some(frame) = bytes.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let Some((&type_byte, body)) = frame.split_first() else {
+        return Ok(None);
+    };
+    Ok(Some((
+        type_byte,
+        body,
+        bytes.get(4 + len..).unwrap_or_default(),
+    )))
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! chunk ([`FileEvent::ReadChunk`]) or to write one ([`FileEvent::WriteChunk`]), and
 //! the driver answers with [`Files`]' methods through its machine.
 //!
-//! Flow control: a sender has at most [`WINDOW`] chunks unacknowledged per transfer, so
-//! neither side (nor the relay) buffers a file; and a machine asks for the next chunk
+//! Flow control: a sender has at most a window of chunks unacknowledged per transfer
+//! (`Limits::relay_file_window` through a relay, `Limits::direct_file_window` between
+//! peers), so neither side (nor the relay) buffers a file; and a machine asks for the next chunk
 //! only while its outbound queue holds less than about one chunk per active transfer,
 //! so a chat line never waits behind more than one chunk per transfer.
 //!
@@ -24,9 +25,6 @@ use crate::wire::{Reader, Writer};
 
 /// Bytes of file data per chunk.
 pub const CHUNK_SIZE: usize = 48 * 1024;
-
-/// Chunks a sender may have unacknowledged per transfer.
-pub const WINDOW: u64 = 8;
 
 /// Identifies a transfer: chosen by the file's sender, unique among its transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,7 +127,13 @@ impl FileMsg {
     /// The payload body (the payload kind is `File`).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut w = Writer::new(&mut out);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the payload body to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
         let head = |w: &mut Writer<'_>, t: u8, id: TransferId| {
             w.u8(t);
             w.u32(id.0);
@@ -195,7 +199,6 @@ impl FileMsg {
                 w.str16(reason);
             }
         }
-        out
     }
 
     /// Decodes a `File` payload body.
@@ -389,6 +392,8 @@ pub(crate) struct Files {
     /// Bytes per chunk we send: [`CHUNK_SIZE`], or less when the outbound queue bound
     /// is small (a chunk must never break it).
     chunk_size: usize,
+    /// Chunks a sending transfer may have unacknowledged.
+    window: u64,
     next_id: u32,
     outgoing: BTreeMap<TransferId, Outgoing>,
     incoming: BTreeMap<(PeerRef, TransferId), Incoming>,
@@ -398,10 +403,12 @@ pub(crate) struct Files {
 }
 
 impl Files {
-    /// Transfers for a machine whose outbound queue holds at most `max_outbound` bytes.
-    pub(crate) fn new(max_outbound: usize) -> Self {
+    /// Transfers for a machine whose outbound queue holds at most `max_outbound` bytes
+    /// and whose senders keep at most `window` chunks unacknowledged.
+    pub(crate) fn new(max_outbound: usize, window: u64) -> Self {
         Files {
             chunk_size: CHUNK_SIZE.min(max_outbound / 4).max(1),
+            window: window.max(1),
             ..Files::default()
         }
     }
@@ -572,7 +579,7 @@ impl Files {
                 }
                 continue;
             }
-            if *next - *acked >= WINDOW * self.chunk_size as u64 {
+            if *next - *acked >= self.window * self.chunk_size as u64 {
                 continue;
             }
             // Then ask for the next one (it waits, staged, if the queue is full).
@@ -929,6 +936,9 @@ mod tests {
 
     const H: Hash = [7; 32];
 
+    /// The relay window: the smaller of the two, where bounds bite first.
+    const WINDOW: u64 = 8;
+
     fn all_messages() -> Vec<FileMsg> {
         let t = TransferId(3);
         vec![
@@ -1064,7 +1074,7 @@ mod tests {
         let data: Vec<u8> = (0..(CHUNK_SIZE * 20 + 123))
             .map(|i| (i % 251) as u8)
             .collect();
-        let (mut s, mut r) = (Files::new(1 << 20), Files::new(1 << 20));
+        let (mut s, mut r) = (Files::new(1 << 20, WINDOW), Files::new(1 << 20, WINDOW));
         s.offer(None, "f", data.len() as u64, H);
         let mut written = Vec::new();
         let mut max_in_flight = 0;
@@ -1080,7 +1090,7 @@ mod tests {
     #[test]
     fn a_transfer_resumes_from_what_the_receiver_holds() {
         let data: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 13) as u8).collect();
-        let (mut s, mut r) = (Files::new(1 << 20), Files::new(1 << 20));
+        let (mut s, mut r) = (Files::new(1 << 20, WINDOW), Files::new(1 << 20, WINDOW));
         s.offer(None, "f", data.len() as u64, H);
         let mut written = data[..CHUNK_SIZE + 10].to_vec();
         let mut max = 0;
@@ -1089,7 +1099,7 @@ mod tests {
     }
 
     fn offered_and_started(size: u64) -> Files {
-        let mut r = Files::new(1 << 20);
+        let mut r = Files::new(1 << 20, WINDOW);
         let t = TransferId(0);
         r.on_message(
             None,
@@ -1169,7 +1179,7 @@ mod tests {
     #[test]
     fn a_hash_mismatch_is_reported_to_both_sides() {
         let data = vec![1u8; 10];
-        let (mut s, mut r) = (Files::new(1 << 20), Files::new(1 << 20));
+        let (mut s, mut r) = (Files::new(1 << 20, WINDOW), Files::new(1 << 20, WINDOW));
         s.offer(None, "f", 10, H);
         // The receiver's "disk" corrupts the bytes.
         let mut written = Vec::new();

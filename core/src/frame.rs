@@ -316,6 +316,94 @@ pub(crate) fn encode_deliver(
     });
 }
 
+/// Appends a `Message` frame whose payload body `body` writes straight into `out`
+/// (a file chunk is copied once, from the caller's buffer into the queue).
+pub(crate) fn encode_message_with(
+    out: &mut Vec<u8>,
+    seq: u64,
+    kind: PayloadKind,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
+    encode_with(out, ty::MESSAGE, |w| {
+        w.u64(seq);
+        w.u8(kind.to_u8());
+        body(w.out());
+    });
+}
+
+/// Appends a `Chat` frame whose payload body `body` writes straight into `out`.
+pub(crate) fn encode_chat_with(
+    out: &mut Vec<u8>,
+    to: ClientId,
+    seq: u64,
+    kind: PayloadKind,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
+    encode_with(out, ty::CHAT, |w| {
+        w.u32(to.0);
+        w.u64(seq);
+        w.u8(kind.to_u8());
+        body(w.out());
+    });
+}
+
+/// Where a received payload comes from, read from its frame's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Envelope {
+    /// A direct `Message`.
+    Direct {
+        /// The sender's sequence number.
+        seq: u64,
+    },
+    /// A relay `Deliver`.
+    Relay {
+        /// The sender's ID.
+        from: ClientId,
+        /// The `to` the sender used.
+        to: ClientId,
+        /// The sender's sequence number.
+        seq: u64,
+    },
+}
+
+/// A payload read in place: its envelope, kind and body.
+pub(crate) type PayloadRef<'a> = (Envelope, PayloadKind, &'a [u8]);
+
+/// The payload of a `Message` or `Deliver` frame read in place (`None` for any other
+/// frame): its envelope, kind and body, so that a file chunk can be decoded from the
+/// received bytes without first copying the payload.
+pub(crate) fn payload_ref(
+    type_byte: u8,
+    body: &[u8],
+) -> Option<Result<PayloadRef<'_>, DecodeError>> {
+    fn parse<'a>(r: &mut Reader<'a>, envelope: Envelope) -> Result<PayloadRef<'a>, DecodeError> {
+        let kind = PayloadKind::from_u8(r.u8()?);
+        Ok((envelope, kind, r.rest()))
+    }
+    match type_byte {
+        ty::MESSAGE => {
+            let mut r = Reader::new(body, "Message");
+            Some(
+                r.u64()
+                    .and_then(|seq| parse(&mut r, Envelope::Direct { seq })),
+            )
+        }
+        ty::DELIVER => {
+            let mut r = Reader::new(body, "Deliver");
+            let header = (|| Ok::<_, DecodeError>((r.u32()?, r.u32()?, r.u64()?)))();
+            Some(header.and_then(|(from, to, seq)| {
+                let envelope = Envelope::Relay {
+                    from: ClientId(from),
+                    to: ClientId(to),
+                    seq,
+                };
+                parse(&mut r, envelope)
+            }))
+        }
+        _ => None,
+    }
+}
+
 /// A `Chat` frame read in place: the header the relay routes by, and the payload
 /// still in the sender's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,7 +35,7 @@ mod wire;
 pub use client::{ClientEvent, RelayClient};
 pub use decode::{FrameDecoder, RawFrame};
 pub use error::{DecodeError, ErrorCode, SendError};
-pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId, WINDOW};
+pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId};
 pub use frame::{
     ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
 };

@@ -57,6 +57,14 @@ pub struct Limits {
     pub max_file_size: u64,
     /// Relay server: files one client may be offering or sending at once.
     pub max_transfers_per_client: usize,
+    /// File chunks a relay client keeps unacknowledged per transfer. The relay queues
+    /// up to that much for a receiver that lags, so it must stay under the relay's
+    /// `max_outbound_bytes` (8 chunks of 48 KiB = 384 KiB, under 512 KiB).
+    pub relay_file_window: u64,
+    /// File chunks a direct peer keeps unacknowledged per transfer. Nothing sits in
+    /// between, so it can be larger: a window is what one round trip carries, and a
+    /// round trip through two busy processes is about a millisecond.
+    pub direct_file_window: u64,
 }
 
 impl Default for Limits {
@@ -77,6 +85,8 @@ impl Default for Limits {
             text_greeting_delay: Duration::from_secs(1),
             max_file_size: 64 * 1024 * 1024 * 1024,
             max_transfers_per_client: 8,
+            relay_file_window: 8,
+            direct_file_window: 64,
         }
     }
 }

@@ -5,14 +5,53 @@
 //! Keeping it in one place means the client and the peer cannot drift apart on how a
 //! connection is closed, how bytes are accounted, or when a ping is due.
 
-use crate::decode::FrameDecoder;
+use crate::decode::{FrameDecoder, RawFrame};
 use crate::error::{DecodeError, ErrorCode};
-use crate::frame::Frame;
+use crate::file::FileMsg;
+use crate::frame::{Envelope, Frame, PayloadKind, payload_ref};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
 use crate::text::{LineReader, TextInput};
 use crate::time::Timestamp;
+
+/// A frame as the single-connection machines receive it.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// Any frame but one that carries a file message.
+    Frame(Frame),
+    /// A `Message` or `Deliver` whose payload is a file message (`None` if that
+    /// payload could not be decoded: a newer version's, or garbage).
+    File {
+        /// Who sent it, and its sequence number.
+        envelope: Envelope,
+        /// The file message.
+        msg: Option<FileMsg>,
+    },
+}
+
+/// What one batch of received bytes held.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    /// Lines, on a plain-text link.
+    pub(crate) lines: Vec<TextInput>,
+    /// Frames, in order.
+    pub(crate) frames: Vec<Incoming>,
+    /// The decoding error after the last frame, which ends the stream.
+    pub(crate) error: Option<DecodeError>,
+}
+
+/// Decodes one raw frame for a single-connection machine: a `Message` or `Deliver`
+/// that carries a file message is decoded straight from the received bytes.
+fn incoming(raw: RawFrame<'_>) -> Result<Incoming, DecodeError> {
+    match payload_ref(raw.type_byte, raw.body) {
+        Some(Ok((envelope, PayloadKind::File, body))) => Ok(Incoming::File {
+            envelope,
+            msg: FileMsg::decode(body).ok(),
+        }),
+        _ => Frame::decode(raw.type_byte, raw.body).map(Incoming::Frame),
+    }
+}
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,12 +152,15 @@ impl Link {
         self.out.pending()
     }
 
-    /// Feeds received bytes to the decoder, or, on a plain-text link, splits them into
-    /// lines and returns those. A side that waited and receives something other than
+    /// Takes received bytes: on a plain-text link, the lines they complete; otherwise
+    /// the frames they complete, decoded (frames that lie whole in `bytes` are read in
+    /// place, and a file chunk's data is copied once), and the decoding error that
+    /// ended the stream, if any. A side that waited and receives something other than
     /// the magic's first byte switches to plain text (its own magic is never sent).
-    pub(crate) fn feed(&mut self, bytes: &[u8], now: Timestamp) -> Vec<TextInput> {
+    pub(crate) fn receive(&mut self, bytes: &[u8], now: Timestamp) -> Received {
+        let mut received = Received::default();
         if !self.is_open() {
-            return Vec::new();
+            return received;
         }
         if !self.received_any && !bytes.is_empty() {
             self.received_any = true;
@@ -128,13 +170,29 @@ impl Link {
         }
         self.keepalive.on_received(now);
         if let Some(reader) = self.text.as_mut() {
-            return reader.push(bytes, now);
+            received.lines = reader.push(bytes, now);
+            return received;
         }
-        self.decoder.push(bytes);
+        let frames = &mut received.frames;
+        let mut bad_frame = None;
+        let fed = self.decoder.feed(bytes, |raw| match incoming(raw) {
+            Ok(item) => {
+                frames.push(item);
+                true
+            }
+            Err(e) => {
+                bad_frame = Some(e);
+                false
+            }
+        });
+        if bad_frame.is_some() {
+            self.decoder.fail();
+        }
+        received.error = bad_frame.or(fed.err());
         if self.decoder.magic_seen() {
             self.gate_open = true;
         }
-        Vec::new()
+        received
     }
 
     /// On a plain-text link, the partial line whose pause has passed.
@@ -142,16 +200,13 @@ impl Link {
         self.text.as_mut().and_then(|r| r.on_timeout(now))
     }
 
-    /// The next decoded frame, if the link is open.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        if !self.is_open() || self.text.is_some() {
-            return Ok(None);
+    /// Queues a file message in a frame that `encode` writes (a `Message` or a
+    /// `Chat`), whatever the bound: file traffic is paced by the file machine itself.
+    pub(crate) fn send_file(&mut self, encode: impl FnOnce(&mut Vec<u8>), now: Timestamp) {
+        if self.is_open() && !self.is_plain_text() {
+            self.out.push_with(encode);
+            self.keepalive.on_sent(now);
         }
-        let frame = self.decoder.next_frame();
-        if self.decoder.magic_seen() {
-            self.gate_open = true;
-        }
-        frame
     }
 
     /// Queues a `Close` saying why and stops reading and sending. A side that has not

@@ -62,6 +62,13 @@ impl Outbound {
         self.encode(frame);
     }
 
+    /// Queues a frame that `encode` appends, whatever the bound (framed links only).
+    pub(crate) fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.wire == Wire::Framed {
+            encode(&mut self.queued);
+        }
+    }
+
     /// Queues raw bytes (the magic, a plain-text notice) whatever the bound.
     pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
         self.queued.extend_from_slice(bytes);

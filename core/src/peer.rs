@@ -13,11 +13,13 @@ use std::collections::VecDeque;
 
 use crate::error::{ErrorCode, SendError};
 use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
-use crate::frame::{ErrorReport, Frame, Hello, Payload, PayloadKind, Role};
+use crate::frame::{
+    Envelope, ErrorReport, Frame, Hello, Payload, PayloadKind, Role, encode_message_with,
+};
 use crate::handshake::{negotiate_version, our_hello, validate_name};
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
-use crate::link::{Link, LinkState};
+use crate::link::{Incoming, Link, LinkState};
 use crate::text::TextInput;
 use crate::time::Timestamp;
 
@@ -103,7 +105,7 @@ impl Peer {
 
     /// A peer over `link`, before anything was said.
     fn on_link(link: Link, limits: Limits, now: Timestamp) -> Self {
-        let files = Files::new(limits.max_outbound_bytes);
+        let files = Files::new(limits.max_outbound_bytes, limits.direct_file_window);
         Peer {
             limits,
             link,
@@ -310,11 +312,10 @@ impl Peer {
         while let Some((_, msg)) = self.files.poll_outbox() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            let payload = Payload {
-                kind: PayloadKind::File,
-                body: msg.encode(),
-            };
-            self.link.send(&Frame::Message { seq, payload }, now);
+            self.link.send_file(
+                |out| encode_message_with(out, seq, PayloadKind::File, |b| msg.encode_into(b)),
+                now,
+            );
         }
         while let Some(e) = self.files.poll_event() {
             self.events.push_back(PeerEvent::File(e));
@@ -347,24 +348,37 @@ impl Peer {
 
     /// Bytes arrived from the other side.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
-        let lines = self.link.feed(bytes, now);
+        let received = self.link.receive(bytes, now);
         if self.link.is_plain_text() {
             self.announce_plain_text();
-            for input in lines {
+            for input in received.lines {
                 self.on_text_input(input);
             }
             return;
         }
-        loop {
-            match self.link.next_frame() {
-                Ok(Some(frame)) => self.on_frame(frame, now),
-                Ok(None) => break,
-                Err(err) => {
-                    let reason = format!("the other side sent something unreadable: {err}");
-                    self.fail(err.code(), reason);
-                    break;
+        for item in received.frames {
+            if !self.link.is_open() {
+                return;
+            }
+            match item {
+                Incoming::Frame(frame) => self.on_frame(frame, now),
+                Incoming::File {
+                    envelope: Envelope::Direct { seq },
+                    msg,
+                } if self.remote.is_some() => self.on_file_message(seq, msg, now),
+                Incoming::File { .. } => {
+                    let reason = "a file message before Hello, or inside a relay's Deliver: \
+                                  a direct peer does not send that";
+                    self.fail(ErrorCode::UnexpectedFrame, reason.into());
+                    return;
                 }
             }
+        }
+        if let Some(err) = received.error
+            && self.link.is_open()
+        {
+            let reason = format!("the other side sent something unreadable: {err}");
+            self.fail(err.code(), reason);
         }
     }
 
@@ -525,43 +539,31 @@ impl Peer {
         self.remote = Some(hello);
     }
 
+    /// A file message from the other side (decoded in place by the link).
+    fn on_file_message(&mut self, seq: u64, msg: Option<FileMsg>, now: Timestamp) {
+        if !self.accept_seq(seq, PayloadKind::File, now) {
+            return;
+        }
+        match msg {
+            Some(msg) => self.files.on_message(None, msg),
+            None => self
+                .events
+                .push_back(PeerEvent::UnsupportedPayload { kind: 2 }),
+        }
+        self.pump_files(now);
+    }
+
     fn on_message(&mut self, seq: u64, payload: Payload, now: Timestamp) {
-        // File traffic goes on after exit (acknowledgements, the end of a transfer);
-        // exit only stops chat.
-        if self.they_exited && payload.kind != PayloadKind::File {
-            let report = ErrorReport {
-                code: ErrorCode::SendAfterExit,
-                seq,
-                subject: None,
-                message: "you said exit, so your message was not shown".into(),
-            };
-            self.link.send(&Frame::Error(report), now);
+        if payload.kind == PayloadKind::File {
+            let msg = FileMsg::decode(&payload.body).ok();
+            self.on_file_message(seq, msg, now);
             return;
         }
-        if seq <= self.last_remote_seq {
-            let report = ErrorReport {
-                code: ErrorCode::BadSequence,
-                seq,
-                subject: None,
-                message: format!(
-                    "sequence number {seq} is not above the previous {}; message not shown",
-                    self.last_remote_seq
-                ),
-            };
-            self.link.send(&Frame::Error(report), now);
+        if !self.accept_seq(seq, payload.kind, now) {
             return;
         }
-        self.last_remote_seq = seq;
         match payload.kind {
-            PayloadKind::File => {
-                match FileMsg::decode(&payload.body) {
-                    Ok(msg) => self.files.on_message(None, msg),
-                    Err(_) => self
-                        .events
-                        .push_back(PeerEvent::UnsupportedPayload { kind: 2 }),
-                }
-                self.pump_files(now);
-            }
+            PayloadKind::File => {}
             PayloadKind::Text => {
                 if payload.body.len() > self.limits.max_text_len {
                     let reason = format!(
@@ -584,6 +586,39 @@ impl Peer {
                 .events
                 .push_back(PeerEvent::UnsupportedPayload { kind }),
         }
+    }
+
+    /// Whether a message numbered `seq` of this kind is taken: chat stops at the other
+    /// side's exit (file traffic goes on), and numbers only go up. A refusal is
+    /// answered with an `Error`.
+    fn accept_seq(&mut self, seq: u64, kind: PayloadKind, now: Timestamp) -> bool {
+        // File traffic goes on after exit (acknowledgements, the end of a transfer);
+        // exit only stops chat.
+        if self.they_exited && kind != PayloadKind::File {
+            let report = ErrorReport {
+                code: ErrorCode::SendAfterExit,
+                seq,
+                subject: None,
+                message: "you said exit, so your message was not shown".into(),
+            };
+            self.link.send(&Frame::Error(report), now);
+            return false;
+        }
+        if seq <= self.last_remote_seq {
+            let report = ErrorReport {
+                code: ErrorCode::BadSequence,
+                seq,
+                subject: None,
+                message: format!(
+                    "sequence number {seq} is not above the previous {}; message not shown",
+                    self.last_remote_seq
+                ),
+            };
+            self.link.send(&Frame::Error(report), now);
+            return false;
+        }
+        self.last_remote_seq = seq;
+        true
     }
 
     /// A line from a plain-text peer: `exit` is its exit, anything else a message.

@@ -50,6 +50,11 @@ impl<'a> Writer<'a> {
     pub(crate) fn rest(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
     }
+
+    /// The buffer itself, for a body that writes its own bytes.
+    pub(crate) fn out(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
 }
 
 /// The longest prefix of `s` that fits in `max` bytes without splitting a character.

@@ -146,6 +146,38 @@ fn decode_in_chunks(bytes: &[u8], cuts: &[usize], max: u32) -> (Vec<Frame>, Opti
     (frames, None)
 }
 
+/// Like [`decode_in_chunks`], through [`FrameDecoder::feed`] (frames read in place).
+fn feed_in_chunks(bytes: &[u8], cuts: &[usize], max: u32) -> (Vec<Frame>, Option<DecodeError>) {
+    let mut d = FrameDecoder::new(max);
+    let mut frames = Vec::new();
+    let mut rest = bytes;
+    let mut cuts = cuts.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*cuts.next().unwrap_or(&1)).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut bad = None;
+        let fed = d.feed(chunk, |raw| match Frame::decode(raw.type_byte, raw.body) {
+            Ok(f) => {
+                frames.push(f);
+                true
+            }
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
+        });
+        if let Some(e) = bad.or(fed.err()) {
+            return (frames, Some(e));
+        }
+        assert!(
+            d.buffered_len() <= max as usize + 4,
+            "decoder holds more than one unfinished frame"
+        );
+    }
+    (frames, None)
+}
+
 proptest! {
     #[test]
     fn every_frame_round_trips(frame in arb_frame()) {
@@ -166,7 +198,23 @@ proptest! {
         }
         let (decoded, err) = decode_in_chunks(&bytes, &cuts, 65_536);
         prop_assert_eq!(err, None);
-        prop_assert_eq!(decoded, frames);
+        prop_assert_eq!(&decoded, &frames);
+        let (fed, err) = feed_in_chunks(&bytes, &cuts, 65_536);
+        prop_assert_eq!(err, None);
+        prop_assert_eq!(fed, frames);
+    }
+
+    #[test]
+    fn feeding_in_place_finds_the_same_frames_and_errors_as_pulling(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        cuts in proptest::collection::vec(1usize..50, 1..10),
+        with_magic in any::<bool>(),
+    ) {
+        let mut input = if with_magic { MAGIC.to_vec() } else { Vec::new() };
+        input.extend_from_slice(&bytes);
+        let pulled = decode_in_chunks(&input, &cuts, 256);
+        let fed = feed_in_chunks(&input, &cuts, 256);
+        prop_assert_eq!(fed, pulled);
     }
 
     #[test]

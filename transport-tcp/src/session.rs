@@ -590,8 +590,9 @@ impl Socket {
 /// so that a reset does not destroy the last bytes on their way.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Size of one read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Size of one read: large, so that few file chunks (48 KiB) straddle two reads (the
+/// unfinished one is copied aside until the next read completes it).
+const READ_CHUNK: usize = 256 * 1024;
 
 async fn drive<M: Machine>(
     stream: TcpStream,

@@ -282,58 +282,48 @@ impl RelayServer {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.decoder.push(bytes);
         // The decoder is taken out while its frames are handled, so that a chat can be
-        // routed straight from the sender's bytes while other connections change.
+        // routed straight from the received bytes while other connections change.
         let mut decoder = std::mem::replace(&mut c.decoder, FrameDecoder::new(0));
-        self.on_frames(conn, &mut decoder, now);
+        self.on_bytes(conn, &mut decoder, bytes, now);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.decoder = decoder;
         }
         self.cut_off_overflowed();
     }
 
-    /// Handles every complete frame in `decoder`, until the connection closes.
-    fn on_frames(&mut self, conn: ConnId, decoder: &mut FrameDecoder, now: Timestamp) {
-        loop {
-            let Some(c) = self.conns.get(&conn) else {
-                return;
+    /// Handles every frame `bytes` complete, in order, until the connection closes.
+    fn on_bytes(&mut self, conn: ConnId, decoder: &mut FrameDecoder, bytes: &[u8], now: Timestamp) {
+        let mut bad_frame = None;
+        let fed = decoder.feed(bytes, |raw| {
+            let admitted = match self.conns.get(&conn).map(|c| &c.state) {
+                Some(ConnState::Admitted(_)) => true,
+                Some(ConnState::Handshaking { .. }) => false,
+                Some(ConnState::Closing) | None => return false,
             };
-            let admitted = match c.state {
-                ConnState::Closing => return,
-                ConnState::Admitted(_) => true,
-                ConnState::Handshaking { .. } => false,
+            // A frame arrived, so the magic is complete: ours goes out first.
+            self.send_magic_once(conn);
+            let result = if raw.type_byte == ChatRef::TYPE && admitted {
+                ChatRef::parse(raw.body).map(|chat| self.on_chat(conn, chat))
+            } else {
+                Frame::decode(raw.type_byte, raw.body).map(|frame| self.on_frame(conn, frame, now))
             };
-            match decoder.next_raw() {
-                Ok(Some(raw)) => {
-                    // A frame arrived, so the magic is complete: ours goes out first.
-                    self.send_magic_once(conn);
-                    let result = if raw.type_byte == ChatRef::TYPE && admitted {
-                        ChatRef::parse(raw.body).map(|chat| self.on_chat(conn, chat))
-                    } else {
-                        Frame::decode(raw.type_byte, raw.body)
-                            .map(|frame| self.on_frame(conn, frame, now))
-                    };
-                    if let Err(err) = result {
-                        decoder.fail();
-                        self.on_decode_error(conn, &err);
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    if decoder.magic_seen() {
-                        self.send_magic_once(conn);
-                    }
-                    return;
-                }
+            match result {
+                Ok(()) => true,
                 Err(err) => {
-                    if decoder.magic_seen() {
-                        self.send_magic_once(conn);
-                    }
-                    self.on_decode_error(conn, &err);
-                    return;
+                    bad_frame = Some(err);
+                    false
                 }
             }
+        });
+        if decoder.magic_seen() {
+            self.send_magic_once(conn);
+        }
+        if let Some(err) = bad_frame {
+            decoder.fail();
+            self.on_decode_error(conn, &err);
+        } else if let Err(err) = fed {
+            self.on_decode_error(conn, &err);
         }
     }
 

@@ -3,13 +3,24 @@
 //! names, `.part` files that are renamed only once the hash matches, and resume.
 //!
 //! The sender hashes its file once, before offering it (the hash identifies the file,
-//! so that sending it again resumes). The receiver hashes while writing, so it never
-//! reads the file back. A partial download is kept as `NAME.part` with its offer in
+//! so that sending it again resumes), on a thread of its own and on every core, so
+//! that the chat goes on meanwhile. The receiver writes, hashes and flushes on a
+//! thread per file ([`sink`]), so it never reads the file back and the network never
+//! waits for the disk. A partial download is kept as `NAME.part` with its offer in
 //! `NAME.part.meta`; when the same file is offered again, only the rest is fetched.
+//!
+//! Those threads report back through one channel ([`Transfers::reports`]); the chat
+//! loop hands each [`Report`] to [`Transfers::on_report`].
+
+mod hashing;
+mod names;
+mod sink;
+
+pub use names::{safe_name, unique_path};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,9 +28,66 @@ use p2pchat_core::{FileEvent, Hash, PeerRef, TransferId};
 use p2pchat_tcp::FileCommand;
 
 use crate::ui::Ui;
+use hashing::{hash_into, hash_whole_file, prefix_matches};
+use sink::Sink;
 
-/// Size of the pieces a file is hashed in.
-const HASH_BUF: usize = 256 * 1024;
+/// Bytes a file's sink thread may hold unwritten while its chunks are acknowledged at
+/// once; past it, acknowledgements wait for the disk.
+const SINK_AHEAD: u64 = 4 * 1024 * 1024;
+
+/// Files at least this large get a line saying they are being hashed.
+const ANNOUNCE_HASHING: u64 = 64 * 1024 * 1024;
+
+/// What the file threads report to the chat loop.
+pub enum Report {
+    /// A file to send is hashed: it can be offered now.
+    Hashed {
+        /// Where it is.
+        path: PathBuf,
+        /// It, open.
+        file: File,
+        /// The addressee.
+        to: PeerRef,
+        /// The name the receiver sees.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3 hash.
+        hash: Hash,
+    },
+    /// A file to send could not be read.
+    HashFailed {
+        /// Why, in words.
+        reason: String,
+    },
+    /// A received file is written up to here.
+    Written {
+        /// Its sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// Bytes written.
+        written: u64,
+    },
+    /// A received file is complete and flushed to disk; this is the hash of its bytes.
+    Received {
+        /// Its sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// BLAKE3 of what was written.
+        hash: Hash,
+    },
+    /// Writing a received file failed.
+    WriteFailed {
+        /// Its sender.
+        from: PeerRef,
+        /// Its transfer.
+        transfer: TransferId,
+        /// Why, in words.
+        reason: String,
+    },
+}
 
 struct Outgoing {
     path: PathBuf,
@@ -35,8 +103,15 @@ struct Incoming {
     size: u64,
     hash: Hash,
     part: PathBuf,
-    file: File,
-    hasher: blake3::Hasher,
+    /// Bytes of an earlier attempt found in the `.part` file when accepting.
+    held: u64,
+    /// Bytes written so far.
+    written: u64,
+    /// Bytes acknowledged to the sender: written, or taken by the sink while its
+    /// backlog is short (so that the network does not wait for the disk, and memory
+    /// stays bounded when the disk is the slower).
+    acked: u64,
+    sink: Sink,
     progress: Progress,
 }
 
@@ -106,6 +181,15 @@ pub fn command<C>(
     }
 }
 
+/// No command yet for a file step that goes on in the background (`/send` hashes
+/// first); shows the error if it could not start.
+pub fn started<C>(ui: &Ui, result: Result<(), String>) -> Vec<C> {
+    if let Err(e) = result {
+        ui.err(&format!("error: {e}"));
+    }
+    vec![]
+}
+
 /// `1.5 MiB` and the like.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -136,6 +220,11 @@ pub struct Transfers {
     next_number: usize,
     /// How to name the other side in messages.
     who: fn(PeerRef) -> String,
+    /// Where the hashing and writing threads report.
+    reports: (
+        async_channel::Sender<Report>,
+        async_channel::Receiver<Report>,
+    ),
 }
 
 impl Transfers {
@@ -156,14 +245,19 @@ impl Transfers {
             waiting: Vec::new(),
             next_number: 1,
             who,
+            reports: async_channel::unbounded(),
         }
     }
 
-    /// `/send PATH`: hashes the file and offers it.
-    pub fn send(&mut self, to: PeerRef, path: &str) -> Result<FileCommand, String> {
+    /// Where the file threads report; hand each report to [`Transfers::on_report`].
+    pub fn reports(&self) -> async_channel::Receiver<Report> {
+        self.reports.1.clone()
+    }
+
+    /// `/send PATH`: hashes the file (on other threads) and offers it once that is done.
+    pub fn send(&mut self, to: PeerRef, path: &str) -> Result<(), String> {
         let path = PathBuf::from(path);
-        let mut file =
-            File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -171,19 +265,37 @@ impl Transfers {
             return Err(format!("{} is not a file", path.display()));
         }
         let size = meta.len();
-        let hash = hash_prefix(&mut file, size)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
-        self.pending.push((path, file, to, name.clone(), size));
-        Ok(FileCommand::Offer {
-            to,
-            name,
-            size,
-            hash,
-        })
+        if size >= ANNOUNCE_HASHING {
+            self.ui.out(&format!(
+                "* hashing {name} ({}) before offering it",
+                human(size)
+            ));
+        }
+        let reports = self.reports.0.clone();
+        std::thread::Builder::new()
+            .name("p2pchat-hash".into())
+            .spawn(move || {
+                let report = match hash_whole_file(&path) {
+                    Ok(hash) => Report::Hashed {
+                        hash,
+                        path,
+                        file,
+                        to,
+                        name,
+                        size,
+                    },
+                    Err(e) => Report::HashFailed {
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    },
+                };
+                let _ = reports.send_blocking(report);
+            })
+            .map(drop)
+            .map_err(|e| format!("cannot start hashing: {e}"))
     }
 
     /// `/accept [N]`: the oldest waiting offer, or number N.
@@ -276,6 +388,7 @@ impl Transfers {
                 part.display()
             ));
         }
+        let sink = Sink::start(w.from, w.transfer, file, hasher, self.reports.0.clone());
         self.incoming.insert(
             (w.from, w.transfer),
             Incoming {
@@ -283,8 +396,10 @@ impl Transfers {
                 size: w.size,
                 hash: w.hash,
                 part,
-                file,
-                hasher,
+                held,
+                written: held,
+                acked: held,
+                sink,
                 progress: Progress::new(held),
             },
         );
@@ -468,11 +583,9 @@ impl Transfers {
                 let Some(inc) = self.incoming.get_mut(&(from, transfer)) else {
                     return vec![];
                 };
-                let held = inc.file.metadata().map(|m| m.len()).unwrap_or(0);
-                if offset != held.min(inc.size) || offset == 0 {
+                if offset != inc.held.min(inc.size) || offset == 0 {
                     // The sender starts over (its file differs from our partial one).
-                    inc.hasher = blake3::Hasher::new();
-                    let _ = inc.file.set_len(offset);
+                    inc.sink.restart();
                 }
                 inc.progress = Progress::new(offset);
                 vec![]
@@ -483,48 +596,150 @@ impl Transfers {
                 offset,
                 data,
             } => {
+                // The sink thread writes it. While its backlog is short the chunk is
+                // acknowledged at once; past that, when the sink reports it written.
                 let Some(inc) = self.incoming.get_mut(&(from, transfer)) else {
                     return vec![];
                 };
-                let written = inc
-                    .file
-                    .seek(SeekFrom::Start(offset))
-                    .and_then(|_| inc.file.write_all(&data));
-                match written {
-                    Ok(()) => {
-                        inc.hasher.update(&data);
-                        let end = offset + data.len() as u64;
-                        if let Some(line) = inc.progress.line("receiving", &inc.name, end, inc.size)
-                        {
-                            self.ui.out(&line);
-                        }
-                        vec![FileCommand::Written {
-                            from,
-                            transfer,
-                            written: end,
-                        }]
-                    }
-                    Err(e) => {
-                        let reason = format!("cannot write {}: {e}", inc.part.display());
-                        self.ui.err(&format!(
-                            "error: {reason}; the partial file is kept for a later resume"
-                        ));
-                        vec![FileCommand::Cancel {
-                            peer: from,
-                            transfer,
-                            outgoing: false,
-                            reason,
-                        }]
-                    }
+                let end = offset + data.len() as u64;
+                inc.sink.write(offset, data);
+                if inc.sink.backlog() > SINK_AHEAD {
+                    return vec![];
                 }
+                inc.acked = inc.acked.max(end);
+                vec![FileCommand::Written {
+                    from,
+                    transfer,
+                    written: end,
+                }]
             }
             FileEvent::AllReceived { from, transfer } => {
+                // The sink thread flushes and reports `Received` with the hash.
+                if let Some(inc) = self.incoming.get(&(from, transfer)) {
+                    inc.sink.finish();
+                }
+                vec![]
+            }
+            FileEvent::Delivered { to, transfer } => {
+                if let Some(out) = self.outgoing.remove(&transfer) {
+                    self.ui.out(&format!(
+                        "* {} delivered to {} ({}, hash verified)",
+                        out.name,
+                        who(to),
+                        human(out.size)
+                    ));
+                }
+                vec![]
+            }
+            FileEvent::Failed {
+                peer,
+                transfer,
+                outgoing,
+                reason,
+            } => {
+                if outgoing {
+                    if let Some(out) = self.outgoing.remove(&transfer) {
+                        self.ui.err(&format!(
+                            "error: sending {} to {} failed: {reason}",
+                            out.name,
+                            who(peer)
+                        ));
+                    }
+                } else if let Some(inc) = self.incoming.remove(&(peer, transfer)) {
+                    let held = inc.written;
+                    self.ui.err(&format!(
+                        "error: receiving {} from {} stopped at {}% ({reason}); {} is kept: when the same file is sent again, it resumes",
+                        inc.name,
+                        who(peer),
+                        held * 100 / inc.size.max(1),
+                        inc.part.display()
+                    ));
+                } else {
+                    self.waiting
+                        .retain(|w| !(w.from == peer && w.transfer == transfer));
+                }
+                vec![]
+            }
+        }
+    }
+}
+
+impl Transfers {
+    /// Acts on what a hashing or writing thread reports; returns the commands that
+    /// follow from it.
+    pub fn on_report(&mut self, report: Report) -> Vec<FileCommand> {
+        let who = self.who;
+        match report {
+            Report::Hashed {
+                path,
+                file,
+                to,
+                name,
+                size,
+                hash,
+            } => {
+                self.pending.push((path, file, to, name.clone(), size));
+                vec![FileCommand::Offer {
+                    to,
+                    name,
+                    size,
+                    hash,
+                }]
+            }
+            Report::HashFailed { reason } => {
+                self.ui.err(&format!("error: {reason}"));
+                vec![]
+            }
+            Report::Written {
+                from,
+                transfer,
+                written,
+            } => {
+                let Some(inc) = self.incoming.get_mut(&(from, transfer)) else {
+                    return vec![];
+                };
+                inc.written = written;
+                if let Some(line) = inc.progress.line("receiving", &inc.name, written, inc.size) {
+                    self.ui.out(&line);
+                }
+                if written <= inc.acked {
+                    return vec![];
+                }
+                inc.acked = written;
+                vec![FileCommand::Written {
+                    from,
+                    transfer,
+                    written,
+                }]
+            }
+            Report::WriteFailed {
+                from,
+                transfer,
+                reason,
+            } => {
                 let Some(inc) = self.incoming.remove(&(from, transfer)) else {
                     return vec![];
                 };
-                let _ = inc.file.sync_all();
-                let got = *inc.hasher.finalize().as_bytes();
-                if got != inc.hash {
+                let reason = format!("cannot write {}: {reason}", inc.part.display());
+                self.ui.err(&format!(
+                    "error: {reason}; the partial file is kept for a later resume"
+                ));
+                vec![FileCommand::Cancel {
+                    peer: from,
+                    transfer,
+                    outgoing: false,
+                    reason,
+                }]
+            }
+            Report::Received {
+                from,
+                transfer,
+                hash,
+            } => {
+                let Some(inc) = self.incoming.remove(&(from, transfer)) else {
+                    return vec![];
+                };
+                if hash != inc.hash {
                     let _ = std::fs::remove_file(&inc.part);
                     let _ = std::fs::remove_file(meta_of(&inc.part));
                     let reason =
@@ -572,46 +787,6 @@ impl Transfers {
                     }
                 }
             }
-            FileEvent::Delivered { to, transfer } => {
-                if let Some(out) = self.outgoing.remove(&transfer) {
-                    self.ui.out(&format!(
-                        "* {} delivered to {} ({}, hash verified)",
-                        out.name,
-                        who(to),
-                        human(out.size)
-                    ));
-                }
-                vec![]
-            }
-            FileEvent::Failed {
-                peer,
-                transfer,
-                outgoing,
-                reason,
-            } => {
-                if outgoing {
-                    if let Some(out) = self.outgoing.remove(&transfer) {
-                        self.ui.err(&format!(
-                            "error: sending {} to {} failed: {reason}",
-                            out.name,
-                            who(peer)
-                        ));
-                    }
-                } else if let Some(inc) = self.incoming.remove(&(peer, transfer)) {
-                    let held = inc.file.metadata().map(|m| m.len()).unwrap_or(0);
-                    self.ui.err(&format!(
-                        "error: receiving {} from {} stopped at {}% ({reason}); {} is kept: when the same file is sent again, it resumes",
-                        inc.name,
-                        who(peer),
-                        held * 100 / inc.size.max(1),
-                        inc.part.display()
-                    ));
-                } else {
-                    self.waiting
-                        .retain(|w| !(w.from == peer && w.transfer == transfer));
-                }
-                vec![]
-            }
         }
     }
 }
@@ -626,102 +801,9 @@ fn hex(hash: &Hash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Hashes the first `len` bytes of `file` from its start.
-fn hash_prefix(file: &mut File, len: u64) -> std::io::Result<Hash> {
-    let mut hasher = blake3::Hasher::new();
-    hash_into(file, len, &mut hasher)?;
-    Ok(*hasher.finalize().as_bytes())
-}
-
-fn hash_into(file: &mut File, len: u64, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut left = len;
-    let mut buf = vec![0u8; HASH_BUF];
-    while left > 0 {
-        let n = (left as usize).min(HASH_BUF);
-        file.read_exact(&mut buf[..n])?;
-        hasher.update(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-fn prefix_matches(file: &mut File, len: u64, expected: &Hash) -> bool {
-    hash_prefix(file, len).is_ok_and(|h| &h == expected)
-}
-
-/// A file name that cannot escape the download folder or name a device: the last
-/// path component, no control characters, no `..`, Windows device names prefixed.
-pub fn safe_name(offered: &str) -> String {
-    let last = offered.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last
-        .chars()
-        .filter(|c| !c.is_control() && !matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|'))
-        .collect();
-    let trimmed = cleaned
-        .trim()
-        .trim_start_matches('.')
-        .trim_end_matches(['.', ' '])
-        .to_owned();
-    let mut name = if trimmed.is_empty() {
-        "file".to_owned()
-    } else {
-        trimmed
-    };
-    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
-    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
-            && stem.as_bytes()[3].is_ascii_digit());
-    if device {
-        name.insert(0, '_');
-    }
-    name.chars().take(200).collect()
-}
-
-/// `dir/name`, or `dir/stem (1).ext`, `dir/stem (2).ext`, ... : never an existing file.
-pub fn unique_path(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
-    let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
-        _ => (name, ""),
-    };
-    (1..)
-        .map(|n| dir.join(format!("{stem} ({n}){ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or(first)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_names_are_made_safe() {
-        assert_eq!(safe_name("../../etc/passwd"), "passwd");
-        assert_eq!(safe_name("..\\..\\boot.ini"), "boot.ini");
-        assert_eq!(safe_name("CON"), "_CON");
-        assert_eq!(safe_name("com1.txt"), "_com1.txt");
-        assert_eq!(safe_name(".."), "file");
-        assert_eq!(safe_name("a\u{1b}[2Jb.txt"), "a[2Jb.txt");
-        assert_eq!(safe_name("report.pdf"), "report.pdf");
-    }
-
-    #[test]
-    fn existing_files_are_never_overwritten() {
-        let dir = std::env::temp_dir().join(format!("p2pchat-unique-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(unique_path(&dir, "a.txt"), dir.join("a.txt"));
-        std::fs::write(dir.join("a.txt"), b"x").unwrap();
-        assert_eq!(unique_path(&dir, "a.txt"), dir.join("a (1).txt"));
-        std::fs::write(dir.join("a (1).txt"), b"x").unwrap();
-        assert_eq!(unique_path(&dir, "a.txt"), dir.join("a (2).txt"));
-        assert_eq!(unique_path(&dir, "noext"), dir.join("noext"));
-    }
 
     #[test]
     fn sizes_read_like_people_write_them() {
