@@ -115,6 +115,8 @@ def main():
                 for _ in range(mib):
                     f.write(os.urandom(1 << 20))
             size = mib << 20
+            hashed = subprocess.run([BIN, "bench", "--hash-file", path], capture_output=True, text=True)
+            print(f"<!-- {hashed.stdout.strip()} -->", flush=True)
             paths = (("raw socat", raw), ("raw socat + sync", raw_durable),
                      ("direct", direct), ("relay", relay))
             runs = {name: [] for name, _ in paths}

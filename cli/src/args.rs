@@ -180,6 +180,10 @@ pub struct BenchArgs {
     /// of clients to this SVG file
     #[argh(option)]
     pub plot: Option<std::path::PathBuf>,
+    /// measure instead how fast this file is hashed (BLAKE3) the way `/send` does it,
+    /// and on one core
+    #[argh(option)]
+    pub hash_file: Option<std::path::PathBuf>,
 }
 
 /// Run one simulated scenario (deterministic: the same flags give the same transcript)

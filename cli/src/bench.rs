@@ -22,6 +22,9 @@ pub fn run(args: BenchArgs) -> i32 {
     if let Some(list) = &args.sweep {
         return sweep(&args, list);
     }
+    if let Some(path) = &args.hash_file {
+        return hash_speed(path);
+    }
     let pattern: Pattern = match if args.ncat {
         "broadcast".parse()
     } else {
@@ -129,5 +132,41 @@ fn sweep(args: &BenchArgs, list: &str) -> i32 {
         }
         eprintln!("p2pchat bench: chart written to {}", path.display());
     }
+    0
+}
+
+/// Times BLAKE3 over a file: as `/send` hashes it (every core, reading overlapped),
+/// then on one core; prints MiB/s for each.
+fn hash_speed(path: &std::path::Path) -> i32 {
+    let size = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            eprintln!("p2pchat: --hash-file {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let mib = size as f64 / (1024.0 * 1024.0);
+    let started = std::time::Instant::now();
+    if let Err(e) = crate::transfer::hash_whole_file(path) {
+        eprintln!("p2pchat: --hash-file {}: {e}", path.display());
+        return 1;
+    }
+    let all = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let one = std::fs::File::open(path).and_then(|mut f| {
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut f, &mut hasher)?;
+        Ok(hasher.finalize())
+    });
+    if let Err(e) = one {
+        eprintln!("p2pchat: --hash-file {}: {e}", path.display());
+        return 1;
+    }
+    let single = started.elapsed().as_secs_f64();
+    println!(
+        "BLAKE3 of {mib:.0} MiB: {:.0} MiB/s as /send hashes it (every core), {:.0} MiB/s on one core",
+        mib / all.max(1e-9),
+        mib / single.max(1e-9)
+    );
     0
 }

@@ -108,6 +108,41 @@ impl Outbound {
         self.keep_if_room(before)
     }
 
+    /// Queues already-encoded `Deliver` frames (`bytes`, each ending where `ends`
+    /// says), all of them if they fit, else as many as fit, in order; `Err` gives the
+    /// sequence number of the first that did not. A plain-text link renders each.
+    pub(crate) fn try_push_deliveries(
+        &mut self,
+        bytes: &[u8],
+        ends: &[(u64, usize)],
+    ) -> Result<(), u64> {
+        if self.wire == Wire::Framed {
+            let before = self.queued.len();
+            self.queued.extend_from_slice(bytes);
+            if self.keep_if_room(before) {
+                return Ok(());
+            }
+        }
+        let mut start = 0;
+        for &(seq, end) in ends {
+            let frame = bytes.get(start..end).unwrap_or_default();
+            start = end;
+            let before = self.queued.len();
+            match self.wire {
+                Wire::Framed => self.queued.extend_from_slice(frame),
+                Wire::Text => {
+                    if let Some(decoded) = decode_one(frame) {
+                        crate::text::render(&decoded, &mut self.queued);
+                    }
+                }
+            }
+            if !self.keep_if_room(before) {
+                return Err(seq);
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps what was queued after `before` if the bound allows, else takes it back.
     fn keep_if_room(&mut self, before: usize) -> bool {
         if self.pending() > self.max {
@@ -144,6 +179,12 @@ impl Outbound {
     pub(crate) fn confirm_written(&mut self, n: usize) {
         self.in_flight = self.in_flight.saturating_sub(n);
     }
+}
+
+/// The frame `bytes` encode (its length prefix included), for rendering it in text.
+fn decode_one(bytes: &[u8]) -> Option<Frame> {
+    let (&type_byte, body) = bytes.get(4..)?.split_first()?;
+    Frame::decode(type_byte, body).ok()
 }
 
 #[cfg(test)]

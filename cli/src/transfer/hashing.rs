@@ -24,7 +24,7 @@ const PIECES: usize = 3;
 const PREFIX_BUF: usize = 256 * 1024;
 
 /// The BLAKE3 hash of the file at `path`.
-pub(super) fn hash_whole_file(path: &Path) -> std::io::Result<Hash> {
+pub fn hash_whole_file(path: &Path) -> std::io::Result<Hash> {
     let mut file = File::open(path)?;
     let (full_tx, full_rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(PIECES);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();

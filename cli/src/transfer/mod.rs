@@ -28,7 +28,8 @@ use p2pchat_core::{FileEvent, Hash, PeerRef, TransferId};
 use p2pchat_tcp::FileCommand;
 
 use crate::ui::Ui;
-use hashing::{hash_into, hash_whole_file, prefix_matches};
+pub use hashing::hash_whole_file;
+use hashing::{hash_into, prefix_matches};
 use sink::Sink;
 
 /// Bytes a file's sink thread may hold unwritten while its chunks are acknowledged at

@@ -22,6 +22,7 @@ use crate::decode::FrameDecoder;
 use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{
     ChatRef, ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome,
+    encode_deliver,
 };
 use crate::handshake::{CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
@@ -161,6 +162,21 @@ pub struct RelayServer {
     /// enforce `max_transfers_per_client` and to tell one side when the other leaves.
     transfers: BTreeMap<(ClientId, crate::file::TransferId), ClientId>,
     shutting_down: bool,
+    /// Broadcasts collected while a read is handled, fanned out at its end.
+    batch: Broadcasts,
+    /// Whether a read is being handled (broadcasts wait for its end).
+    batching: bool,
+}
+
+/// Broadcasts from one sender, encoded once, waiting to be fanned out.
+#[derive(Debug, Clone, Default)]
+struct Broadcasts {
+    /// Their sender's connection and ID, while any are collected.
+    sender: Option<(ConnId, ClientId)>,
+    /// The `Deliver` frames, back to back.
+    bytes: Vec<u8>,
+    /// Each one's sequence number and where it ends in `bytes`.
+    ends: Vec<(u64, usize)>,
 }
 
 /// How many online IDs an "unknown recipient" error lists before it stops.
@@ -186,6 +202,8 @@ impl RelayServer {
             greetings: BTreeSet::new(),
             transfers: BTreeMap::new(),
             shutting_down: false,
+            batch: Broadcasts::default(),
+            batching: false,
         }
     }
 
@@ -295,6 +313,8 @@ impl RelayServer {
     /// Handles every frame `bytes` complete, in order, until the connection closes.
     fn on_bytes(&mut self, conn: ConnId, decoder: &mut FrameDecoder, bytes: &[u8], now: Timestamp) {
         let mut bad_frame = None;
+        // Broadcasts in these bytes are fanned out together (see `broadcast`).
+        self.batching = true;
         let fed = decoder.feed(bytes, |raw| {
             let admitted = match self.conns.get(&conn).map(|c| &c.state) {
                 Some(ConnState::Admitted(_)) => true,
@@ -303,10 +323,20 @@ impl RelayServer {
             };
             // A frame arrived, so the magic is complete: ours goes out first.
             self.send_magic_once(conn);
-            let result = if raw.type_byte == ChatRef::TYPE && admitted {
-                ChatRef::parse(raw.body).map(|chat| self.on_chat(conn, chat))
+            let chat = if raw.type_byte == ChatRef::TYPE && admitted {
+                Some(ChatRef::parse(raw.body))
             } else {
-                Frame::decode(raw.type_byte, raw.body).map(|frame| self.on_frame(conn, frame, now))
+                None
+            };
+            // Anything but another broadcast waits until the broadcasts before it
+            // are out, so that every recipient sees one order.
+            if !matches!(chat, Some(Ok(c)) if c.to.is_broadcast()) {
+                self.flush_broadcasts();
+            }
+            let result = match chat {
+                Some(parsed) => parsed.map(|chat| self.on_chat(conn, chat)),
+                None => Frame::decode(raw.type_byte, raw.body)
+                    .map(|frame| self.on_frame(conn, frame, now)),
             };
             match result {
                 Ok(()) => true,
@@ -316,6 +346,8 @@ impl RelayServer {
                 }
             }
         });
+        self.batching = false;
+        self.flush_broadcasts();
         if decoder.magic_seen() {
             self.send_magic_once(conn);
         }
@@ -701,25 +733,7 @@ impl RelayServer {
         }
 
         if to.is_broadcast() {
-            let recipients: Vec<(ClientId, ConnId)> = self
-                .clients
-                .iter()
-                .filter(|&(&id, _)| id != from)
-                .map(|(&id, &c)| (id, c))
-                .collect();
-            if recipients.is_empty() {
-                let report = error_report(
-                    ErrorCode::NoRecipients,
-                    seq,
-                    None,
-                    "nobody else is online to receive this message".into(),
-                );
-                self.enqueue(conn, &report);
-                return;
-            }
-            for (id, target) in recipients {
-                self.deliver(conn, from, target, id, &chat);
-            }
+            self.broadcast(conn, from, &chat);
         } else if let Some(&target) = self.clients.get(&to) {
             self.deliver(conn, from, target, to, &chat);
         } else {
@@ -745,13 +759,102 @@ impl RelayServer {
         };
         if t.out.try_push_deliver(from, chat) {
             self.mark_ready(target);
+        } else {
+            self.did_not_fit(sender, target, to, chat.seq);
+        }
+    }
+
+    /// Routes one chat to every online client but its sender. The `Deliver` is the
+    /// same bytes for all of them, so it is encoded once; and while a read is being
+    /// handled (`batching`), the broadcasts in it are collected and each recipient gets
+    /// them all with one copy, as `ncat --broker` forwards a read, instead of one
+    /// copy (and one lookup) per message per recipient.
+    fn broadcast(&mut self, sender: ConnId, from: ClientId, chat: &ChatRef<'_>) {
+        if self.clients.len() <= 1 {
+            let report = error_report(
+                ErrorCode::NoRecipients,
+                chat.seq,
+                None,
+                "nobody else is online to receive this message".into(),
+            );
+            self.enqueue(sender, &report);
             return;
         }
+        if self.batch.sender != Some((sender, from)) {
+            self.flush_broadcasts();
+            self.batch.sender = Some((sender, from));
+        }
+        encode_deliver(
+            &mut self.batch.bytes,
+            from,
+            chat.to,
+            chat.seq,
+            chat.kind,
+            chat.body,
+        );
+        self.batch.ends.push((chat.seq, self.batch.bytes.len()));
+        if !self.batching {
+            self.flush_broadcasts();
+        }
+    }
+
+    /// Fans the collected broadcasts out to every online client but their sender.
+    fn flush_broadcasts(&mut self) {
+        let Some((sender, from)) = self.batch.sender.take() else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.batch);
+        let mut full = Vec::new();
+        // Split borrows: the routing table is read while the queues are written.
+        let Self {
+            clients,
+            conns,
+            ready,
+            ..
+        } = self;
+        for &(id, target) in clients.as_slice() {
+            if id == from {
+                continue;
+            }
+            let Some(t) = conns.get_mut(&target) else {
+                continue;
+            };
+            match t.out.try_push_deliveries(&batch.bytes, &batch.ends) {
+                Ok(()) => {
+                    if !t.in_ready {
+                        t.in_ready = true;
+                        ready.push_back(target);
+                    }
+                }
+                Err(seq) => full.push((id, target, seq)),
+            }
+            // What did fit is queued either way.
+            if t.out.has_queued() && !t.in_ready {
+                t.in_ready = true;
+                ready.push_back(target);
+            }
+        }
+        // Keep the buffers' capacity for the next batch.
+        self.batch = Broadcasts {
+            bytes: batch.bytes,
+            ends: batch.ends,
+            ..Broadcasts::default()
+        };
+        self.batch.bytes.clear();
+        self.batch.ends.clear();
+        for (id, target, seq) in full {
+            self.did_not_fit(sender, target, id, seq);
+        }
+    }
+
+    /// A message for client `to` (on `target`) did not fit its queue: it is cut off,
+    /// and the sender (unless it is the same connection) is told that this message
+    /// did not get through.
+    fn did_not_fit(&mut self, sender: ConnId, target: ConnId, to: ClientId, seq: u64) {
         if !self.overflowed.contains(&target) {
             self.overflowed.push(target);
         }
         if sender != target {
-            let seq = chat.seq;
             let message = format!(
                 "client {to} was disconnected for not reading fast enough; your message {seq} did not reach it"
             );
@@ -987,9 +1090,10 @@ impl RelayServer {
     fn notify_others(&mut self, about: ClientId, frame: &Frame) {
         let targets: Vec<ConnId> = self
             .clients
+            .as_slice()
             .iter()
-            .filter(|&(&id, _)| id != about)
-            .map(|(_, &conn)| conn)
+            .filter(|&&(id, _)| id != about)
+            .map(|&(_, conn)| conn)
             .collect();
         for conn in targets {
             self.enqueue(conn, frame);
@@ -1277,6 +1381,65 @@ mod tests {
                 ..
             })]
         ));
+    }
+
+    #[test]
+    fn broadcasts_and_a_unicast_in_one_read_arrive_in_order_everywhere() {
+        let mut w = Wire::new(limits(4));
+        let a = w.join("a");
+        let b = w.join("b");
+        let c = w.join("c");
+        // Queued together, so the relay reads them in one piece.
+        w.client(a).broadcast("one", T).unwrap();
+        w.client(a).send_chat(ClientId(1), "two", T).unwrap();
+        w.client(a).broadcast("three", T).unwrap();
+        w.client(a).broadcast("four", T).unwrap();
+        w.pump();
+        let texts = |v: Vec<(u32, String)>| v.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+        assert_eq!(texts(w.take_messages(b)), ["one", "two", "three", "four"]);
+        assert_eq!(texts(w.take_messages(c)), ["one", "three", "four"]);
+    }
+
+    #[test]
+    fn a_broadcast_that_does_not_fit_names_its_own_sequence_number() {
+        let mut w = Wire::new(Limits {
+            max_outbound_bytes: 4_096,
+            ..limits(3)
+        });
+        let a = w.join("a");
+        let b = w.join("b");
+        w.take_events(a);
+        w.clients[b].stalled = true;
+        // b's queue is half full...
+        for _ in 0..2 {
+            w.client(a)
+                .send_chat(ClientId(1), &"y".repeat(1_000), T)
+                .unwrap();
+            w.pump();
+        }
+        // ...and then four broadcasts arrive in one read: it takes three.
+        let text = "x".repeat(600);
+        let seqs: Vec<u64> = (0..4)
+            .map(|_| w.client(a).broadcast(&text, T).unwrap())
+            .collect();
+        w.pump();
+        let refused: Vec<u64> = w
+            .take_events(a)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Error(ErrorReport {
+                    code: ErrorCode::SlowConsumer,
+                    seq,
+                    ..
+                }) => Some(seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, vec![seqs[3]], "the fourth broadcast did not fit");
+        assert!(
+            w.server.client_id(w.clients[b].conn).is_none(),
+            "b was cut off"
+        );
     }
 
     #[test]
