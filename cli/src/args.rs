@@ -180,6 +180,9 @@ pub struct BenchArgs {
     /// of clients to this SVG file
     #[argh(option)]
     pub plot: Option<std::path::PathBuf>,
+    /// with --sweep: how long each paced run lasts, in seconds (default 3)
+    #[argh(option, default = "3")]
+    pub paced_seconds: u64,
     /// measure instead how fast this file is hashed (BLAKE3) the way `/send` does it,
     /// and on one core
     #[argh(option)]

@@ -113,7 +113,7 @@ fn sweep(args: &BenchArgs, list: &str) -> i32 {
         clients,
         messages: args.messages,
         rate,
-        paced_seconds: 3,
+        paced_seconds: args.paced_seconds.max(1),
         program,
     };
     let rows = match p2pchat_bench::sweep::run(&config, |line| eprintln!("p2pchat bench: {line}")) {
