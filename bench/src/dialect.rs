@@ -20,6 +20,9 @@ pub(crate) enum Dialect {
     Text,
     /// Raw lines to a broadcast-only broker (`ncat --broker`): no IDs, no greeting.
     Broker,
+    /// Real p2pchat clients (the core's `RelayClient`): they say and read everything
+    /// themselves, encryption included.
+    Machine,
 }
 
 /// Something a client read.
@@ -62,7 +65,7 @@ impl Dialect {
             Dialect::Framed => {
                 let mut out = MAGIC.to_vec();
                 Frame::Hello(Hello {
-                    min_version: 1,
+                    min_version: PROTOCOL_VERSION,
                     max_version: PROTOCOL_VERSION,
                     capabilities: 0,
                     role: Role::RelayClient,
@@ -73,7 +76,7 @@ impl Dialect {
             }
             // An empty line gets a plain-text client admitted.
             Dialect::Text => b"\n".to_vec(),
-            Dialect::Broker => Vec::new(),
+            Dialect::Broker | Dialect::Machine => Vec::new(),
         }
     }
 
@@ -81,7 +84,7 @@ impl Dialect {
     pub(crate) fn preamble_len(self) -> usize {
         match self {
             Dialect::Framed => MAGIC.len(),
-            Dialect::Text | Dialect::Broker => 0,
+            Dialect::Text | Dialect::Broker | Dialect::Machine => 0,
         }
     }
 
@@ -114,6 +117,7 @@ impl Dialect {
                 write_text(stamp, size, out);
                 out.push(b'\n');
             }
+            Dialect::Machine => {}
         }
     }
 
@@ -123,6 +127,7 @@ impl Dialect {
         match self {
             Dialect::Framed => scan_frames(buf, &mut on),
             Dialect::Text | Dialect::Broker => scan_lines(self, buf, &mut on),
+            Dialect::Machine => buf.len(),
         }
     }
 }
@@ -135,8 +140,15 @@ fn write_text(stamp: u64, size: usize, out: &mut Vec<u8>) {
     out.resize(start + written.max(size), b'x');
 }
 
+/// A message text as the generator sends it: timestamp, space, padding.
+pub(crate) fn text(stamp: u64, size: usize) -> String {
+    let mut out = Vec::new();
+    write_text(stamp, size, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The decimal number at the start of `text`, up to the first space.
-fn leading_number(text: &[u8]) -> Option<u64> {
+pub(crate) fn leading_number(text: &[u8]) -> Option<u64> {
     let digits = text.split(|&b| b == b' ').next()?;
     if digits.is_empty() || digits.len() > 19 {
         return None;

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{LoadConfig, LoadReport, Pattern};
+pub use load::{ClientKind, LoadConfig, LoadReport, Pattern};
 pub use server_proc::{ServerProc, Usage, usage_of};
 pub use stats::{Latencies, Percentiles};
 
@@ -119,8 +119,12 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
                 .map_err(|e| format!("could not start the reference relay: {e}"))?,
         ),
         Target::Spawn(program) => Some(
-            ServerProc::start(program, config.clients + 16)
-                .map_err(|e| format!("could not start the relay: {e}"))?,
+            ServerProc::start(
+                program,
+                config.clients + 16,
+                config.kind.needs_insecure_relay(),
+            )
+            .map_err(|e| format!("could not start the relay: {e}"))?,
         ),
         Target::Existing(_) => None,
     };

@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use p2pchat_core::ClientId;
+use p2pchat_core::{ClientEvent, ClientId, Identity, RelayClient, Security, Timestamp};
 
 use crate::dialect::{Dialect, Incoming};
 use crate::stats::{Latencies, Percentiles};
@@ -52,6 +52,25 @@ impl std::str::FromStr for Pattern {
     }
 }
 
+/// What p2pchat clients the generator runs against a p2pchat relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// Real clients (the core's `RelayClient`), encrypted: what people run.
+    Encrypted,
+    /// Real clients in the clear; the relay runs with `--insecure`.
+    Insecure,
+    /// Frames written and read in place, in the clear (the relay runs with
+    /// `--insecure`): the cheapest client there is, to measure the relay alone.
+    RawFrames,
+}
+
+impl ClientKind {
+    /// Whether the relay must admit clients that do not encrypt.
+    pub fn needs_insecure_relay(self) -> bool {
+        self != ClientKind::Encrypted
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -75,6 +94,8 @@ pub struct LoadConfig {
     /// Raw lines to a broadcast-only broker (`ncat --broker`): no IDs, no greeting;
     /// every line reaches every other client. Use with [`Pattern::Broadcast`].
     pub broker: bool,
+    /// Which p2pchat clients (when neither `plain_text` nor `broker`).
+    pub kind: ClientKind,
 }
 
 /// What happened.
@@ -135,6 +156,8 @@ struct Client {
     out: Vec<u8>,
     /// The connection is over.
     lost: bool,
+    /// A real client machine, when the dialect is [`Dialect::Machine`].
+    machine: Option<Box<RelayClient>>,
 }
 
 /// A sender's progress.
@@ -201,10 +224,11 @@ pub fn run(
     if n < 2 {
         return Err("at least 2 clients are needed".into());
     }
-    let dialect = match (config.broker, config.plain_text) {
-        (true, _) => Dialect::Broker,
-        (false, true) => Dialect::Text,
-        (false, false) => Dialect::Framed,
+    let dialect = match (config.broker, config.plain_text, config.kind) {
+        (true, _, _) => Dialect::Broker,
+        (false, true, _) => Dialect::Text,
+        (false, false, ClientKind::RawFrames) => Dialect::Framed,
+        (false, false, _) => Dialect::Machine,
     };
     let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
     let now = Instant::now();
@@ -278,6 +302,7 @@ impl Load<'_> {
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
                     .map_err(|e| format!("client {i}: could not connect to {addr}: {e}"))?;
             let _ = stream.set_nodelay(true);
+            let machine = self.new_machine(i)?;
             stream
                 .write_all(&greeting)
                 .map_err(|e| format!("client {i}: {e}"))?;
@@ -300,7 +325,11 @@ impl Load<'_> {
                 partial: Vec::new(),
                 out: Vec::new(),
                 lost: false,
+                machine,
             });
+            // A real client says its Hello (and starts its handshake) itself.
+            self.pull_machine(i);
+            self.flush(i);
             // Read admissions as they come, so that no socket fills up meanwhile.
             if i % 64 == 63 {
                 self.poll_once(&mut events, Some(Duration::ZERO))?;
@@ -522,12 +551,62 @@ impl Load<'_> {
             sender.sent += 1;
             sender.in_flight += 1;
             count += 1;
-            self.dialect
-                .encode(to, sender.seq, stamp, self.config.size, &mut out);
+            match self.clients[i].machine.as_mut() {
+                Some(machine) => {
+                    let text = crate::dialect::text(stamp, self.config.size);
+                    let now = Timestamp::from_micros(stamp);
+                    let sent = if to.is_broadcast() {
+                        machine.broadcast(&text, now)
+                    } else {
+                        machine.send_chat(to, &text, now)
+                    };
+                    if sent.is_err() {
+                        self.errors += 1;
+                    }
+                }
+                None => self
+                    .dialect
+                    .encode(to, sender.seq, stamp, self.config.size, &mut out),
+            }
         }
         self.sent += count as u64;
         self.clients[i].out = out;
+        self.pull_machine(i);
         self.flush(i);
+    }
+
+    /// A real client for client `i`: encrypted, with a key of its own, or in the clear.
+    fn new_machine(&self, i: usize) -> Result<Option<Box<RelayClient>>, String> {
+        if self.dialect != Dialect::Machine {
+            return Ok(None);
+        }
+        let security = match self.config.kind {
+            ClientKind::Encrypted => {
+                let mut secret = [0u8; 32];
+                secret[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+                let mut seed = secret;
+                seed[31] = 0x5E;
+                Security::encrypted(Identity::from_secret(secret), seed)
+            }
+            ClientKind::Insecure | ClientKind::RawFrames => Security::insecure(),
+        };
+        let limits = p2pchat_core::Limits::default();
+        RelayClient::new("", limits, security, Timestamp::from_micros(self.micros()))
+            .map(|m| Some(Box::new(m)))
+            .map_err(|e| format!("client {i}: {e}"))
+    }
+
+    /// Moves what client `i`'s machine wants to send into its output buffer.
+    fn pull_machine(&mut self, i: usize) {
+        let client = &mut self.clients[i];
+        if let Some(machine) = client.machine.as_mut() {
+            while let Some(bytes) = machine.poll_transmit() {
+                // The machine counts its bytes until written; the generator's own
+                // buffer is bounded by the window, so it can count them written now.
+                machine.handle_written(bytes.len());
+                client.out.extend_from_slice(&bytes);
+            }
+        }
     }
 
     /// Writes what client `i` has pending; keeps what the socket would not take.
@@ -626,6 +705,30 @@ impl Load<'_> {
 
     /// Handles bytes read from client `i`.
     fn consume(&mut self, i: usize, mut bytes: &[u8]) {
+        let now = Timestamp::from_micros(self.micros());
+        if let Some(machine) = self.clients[i].machine.as_mut() {
+            machine.handle_bytes(bytes, now);
+            let mut items = Vec::new();
+            while let Some(event) = machine.poll_event() {
+                match event {
+                    ClientEvent::Welcomed { id, .. } => items.push(Incoming::Admitted(id.0)),
+                    ClientEvent::Refused(_) => items.push(Incoming::Refused),
+                    ClientEvent::Message { from, text, .. } => items.push(Incoming::Delivery {
+                        from: Some(from.0),
+                        stamp: crate::dialect::leading_number(text.as_bytes()),
+                    }),
+                    ClientEvent::Error(_) => items.push(Incoming::Error),
+                    ClientEvent::Disconnected { .. } => items.push(Incoming::Broken),
+                    _ => {}
+                }
+            }
+            self.pull_machine(i);
+            self.flush(i);
+            for item in items {
+                self.on_item(i, item);
+            }
+            return;
+        }
         let skip = self.clients[i].skip.min(bytes.len());
         self.clients[i].skip -= skip;
         bytes = &bytes[skip..];

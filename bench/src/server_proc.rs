@@ -26,20 +26,22 @@ pub struct Usage {
 
 impl ServerProc {
     /// Starts `program server` on a free loopback port with room for `max_clients`.
-    pub fn start(program: &Path, max_clients: u32) -> std::io::Result<ServerProc> {
+    /// With `insecure` it also admits clients that do not encrypt (`--insecure`).
+    pub fn start(program: &Path, max_clients: u32, insecure: bool) -> std::io::Result<ServerProc> {
         let max = max_clients.to_string();
-        Self::spawn(
-            program,
-            &[
-                "server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--max-clients",
-                &max,
-            ],
-        )
+        let mut args = vec![
+            "server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--max-clients",
+            &max,
+        ];
+        if insecure {
+            args.push("--insecure");
+        }
+        Self::spawn(program, &args)
     }
 
     /// Starts the minimal reference relay (`program bench --serve-reference`).

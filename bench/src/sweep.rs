@@ -23,6 +23,8 @@ pub struct SweepConfig {
     pub paced_seconds: u64,
     /// The p2pchat binary (it also serves the reference).
     pub program: PathBuf,
+    /// Which p2pchat clients to run.
+    pub kind: crate::ClientKind,
 }
 
 /// The four runs at one number of clients.
@@ -54,6 +56,7 @@ pub fn run(config: &SweepConfig, mut progress: impl FnMut(&str)) -> Result<Vec<S
             max_duration: Duration::from_secs(120),
             plain_text: false,
             broker: false,
+            kind: config.kind,
         };
         let paced = LoadConfig {
             rate: Some(config.rate),

@@ -19,7 +19,14 @@ pub enum Command {
     Join(JoinArgs),
     Bench(BenchArgs),
     Sim(SimArgs),
+    Id(IdArgs),
 }
+
+/// Show this installation's key fingerprint (created on first use), which others
+/// compare, or pin with --expect.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "id")]
+pub struct IdArgs {}
 
 /// Wait for one peer to connect, then chat with it (direct chat).
 #[derive(FromArgs, Debug)]
@@ -53,6 +60,13 @@ pub struct ListenArgs {
     /// where received files go (default: the current folder)
     #[argh(option, default = "std::path::PathBuf::from(\".\")")]
     pub download_dir: std::path::PathBuf,
+    /// also accept a peer that does not encrypt (--insecure on its side); the
+    /// conversation is then in the clear
+    #[argh(switch)]
+    pub insecure: bool,
+    /// the key fingerprint the peer must have (see `p2pchat id`); others are refused
+    #[argh(option)]
+    pub expect: Option<String>,
 }
 
 /// Connect to a peer running `p2pchat listen` and chat with it (direct chat).
@@ -87,6 +101,14 @@ pub struct ConnectArgs {
     /// where received files go (default: the current folder)
     #[argh(option, default = "std::path::PathBuf::from(\".\")")]
     pub download_dir: std::path::PathBuf,
+    /// talk in the clear: do not encrypt (the other side must allow it); for
+    /// benchmarks and plain-text tools, never across the internet
+    #[argh(switch)]
+    pub insecure: bool,
+    /// the key fingerprint the peer must have (see `p2pchat id`); without it, the key
+    /// seen at the first conversation with this address is remembered and required
+    #[argh(option)]
+    pub expect: Option<String>,
 }
 
 /// Run a relay server that many `p2pchat join` clients connect to.
@@ -103,6 +125,14 @@ pub struct ServerArgs {
     /// original three-client setup)
     #[argh(option, default = "p2pchat_core::Limits::default().max_clients")]
     pub max_clients: u32,
+    /// also admit clients that do not encrypt (--insecure on their side); their
+    /// traffic is then in the clear
+    #[argh(switch)]
+    pub insecure: bool,
+    /// admit only clients that give this password (or set P2PCHAT_PASSWORD); it is
+    /// checked inside the secure handshake and never travels
+    #[argh(option)]
+    pub password: Option<String>,
 }
 
 /// Join a relay server: get an ID, then send `ID message` to another client.
@@ -127,6 +157,17 @@ pub struct JoinArgs {
     /// where received files go (default: the current folder)
     #[argh(option, default = "std::path::PathBuf::from(\".\")")]
     pub download_dir: std::path::PathBuf,
+    /// talk to the relay in the clear: do not encrypt (the relay must allow it); for
+    /// benchmarks, never across the internet
+    #[argh(switch)]
+    pub insecure: bool,
+    /// the relay's password (or set P2PCHAT_PASSWORD)
+    #[argh(option)]
+    pub password: Option<String>,
+    /// the key fingerprint the relay must have (its operator's `p2pchat id`); without
+    /// it, the key seen at the first visit to this address is remembered and required
+    #[argh(option)]
+    pub expect: Option<String>,
 }
 
 /// Measure a relay over 127.0.0.1: throughput, latency, server memory and CPU.
@@ -171,6 +212,14 @@ pub struct BenchArgs {
     /// measure `ncat --broker` instead (broadcast pattern; Debian package ncat)
     #[argh(switch)]
     pub ncat: bool,
+    /// p2pchat clients in the clear, and the relay started with --insecure (to see
+    /// what encryption costs; the default is encrypted, as people run it)
+    #[argh(switch)]
+    pub insecure: bool,
+    /// clients that write and read frames in place, in the clear (the cheapest client
+    /// there is, to measure the relay alone; the relay runs --insecure)
+    #[argh(switch)]
+    pub raw_frames: bool,
     /// run a sweep instead: for each number of clients in this comma-separated list,
     /// p2pchat and the reference relay flat out (--messages) and paced (--rate,
     /// default 20000); prints a Markdown table

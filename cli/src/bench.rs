@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use p2pchat_bench::{LoadConfig, Pattern, Target};
+use p2pchat_bench::{ClientKind, LoadConfig, Pattern, Target};
 
 use crate::args::BenchArgs;
 
@@ -64,6 +64,7 @@ pub fn run(args: BenchArgs) -> i32 {
         max_duration: Duration::from_secs(args.max_seconds),
         plain_text: args.text || args.reference,
         broker: args.ncat,
+        kind: kind(&args),
     };
     eprintln!(
         "p2pchat bench: {} clients, {} messages, {:?}, {}",
@@ -115,6 +116,7 @@ fn sweep(args: &BenchArgs, list: &str) -> i32 {
         rate,
         paced_seconds: args.paced_seconds.max(1),
         program,
+        kind: kind(args),
     };
     let rows = match p2pchat_bench::sweep::run(&config, |line| eprintln!("p2pchat bench: {line}")) {
         Ok(rows) => rows,
@@ -169,4 +171,15 @@ fn hash_speed(path: &std::path::Path) -> i32 {
         mib / single.max(1e-9)
     );
     0
+}
+
+/// Which p2pchat clients the flags ask for.
+fn kind(args: &BenchArgs) -> ClientKind {
+    if args.raw_frames {
+        ClientKind::RawFrames
+    } else if args.insecure {
+        ClientKind::Insecure
+    } else {
+        ClientKind::Encrypted
+    }
 }

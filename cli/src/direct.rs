@@ -13,6 +13,7 @@ use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
 use crate::format::{self, json_string, sanitize};
 use crate::history::{Direction, History};
+use crate::keys::{self, Trust, Wishes};
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
@@ -81,25 +82,34 @@ pub fn listen(args: ListenArgs) -> i32 {
         if !args.json {
             ui.out(&format!("* {peer} connected"));
         }
+        let trust = Trust::new(None, args.expect.is_some());
+        let wishes = Wishes {
+            insecure: args.insecure,
+            password: None,
+            expect: args.expect.clone(),
+        };
+        let security = match wishes.security(true, trust.expect()) {
+            Ok(s) => s,
+            Err(e) => {
+                ui.err(&format!("p2pchat: {e}"));
+                return 1;
+            }
+        };
         let clock = p2pchat_tcp::Clock::new();
         let machine = Peer::new(
             PeerSide::Acceptor,
             &args.name,
             Limits::default(),
+            security,
             clock.now(),
         );
         match machine.map(|m| p2pchat_tcp::prepare(stream, m, clock)) {
             Ok(session) => {
-                converse(
-                    session,
-                    ui,
-                    inputs,
-                    replay,
-                    args.json,
-                    peer.ip().to_string(),
-                    history,
-                )
-                .await
+                let peer = Remote {
+                    address: peer.ip().to_string(),
+                    trust,
+                };
+                converse(session, ui, inputs, replay, args.json, peer, history).await
             }
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
@@ -136,21 +146,37 @@ pub fn connect(args: ConnectArgs) -> i32 {
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|_| args.host.clone());
+        let trust = Trust::new(
+            Some(keys::host_label(&args.host, DEFAULT_PORT)),
+            args.expect.is_some(),
+        );
+        let wishes = Wishes {
+            insecure: args.insecure,
+            password: None,
+            expect: args.expect.clone(),
+        };
         let clock = p2pchat_tcp::Clock::new();
         let machine = if args.text {
             Ok(Peer::new_plain_text(Limits::default(), clock.now()))
         } else {
-            Peer::new(
-                PeerSide::Connector,
-                &args.name,
-                Limits::default(),
-                clock.now(),
-            )
+            wishes.security(false, trust.expect()).and_then(|security| {
+                Peer::new(
+                    PeerSide::Connector,
+                    &args.name,
+                    Limits::default(),
+                    security,
+                    clock.now(),
+                )
+            })
         };
         let session = machine.map(|m| p2pchat_tcp::prepare(stream, m, clock));
         match session {
             Ok(session) => {
-                converse(session, ui, inputs, Vec::new(), args.json, remote, history).await
+                let peer = Remote {
+                    address: remote,
+                    trust,
+                };
+                converse(session, ui, inputs, Vec::new(), args.json, peer, history).await
             }
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
@@ -258,15 +284,27 @@ fn show_history(ui: &Ui, path: &std::path::Path, lines: usize, json: bool) {
     }
 }
 
+/// Who the conversation is with, as far as known before it starts.
+struct Remote {
+    /// Its IP address (the history file's name when it gives no name).
+    address: String,
+    /// Its key, as checked and remembered.
+    trust: Trust,
+}
+
 async fn converse(
     session: (PeerSession, Driver),
     ui: Ui,
     inputs: async_channel::Receiver<Input>,
     replay: Vec<Input>,
     json: bool,
-    remote: String,
+    remote: Remote,
     history: HistoryChoice,
 ) -> i32 {
+    let Remote {
+        address: remote,
+        mut trust,
+    } = remote;
     let mut status = 0;
     let transfers = Rc::new(RefCell::new(Transfers::new(
         ui.clone(),
@@ -349,17 +387,33 @@ async fn converse(
             SessionEvent::Core(event) => {
                 match &event {
                     PeerEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => {
-                        status = 1
+                        status = 1;
+                        if *code == ErrorCode::KeyChanged {
+                            ui.show(format::peer_event(&event, json));
+                            ui.err(&trust.hint());
+                            return vec![];
+                        }
                     }
-                    PeerEvent::Connected { name, .. } => {
+                    PeerEvent::Connected {
+                        name,
+                        plain_text,
+                        key,
+                        ..
+                    } => {
+                        ui.show(format::peer_event(&event, json));
+                        if !plain_text {
+                            let line = trust.describe(name, *key, "the peer");
+                            if !json {
+                                ui.out(&line);
+                            }
+                        }
                         // The log is per peer: by its name, or by its address.
-                        let key = if name.is_empty() {
+                        let peer = if name.is_empty() {
                             remote.clone()
                         } else {
                             name.clone()
                         };
-                        ui.show(format::peer_event(&event, json));
-                        log.borrow_mut().start(&key, &ui, json);
+                        log.borrow_mut().start(&peer, &ui, json);
                         return vec![];
                     }
                     PeerEvent::Message { text, .. } => {

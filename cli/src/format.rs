@@ -4,7 +4,7 @@
 //! Text from the network is sanitised before it reaches the terminal: a control
 //! character could otherwise move the cursor, clear the screen or retitle the window.
 
-use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, RosterEntry};
+use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RosterEntry};
 
 /// A line of output, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,20 @@ fn departure(code: ErrorCode) -> String {
     }
 }
 
+/// A client's key as lists show it: the start of its fingerprint, or a warning that
+/// it does not encrypt.
+fn key_tag(key: &Option<PublicKey>) -> String {
+    match key {
+        Some(key) => format!(" [{}]", crate::keys::short(key)),
+        None => " [no key: plain text]".into(),
+    }
+}
+
+/// A key as JSON: its fingerprint, or `null`.
+fn key_json(key: &Option<PublicKey>) -> String {
+    key.map_or_else(|| "null".to_owned(), |k| json_string(&k.fingerprint()))
+}
+
 fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> String {
     let list: Vec<String> = entries
         .iter()
@@ -70,6 +84,8 @@ fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> Str
             let mut s = who(e.id, &e.name);
             if Some(e.id) == me {
                 s.push_str(" (you)");
+            } else {
+                s.push_str(&key_tag(&e.key));
             }
             if e.exited {
                 s.push_str(" (said exit)");
@@ -97,7 +113,9 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
             "* you are client {id} (the server admits at most {max_clients})"
         )),
         ClientEvent::Roster { total, entries } => Line::Out(roster_line(*total, entries, me)),
-        ClientEvent::Joined { id, name } => Line::Out(format!("* {} joined", who(*id, name))),
+        ClientEvent::Joined { id, name, key } => {
+            Line::Out(format!("* {} joined{}", who(*id, name), key_tag(key)))
+        }
         ClientEvent::Left { id, code } => Line::Out(format!("* {id} left{}", departure(*code))),
         ClientEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
         ClientEvent::Message { from, text, .. } => Line::Out(format!("{from} {}", sanitize(text))),
@@ -129,9 +147,12 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             id,
             max_clients,
             version,
+            relay_key,
         } => {
             format!(
-                r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version}}}"#
+                r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version},"encrypted":{},"relay_key":{}}}"#,
+                relay_key.is_some(),
+                key_json(relay_key)
             )
         }
         ClientEvent::Roster { total, entries } => {
@@ -139,10 +160,11 @@ fn relay_event_json(event: &ClientEvent) -> Line {
                 .iter()
                 .map(|e| {
                     format!(
-                        r#"{{"id":{},"name":{},"exited":{}}}"#,
+                        r#"{{"id":{},"name":{},"exited":{},"key":{}}}"#,
                         e.id,
                         json_string(&e.name),
-                        e.exited
+                        e.exited,
+                        key_json(&e.key)
                     )
                 })
                 .collect();
@@ -151,9 +173,10 @@ fn relay_event_json(event: &ClientEvent) -> Line {
                 items.join(",")
             )
         }
-        ClientEvent::Joined { id, name } => format!(
-            r#"{{"event":"joined","id":{id},"name":{}}}"#,
-            json_string(name)
+        ClientEvent::Joined { id, name, key } => format!(
+            r#"{{"event":"joined","id":{id},"name":{},"key":{}}}"#,
+            json_string(name),
+            key_json(key)
         ),
         ClientEvent::Left { id, code } => {
             format!(r#"{{"event":"left","id":{id},"reason":"{code}"}}"#)
@@ -214,9 +237,12 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
                 name,
                 version,
                 plain_text,
+                key,
             } => format!(
-                r#"{{"event":"connected","name":{},"version":{version},"plain_text":{plain_text}}}"#,
-                json_string(name)
+                r#"{{"event":"connected","name":{},"version":{version},"plain_text":{plain_text},"encrypted":{},"key":{}}}"#,
+                json_string(name),
+                key.is_some(),
+                key_json(key)
             ),
             PeerEvent::Message { seq, text } => {
                 format!(

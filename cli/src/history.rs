@@ -79,12 +79,9 @@ impl History {
     /// Where the log of conversations with `peer` lives by default:
     /// `$XDG_DATA_HOME/p2pchat/history/PEER.log`, else `~/.local/share/...`.
     pub fn default_path(peer: &str) -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_DATA_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
         Some(
-            base.join("p2pchat/history")
+            crate::keys::data_dir()?
+                .join("history")
                 .join(format!("{}.log", file_name_for(peer))),
         )
     }

@@ -6,6 +6,7 @@ use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
 use crate::args::JoinArgs;
 use crate::commands::{self, RELAY_HELP, Typed};
 use crate::format;
+use crate::keys::{self, Trust, Wishes};
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
@@ -27,8 +28,24 @@ pub fn run(args: JoinArgs) -> i32 {
                 return 1;
             }
         };
+        let mut trust = Trust::new(
+            Some(keys::host_label(&args.host, DEFAULT_PORT)),
+            args.expect.is_some(),
+        );
+        let wishes = Wishes {
+            insecure: args.insecure,
+            password: Wishes::password_from(args.password.clone()),
+            expect: args.expect.clone(),
+        };
+        let security = match wishes.security(false, trust.expect()) {
+            Ok(s) => s,
+            Err(e) => {
+                ui.err(&format!("p2pchat: {e}"));
+                return 1;
+            }
+        };
         let clock = p2pchat_tcp::Clock::new();
-        let session = match RelayClient::new(&args.name, Limits::default(), clock.now()) {
+        let session = match RelayClient::new(&args.name, Limits::default(), security, clock.now()) {
             Ok(machine) => p2pchat_tcp::prepare(stream, machine, clock),
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
@@ -98,7 +115,24 @@ pub fn run(args: JoinArgs) -> i32 {
                     .collect(),
                 SessionEvent::Core(event) => {
                     match &event {
-                        ClientEvent::Welcomed { id, .. } => me = Some(*id),
+                        ClientEvent::Welcomed { id, relay_key, .. } => {
+                            me = Some(*id);
+                            ui.show(format::relay_event(&event, me, json));
+                            let line = trust.describe("", *relay_key, "the relay");
+                            if !json {
+                                ui.out(&line);
+                            }
+                            return vec![];
+                        }
+                        ClientEvent::Disconnected {
+                            code: ErrorCode::KeyChanged,
+                            ..
+                        } => {
+                            status = 1;
+                            ui.show(format::relay_event(&event, me, json));
+                            ui.err(&trust.hint());
+                            return vec![];
+                        }
                         ClientEvent::Refused(_) => {
                             refused = true;
                             status = 1;

@@ -11,6 +11,7 @@ mod direct;
 mod format;
 mod history;
 mod join;
+mod keys;
 mod server;
 mod sim;
 mod transfer;
@@ -27,6 +28,7 @@ fn main() {
         Command::Join(a) => join::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::Id(_) => keys::show_id(),
     };
     std::process::exit(status);
 }

@@ -25,9 +25,36 @@ pub fn run(args: ServerArgs) -> i32 {
         max_clients: args.max_clients,
         ..Limits::default()
     };
+    let wishes = crate::keys::Wishes {
+        insecure: args.insecure,
+        password: crate::keys::Wishes::password_from(args.password.clone()),
+        expect: None,
+    };
+    let security = match wishes.security(true, p2pchat_core::Expect::Any) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("p2pchat: {e}");
+            return 1;
+        }
+    };
+    let key = security
+        .identity
+        .as_ref()
+        .map(|i| i.public().fingerprint())
+        .unwrap_or_default();
+    let mut admits = vec![if args.insecure {
+        "encrypted clients and, with --insecure, unencrypted ones".to_owned()
+    } else {
+        "encrypted clients only".to_owned()
+    }];
+    if security.password.is_some() {
+        admits.push("with the password".into());
+    } else {
+        admits.push("plain-text clients (nc, telnet) too".into());
+    }
     // The relay runs on this thread: its tasks share the core without locks.
     smol::block_on(async move {
-        let relay = match Relay::bind(SocketAddr::new(ip, args.port), limits).await {
+        let relay = match Relay::bind(SocketAddr::new(ip, args.port), limits, security).await {
             Ok(relay) => relay,
             Err(e) => {
                 eprintln!("p2pchat: {e}");
@@ -42,6 +69,7 @@ pub fn run(args: ServerArgs) -> i32 {
             "p2pchat server: listening on {local} (at most {} clients; Ctrl-C stops)",
             args.max_clients
         );
+        eprintln!("p2pchat server: key {key}; admits {}", admits.join(", "));
         let (handle, signal) = ShutdownHandle::new();
         if let Err(e) = ctrlc::set_handler(move || handle.shutdown()) {
             eprintln!("p2pchat server: warning: Ctrl-C will not shut down cleanly: {e}");

@@ -163,11 +163,18 @@ fn a_hostile_name_is_sanitised_and_an_existing_file_is_not_overwritten() {
     let content = b"not what you think".to_vec();
     let hash = *blake3::hash(&content).as_bytes();
     smol::block_on(async {
-        use p2pchat_core::{FileEvent, Limits, PeerEvent, PeerSide};
+        use p2pchat_core::{FileEvent, Identity, Limits, PeerEvent, PeerSide, Security};
         use p2pchat_tcp::{FileCommand, PeerCommand, SessionEvent};
         let stream = p2pchat_tcp::connect(&addr, 0, "listener").await.unwrap();
-        let s = p2pchat_tcp::start_peer(stream, PeerSide::Connector, "mallory", Limits::default())
-            .unwrap();
+        let security = Security::encrypted(Identity::from_secret([66; 32]), [67; 32]);
+        let s = p2pchat_tcp::start_peer(
+            stream,
+            PeerSide::Connector,
+            "mallory",
+            Limits::default(),
+            security,
+        )
+        .unwrap();
         let offer = FileCommand::Offer {
             to: None,
             name: "../../evil.txt".into(),

@@ -14,10 +14,10 @@ fn the_original_three_client_session() {
     let (mut srv, port) = server(&["--max-clients", "3"]);
     let mut c0 = join(port, "ann", 0);
     let mut c1 = join(port, "bob", 1);
-    c0.expect_out_line("* 1 bob joined");
+    c0.expect_out_shown("* 1 bob joined");
     let mut c2 = join(port, "cy", 2);
-    c2.expect_out_line("* online: 0 ann, 1 bob, 2 cy (you)");
-    c1.expect_out_line("* 2 cy joined");
+    c2.expect_out_shown("* online: 0 ann, 1 bob, 2 cy (you)");
+    c1.expect_out_shown("* 2 cy joined");
 
     c0.send("1 hello");
     c1.expect_out_line("0 hello");

@@ -65,7 +65,7 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
         max_outbound_bytes: usize::MAX / 2,
         ..Limits::default()
     };
-    let mut server = RelayServer::new(limits);
+    let mut server = RelayServer::new(limits, p2pchat_core::Security::insecure());
     let t = Timestamp::ZERO;
     let conns: Vec<_> = (0..clients)
         .map(|_| {

@@ -13,11 +13,12 @@ use crate::frame::{
     Envelope, ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry,
     encode_chat_with,
 };
-use crate::handshake::{our_hello, validate_name};
+use crate::handshake::{CAP_NOISE, our_hello, validate_name};
 use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
-use crate::link::{Incoming, Link, LinkState};
+use crate::link::{Incoming, Link, LinkState, Received};
+use crate::secure::{self, Entropy, PublicKey, Security};
 use crate::time::Timestamp;
 
 /// What a relay client's user should see.
@@ -31,6 +32,8 @@ pub enum ClientEvent {
         max_clients: u32,
         /// The protocol version agreed.
         version: u16,
+        /// The relay's key, when the connection is encrypted (`None`: it is not).
+        relay_key: Option<PublicKey>,
     },
     /// Who is online (after `Welcome`, and in answer to `/who`): `total` clients, the
     /// first of them listed (a very large relay lists only as many as fit a frame).
@@ -46,6 +49,8 @@ pub enum ClientEvent {
         id: ClientId,
         /// Its nickname.
         name: String,
+        /// Its key (`None` for a client that does not encrypt).
+        key: Option<PublicKey>,
     },
     /// A client left.
     Left {
@@ -108,9 +113,12 @@ enum Phase {
 }
 
 /// The relay client state machine. See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RelayClient {
     limits: Limits,
+    security: Security,
+    /// The relay's key, once the handshake proved it.
+    relay_key: Option<PublicKey>,
     link: Link,
     phase: Phase,
     exited: bool,
@@ -131,14 +139,34 @@ pub struct RelayClient {
 impl RelayClient {
     /// A client that introduces itself as `name` (may be empty). The magic and `Hello`
     /// are queued at once.
-    pub fn new(name: &str, limits: Limits, now: Timestamp) -> Result<Self, String> {
+    ///
+    /// With `security` offering encryption, the Noise handshake starts at once too (its
+    /// first message right behind the `Hello`), and everything after it waits for the
+    /// channel.
+    pub fn new(
+        name: &str,
+        limits: Limits,
+        security: Security,
+        now: Timestamp,
+    ) -> Result<Self, String> {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, true);
-        link.send(&Frame::Hello(our_hello(Role::RelayClient, name)), now);
+        let offers = security.offers();
+        let hello = our_hello(Role::RelayClient, name, if offers { CAP_NOISE } else { 0 });
+        link.send(&Frame::Hello(hello.clone()), now);
+        if offers {
+            let seed = Entropy::new(security.seed).next_seed();
+            let (handshake, first) = secure::initiate(&security, &hello, seed).map_err(|e| e.0)?;
+            let pattern = handshake.pattern().to_u8();
+            link.begin_handshake(handshake);
+            link.send_handshake(pattern, first, now);
+        }
         let max_outbound = limits.max_outbound_bytes;
         let window = limits.relay_file_window;
         Ok(RelayClient {
             limits,
+            security,
+            relay_key: None,
             link,
             phase: Phase::Handshaking,
             exited: false,
@@ -416,6 +444,12 @@ impl RelayClient {
     /// Bytes arrived from the relay.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
         let received = self.link.receive(bytes, now);
+        self.process(received, now);
+        self.pump_files(now);
+    }
+
+    /// Acts on what one read held, in order.
+    fn process(&mut self, received: Received, now: Timestamp) {
         for item in received.frames {
             if !self.link.is_open() {
                 break;
@@ -442,7 +476,6 @@ impl RelayClient {
             self.link.close(err.code(), &reason);
             self.end(err.code(), reason);
         }
-        self.pump_files(now);
     }
 
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
@@ -505,7 +538,11 @@ impl RelayClient {
                     id: w.client_id,
                     max_clients: w.max_clients,
                     version: w.version,
+                    relay_key: self.relay_key,
                 });
+            }
+            (Phase::Handshaking, Frame::Handshake { message, .. }) => {
+                self.on_handshake(&message, now);
             }
             (Phase::Handshaking, Frame::Refused(r)) => {
                 let reason = r.reason.clone();
@@ -545,14 +582,15 @@ impl RelayClient {
                 self.all_exited = true;
                 self.finish_if_done();
             }
-            Frame::Joined { id, name } => {
+            Frame::Joined { id, name, key } => {
                 let entry = RosterEntry {
                     id,
                     exited: false,
                     name: name.clone(),
+                    key,
                 };
                 self.roster.insert(id, entry);
-                self.events.push_back(ClientEvent::Joined { id, name });
+                self.events.push_back(ClientEvent::Joined { id, name, key });
             }
             Frame::Left { id, code } => {
                 self.roster.remove(&id);
@@ -612,6 +650,57 @@ impl RelayClient {
         }
     }
 
+    /// The relay's handshake message (`XX`'s second): check its key, answer with the
+    /// third, and the channel exists.
+    fn on_handshake(&mut self, message: &[u8], now: Timestamp) {
+        let Some(handshake) = self.link.handshake() else {
+            let reason =
+                "the relay sent a handshake message, but this client did not offer to encrypt";
+            self.fail(ErrorCode::UnexpectedFrame, reason.into());
+            return;
+        };
+        let step = handshake.read(message).and_then(|_| {
+            let key = handshake.remote_key();
+            let reply = handshake.write(&[])?;
+            Ok((key, reply, handshake.pattern()))
+        });
+        let (key, reply, pattern) = match step {
+            Ok(step) => step,
+            Err(e) => {
+                let code = if self.security.password.is_some() {
+                    ErrorCode::WrongPassword
+                } else {
+                    ErrorCode::HandshakeFailed
+                };
+                self.fail(
+                    code,
+                    format!("the secure handshake with the relay failed: {}", e.0),
+                );
+                return;
+            }
+        };
+        if let Some(key) = key
+            && let Err(why) = self.security.check_key("", &key)
+        {
+            self.fail(
+                ErrorCode::KeyChanged,
+                format!("the relay's key changed: {why}"),
+            );
+            return;
+        }
+        self.link.send_handshake(pattern.to_u8(), reply, now);
+        match self.link.establish() {
+            Ok(key) => self.relay_key = Some(key),
+            Err(e) => {
+                self.fail(ErrorCode::HandshakeFailed, e.0);
+                return;
+            }
+        }
+        // Records the relay sent right behind its handshake message.
+        let stashed = self.link.receive_stashed();
+        self.process(stashed, now);
+    }
+
     /// A file message from client `from` (decoded in place by the link).
     fn on_file_message(&mut self, from: ClientId, msg: Option<FileMsg>) {
         match msg {
@@ -654,7 +743,13 @@ mod tests {
         let a = w.join("a");
         // b types before its handshake has even been sent.
         let conn = w.server.handle_connected(T);
-        let mut b = RelayClient::new("b", Limits::default(), T).unwrap();
+        let mut b = RelayClient::new(
+            "b",
+            Limits::default(),
+            crate::test_support::party_security(9),
+            T,
+        )
+        .unwrap();
         b.send_chat(ClientId(0), "typed early", T).unwrap();
         b.exit(T);
         w.clients.push(crate::test_support::Attached {
@@ -679,7 +774,8 @@ mod tests {
             ClientEvent::Welcomed {
                 id: ClientId(0),
                 max_clients: 256,
-                version: 1
+                version: 2,
+                relay_key: Some(_),
             }
         ));
         let b = w.join("bob");
@@ -729,7 +825,7 @@ mod tests {
             max_outbound_bytes: 200,
             ..Limits::default()
         };
-        let mut c = RelayClient::new("c", limits.clone(), T).unwrap();
+        let mut c = RelayClient::new("c", limits.clone(), Security::insecure(), T).unwrap();
         let long = "x".repeat(limits.max_text_len + 1);
         assert!(matches!(
             c.send_chat(ClientId(0), &long, T),
@@ -748,13 +844,13 @@ mod tests {
             c.send_chat(ClientId(0), "more", T),
             Err(SendError::QueueFull { .. })
         ));
-        assert!(RelayClient::new("\u{7}", Limits::default(), T).is_err());
+        assert!(RelayClient::new("\u{7}", Limits::default(), Security::insecure(), T).is_err());
     }
 
     #[test]
     fn a_silent_relay_is_given_up_after_the_idle_timeout() {
         let limits = Limits::default();
-        let mut c = RelayClient::new("c", limits.clone(), T).unwrap();
+        let mut c = RelayClient::new("c", limits.clone(), Security::insecure(), T).unwrap();
         while c.poll_transmit().is_some() {}
         let deadline = T + limits.idle_timeout;
         let mut now = T;

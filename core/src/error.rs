@@ -58,6 +58,19 @@ pub enum ErrorCode {
     TooManyHandshakes,
     /// The relay will not carry this file (too large, too many transfers).
     FileRefused,
+    /// This side requires encryption and the other side does not offer it.
+    EncryptionRequired,
+    /// The secure handshake failed: a message tampered with, truncated, out of turn,
+    /// or of an unknown pattern.
+    HandshakeFailed,
+    /// An encrypted record failed to open: tampered with, replayed, reordered or cut.
+    DecryptFailed,
+    /// The relay's password was wrong.
+    WrongPassword,
+    /// The other side's key is not the one pinned or remembered.
+    KeyChanged,
+    /// The relay requires a password and none was given.
+    PasswordRequired,
     /// A code from a newer version; kept so it can be shown and passed on.
     Other(u16),
 }
@@ -89,6 +102,12 @@ impl ErrorCode {
             ErrorCode::NoRecipients => 20,
             ErrorCode::TooManyHandshakes => 21,
             ErrorCode::FileRefused => 22,
+            ErrorCode::EncryptionRequired => 23,
+            ErrorCode::HandshakeFailed => 24,
+            ErrorCode::DecryptFailed => 25,
+            ErrorCode::WrongPassword => 26,
+            ErrorCode::KeyChanged => 27,
+            ErrorCode::PasswordRequired => 28,
             ErrorCode::Other(n) => n,
         }
     }
@@ -119,6 +138,12 @@ impl ErrorCode {
             20 => ErrorCode::NoRecipients,
             21 => ErrorCode::TooManyHandshakes,
             22 => ErrorCode::FileRefused,
+            23 => ErrorCode::EncryptionRequired,
+            24 => ErrorCode::HandshakeFailed,
+            25 => ErrorCode::DecryptFailed,
+            26 => ErrorCode::WrongPassword,
+            27 => ErrorCode::KeyChanged,
+            28 => ErrorCode::PasswordRequired,
             other => ErrorCode::Other(other),
         }
     }
@@ -149,6 +174,12 @@ impl ErrorCode {
             ErrorCode::NoRecipients => "no-recipients",
             ErrorCode::TooManyHandshakes => "too-many-handshakes",
             ErrorCode::FileRefused => "file-refused",
+            ErrorCode::EncryptionRequired => "encryption-required",
+            ErrorCode::HandshakeFailed => "handshake-failed",
+            ErrorCode::DecryptFailed => "decrypt-failed",
+            ErrorCode::WrongPassword => "wrong-password",
+            ErrorCode::KeyChanged => "key-changed",
+            ErrorCode::PasswordRequired => "password-required",
             ErrorCode::Other(_) => "unknown-code",
         }
     }
@@ -201,6 +232,17 @@ pub enum DecodeError {
     /// Input after an earlier error; framing is lost for good.
     #[error("the stream already failed to decode")]
     AlreadyFailed,
+    /// An encrypted record did not open: it was tampered with, replayed, reordered or
+    /// cut, or does not belong to this connection.
+    #[error("an encrypted record failed to open (tampered with, replayed, reordered or cut)")]
+    DecryptFailed,
+    /// A frame arrived in the clear on a connection that encrypts: a downgrade, or a
+    /// frame injected on the way.
+    #[error("a frame (type 0x{type_byte:02x}) arrived unencrypted on an encrypted connection")]
+    Unencrypted {
+        /// Its type byte.
+        type_byte: u8,
+    },
 }
 
 impl DecodeError {
@@ -212,6 +254,8 @@ impl DecodeError {
             DecodeError::UnknownFrameType(_) => ErrorCode::UnknownFrameType,
             DecodeError::InvalidUtf8 { .. } => ErrorCode::InvalidUtf8,
             DecodeError::Malformed { .. } | DecodeError::AlreadyFailed => ErrorCode::MalformedFrame,
+            DecodeError::DecryptFailed => ErrorCode::DecryptFailed,
+            DecodeError::Unencrypted { .. } => ErrorCode::EncryptionRequired,
         }
     }
 }
@@ -262,9 +306,9 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_names() {
-        let mut names: Vec<_> = (0..=22u16).map(|n| ErrorCode::from_u16(n).name()).collect();
+        let mut names: Vec<_> = (0..=28u16).map(|n| ErrorCode::from_u16(n).name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 29);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::id::ClientId;
+use crate::secure::PublicKey;
 use crate::wire::{Reader, Writer};
 
 /// Which machine a `Hello` comes from, so that a relay client that dials a direct peer
@@ -145,6 +146,9 @@ pub struct RosterEntry {
     pub exited: bool,
     /// The client's nickname, possibly empty.
     pub name: String,
+    /// The client's long-term key, as its secure handshake with the relay proved it
+    /// (`None` for a client that does not encrypt: a plain-text one).
+    pub key: Option<PublicKey>,
 }
 
 /// A non-fatal error about one thing the receiver did; the connection stays up.
@@ -205,6 +209,8 @@ pub enum Frame {
         id: ClientId,
         /// Its nickname.
         name: String,
+        /// Its long-term key (`None` for a client that does not encrypt).
+        key: Option<PublicKey>,
     },
     /// 0x15: a client left.
     Left {
@@ -243,6 +249,15 @@ pub enum Frame {
         /// Why, in words.
         message: String,
     },
+    /// 0x50: one message of the secure handshake.
+    Handshake {
+        /// Which handshake ([`crate::Pattern`] number).
+        pattern: u8,
+        /// The Noise message.
+        message: Vec<u8>,
+    },
+    /// 0x51: an encrypted record of the frame stream (see `secure/channel.rs`).
+    Sealed(Vec<u8>),
 }
 
 /// Frame type bytes, as listed in `docs/PROTOCOL.md`.
@@ -264,6 +279,8 @@ mod ty {
     pub const PONG: u8 = 0x32;
     pub const ERROR: u8 = 0x33;
     pub const CLOSE: u8 = 0x34;
+    pub const HANDSHAKE: u8 = 0x50;
+    pub const SEALED: u8 = 0x51;
 }
 
 /// Smallest encoded roster entry (id, flags, empty name): bounds how many entries a
@@ -272,6 +289,9 @@ const MIN_ROSTER_ENTRY_LEN: usize = 4 + 1 + 1;
 
 /// `subject` value meaning "no client".
 const NO_SUBJECT: u32 = u32::MAX;
+
+/// Roster-entry and `Joined` flag: a 32-byte key follows.
+const FLAG_KEY: u8 = 0b10;
 
 /// Appends one frame: the length prefix, the type byte, and the body `body` writes.
 fn encode_with(out: &mut Vec<u8>, type_byte: u8, body: impl FnOnce(&mut Writer<'_>)) {
@@ -451,6 +471,8 @@ impl Frame {
             Frame::Pong(_) => "Pong",
             Frame::Error(_) => "Error",
             Frame::Close { .. } => "Close",
+            Frame::Handshake { .. } => "Handshake",
+            Frame::Sealed(_) => "Sealed",
         }
     }
 
@@ -473,6 +495,8 @@ impl Frame {
             Frame::Pong(_) => ty::PONG,
             Frame::Error(_) => ty::ERROR,
             Frame::Close { .. } => ty::CLOSE,
+            Frame::Handshake { .. } => ty::HANDSHAKE,
+            Frame::Sealed(_) => ty::SEALED,
         }
     }
 
@@ -524,13 +548,23 @@ impl Frame {
                 w.u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
                 for e in entries.iter().take(u32::MAX as usize) {
                     w.u32(e.id.0);
-                    w.u8(u8::from(e.exited));
+                    w.u8(u8::from(e.exited) | if e.key.is_some() { FLAG_KEY } else { 0 });
                     w.str8(&e.name);
+                    if let Some(key) = &e.key {
+                        w.rest(&key.0);
+                    }
                 }
             }
-            Frame::Joined { id, name } => {
+            Frame::Joined { id, name, key } => {
                 w.u32(id.0);
                 w.str8(name);
+                match key {
+                    Some(key) => {
+                        w.u8(FLAG_KEY);
+                        w.rest(&key.0);
+                    }
+                    None => w.u8(0),
+                }
             }
             Frame::Left { id, code } => {
                 w.u32(id.0);
@@ -553,6 +587,11 @@ impl Frame {
                 w.u16(code.to_u16());
                 w.str16(message);
             }
+            Frame::Handshake { pattern, message } => {
+                w.u8(*pattern);
+                w.rest(message);
+            }
+            Frame::Sealed(record) => w.rest(record),
         }
     }
 
@@ -642,10 +681,19 @@ impl Frame {
                 }
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
+                    let id = ClientId(r.u32()?);
+                    let flags = r.u8()?;
+                    let name = r.str8("Roster name")?;
+                    let key = if flags & FLAG_KEY != 0 {
+                        Some(PublicKey(r.array()?))
+                    } else {
+                        None
+                    };
                     entries.push(RosterEntry {
-                        id: ClientId(r.u32()?),
-                        exited: r.u8()? & 1 == 1,
-                        name: r.str8("Roster name")?,
+                        id,
+                        exited: flags & 1 == 1,
+                        name,
+                        key,
                     });
                 }
                 r.finish()?;
@@ -653,10 +701,14 @@ impl Frame {
             }
             ty::JOINED => {
                 let mut r = Reader::new(body, "Joined");
-                let f = Frame::Joined {
-                    id: ClientId(r.u32()?),
-                    name: r.str8("Joined name")?,
+                let id = ClientId(r.u32()?);
+                let name = r.str8("Joined name")?;
+                let key = if r.u8()? & FLAG_KEY != 0 {
+                    Some(PublicKey(r.array()?))
+                } else {
+                    None
                 };
+                let f = Frame::Joined { id, name, key };
                 r.finish()?;
                 f
             }
@@ -733,6 +785,14 @@ impl Frame {
                 r.finish()?;
                 Frame::Close { code, message }
             }
+            ty::HANDSHAKE => {
+                let mut r = Reader::new(body, "Handshake");
+                Frame::Handshake {
+                    pattern: r.u8()?,
+                    message: r.rest().to_vec(),
+                }
+            }
+            ty::SEALED => Frame::Sealed(body.to_vec()),
             other => return Err(DecodeError::UnknownFrameType(other)),
         };
         Ok(frame)

@@ -7,17 +7,19 @@
 use crate::frame::{Hello, Role};
 use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
-/// Capability bits this build supports. Protocol v1 defines none; the bits are
-/// reserved for later features (files, acknowledgements, encryption) and unknown bits
-/// from the other side are ignored.
-pub const CAPABILITIES: u64 = 0;
+/// Capability bit: the sender runs the Noise handshake and encrypts (see
+/// `docs/PROTOCOL.md`, "Secure channel"). It offers it unless told not to encrypt.
+pub const CAP_NOISE: u64 = 1 << 1;
 
-/// Our opening frame.
-pub(crate) fn our_hello(role: Role, name: &str) -> Hello {
+/// Capability bits this build supports. Unknown bits from the other side are ignored.
+pub const CAPABILITIES: u64 = CAP_NOISE;
+
+/// Our opening frame, offering the capabilities in `capabilities`.
+pub(crate) fn our_hello(role: Role, name: &str, capabilities: u64) -> Hello {
     Hello {
         min_version: MIN_PROTOCOL_VERSION,
         max_version: PROTOCOL_VERSION,
-        capabilities: CAPABILITIES,
+        capabilities: capabilities & CAPABILITIES,
         role,
         name: name.to_owned(),
     }
@@ -61,20 +63,24 @@ mod tests {
         Hello {
             min_version: min,
             max_version: max,
-            ..our_hello(Role::RelayClient, "")
+            ..our_hello(Role::RelayClient, "", 0)
         }
     }
 
     #[test]
     fn picks_the_highest_common_version() {
-        assert_eq!(negotiate_version(&hello(1, 5)), Ok(1));
-        assert_eq!(negotiate_version(&hello(0, 1)), Ok(1));
+        assert_eq!(negotiate_version(&hello(1, 5)), Ok(2));
+        assert_eq!(negotiate_version(&hello(0, 2)), Ok(2));
+        assert!(
+            negotiate_version(&hello(0, 1)).is_err(),
+            "v1 had no secure channel"
+        );
     }
 
     #[test]
     fn disjoint_ranges_fail_with_both_ranges_named() {
-        let err = negotiate_version(&hello(2, 3)).unwrap_err();
-        assert!(err.contains("1..=1") && err.contains("2..=3"), "{err}");
+        let err = negotiate_version(&hello(3, 4)).unwrap_err();
+        assert!(err.contains("2..=2") && err.contains("3..=4"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod link;
 mod outbound;
 mod peer;
 mod relay;
+mod secure;
 #[cfg(test)]
 mod test_support;
 mod text;
@@ -39,11 +40,12 @@ pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId};
 pub use frame::{
     ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
 };
-pub use handshake::{CAPABILITIES, validate_name};
+pub use handshake::{CAP_NOISE, CAPABILITIES, validate_name};
 pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};
 pub use relay::{RelayServer, ServerEvent, Transmit};
+pub use secure::{Encryption, Expect, Identity, Pattern, PublicKey, Security, password_key};
 pub use text::{RelayLine, parse_relay_line, sanitize_for_terminal};
 pub use time::Timestamp;
 pub use wire::truncate_utf8;

@@ -12,11 +12,13 @@ use core::time::Duration;
 /// p2pchat peer from a plain-text client (nc, telnet) that types characters.
 pub const MAGIC: [u8; 4] = [0xFF, b'P', b'2', b'C'];
 
-/// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks. Version 2 is version 1 with the
+/// secure channel (a Noise handshake after the `Hello`s, then encrypted records) and
+/// keys in rosters.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest protocol version this build speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// Bounds on frames, queues and time. `Limits::default()` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,11 @@
 //! One connection's plumbing, shared by the single-connection machines
 //! ([`crate::RelayClient`] and [`crate::Peer`]): the decoder, the bounded outbound
-//! queue, keepalive, and the open / closing / closed life cycle.
+//! queue, keepalive, the secure channel's record layer, and the open / closing /
+//! closed life cycle.
+//!
+//! The machines run the handshake (they know what to check); the link keeps its state,
+//! seals and opens records, and refuses a frame that arrives in the clear once
+//! encryption has begun.
 //!
 //! Keeping it in one place means the client and the peer cannot drift apart on how a
 //! connection is closed, how bytes are accounted, or when a ping is due.
@@ -12,6 +17,7 @@ use crate::frame::{Envelope, Frame, PayloadKind, payload_ref};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
+use crate::secure::{HandshakeError, NoiseHandshake, PublicKey, SEALED, SecureChannel};
 use crate::text::{LineReader, TextInput};
 use crate::time::Timestamp;
 
@@ -64,10 +70,36 @@ pub(crate) enum LinkState {
     Closed,
 }
 
+/// Frame types that may come in the clear once encryption has begun: the other
+/// side's `Hello` and handshake, and a refusal or close sent before a channel exists.
+const CLEAR_WHILE_SECURE: [u8; 4] = [0x01, 0x50, 0x34, 0x03];
+
+/// Most bytes of records kept while the handshake ends (records sent right behind
+/// the last handshake message).
+const MAX_STASH: usize = 4 * 65_541;
+
+/// The link's secure channel, if it has one.
+#[derive(Debug)]
+enum Secure {
+    /// No encryption (not begun, or agreed without).
+    None,
+    /// The handshake is under way.
+    Handshake(NoiseHandshake),
+    /// Records are sealed and opened.
+    Channel(SecureChannel),
+}
+
 /// Decoder, outbound queue and keepalive of one connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Link {
     decoder: FrameDecoder,
+    /// Decodes the frame stream the records carry.
+    inner: FrameDecoder,
+    secure: Secure,
+    /// Records that came before the channel existed, as whole frames.
+    stash: Vec<u8>,
+    /// A record's plaintext, reused.
+    plain: Vec<u8>,
     out: Outbound,
     keepalive: Keepalive,
     /// Whether queued bytes may go out yet: an accepting side stays silent until the
@@ -91,6 +123,10 @@ impl Link {
         out.push_bytes(&MAGIC);
         Link {
             decoder: FrameDecoder::new(limits.max_frame_len),
+            inner: FrameDecoder::without_magic(limits.max_frame_len),
+            secure: Secure::None,
+            stash: Vec::new(),
+            plain: Vec::new(),
             out,
             keepalive: Keepalive::new(limits, now),
             gate_open: speak_first,
@@ -155,12 +191,13 @@ impl Link {
     /// Takes received bytes: on a plain-text link, the lines they complete; otherwise
     /// the frames they complete, decoded (frames that lie whole in `bytes` are read in
     /// place, and a file chunk's data is copied once), and the decoding error that
-    /// ended the stream, if any. A side that waited and receives something other than
+    /// ended the stream, if any. Records are opened and their frames decoded in turn;
+    /// records that arrive before the channel exists wait for
+    /// [`Link::receive_stashed`]. A side that waited and receives something other than
     /// the magic's first byte switches to plain text (its own magic is never sent).
     pub(crate) fn receive(&mut self, bytes: &[u8], now: Timestamp) -> Received {
-        let mut received = Received::default();
         if !self.is_open() {
-            return received;
+            return Received::default();
         }
         if !self.received_any && !bytes.is_empty() {
             self.received_any = true;
@@ -170,29 +207,154 @@ impl Link {
         }
         self.keepalive.on_received(now);
         if let Some(reader) = self.text.as_mut() {
-            received.lines = reader.push(bytes, now);
-            return received;
+            return Received {
+                lines: reader.push(bytes, now),
+                ..Received::default()
+            };
         }
-        let frames = &mut received.frames;
-        let mut bad_frame = None;
-        let fed = self.decoder.feed(bytes, |raw| match incoming(raw) {
-            Ok(item) => {
-                frames.push(item);
-                true
-            }
-            Err(e) => {
-                bad_frame = Some(e);
-                false
-            }
-        });
-        if bad_frame.is_some() {
-            self.decoder.fail();
-        }
-        received.error = bad_frame.or(fed.err());
+        let mut decoder = std::mem::replace(&mut self.decoder, FrameDecoder::new(0));
+        let received = self.frames_of(&mut decoder, bytes);
+        self.decoder = decoder;
         if self.decoder.magic_seen() {
             self.gate_open = true;
         }
         received
+    }
+
+    /// The frames of the records that arrived before the channel existed; call it once
+    /// the handshake is done.
+    pub(crate) fn receive_stashed(&mut self) -> Received {
+        let stash = std::mem::take(&mut self.stash);
+        if stash.is_empty() || !self.is_open() {
+            return Received::default();
+        }
+        let mut decoder = FrameDecoder::without_magic(u32::MAX);
+        self.frames_of(&mut decoder, &stash)
+    }
+
+    /// Decodes the frames `decoder` finds in `bytes`, opening records.
+    fn frames_of(&mut self, decoder: &mut FrameDecoder, bytes: &[u8]) -> Received {
+        let mut received = Received::default();
+        let Link {
+            inner,
+            secure,
+            stash,
+            plain,
+            ..
+        } = self;
+        let frames = &mut received.frames;
+        let mut bad_frame = None;
+        let fed = decoder.feed(bytes, |raw| {
+            let channel_open = matches!(secure, Secure::Channel(_));
+            if raw.type_byte == SEALED && !channel_open || !stash.is_empty() {
+                // Before the channel exists: kept, in order, for when it does.
+                if raw.type_byte != SEALED || stash.len() + raw.body.len() + 5 > MAX_STASH {
+                    bad_frame = Some(DecodeError::Malformed {
+                        frame: "Sealed",
+                        problem: "records before the secure channel exists",
+                    });
+                    return false;
+                }
+                stash.extend_from_slice(&(raw.body.len() as u32 + 1).to_be_bytes());
+                stash.push(raw.type_byte);
+                stash.extend_from_slice(raw.body);
+                return true;
+            }
+            if raw.type_byte == SEALED
+                && let Secure::Channel(channel) = secure
+            {
+                plain.clear();
+                if channel.open(raw.body, plain).is_err() {
+                    bad_frame = Some(DecodeError::DecryptFailed);
+                    return false;
+                }
+                let fed = inner.feed(plain, |raw| match incoming(raw) {
+                    Ok(item) => {
+                        frames.push(item);
+                        true
+                    }
+                    Err(e) => {
+                        bad_frame = Some(e);
+                        false
+                    }
+                });
+                if let Err(e) = fed {
+                    bad_frame = Some(e);
+                }
+                return bad_frame.is_none();
+            }
+            if !matches!(secure, Secure::None) && !CLEAR_WHILE_SECURE.contains(&raw.type_byte) {
+                bad_frame = Some(DecodeError::Unencrypted {
+                    type_byte: raw.type_byte,
+                });
+                return false;
+            }
+            match incoming(raw) {
+                Ok(item) => {
+                    frames.push(item);
+                    true
+                }
+                Err(e) => {
+                    bad_frame = Some(e);
+                    false
+                }
+            }
+        });
+        if bad_frame.is_some() {
+            decoder.fail();
+        }
+        received.error = bad_frame.or(fed.err());
+        received
+    }
+
+    // ----- the secure channel -------------------------------------------------------
+
+    /// Frames queued from now on wait: a handshake may follow (an accepting side
+    /// that offered to encrypt, before it knows whether the other side does).
+    pub(crate) fn hold_for_channel(&mut self) {
+        self.out.hold_for_channel();
+    }
+
+    /// The handshake begins: frames queued from now on wait for the channel.
+    pub(crate) fn begin_handshake(&mut self, handshake: NoiseHandshake) {
+        self.out.hold_for_channel();
+        self.secure = Secure::Handshake(handshake);
+    }
+
+    /// The handshake under way, if any.
+    pub(crate) fn handshake(&mut self) -> Option<&mut NoiseHandshake> {
+        match &mut self.secure {
+            Secure::Handshake(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Queues a handshake message (outside the channel).
+    pub(crate) fn send_handshake(&mut self, pattern: u8, message: Vec<u8>, now: Timestamp) {
+        if self.is_open() {
+            self.out.push_outer(&Frame::Handshake { pattern, message });
+            self.keepalive.on_sent(now);
+        }
+    }
+
+    /// The finished handshake becomes the channel; returns the other side's key.
+    pub(crate) fn establish(&mut self) -> Result<PublicKey, HandshakeError> {
+        let Secure::Handshake(handshake) = std::mem::replace(&mut self.secure, Secure::None) else {
+            return Err(HandshakeError("no handshake to finish".into()));
+        };
+        let key = handshake
+            .remote_key()
+            .ok_or_else(|| HandshakeError("the other side sent no key".into()))?;
+        self.secure = Secure::Channel(handshake.into_channel()?);
+        self.out.seal_from_now();
+        Ok(key)
+    }
+
+    /// No encryption after all: the handshake (if any) is dropped and held frames go out
+    /// in the clear.
+    pub(crate) fn go_plain(&mut self) {
+        self.secure = Secure::None;
+        self.out.release_in_clear();
     }
 
     /// On a plain-text link, the partial line whose pause has passed.
@@ -215,7 +377,7 @@ impl Link {
         if self.is_open() && !self.gate_open {
             self.state = LinkState::Closing;
         } else if self.is_open() {
-            self.out.push(&Frame::Close {
+            self.out.push_reply(&Frame::Close {
                 code,
                 message: message.to_owned(),
             });
@@ -240,7 +402,11 @@ impl Link {
         if !self.gate_open || self.state == LinkState::Closed {
             return None;
         }
-        self.out.take()
+        let channel = match &mut self.secure {
+            Secure::Channel(channel) => Some(channel),
+            _ => None,
+        };
+        self.out.take(channel)
     }
 
     pub(crate) fn confirm_written(&mut self, n: usize) {

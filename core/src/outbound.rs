@@ -5,23 +5,45 @@
 //! connection counts what is queued here plus what the driver took but has not yet
 //! confirmed as written ([`Outbound::confirm_written`]); past the limit the owner cuts
 //! the connection off with a reason instead of growing.
+//!
+//! On an encrypted connection the frames are kept in the clear here and sealed into
+//! records only when the driver takes them ([`Outbound::take`]): nothing sealed is ever
+//! thrown away unsent (records are numbered; dropping one would break every later
+//! one), and frames queued before the handshake ends simply wait.
 
 use crate::frame::{ChatRef, Frame, Payload, encode_deliver};
 use crate::id::ClientId;
+use crate::secure::SecureChannel;
 
 /// How frames are written on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wire {
-    /// Length-prefixed binary frames (protocol v1).
+    /// Length-prefixed binary frames.
     Framed,
     /// Plain-text lines, for `nc`, `telnet` and the original app.
     Text,
 }
 
+/// Where frames queued now go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sealing {
+    /// Out in the clear (no encryption, or not decided to encrypt).
+    Clear,
+    /// Held until the secure channel exists (the handshake is under way).
+    Hold,
+    /// Sealed into records when taken.
+    Seal,
+}
+
 /// Outbound buffer of one connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Outbound {
+    /// Bytes that go out as they are: the magic, `Hello` and handshake frames, plain
+    /// text, and every frame of an unencrypted connection.
     queued: Vec<u8>,
+    /// Frames for the secure channel, in the clear until taken.
+    inner: Vec<u8>,
+    sealing: Sealing,
     in_flight: usize,
     max: usize,
     wire: Wire,
@@ -31,6 +53,8 @@ impl Outbound {
     pub(crate) fn new(max: usize) -> Self {
         Outbound {
             queued: Vec::new(),
+            inner: Vec::new(),
+            sealing: Sealing::Clear,
             in_flight: 0,
             max,
             wire: Wire::Framed,
@@ -41,19 +65,51 @@ impl Outbound {
     /// the driver (the magic and `Hello` of a side that has not spoken yet).
     pub(crate) fn switch_to_text(&mut self) {
         self.wire = Wire::Text;
+        self.sealing = Sealing::Clear;
         self.queued.clear();
+        self.inner.clear();
+    }
+
+    /// From now on frames wait for the secure channel (the handshake has begun).
+    pub(crate) fn hold_for_channel(&mut self) {
+        if self.sealing == Sealing::Clear {
+            self.sealing = Sealing::Hold;
+        }
+    }
+
+    /// The secure channel exists: held frames and later ones are sealed when taken.
+    pub(crate) fn seal_from_now(&mut self) {
+        self.sealing = Sealing::Seal;
+    }
+
+    /// No encryption after all (both sides agreed on plain frames): held frames go out
+    /// as they are.
+    pub(crate) fn release_in_clear(&mut self) {
+        if self.sealing == Sealing::Hold {
+            self.sealing = Sealing::Clear;
+            let held = std::mem::take(&mut self.inner);
+            self.queued.extend_from_slice(&held);
+        }
+    }
+
+    /// Where a frame queued now is written.
+    fn target(&mut self) -> &mut Vec<u8> {
+        match self.sealing {
+            Sealing::Clear => &mut self.queued,
+            Sealing::Hold | Sealing::Seal => &mut self.inner,
+        }
     }
 
     fn encode(&mut self, frame: &Frame) {
         match self.wire {
-            Wire::Framed => frame.encode(&mut self.queued),
+            Wire::Framed => frame.encode(self.target()),
             Wire::Text => crate::text::render(frame, &mut self.queued),
         }
     }
 
     /// Bytes queued or handed to the driver and not yet confirmed written.
     pub(crate) fn pending(&self) -> usize {
-        self.queued.len() + self.in_flight
+        self.queued.len() + self.inner.len() + self.in_flight
     }
 
     /// Queues a frame whatever the bound; for the few frames that must go out (a final
@@ -62,21 +118,39 @@ impl Outbound {
         self.encode(frame);
     }
 
-    /// Queues a frame that `encode` appends, whatever the bound (framed links only).
-    pub(crate) fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        if self.wire == Wire::Framed {
-            encode(&mut self.queued);
+    /// Queues a reply that must reach the other side even before the channel exists
+    /// (a `Close` or `Refused` during the handshake): in the channel if there is one,
+    /// else in the clear.
+    pub(crate) fn push_reply(&mut self, frame: &Frame) {
+        if self.sealing == Sealing::Hold {
+            self.push_outer(frame);
+        } else {
+            self.push(frame);
         }
     }
 
-    /// Queues raw bytes (the magic, a plain-text notice) whatever the bound.
+    /// Queues a frame outside the secure channel (the `Hello` and handshake frames),
+    /// whatever the bound.
+    pub(crate) fn push_outer(&mut self, frame: &Frame) {
+        frame.encode(&mut self.queued);
+    }
+
+    /// Queues a frame that `encode` appends, whatever the bound (framed links only).
+    pub(crate) fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.wire == Wire::Framed {
+            encode(self.target());
+        }
+    }
+
+    /// Queues raw bytes (the magic, a plain-text notice) whatever the bound, outside
+    /// the secure channel.
     pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
         self.queued.extend_from_slice(bytes);
     }
 
     /// Queues a frame only if it fits under the bound; returns whether it did.
     pub(crate) fn try_push(&mut self, frame: &Frame) -> bool {
-        let before = self.queued.len();
+        let before = self.mark();
         self.encode(frame);
         self.keep_if_room(before)
     }
@@ -85,16 +159,11 @@ impl Outbound {
     /// relay's hot path, which copies the payload once, from the sender's bytes into
     /// this queue.
     pub(crate) fn try_push_deliver(&mut self, from: ClientId, chat: &ChatRef<'_>) -> bool {
-        let before = self.queued.len();
+        let before = self.mark();
         match self.wire {
-            Wire::Framed => encode_deliver(
-                &mut self.queued,
-                from,
-                chat.to,
-                chat.seq,
-                chat.kind,
-                chat.body,
-            ),
+            Wire::Framed => {
+                encode_deliver(self.target(), from, chat.to, chat.seq, chat.kind, chat.body)
+            }
             Wire::Text => self.encode(&Frame::Deliver {
                 from,
                 to: chat.to,
@@ -117,8 +186,8 @@ impl Outbound {
         ends: &[(u64, usize)],
     ) -> Result<(), u64> {
         if self.wire == Wire::Framed {
-            let before = self.queued.len();
-            self.queued.extend_from_slice(bytes);
+            let before = self.mark();
+            self.target().extend_from_slice(bytes);
             if self.keep_if_room(before) {
                 return Ok(());
             }
@@ -127,9 +196,9 @@ impl Outbound {
         for &(seq, end) in ends {
             let frame = bytes.get(start..end).unwrap_or_default();
             start = end;
-            let before = self.queued.len();
+            let before = self.mark();
             match self.wire {
-                Wire::Framed => self.queued.extend_from_slice(frame),
+                Wire::Framed => self.target().extend_from_slice(frame),
                 Wire::Text => {
                     if let Some(decoded) = decode_one(frame) {
                         crate::text::render(&decoded, &mut self.queued);
@@ -143,10 +212,21 @@ impl Outbound {
         Ok(())
     }
 
+    /// The length of the buffer a frame queued now goes to.
+    fn mark(&mut self) -> usize {
+        match self.wire {
+            Wire::Framed => self.target().len(),
+            Wire::Text => self.queued.len(),
+        }
+    }
+
     /// Keeps what was queued after `before` if the bound allows, else takes it back.
     fn keep_if_room(&mut self, before: usize) -> bool {
         if self.pending() > self.max {
-            self.queued.truncate(before);
+            match self.wire {
+                Wire::Framed => self.target().truncate(before),
+                Wire::Text => self.queued.truncate(before),
+            }
             false
         } else {
             true
@@ -156,17 +236,29 @@ impl Outbound {
     /// Drops everything not yet handed to the driver (used when cutting off a
     /// connection, so that its `Close` is the next thing it reads).
     pub(crate) fn discard_queued(&mut self) -> usize {
-        let n = self.queued.len();
-        self.queued.clear();
+        let n = self.queued.len() + self.inner.len();
+        self.inner.clear();
+        if self.sealing != Sealing::Seal {
+            self.queued.clear();
+        }
         n
     }
 
+    /// Whether [`Outbound::take`] has anything to give.
     pub(crate) fn has_queued(&self) -> bool {
-        !self.queued.is_empty()
+        !self.queued.is_empty() || (self.sealing == Sealing::Seal && !self.inner.is_empty())
     }
 
-    /// Hands all queued bytes to the driver as one batch (one write, not one per frame).
-    pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
+    /// Hands all queued bytes to the driver as one batch (one write, not one per frame),
+    /// sealing what the secure channel carries.
+    pub(crate) fn take(&mut self, channel: Option<&mut SecureChannel>) -> Option<Vec<u8>> {
+        if self.sealing == Sealing::Seal
+            && !self.inner.is_empty()
+            && let Some(channel) = channel
+        {
+            channel.seal(&self.inner, &mut self.queued);
+            self.inner.clear();
+        }
         if self.queued.is_empty() {
             return None;
         }
@@ -195,7 +287,7 @@ mod tests {
     fn in_flight_bytes_count_against_the_bound_until_confirmed() {
         let mut out = Outbound::new(30);
         assert!(out.try_push(&Frame::Ping(1))); // 13 bytes
-        let batch = out.take().unwrap();
+        let batch = out.take(None).unwrap();
         assert_eq!(out.pending(), batch.len());
         assert!(out.try_push(&Frame::Ping(2)));
         assert!(!out.try_push(&Frame::Ping(3)), "13 + 13 + 13 > 30");
@@ -208,6 +300,20 @@ mod tests {
         let mut out = Outbound::new(20);
         assert!(out.try_push(&Frame::Ping(1)));
         assert!(!out.try_push(&Frame::Ping(2)));
-        assert_eq!(out.take().unwrap(), Frame::Ping(1).to_bytes());
+        assert_eq!(out.take(None).unwrap(), Frame::Ping(1).to_bytes());
+    }
+
+    #[test]
+    fn frames_held_for_the_channel_wait_and_go_out_in_the_clear_if_it_is_called_off() {
+        let mut out = Outbound::new(1000);
+        out.push_bytes(b"magic");
+        out.hold_for_channel();
+        out.push(&Frame::Ping(1));
+        out.push_outer(&Frame::Pong(2));
+        let mut expected = b"magic".to_vec();
+        Frame::Pong(2).encode(&mut expected);
+        assert_eq!(out.take(None).unwrap(), expected, "the held Ping waits");
+        out.release_in_clear();
+        assert_eq!(out.take(None).unwrap(), Frame::Ping(1).to_bytes());
     }
 }

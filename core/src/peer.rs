@@ -16,10 +16,11 @@ use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{
     Envelope, ErrorReport, Frame, Hello, Payload, PayloadKind, Role, encode_message_with,
 };
-use crate::handshake::{negotiate_version, our_hello, validate_name};
+use crate::handshake::{CAP_NOISE, negotiate_version, our_hello, validate_name};
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
-use crate::link::{Incoming, Link, LinkState};
+use crate::link::{Incoming, Link, LinkState, Received};
+use crate::secure::{self, Entropy, HandshakeError, NoiseHandshake, Pattern, PublicKey, Security};
 use crate::text::TextInput;
 use crate::time::Timestamp;
 
@@ -44,6 +45,9 @@ pub enum PeerEvent {
         /// Whether the other side speaks plain text (`nc`, the original app): lines,
         /// no handshake, no keepalive.
         plain_text: bool,
+        /// The other side's key, proven by the secure handshake; `None` when the
+        /// conversation is not encrypted.
+        key: Option<PublicKey>,
     },
     /// A chat message from the other side.
     Message {
@@ -75,9 +79,14 @@ pub enum PeerEvent {
 }
 
 /// The direct-chat state machine. See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Peer {
     limits: Limits,
+    side: PeerSide,
+    security: Security,
+    entropy: Entropy,
+    /// Our own `Hello` (the accepting side proves it inside the handshake).
+    own_hello: Hello,
     link: Link,
     /// The other side's `Hello`, once it arrived.
     remote: Option<Hello>,
@@ -96,18 +105,56 @@ pub struct Peer {
 
 impl Peer {
     /// One side of a conversation, introducing itself as `name` (may be empty).
-    pub fn new(side: PeerSide, name: &str, limits: Limits, now: Timestamp) -> Result<Self, String> {
+    ///
+    /// With `security` offering encryption, the connecting side starts the Noise
+    /// handshake at once (its first message right behind the `Hello`); everything
+    /// either side says waits for the channel.
+    pub fn new(
+        side: PeerSide,
+        name: &str,
+        limits: Limits,
+        security: Security,
+        now: Timestamp,
+    ) -> Result<Self, String> {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, side == PeerSide::Connector);
-        link.send(&Frame::Hello(our_hello(Role::DirectPeer, name)), now);
-        Ok(Peer::on_link(link, limits, now))
+        let offers = security.offers();
+        let hello = our_hello(Role::DirectPeer, name, if offers { CAP_NOISE } else { 0 });
+        link.send(&Frame::Hello(hello.clone()), now);
+        let mut entropy = Entropy::new(security.seed);
+        if offers && side == PeerSide::Acceptor {
+            // Nothing but the Hello goes out in the clear while a handshake may follow.
+            link.hold_for_channel();
+        }
+        if offers && side == PeerSide::Connector {
+            let (handshake, first) =
+                secure::initiate(&security, &hello, entropy.next_seed()).map_err(|e| e.0)?;
+            let pattern = handshake.pattern().to_u8();
+            link.begin_handshake(handshake);
+            link.send_handshake(pattern, first, now);
+        }
+        Ok(Peer::on_link(
+            link, limits, side, security, entropy, hello, now,
+        ))
     }
 
     /// A peer over `link`, before anything was said.
-    fn on_link(link: Link, limits: Limits, now: Timestamp) -> Self {
+    fn on_link(
+        link: Link,
+        limits: Limits,
+        side: PeerSide,
+        security: Security,
+        entropy: Entropy,
+        own_hello: Hello,
+        now: Timestamp,
+    ) -> Self {
         let files = Files::new(limits.max_outbound_bytes, limits.direct_file_window);
         Peer {
             limits,
+            side,
+            security,
+            entropy,
+            own_hello,
             link,
             remote: None,
             we_exited: false,
@@ -126,7 +173,18 @@ impl Peer {
     /// magic, no handshake; lines both ways, `exit` as a bare word.
     pub fn new_plain_text(limits: Limits, now: Timestamp) -> Self {
         let link = Link::new_plain_text(&limits, now);
-        let mut peer = Peer::on_link(link, limits, now);
+        let security = Security::insecure();
+        let entropy = Entropy::new(security.seed);
+        let hello = our_hello(Role::DirectPeer, "", 0);
+        let mut peer = Peer::on_link(
+            link,
+            limits,
+            PeerSide::Connector,
+            security,
+            entropy,
+            hello,
+            now,
+        );
         peer.announce_plain_text();
         peer
     }
@@ -138,6 +196,7 @@ impl Peer {
                 name: String::new(),
                 version: 0,
                 plain_text: true,
+                key: None,
             });
         }
     }
@@ -356,6 +415,11 @@ impl Peer {
             }
             return;
         }
+        self.process(received, now);
+    }
+
+    /// Acts on the frames of one read, in order.
+    fn process(&mut self, received: Received, now: Timestamp) {
         for item in received.frames {
             if !self.link.is_open() {
                 return;
@@ -488,6 +552,7 @@ impl Peer {
             return;
         }
         match frame {
+            Frame::Handshake { message, .. } => self.on_handshake(&message, now),
             Frame::Message { seq, payload } => self.on_message(seq, payload, now),
             Frame::Exit => {
                 if !self.they_exited {
@@ -520,23 +585,136 @@ impl Peer {
             self.fail(ErrorCode::WrongRole, reason.into());
             return;
         }
-        let version = match negotiate_version(&hello) {
-            Ok(v) => v,
-            Err(why) => {
-                self.fail(ErrorCode::UnsupportedVersion, why);
-                return;
-            }
-        };
+        if let Err(why) = negotiate_version(&hello) {
+            self.fail(ErrorCode::UnsupportedVersion, why);
+            return;
+        }
         if let Err(why) = validate_name(&hello.name, self.limits.max_name_len) {
             self.fail(ErrorCode::InvalidName, format!("the other side's {why}"));
             return;
         }
+        let they_offer = hello.capabilities & CAP_NOISE != 0;
+        let we_offer = self.security.offers();
+        let prologue = secure::hello_bytes(&hello);
+        self.remote = Some(hello);
+        if they_offer && we_offer {
+            if self.side == PeerSide::Acceptor {
+                // We answer the connector's handshake, bound to its Hello.
+                let started = self.security.identity.as_ref().map(|identity| {
+                    NoiseHandshake::new(
+                        false,
+                        Pattern::Xx,
+                        identity,
+                        None,
+                        &prologue,
+                        self.entropy.next_seed(),
+                    )
+                });
+                match started {
+                    Some(Ok(handshake)) => self.link.begin_handshake(handshake),
+                    Some(Err(e)) => self.fail(ErrorCode::HandshakeFailed, e.0),
+                    None => self.fail(ErrorCode::HandshakeFailed, "no key".into()),
+                }
+            }
+            // Connected once the handshake is done.
+            return;
+        }
+        if self.security.requires() {
+            let reason = if we_offer {
+                "the other side does not encrypt (it runs with --insecure, or something \
+                 removed its offer on the way); this side requires encryption"
+            } else {
+                "no key to encrypt with"
+            };
+            self.fail(ErrorCode::EncryptionRequired, reason.into());
+            return;
+        }
+        // Plain frames, as both sides allow.
+        self.link.go_plain();
+        self.connected(None);
+    }
+
+    /// Reports the conversation open.
+    fn connected(&mut self, key: Option<PublicKey>) {
+        let (name, version) = self
+            .remote
+            .as_ref()
+            .map(|h| (h.name.clone(), negotiate_version(h).unwrap_or(0)))
+            .unwrap_or_default();
         self.events.push_back(PeerEvent::Connected {
-            name: hello.name.clone(),
+            name,
             version,
             plain_text: false,
+            key,
         });
-        self.remote = Some(hello);
+    }
+
+    /// A handshake message from the other side: `XX`'s first and third for the
+    /// accepting side, its second for the connecting side.
+    fn on_handshake(&mut self, message: &[u8], now: Timestamp) {
+        let remote_digest = self.remote.as_ref().map(secure::hello_digest);
+        let own_digest = secure::hello_digest(&self.own_hello);
+        let side = self.side;
+        let Some(handshake) = self.link.handshake() else {
+            let reason = "a handshake message arrived, but no handshake is under way";
+            self.fail(ErrorCode::UnexpectedFrame, reason.into());
+            return;
+        };
+        let step = handshake.read(message).and_then(|payload| {
+            if side == PeerSide::Connector
+                && Some(payload.as_slice()) != remote_digest.as_ref().map(|d| &d[..])
+            {
+                return Err(HandshakeError(
+                    "the other side's Hello was changed on its way".into(),
+                ));
+            }
+            let reply = if !handshake.is_finished() && handshake.my_turn() {
+                // The acceptor proves its own Hello inside its message.
+                let payload: &[u8] = if side == PeerSide::Acceptor {
+                    &own_digest
+                } else {
+                    &[]
+                };
+                Some(handshake.write(payload)?)
+            } else {
+                None
+            };
+            Ok((reply, handshake.pattern(), handshake.is_finished()))
+        });
+        let (reply, pattern, finished) = match step {
+            Ok(step) => step,
+            Err(e) => {
+                let reason = format!("the secure handshake failed: {}", e.0);
+                self.fail(ErrorCode::HandshakeFailed, reason);
+                return;
+            }
+        };
+        if let Some(reply) = reply {
+            self.link.send_handshake(pattern.to_u8(), reply, now);
+        }
+        if !finished {
+            return;
+        }
+        let key = match self.link.establish() {
+            Ok(key) => key,
+            Err(e) => {
+                self.fail(ErrorCode::HandshakeFailed, e.0);
+                return;
+            }
+        };
+        let name = self
+            .remote
+            .as_ref()
+            .map(|h| h.name.clone())
+            .unwrap_or_default();
+        if let Err(why) = self.security.check_key(&name, &key) {
+            self.fail(ErrorCode::KeyChanged, why);
+            return;
+        }
+        self.connected(Some(key));
+        // Records the other side sent right behind its last handshake message.
+        let stashed = self.link.receive_stashed();
+        self.process(stashed, now);
     }
 
     /// A file message from the other side (decoded in place by the link).
@@ -694,11 +872,40 @@ mod tests {
     }
 
     impl Pair {
+        /// Two peers that talk in the clear, for tests that write frames of their own.
+        fn insecure() -> Self {
+            let now = Timestamp::ZERO;
+            let peer = |side, name| {
+                Peer::new(side, name, Limits::default(), Security::insecure(), now).unwrap()
+            };
+            Pair {
+                a: peer(PeerSide::Connector, "ann"),
+                b: peer(PeerSide::Acceptor, "bob"),
+                a_events: Vec::new(),
+                b_events: Vec::new(),
+                now,
+            }
+        }
+
         fn new() -> Self {
             let now = Timestamp::ZERO;
             Pair {
-                a: Peer::new(PeerSide::Connector, "ann", Limits::default(), now).unwrap(),
-                b: Peer::new(PeerSide::Acceptor, "bob", Limits::default(), now).unwrap(),
+                a: Peer::new(
+                    PeerSide::Connector,
+                    "ann",
+                    Limits::default(),
+                    crate::test_support::party_security(1),
+                    now,
+                )
+                .unwrap(),
+                b: Peer::new(
+                    PeerSide::Acceptor,
+                    "bob",
+                    Limits::default(),
+                    crate::test_support::party_security(2),
+                    now,
+                )
+                .unwrap(),
                 a_events: Vec::new(),
                 b_events: Vec::new(),
                 now,
@@ -747,16 +954,27 @@ mod tests {
             "acceptor silent before the magic"
         );
         p.pump();
+        let key = |n: u8| {
+            crate::test_support::party_security(n)
+                .identity
+                .map(|i| i.public())
+        };
         assert!(p.a_events.contains(&PeerEvent::Connected {
             name: "bob".into(),
-            version: 1,
-            plain_text: false
+            version: 2,
+            plain_text: false,
+            key: key(2),
         }));
-        assert!(p.b_events.contains(&PeerEvent::Connected {
-            name: "ann".into(),
-            version: 1,
-            plain_text: false
-        }));
+        assert!(
+            p.b_events.contains(&PeerEvent::Connected {
+                name: "ann".into(),
+                version: 2,
+                plain_text: false,
+                key: key(1),
+            }),
+            "{:?}",
+            p.b_events
+        );
     }
 
     #[test]
@@ -860,8 +1078,21 @@ mod tests {
     #[test]
     fn a_relay_client_dialling_a_peer_is_told_it_has_the_wrong_role() {
         let now = Timestamp::ZERO;
-        let mut listener = Peer::new(PeerSide::Acceptor, "", Limits::default(), now).unwrap();
-        let mut client = crate::RelayClient::new("", Limits::default(), now).unwrap();
+        let mut listener = Peer::new(
+            PeerSide::Acceptor,
+            "",
+            Limits::default(),
+            crate::test_support::party_security(1),
+            now,
+        )
+        .unwrap();
+        let mut client = crate::RelayClient::new(
+            "",
+            Limits::default(),
+            crate::test_support::party_security(2),
+            now,
+        )
+        .unwrap();
         let hello = client.poll_transmit().unwrap();
         listener.handle_bytes(&hello, now);
         let events: Vec<_> = std::iter::from_fn(|| listener.poll_event()).collect();
@@ -889,7 +1120,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_from_the_peer_closes_with_its_code() {
-        let mut p = Pair::new();
+        let mut p = Pair::insecure();
         p.pump();
         let bad = Frame::Message {
             seq: 1,
@@ -924,7 +1155,14 @@ mod tests {
     #[test]
     fn a_plain_text_peer_is_recognised_and_talked_to_in_lines() {
         let now = Timestamp::ZERO;
-        let mut listener = Peer::new(PeerSide::Acceptor, "", Limits::default(), now).unwrap();
+        let mut listener = Peer::new(
+            PeerSide::Acceptor,
+            "",
+            Limits::default(),
+            crate::test_support::party_security(1),
+            now,
+        )
+        .unwrap();
         listener.handle_bytes(b"hello from nc\n", now);
         let (out, events) = drain(&mut listener);
         assert_eq!(out, "", "no binary handshake to a text peer");
@@ -934,7 +1172,8 @@ mod tests {
                 PeerEvent::Connected {
                     name: String::new(),
                     version: 0,
-                    plain_text: true
+                    plain_text: true,
+                    key: None,
                 },
                 PeerEvent::Message {
                     seq: 1,

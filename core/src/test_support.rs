@@ -4,9 +4,24 @@
 
 use std::collections::BTreeMap;
 
-use crate::{ClientEvent, ConnId, Limits, RelayClient, RelayServer, ServerEvent, Timestamp};
+use crate::{
+    ClientEvent, ConnId, Identity, Limits, RelayClient, RelayServer, Security, ServerEvent,
+    Timestamp,
+};
+
+/// The relay's security in unit tests: encryption required, a fixed key.
+pub(crate) fn relay_security() -> Security {
+    Security::encrypted(Identity::from_secret([0xA0; 32]), [0xA1; 32])
+}
+
+/// Security for the `n`-th client or peer of a unit test: encrypted, its own key.
+pub(crate) fn party_security(n: u8) -> Security {
+    Security::encrypted(Identity::from_secret([n; 32]), [n ^ 0x55; 32])
+}
 
 pub(crate) struct Wire {
+    /// Whether clients encrypt (the relay requires it unless made with `insecure`).
+    pub encrypted: bool,
     pub server: RelayServer,
     pub clients: Vec<Attached>,
     pub server_events: Vec<ServerEvent>,
@@ -30,7 +45,8 @@ pub(crate) struct Attached {
 impl Wire {
     pub fn new(limits: Limits) -> Self {
         Wire {
-            server: RelayServer::new(limits),
+            encrypted: true,
+            server: RelayServer::new(limits, relay_security()),
             clients: Vec::new(),
             server_events: Vec::new(),
             now: Timestamp::ZERO,
@@ -39,11 +55,27 @@ impl Wire {
         }
     }
 
+    /// A wire where nothing is encrypted, for tests that write frames of their own
+    /// or read the relay's bytes.
+    pub fn insecure(limits: Limits) -> Self {
+        Wire {
+            encrypted: false,
+            server: RelayServer::new(limits, Security::insecure()),
+            ..Wire::new(Limits::default())
+        }
+    }
+
     /// Connects a new client and runs until quiet; returns its index.
     pub fn join(&mut self, name: &str) -> usize {
         let conn = self.server.handle_connected(self.now);
         let limits = self.server.limits().clone();
-        let client = RelayClient::new(name, limits, self.now).unwrap();
+        let n = u8::try_from(self.clients.len() + 1).unwrap_or(u8::MAX);
+        let security = if self.encrypted {
+            party_security(n)
+        } else {
+            Security::insecure()
+        };
+        let client = RelayClient::new(name, limits, security, self.now).unwrap();
         self.clients.push(Attached {
             conn,
             client,

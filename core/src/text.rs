@@ -221,7 +221,7 @@ pub(crate) fn render(frame: &Frame, out: &mut Vec<u8>) {
             };
             line(out, &format!("* online: {}{tail}", list.join(", ")));
         }
-        Frame::Joined { id, name } => line(out, &format!("* {} joined", who(*id, name))),
+        Frame::Joined { id, name, .. } => line(out, &format!("* {} joined", who(*id, name))),
         Frame::Left { id, .. } => line(out, &format!("* {id} left")),
         Frame::Exited { id } => line(out, &format!("* {id} said exit")),
         Frame::AllExited => line(out, "* everyone has said exit; goodbye"),

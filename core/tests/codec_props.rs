@@ -4,7 +4,7 @@
 
 use p2pchat_core::{
     ClientId, DecodeError, ErrorCode, ErrorReport, Frame, FrameDecoder, Hello, MAGIC, Payload,
-    PayloadKind, Refused, Role, RosterEntry, Welcome,
+    PayloadKind, PublicKey, Refused, Role, RosterEntry, Welcome,
 };
 use proptest::prelude::*;
 
@@ -87,17 +87,26 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
         Just(Frame::Who),
         (
             any::<u32>(),
-            proptest::collection::vec((arb_id(), any::<bool>(), arb_name()), 0..6)
+            proptest::collection::vec((arb_id(), any::<bool>(), arb_name(), arb_key()), 0..6)
         )
             .prop_map(|(total, v)| Frame::Roster {
                 total,
                 entries: v
                     .into_iter()
-                    .map(|(id, exited, name)| RosterEntry { id, exited, name })
+                    .map(|(id, exited, name, key)| RosterEntry {
+                        id,
+                        exited,
+                        name,
+                        key
+                    })
                     .collect(),
             }),
         Just(Frame::AllExited),
-        (arb_id(), arb_name()).prop_map(|(id, name)| Frame::Joined { id, name }),
+        (arb_id(), arb_name(), arb_key()).prop_map(|(id, name, key)| Frame::Joined {
+            id,
+            name,
+            key
+        }),
         (arb_id(), arb_code()).prop_map(|(id, code)| Frame::Left { id, code }),
         arb_id().prop_map(|id| Frame::Exited { id }),
         (any::<u64>(), arb_payload()).prop_map(|(seq, payload)| Frame::Message { seq, payload }),
@@ -117,7 +126,14 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
                 message
             })),
         (arb_code(), ".{0,30}").prop_map(|(code, message)| Frame::Close { code, message }),
+        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..100))
+            .prop_map(|(pattern, message)| Frame::Handshake { pattern, message }),
+        proptest::collection::vec(any::<u8>(), 0..100).prop_map(Frame::Sealed),
     ]
+}
+
+fn arb_key() -> impl Strategy<Value = Option<PublicKey>> {
+    proptest::option::of(any::<[u8; 32]>().prop_map(PublicKey))
 }
 
 /// Decodes `bytes` fed in the given chunk sizes, returning frames and the first error.

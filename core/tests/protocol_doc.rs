@@ -4,8 +4,26 @@
 
 use p2pchat_core::{
     ClientEvent, ClientId, ErrorCode, ErrorReport, Frame, FrameDecoder, Hello, Limits, MAGIC,
-    Payload, RelayClient, RelayServer, Role, RosterEntry, Timestamp, Welcome,
+    Payload, RelayClient, RelayServer, Role, RosterEntry, Security, Timestamp, Welcome,
 };
+
+/// Prints the example's bytes as they should appear in the document (run with
+/// `cargo test -p p2pchat-core --test protocol_doc -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn print_the_example() {
+    for (name, frames) in [
+        ("client-to-relay", client_frames()),
+        ("relay-to-client", relay_frames()),
+    ] {
+        println!("{name}:");
+        let bytes = encode(&frames);
+        for line in bytes.chunks(16) {
+            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{}", hex.join(" "));
+        }
+    }
+}
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
 
@@ -48,8 +66,8 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 fn client_frames() -> Vec<Frame> {
     vec![
         Frame::Hello(Hello {
-            min_version: 1,
-            max_version: 1,
+            min_version: 2,
+            max_version: 2,
             capabilities: 0,
             role: Role::RelayClient,
             name: "ann".into(),
@@ -71,7 +89,7 @@ fn client_frames() -> Vec<Frame> {
 fn relay_frames() -> Vec<Frame> {
     vec![
         Frame::Welcome(Welcome {
-            version: 1,
+            version: 2,
             capabilities: 0,
             client_id: ClientId(0),
             max_clients: 3,
@@ -82,11 +100,13 @@ fn relay_frames() -> Vec<Frame> {
                 id: ClientId(0),
                 exited: false,
                 name: "ann".into(),
+                key: None,
             }],
         },
         Frame::Joined {
             id: ClientId(1),
             name: "bob".into(),
+            key: None,
         },
         Frame::Deliver {
             from: ClientId(1),
@@ -118,10 +138,14 @@ fn the_encoder_produces_the_documented_bytes() {
 #[test]
 fn a_real_relay_sends_exactly_the_documented_bytes() {
     let now = Timestamp::ZERO;
-    let mut server = RelayServer::new(Limits {
-        max_clients: 3,
-        ..Limits::default()
-    });
+    // The example is in the clear (both sides --insecure), so that it can be read.
+    let mut server = RelayServer::new(
+        Limits {
+            max_clients: 3,
+            ..Limits::default()
+        },
+        Security::insecure(),
+    );
     let ann = server.handle_connected(now);
     let mut to_ann = Vec::new();
     let mut bob_inbox = Vec::new();
@@ -132,7 +156,8 @@ fn a_real_relay_sends_exactly_the_documented_bytes() {
     server.handle_bytes(ann, &hello, now);
 
     let bob_conn = server.handle_connected(now);
-    let mut bob = RelayClient::new("bob", server.limits().clone(), now).unwrap();
+    let mut bob =
+        RelayClient::new("bob", server.limits().clone(), Security::insecure(), now).unwrap();
     let pump = |server: &mut RelayServer,
                 bob: &mut RelayClient,
                 to_ann: &mut Vec<u8>,

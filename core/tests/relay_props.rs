@@ -59,10 +59,14 @@ struct Harness {
 impl Harness {
     fn new(max_clients: u32) -> Self {
         Harness {
-            server: RelayServer::new(Limits {
-                max_clients,
-                ..Limits::default()
-            }),
+            // Frames in the clear: this models routing, not the secure channel.
+            server: RelayServer::new(
+                Limits {
+                    max_clients,
+                    ..Limits::default()
+                },
+                p2pchat_core::Security::insecure(),
+            ),
             conns: Vec::new(),
             max_clients,
             last_id: None,

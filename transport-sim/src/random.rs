@@ -295,6 +295,7 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         network,
         clients,
         settle: Duration::from_secs(240),
+        encrypted: true,
     }
 }
 

@@ -111,6 +111,9 @@ pub struct Scenario {
     pub clients: Vec<ClientPlan>,
     /// How long after the last scripted moment the run may take to settle.
     pub settle: Duration,
+    /// Whether the machines encrypt (the default, as in real use); `false` runs
+    /// everything in the clear, as with `--insecure`.
+    pub encrypted: bool,
 }
 
 impl Scenario {
@@ -125,6 +128,7 @@ impl Scenario {
             network: NetworkConfig::default(),
             clients: Vec::new(),
             settle: Duration::from_secs(180),
+            encrypted: true,
         }
     }
 

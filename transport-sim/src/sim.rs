@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use core::time::Duration;
 
 use p2pchat_core::{
-    ClientEvent, ClientId, ConnId, ErrorCode, FileEvent, Peer, PeerEvent, PeerSide, RelayClient,
-    RelayServer, SendError, ServerEvent, Timestamp,
+    ClientEvent, ClientId, ConnId, ErrorCode, FileEvent, Identity, Peer, PeerEvent, PeerSide,
+    RelayClient, RelayServer, Security, SendError, ServerEvent, Timestamp,
 };
 
 use crate::rng::Rng;
@@ -140,6 +140,8 @@ struct Node {
 
 /// A simulated network running one scenario.
 pub struct Sim {
+    /// The run's seed (keys and handshake randomness derive from it too).
+    seed: u64,
     rng: Rng,
     now: Timestamp,
     queue: BTreeMap<(Timestamp, u64), Ev>,
@@ -155,6 +157,25 @@ pub struct Sim {
     transcript: Transcript,
     max_queued: usize,
     events_processed: u64,
+}
+
+/// The security of the relay (`node` = `None`) or of a node: its own key and its own
+/// randomness, both derived from the run's seed (apart from the fault generator's, so
+/// that encryption does not change which faults happen).
+fn security(encrypted: bool, seed: u64, node: Option<usize>) -> Security {
+    if !encrypted {
+        return Security::insecure();
+    }
+    let who = node.map_or(0, |n| n as u64 + 1);
+    let bytes = |purpose: u64| {
+        let mut rng = Rng::new(seed ^ who.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose);
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+        }
+        out
+    };
+    Security::encrypted(Identity::from_secret(bytes(0xA11CE)), bytes(0x5EED))
 }
 
 /// Runs `scenario` with `seed`; returns the transcript.
@@ -177,8 +198,12 @@ fn at(d: Duration) -> Timestamp {
 
 impl Sim {
     fn new(scenario: Scenario, seed: u64) -> Self {
-        let server = (scenario.topology == Topology::Relay)
-            .then(|| RelayServer::new(scenario.limits.clone()));
+        let server = (scenario.topology == Topology::Relay).then(|| {
+            RelayServer::new(
+                scenario.limits.clone(),
+                security(scenario.encrypted, seed, None),
+            )
+        });
         let transcript = Transcript {
             max_clients: scenario.limits.max_clients,
             max_outbound_bytes: scenario.limits.max_outbound_bytes,
@@ -186,6 +211,7 @@ impl Sim {
             ..Transcript::default()
         };
         let mut sim = Sim {
+            seed,
             rng: Rng::new(seed),
             now: Timestamp::ZERO,
             queue: BTreeMap::new(),
@@ -343,8 +369,9 @@ impl Sim {
                     ba: Pipe::default(),
                 });
                 self.nodes[node].link = Some(self.links.len() - 1);
-                let made =
-                    RelayClient::new(&name, limits, self.now).map(|c| Machine::Client(Box::new(c)));
+                let security = security(self.scenario.encrypted, self.seed, Some(node));
+                let made = RelayClient::new(&name, limits, security, self.now)
+                    .map(|c| Machine::Client(Box::new(c)));
                 if !self.install(node, made) {
                     return;
                 }
@@ -357,8 +384,9 @@ impl Sim {
                 } else {
                     PeerSide::Connector
                 };
-                let made =
-                    Peer::new(side, &name, limits, self.now).map(|p| Machine::Peer(Box::new(p)));
+                let security = security(self.scenario.encrypted, self.seed, Some(node));
+                let made = Peer::new(side, &name, limits, security, self.now)
+                    .map(|p| Machine::Peer(Box::new(p)));
                 if !self.install(node, made) {
                     return;
                 }

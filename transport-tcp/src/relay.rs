@@ -24,7 +24,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use p2pchat_core::{ConnId, Limits, RelayServer, ServerEvent};
+use p2pchat_core::{ConnId, Limits, RelayServer, Security, ServerEvent};
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::clock::Clock;
@@ -57,6 +57,7 @@ pub struct RelayLog {
 pub struct Relay {
     listener: smol::net::TcpListener,
     limits: Limits,
+    security: Security,
 }
 
 /// Stops a running relay: every client is told the server is shutting down.
@@ -85,10 +86,19 @@ impl ShutdownHandle {
 }
 
 impl Relay {
-    /// Binds the listening socket.
-    pub async fn bind(addr: SocketAddr, limits: Limits) -> Result<Relay, BindError> {
+    /// Binds the listening socket. `security` is the relay's key, whether it admits
+    /// clients that do not encrypt, and its password (see [`RelayServer::new`]).
+    pub async fn bind(
+        addr: SocketAddr,
+        limits: Limits,
+        security: Security,
+    ) -> Result<Relay, BindError> {
         let listener = crate::connect::listen(addr).await?;
-        Ok(Relay { listener, limits })
+        Ok(Relay {
+            listener,
+            limits,
+            security,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -106,7 +116,7 @@ impl Relay {
         let ex = Rc::new(LocalExecutor::new());
         let (timer_tx, timer_rx) = async_channel::bounded(1);
         let hub = Rc::new(RefCell::new(Hub {
-            server: RelayServer::new(self.limits),
+            server: RelayServer::new(self.limits, self.security),
             conns: HashMap::new(),
             clock: Clock::new(),
             log,

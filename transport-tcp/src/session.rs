@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use p2pchat_core::{
-    ClientEvent, ClientId, Limits, Peer, PeerEvent, PeerSide, RelayClient, SendError, Timestamp,
+    ClientEvent, ClientId, Limits, Peer, PeerEvent, PeerSide, RelayClient, Security, SendError,
+    Timestamp,
 };
 use p2pchat_core::{Hash, PeerRef, TransferId};
 use smol::Async;
@@ -426,9 +427,10 @@ pub fn start_client(
     stream: TcpStream,
     name: &str,
     limits: Limits,
+    security: Security,
 ) -> Result<ClientSession, String> {
     let clock = Clock::new();
-    let machine = RelayClient::new(name, limits, clock.now())?;
+    let machine = RelayClient::new(name, limits, security, clock.now())?;
     Ok(start(stream, machine, clock))
 }
 
@@ -438,9 +440,10 @@ pub fn start_peer(
     side: PeerSide,
     name: &str,
     limits: Limits,
+    security: Security,
 ) -> Result<PeerSession, String> {
     let clock = Clock::new();
-    let machine = Peer::new(side, name, limits, clock.now())?;
+    let machine = Peer::new(side, name, limits, security, clock.now())?;
     Ok(start(stream, machine, clock))
 }
 

@@ -6,7 +6,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_channel::Receiver;
-use p2pchat_core::{ClientEvent, ClientId, ErrorCode, Limits, PeerEvent, PeerSide, ServerEvent};
+use p2pchat_core::{
+    ClientEvent, ClientId, ErrorCode, Identity, Limits, PeerEvent, PeerSide, Security, ServerEvent,
+};
+
+/// An encrypted party with a key of its own (`n` picks it).
+fn security(n: u8) -> Security {
+    Security::encrypted(Identity::from_secret([n; 32]), [n ^ 0x33; 32])
+}
 use p2pchat_tcp::{
     ClientCommand, ClientSession, PeerCommand, PeerSession, Relay, RelayLog, SessionEvent,
     ShutdownHandle,
@@ -50,7 +57,7 @@ async fn start_relay(
         max_outbound_bytes,
         ..Limits::default()
     };
-    let relay = Relay::bind("127.0.0.1:0".parse().unwrap(), limits)
+    let relay = Relay::bind("127.0.0.1:0".parse().unwrap(), limits, security(200))
         .await
         .unwrap();
     let addr = relay.local_addr().unwrap();
@@ -64,7 +71,8 @@ async fn join(addr: SocketAddr, name: &str, id: u32) -> ClientSession {
     let stream = p2pchat_tcp::connect(&addr.to_string(), 0, "relay")
         .await
         .unwrap();
-    let session = p2pchat_tcp::start_client(stream, name, Limits::default()).unwrap();
+    let session =
+        p2pchat_tcp::start_client(stream, name, Limits::default(), security(id as u8 + 1)).unwrap();
     expect(
         &session.events,
         "welcome",
@@ -103,7 +111,8 @@ fn three_clients_a_refused_fourth_and_an_unknown_id() {
         let stream = p2pchat_tcp::connect(&addr.to_string(), 0, "relay")
             .await
             .unwrap();
-        let fourth = p2pchat_tcp::start_client(stream, "dee", Limits::default()).unwrap();
+        let fourth =
+            p2pchat_tcp::start_client(stream, "dee", Limits::default(), security(50)).unwrap();
         let refused = expect(&fourth.events, "refusal", |e| {
             matches!(e, ClientEvent::Refused(_))
         })
@@ -256,10 +265,22 @@ async fn peer_pair() -> (PeerSession, PeerSession) {
         .await
         .unwrap();
     let accepted = accept.await;
-    let a =
-        p2pchat_tcp::start_peer(accepted, PeerSide::Acceptor, "lis", Limits::default()).unwrap();
-    let c =
-        p2pchat_tcp::start_peer(dialled, PeerSide::Connector, "con", Limits::default()).unwrap();
+    let a = p2pchat_tcp::start_peer(
+        accepted,
+        PeerSide::Acceptor,
+        "lis",
+        Limits::default(),
+        security(60),
+    )
+    .unwrap();
+    let c = p2pchat_tcp::start_peer(
+        dialled,
+        PeerSide::Connector,
+        "con",
+        Limits::default(),
+        security(61),
+    )
+    .unwrap();
     (a, c)
 }
 
@@ -318,7 +339,9 @@ fn direct_chat_with_exit_in_both_orders() {
 #[test]
 fn ipv6_loopback_works_where_available() {
     smol::block_on(async {
-        let Ok(relay) = Relay::bind("[::1]:0".parse().unwrap(), Limits::default()).await else {
+        let Ok(relay) =
+            Relay::bind("[::1]:0".parse().unwrap(), Limits::default(), security(201)).await
+        else {
             eprintln!("no IPv6 loopback on this machine; skipped");
             return;
         };

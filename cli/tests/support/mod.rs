@@ -85,6 +85,12 @@ impl Proc {
         self.expect_out(line, |l| l == line);
     }
 
+    /// Waits for a stdout line that reads `line` once the key tags of relay lists
+    /// (`[3f2a-91c0]`, `[no key: plain text]`) are left out.
+    pub fn expect_out_shown(&mut self, line: &str) -> String {
+        self.expect_out(line, |l| without_key_tags(l) == line)
+    }
+
     /// Waits for the process to end (at most [`WAIT`]); returns its exit code.
     pub fn wait_exit(&mut self) -> i32 {
         let pid = self.child.id();
@@ -222,4 +228,19 @@ pub fn join(port: u16, name: &str, id: u32) -> Proc {
         l.starts_with(&format!("* you are client {id} "))
     });
     p
+}
+
+/// `line` without the ` [...]` key tags that relay lists put after each client.
+pub fn without_key_tags(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find(" [") {
+        let Some(len) = rest[start..].find(']') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }

@@ -15,10 +15,11 @@ use std::fmt::Write as _;
 mod files;
 mod plain_text;
 mod routes;
+mod secure;
 
 use rustc_hash::FxHashMap;
 
-use crate::decode::FrameDecoder;
+use crate::decode::{FrameDecoder, RawFrame};
 use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{
     ChatRef, ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome,
@@ -26,8 +27,9 @@ use crate::frame::{
 };
 use crate::handshake::{CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
-use crate::limits::{Limits, MAGIC};
+use crate::limits::{Limits, MAGIC, PROTOCOL_VERSION};
 use crate::outbound::Outbound;
+use crate::secure::{Entropy, PublicKey, SEALED, Security};
 use crate::text::LineReader;
 use crate::time::Timestamp;
 
@@ -105,6 +107,8 @@ enum ConnState {
 struct Client {
     id: ClientId,
     name: String,
+    /// Its long-term key, as its secure handshake proved it (`None`: not encrypted).
+    key: Option<PublicKey>,
     exited: bool,
     last_seq: u64,
     /// When bytes last arrived from it (clients ping when quiet, so silence means gone).
@@ -114,9 +118,12 @@ struct Client {
     plain_text: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Connection {
     decoder: FrameDecoder,
+    /// Decodes the frame stream the records carry, once the channel exists.
+    inner: FrameDecoder,
+    secure: secure::ConnSecure,
     out: Outbound,
     state: ConnState,
     /// Whether our magic has been queued (only after theirs arrived: a stream that
@@ -133,9 +140,13 @@ struct Connection {
 }
 
 /// The relay server state machine. See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RelayServer {
     limits: Limits,
+    security: Security,
+    entropy: Entropy,
+    /// A record's plaintext, reused.
+    plain: Vec<u8>,
     next_conn: u64,
     next_client: u32,
     /// Every connection, by handle (a hash map: it is looked up several times per
@@ -184,9 +195,18 @@ const MAX_IDS_LISTED: usize = 20;
 
 impl RelayServer {
     /// A server with these limits and no connections.
-    pub fn new(limits: Limits) -> Self {
+    ///
+    /// With an identity in `security`, clients that offer to encrypt run the secure
+    /// handshake with it; `security.encryption` says whether clients that do not are
+    /// refused (`Required`, the default) or admitted in the clear; a password makes the
+    /// handshake require it. `security.expect` is not used: a relay meets everyone.
+    pub fn new(limits: Limits, security: Security) -> Self {
+        let entropy = Entropy::new(security.seed);
         RelayServer {
             limits,
+            security,
+            entropy,
+            plain: Vec::new(),
             next_conn: 0,
             next_client: 0,
             conns: FxHashMap::default(),
@@ -247,6 +267,8 @@ impl RelayServer {
             conn,
             Connection {
                 decoder: FrameDecoder::new(self.limits.max_frame_len),
+                inner: FrameDecoder::without_magic(self.limits.max_frame_len),
+                secure: secure::ConnSecure::None,
                 out: Outbound::new(self.limits.max_outbound_bytes),
                 state: ConnState::Handshaking { deadline },
                 magic_sent: false,
@@ -311,41 +333,45 @@ impl RelayServer {
     }
 
     /// Handles every frame `bytes` complete, in order, until the connection closes.
+    /// On an encrypted connection the frames come out of records, decoded by the
+    /// connection's inner decoder (taken out meanwhile, like the outer one).
     fn on_bytes(&mut self, conn: ConnId, decoder: &mut FrameDecoder, bytes: &[u8], now: Timestamp) {
         let mut bad_frame = None;
+        let mut inner = match self.conns.get_mut(&conn) {
+            Some(c) => std::mem::replace(&mut c.inner, FrameDecoder::new(0)),
+            None => return,
+        };
         // Broadcasts in these bytes are fanned out together (see `broadcast`).
         self.batching = true;
         let fed = decoder.feed(bytes, |raw| {
-            let admitted = match self.conns.get(&conn).map(|c| &c.state) {
-                Some(ConnState::Admitted(_)) => true,
-                Some(ConnState::Handshaking { .. }) => false,
-                Some(ConnState::Closing) | None => return false,
+            let Some(c) = self.conns.get(&conn) else {
+                return false;
             };
+            if matches!(c.state, ConnState::Closing) {
+                return false;
+            }
             // A frame arrived, so the magic is complete: ours goes out first.
             self.send_magic_once(conn);
-            let chat = if raw.type_byte == ChatRef::TYPE && admitted {
-                Some(ChatRef::parse(raw.body))
+            let result = if raw.type_byte == SEALED {
+                self.open_record(conn, raw.body, &mut inner, now)
+            } else if self.is_secure(conn) && !secure::CLEAR_WHILE_SECURE.contains(&raw.type_byte) {
+                Err(DecodeError::Unencrypted {
+                    type_byte: raw.type_byte,
+                })
             } else {
-                None
-            };
-            // Anything but another broadcast waits until the broadcasts before it
-            // are out, so that every recipient sees one order.
-            if !matches!(chat, Some(Ok(c)) if c.to.is_broadcast()) {
-                self.flush_broadcasts();
-            }
-            let result = match chat {
-                Some(parsed) => parsed.map(|chat| self.on_chat(conn, chat)),
-                None => Frame::decode(raw.type_byte, raw.body)
-                    .map(|frame| self.on_frame(conn, frame, now)),
+                self.on_raw_frame(conn, raw, now)
             };
             match result {
-                Ok(()) => true,
+                Ok(go_on) => go_on,
                 Err(err) => {
                     bad_frame = Some(err);
                     false
                 }
             }
         });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.inner = inner;
+        }
         self.batching = false;
         self.flush_broadcasts();
         if decoder.magic_seen() {
@@ -357,6 +383,42 @@ impl RelayServer {
         } else if let Err(err) = fed {
             self.on_decode_error(conn, &err);
         }
+    }
+
+    /// One frame, in the clear or out of a record: a chat is routed straight from its
+    /// bytes, anything else decoded. Returns whether to go on reading.
+    fn on_raw_frame(
+        &mut self,
+        conn: ConnId,
+        raw: RawFrame<'_>,
+        now: Timestamp,
+    ) -> Result<bool, DecodeError> {
+        let admitted = match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Admitted(_)) => true,
+            Some(ConnState::Handshaking { .. }) => false,
+            Some(ConnState::Closing) | None => return Ok(false),
+        };
+        let chat = if raw.type_byte == ChatRef::TYPE && admitted {
+            Some(ChatRef::parse(raw.body)?)
+        } else {
+            None
+        };
+        // Anything but another broadcast waits until the broadcasts before it are out,
+        // so that every recipient sees one order.
+        if !matches!(chat, Some(c) if c.to.is_broadcast()) {
+            self.flush_broadcasts();
+        }
+        match chat {
+            Some(chat) => self.on_chat(conn, chat),
+            None => {
+                let frame = Frame::decode(raw.type_byte, raw.body)?;
+                self.on_frame(conn, frame, now);
+            }
+        }
+        Ok(self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| !matches!(c.state, ConnState::Closing)))
     }
 
     /// Queues our magic once theirs has arrived in full (never before: a stream that
@@ -494,7 +556,7 @@ impl RelayServer {
                 continue;
             };
             c.in_ready = false;
-            if let Some(bytes) = c.out.take() {
+            if let Some(bytes) = c.out.take(c.secure.channel()) {
                 return Some(Transmit { conn, bytes });
             }
         }
@@ -534,7 +596,12 @@ impl RelayServer {
         match &mut c.state {
             ConnState::Closing => {}
             ConnState::Handshaking { .. } => match frame {
-                Frame::Hello(hello) => self.on_hello(conn, hello, now),
+                Frame::Hello(hello) if matches!(c.secure, secure::ConnSecure::None) => {
+                    self.on_hello(conn, hello, now)
+                }
+                Frame::Handshake { pattern, message } => {
+                    self.on_handshake_frame(conn, pattern, &message, now)
+                }
                 other => {
                     let detail =
                         format!("{} before Hello: the handshake comes first", other.name());
@@ -575,13 +642,22 @@ impl RelayServer {
             self.refuse(conn, code, reason);
             return;
         }
+        if self.on_secure_hello(conn, &hello) {
+            return;
+        }
+        self.admit_hello(conn, hello, None, now);
+    }
+
+    /// Admits the client whose `Hello` this is, with the key its handshake proved
+    /// (`None`: admitted in the clear).
+    fn admit_hello(&mut self, conn: ConnId, hello: Hello, key: Option<PublicKey>, now: Timestamp) {
         let welcome = Welcome {
-            version: negotiate_version(&hello).unwrap_or(1),
+            version: negotiate_version(&hello).unwrap_or(PROTOCOL_VERSION),
             capabilities: hello.capabilities & CAPABILITIES,
             client_id: ClientId(0),
             max_clients: self.limits.max_clients,
         };
-        self.admit(conn, hello.name, false, now, move |id, out| {
+        self.admit(conn, hello.name, key, now, move |id, out| {
             out.push(&Frame::Welcome(Welcome {
                 client_id: id,
                 ..welcome
@@ -598,7 +674,7 @@ impl RelayServer {
             reason: reason.clone(),
         });
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.out.push(&refused);
+            c.out.push_reply(&refused);
         }
         self.events
             .push_back(ServerEvent::Refused { conn, code, reason });
@@ -611,10 +687,11 @@ impl RelayServer {
         &mut self,
         conn: ConnId,
         name: String,
-        plain_text: bool,
+        key: Option<PublicKey>,
         now: Timestamp,
         welcome: impl FnOnce(ClientId, &mut Outbound),
     ) -> ClientId {
+        let plain_text = self.conns.get(&conn).is_some_and(|c| c.text.is_some());
         let id = ClientId(self.next_client);
         self.next_client += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -624,6 +701,7 @@ impl RelayServer {
             c.state = ConnState::Admitted(Client {
                 id,
                 name: name.clone(),
+                key,
                 exited: false,
                 last_seq: 0,
                 last_heard: now,
@@ -653,7 +731,7 @@ impl RelayServer {
             name: name.clone(),
         });
         if self.presence_on() {
-            self.notify_others(id, &Frame::Joined { id, name });
+            self.notify_others(id, &Frame::Joined { id, name, key });
         }
         id
     }
@@ -961,7 +1039,7 @@ impl RelayServer {
             self.deadlines.remove(&(deadline, conn));
         }
         if c.magic_sent {
-            c.out.push(&Frame::Close {
+            c.out.push_reply(&Frame::Close {
                 code,
                 message: detail.to_owned(),
             });
@@ -1070,7 +1148,7 @@ impl RelayServer {
             let Some(ConnState::Admitted(c)) = self.conns.get(conn).map(|c| &c.state) else {
                 continue;
             };
-            size += 4 + 1 + 1 + c.name.len();
+            size += 4 + 1 + 1 + c.name.len() + if c.key.is_some() { 32 } else { 0 };
             if size > self.limits.max_roster_bytes {
                 break;
             }
@@ -1078,6 +1156,7 @@ impl RelayServer {
                 id: c.id,
                 exited: c.exited,
                 name: c.name.clone(),
+                key: c.key,
             });
         }
         Frame::Roster {
@@ -1344,7 +1423,7 @@ mod tests {
 
     #[test]
     fn an_exited_client_sends_no_more_but_still_receives() {
-        let mut w = Wire::new(limits(3));
+        let mut w = Wire::insecure(limits(3));
         let a = w.join("a");
         let b = w.join("b");
         w.client(a).exit(T);
@@ -1448,7 +1527,7 @@ mod tests {
             max_outbound_bytes: 4_096,
             ..limits(3)
         };
-        let mut w = Wire::new(limits);
+        let mut w = Wire::insecure(limits);
         let a = w.join("a");
         let b = w.join("b");
         let c = w.join("c");
@@ -1512,7 +1591,7 @@ mod tests {
 
     #[test]
     fn a_silent_connection_is_closed_at_the_handshake_deadline() {
-        let mut server = RelayServer::new(limits(3));
+        let mut server = RelayServer::new(limits(3), Security::insecure());
         let t0 = Timestamp::ZERO;
         let conn = server.handle_connected(t0);
         // First the plain-text greeting is due, then the handshake deadline.
@@ -1535,7 +1614,7 @@ mod tests {
 
     #[test]
     fn a_client_that_goes_silent_is_cut_off_and_the_others_are_told() {
-        let mut server = RelayServer::new(limits(3));
+        let mut server = RelayServer::new(limits(3), Security::insecure());
         let t0 = Timestamp::ZERO;
         let quiet = server.handle_connected(t0);
         let chatty = server.handle_connected(t0);
@@ -1573,7 +1652,7 @@ mod tests {
     fn a_refused_connection_leaves_no_handshake_deadline_behind() {
         // Found by the simulator: the deadline of a refused connection stayed armed,
         // and when it passed, handle_timeout looped forever.
-        let mut server = RelayServer::new(limits(1));
+        let mut server = RelayServer::new(limits(1), Security::insecure());
         let t0 = Timestamp::ZERO;
         let first = server.handle_connected(t0);
         server.handle_bytes(first, &raw_hello("a"), t0);
@@ -1589,7 +1668,7 @@ mod tests {
 
     #[test]
     fn chat_before_hello_closes_that_connection_with_its_own_code() {
-        let mut server = RelayServer::new(limits(3));
+        let mut server = RelayServer::new(limits(3), Security::insecure());
         let conn = server.handle_connected(Timestamp::ZERO);
         let mut bytes = MAGIC.to_vec();
         Frame::Chat {
@@ -1633,12 +1712,12 @@ mod tests {
             ),
             (vec![0, 0, 0, 2, 0x30, 0], ErrorCode::MalformedFrame),
             (
-                Frame::Hello(crate::handshake::our_hello(Role::RelayClient, "x")).to_bytes(),
+                Frame::Hello(crate::handshake::our_hello(Role::RelayClient, "x", 0)).to_bytes(),
                 ErrorCode::UnexpectedFrame,
             ),
         ];
         for (bad, code) in cases {
-            let mut w = Wire::new(limits(3));
+            let mut w = Wire::insecure(limits(3));
             let good = w.join("good");
             let bad_client = w.join("bad");
             let conn = w.clients[bad_client].conn;
@@ -1665,23 +1744,23 @@ mod tests {
         let cases = [
             (
                 Hello {
-                    min_version: 2,
+                    min_version: 3,
                     max_version: 9,
-                    ..crate::handshake::our_hello(Role::RelayClient, "")
+                    ..crate::handshake::our_hello(Role::RelayClient, "", 0)
                 },
                 ErrorCode::UnsupportedVersion,
             ),
             (
-                crate::handshake::our_hello(Role::DirectPeer, ""),
+                crate::handshake::our_hello(Role::DirectPeer, "", 0),
                 ErrorCode::WrongRole,
             ),
             (
-                crate::handshake::our_hello(Role::RelayClient, "bad\nname"),
+                crate::handshake::our_hello(Role::RelayClient, "bad\nname", 0),
                 ErrorCode::InvalidName,
             ),
         ];
         for (hello, code) in cases {
-            let mut server = RelayServer::new(limits(3));
+            let mut server = RelayServer::new(limits(3), Security::insecure());
             let conn = server.handle_connected(Timestamp::ZERO);
             let mut bytes = MAGIC.to_vec();
             Frame::Hello(hello).encode(&mut bytes);
@@ -1838,15 +1917,20 @@ mod tests {
     fn past_the_presence_limit_no_notices_go_out_and_rosters_are_cut() {
         let mut w = Wire::new(Limits {
             presence_limit: 2,
-            max_roster_bytes: 13 + 2 * 7,
+            max_roster_bytes: 13 + 2 * (7 + 32),
             ..limits(10)
         });
         let a = w.join("a");
         w.join("b");
-        assert!(w.take_events(a).contains(&ClientEvent::Joined {
-            id: ClientId(1),
-            name: "b".into()
-        }));
+        assert!(
+            w.take_events(a).contains(&ClientEvent::Joined {
+                id: ClientId(1),
+                name: "b".into(),
+                key: crate::test_support::party_security(2)
+                    .identity
+                    .map(|i| i.public()),
+            })
+        );
         let c = w.join("c");
         assert!(
             !w.take_events(a)
@@ -1945,10 +2029,13 @@ mod tests {
 
     #[test]
     fn too_many_pending_handshakes_are_closed_at_once() {
-        let mut server = RelayServer::new(Limits {
-            max_pending_handshakes: 2,
-            ..limits(3)
-        });
+        let mut server = RelayServer::new(
+            Limits {
+                max_pending_handshakes: 2,
+                ..limits(3)
+            },
+            Security::insecure(),
+        );
         let t = Timestamp::ZERO;
         let (c0, c1, c2) = (
             server.handle_connected(t),

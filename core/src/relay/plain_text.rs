@@ -31,7 +31,12 @@ impl RelayServer {
         };
         c.text = Some(LineReader::new(max_line, pause));
         c.out.switch_to_text();
-        let refusal = if self.shutting_down {
+        let refusal = if self.security.password.is_some() {
+            Some((
+                ErrorCode::PasswordRequired,
+                "this relay requires a password; plain-text clients cannot give one (join with p2pchat join --password)".to_owned(),
+            ))
+        } else if self.shutting_down {
             Some((
                 ErrorCode::ServerShutdown,
                 "the server is shutting down".to_owned(),
@@ -53,7 +58,7 @@ impl RelayServer {
             return;
         }
         let max = self.limits.max_clients;
-        self.admit(conn, String::new(), true, now, |id, out| {
+        self.admit(conn, String::new(), None, now, |id, out| {
             let line = format!("* you are client {id} (at most {max} online); {}\n", HELP);
             out.push_bytes(line.as_bytes());
         });

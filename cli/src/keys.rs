@@ -1,0 +1,344 @@
+//! Keys on disk: this installation's identity (created on first use, readable by its
+//! owner only), and the keys of the relays and peers met before, so that a changed
+//! key is noticed (trust on first use, like SSH's `known_hosts`).
+//!
+//! Both live in the data folder (`$XDG_DATA_HOME/p2pchat`, else
+//! `~/.local/share/p2pchat`): `identity` and `known_peers`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use p2pchat_core::{Encryption, Expect, Identity, PublicKey, Security};
+
+/// The data folder, `$XDG_DATA_HOME/p2pchat` or `~/.local/share/p2pchat`.
+pub fn data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("p2pchat"))
+}
+
+const IDENTITY_HEADER: &str = "p2pchat identity v1";
+const KNOWN_HEADER: &str = "p2pchat known peers v1";
+
+/// 32 bytes from the operating system's random source.
+pub fn random_bytes() -> Result<[u8; 32], String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the system: {e}"))?;
+    Ok(bytes)
+}
+
+/// Where the identity is kept.
+pub fn identity_path() -> Result<PathBuf, String> {
+    data_dir()
+        .map(|d| d.join("identity"))
+        .ok_or_else(|| "neither XDG_DATA_HOME nor HOME is set: nowhere to keep the key".into())
+}
+
+/// This installation's identity, created (owner-only) on first use.
+pub fn identity() -> Result<Identity, String> {
+    let path = identity_path()?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_identity(&text)
+            .ok_or_else(|| format!("{} is not a p2pchat identity file", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_identity(&path),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn parse_identity(text: &str) -> Option<Identity> {
+    let mut lines = text.lines();
+    if lines.next()? != IDENTITY_HEADER {
+        return None;
+    }
+    Some(Identity::from_secret(unhex(lines.next()?.trim())?))
+}
+
+fn create_identity(path: &Path) -> Result<Identity, String> {
+    let secret = random_bytes()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    writeln!(file, "{IDENTITY_HEADER}\n{}", hex(&secret))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Identity::from_secret(secret))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The keys met before, by what they were met as: `host HOST:PORT` (a peer or relay
+/// dialled), or `name NAME` (a peer that dialled us and gave that name).
+pub struct KnownPeers {
+    path: PathBuf,
+    keys: BTreeMap<String, PublicKey>,
+}
+
+impl KnownPeers {
+    /// Loads the file (an absent file is an empty list; damaged lines are skipped).
+    pub fn load() -> Result<KnownPeers, String> {
+        let path = data_dir()
+            .map(|d| d.join("known_peers"))
+            .ok_or("neither XDG_DATA_HOME nor HOME is set: nowhere to remember keys")?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let keys = text
+            .lines()
+            .filter_map(|line| {
+                let (key, label) = line.split_once(' ')?;
+                Some((label.to_owned(), PublicKey(unhex(key)?)))
+            })
+            .collect();
+        Ok(KnownPeers { path, keys })
+    }
+
+    /// Where the list is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key remembered for `label`.
+    pub fn get(&self, label: &str) -> Option<PublicKey> {
+        self.keys.get(label).copied()
+    }
+
+    /// Every key remembered for a name, by name (what a listening peer checks).
+    pub fn by_name(&self) -> BTreeMap<String, PublicKey> {
+        self.keys
+            .iter()
+            .filter_map(|(label, key)| Some((label.strip_prefix("name ")?.to_owned(), *key)))
+            .collect()
+    }
+
+    /// Remembers `key` for `label` and saves the list.
+    pub fn remember(&mut self, label: &str, key: PublicKey) -> Result<(), String> {
+        self.keys.insert(label.to_owned(), key);
+        let mut text = format!("{KNOWN_HEADER}\n");
+        for (label, key) in &self.keys {
+            text.push_str(&format!("{} {label}\n", hex(&key.0)));
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}
+
+/// The label a dialled host is remembered by: `host HOST:PORT`.
+pub fn host_label(host: &str, default_port: u16) -> String {
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok() || h.ends_with(']'))
+    {
+        host.to_owned()
+    } else if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{default_port}")
+    } else {
+        format!("{host}:{default_port}")
+    };
+    format!("host {with_port}")
+}
+
+/// What the user asked of a session's security.
+#[derive(Debug, Clone, Default)]
+pub struct Wishes {
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--password` (or `P2PCHAT_PASSWORD`).
+    pub password: Option<String>,
+    /// `--expect FINGERPRINT`.
+    pub expect: Option<String>,
+}
+
+impl Wishes {
+    /// `--password`, else the environment's `P2PCHAT_PASSWORD` (which keeps it out of
+    /// the process list).
+    pub fn password_from(arg: Option<String>) -> Option<String> {
+        arg.or_else(|| std::env::var("P2PCHAT_PASSWORD").ok())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The core's security for a session: our identity (unless `--insecure`), fresh
+    /// randomness, and what the other side's key must be. `accepting` sides (a
+    /// listening peer, a relay) allow the clear with `--insecure`; connecting ones do
+    /// not offer to encrypt with it.
+    pub fn security(&self, accepting: bool, expect: Expect) -> Result<Security, String> {
+        let encryption = match (self.insecure, accepting) {
+            (false, _) => Encryption::Required,
+            (true, true) => Encryption::Optional,
+            (true, false) => Encryption::Off,
+        };
+        let identity = if encryption == Encryption::Off {
+            None
+        } else {
+            Some(identity()?)
+        };
+        let expect = match &self.expect {
+            Some(fingerprint) => Expect::Fingerprint(fingerprint.clone()),
+            None => expect,
+        };
+        Ok(Security {
+            identity,
+            encryption,
+            seed: random_bytes()?,
+            password: self.password.clone(),
+            expect,
+        })
+    }
+}
+
+/// What a session knows of the other side's key, to check it (trust on first use)
+/// and tell the user what it learned.
+pub struct Trust {
+    known: Option<KnownPeers>,
+    /// What the other side is remembered by, when known before the handshake (a
+    /// dialled address).
+    label: Option<String>,
+    /// `--expect` was given.
+    pinned: bool,
+}
+
+impl Trust {
+    /// Trust for a session with `label` (a dialled address) or none (a listener,
+    /// which learns the name later); `pinned` when `--expect` was given.
+    pub fn new(label: Option<String>, pinned: bool) -> Trust {
+        Trust {
+            known: KnownPeers::load().ok(),
+            label,
+            pinned,
+        }
+    }
+
+    /// What the core must check the key against: the pin, the key remembered for the
+    /// address, or (for a listener) the keys remembered by name.
+    pub fn expect(&self) -> Expect {
+        let known = self.known.as_ref();
+        match &self.label {
+            Some(label) => known
+                .and_then(|k| k.get(label))
+                .map_or(Expect::Any, Expect::Key),
+            None => Expect::ByName(known.map(KnownPeers::by_name).unwrap_or_default()),
+        }
+    }
+
+    /// The line telling the user how the session is secured; remembers a key met for
+    /// the first time (under the address, or under `name` for a listener).
+    pub fn describe(&mut self, name: &str, key: Option<PublicKey>, what: &str) -> String {
+        let Some(key) = key else {
+            return format!(
+                "* NOT ENCRYPTED: the conversation with {what} is in the clear (--insecure)"
+            );
+        };
+        let fp = key.fingerprint();
+        if self.pinned {
+            return format!("* encrypted; {what}'s key {fp} is the one given with --expect");
+        }
+        let label = self
+            .label
+            .clone()
+            .or_else(|| (!name.is_empty()).then(|| format!("name {name}")));
+        let Some(label) = label else {
+            return format!(
+                "* encrypted; {what}'s key is {fp} (it gave no name, so it is not remembered)"
+            );
+        };
+        let Some(known) = self.known.as_mut() else {
+            return format!("* encrypted; {what}'s key is {fp}");
+        };
+        if known.get(&label) == Some(key) {
+            return format!("* encrypted; {what}'s key {fp} is the one remembered");
+        }
+        match known.remember(&label, key) {
+            Ok(()) => format!(
+                "* encrypted; first contact with {what}: its key {fp} is now remembered in {} (compare it with `p2pchat id` on the other side)",
+                known.path().display()
+            ),
+            Err(e) => format!("* encrypted; {what}'s key is {fp} (not remembered: {e})"),
+        }
+    }
+
+    /// What to do about a refused key.
+    pub fn hint(&self) -> String {
+        let file = self.known.as_ref().map_or_else(
+            || "the known_peers file".to_owned(),
+            |k| k.path().display().to_string(),
+        );
+        format!(
+            "p2pchat: if the other side's key really changed (a new installation), remove its line from {file}, or pin the new one with --expect"
+        )
+    }
+}
+
+/// `p2pchat id`: prints this installation's key fingerprint; returns the exit status.
+pub fn show_id() -> i32 {
+    match identity().and_then(|id| Ok((id, identity_path()?))) {
+        Ok((id, path)) => {
+            println!("{}", id.public().fingerprint());
+            eprintln!(
+                "p2pchat: this is your key's fingerprint (the key is in {}); others compare it, or pin it with --expect",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("p2pchat: {e}");
+            1
+        }
+    }
+}
+
+/// The first 9 characters of a fingerprint, for lists.
+pub fn short(key: &PublicKey) -> String {
+    key.fingerprint().chars().take(9).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_labelled_with_their_port() {
+        assert_eq!(host_label("example.org", 65432), "host example.org:65432");
+        assert_eq!(host_label("example.org:7", 65432), "host example.org:7");
+        assert_eq!(host_label("::1", 65432), "host [::1]:65432");
+        assert_eq!(host_label("[::1]:9", 65432), "host [::1]:9");
+    }
+
+    #[test]
+    fn an_identity_survives_its_file() {
+        let id = Identity::from_secret([9; 32]);
+        let text = format!("{IDENTITY_HEADER}\n{}\n", hex(&[9; 32]));
+        assert_eq!(parse_identity(&text).map(|i| i.public()), Some(id.public()));
+        assert!(parse_identity("garbage").is_none());
+    }
+}

@@ -1,0 +1,66 @@
+//! The secure channel: who a connection is with, proven, and everything it carries
+//! encrypted and authenticated.
+//!
+//! Right after the `Hello`s, both sides run a Noise handshake ([`noise`]); from then
+//! on the whole frame stream travels in encrypted records ([`channel`]). Identities are
+//! long-term X25519 keys, shown to people as fingerprints ([`keys`]). What a machine
+//! requires of the other side, and what it checks the other side's key against, is
+//! its [`Security`].
+
+mod channel;
+mod keys;
+mod noise;
+mod policy;
+
+pub(crate) use channel::{SEALED, SecureChannel};
+pub(crate) use keys::{Entropy, derive};
+pub use keys::{Identity, PublicKey};
+pub(crate) use noise::{HandshakeError, NoiseHandshake};
+pub use noise::{Pattern, password_key};
+pub use policy::{Encryption, Expect, Security};
+
+use crate::frame::{Frame, Hello};
+
+/// The body of `hello` as it is encoded: the bytes both sides bind into the handshake
+/// (each decodes the other's `Hello` and encodes it again, so bytes a later version
+/// appends to a `Hello` do not matter).
+pub(crate) fn hello_bytes(hello: &Hello) -> Vec<u8> {
+    let mut bytes = Frame::Hello(hello.clone()).to_bytes();
+    bytes.drain(..5);
+    bytes
+}
+
+/// A digest of a `Hello`, sent inside the handshake by the side whose `Hello` is not
+/// bound into it (the accepting peer), so that the other side can check it.
+pub(crate) fn hello_digest(hello: &Hello) -> [u8; 32] {
+    derive(b"p2pchat hello v1", &[&hello_bytes(hello)])
+}
+
+/// Starts the connecting side's handshake, bound to its own `hello`: the handshake, its
+/// pattern (`XXpsk3` when a password is given) and the first message to send.
+pub(crate) fn initiate(
+    security: &Security,
+    hello: &Hello,
+    seed: [u8; 32],
+) -> Result<(NoiseHandshake, Vec<u8>), HandshakeError> {
+    let identity = security
+        .identity
+        .as_ref()
+        .ok_or_else(|| HandshakeError("no key to encrypt with".into()))?;
+    let psk = security.password.as_deref().map(password_key);
+    let pattern = if psk.is_some() {
+        Pattern::XxPsk3
+    } else {
+        Pattern::Xx
+    };
+    let mut handshake = NoiseHandshake::new(
+        true,
+        pattern,
+        identity,
+        psk.as_ref(),
+        &hello_bytes(hello),
+        seed,
+    )?;
+    let first = handshake.write(&[])?;
+    Ok((handshake, first))
+}
