@@ -67,6 +67,35 @@ async fn start_relay(
     (addr, handle, log_rx)
 }
 
+/// A real client driven by hand over a blocking socket until the relay welcomed it;
+/// the socket (and the client, to read what arrives later) is returned, and nobody
+/// reads it meanwhile (a reader that stalls).
+fn welcomed_then_deaf(
+    addr: SocketAddr,
+    name: &str,
+) -> (std::net::TcpStream, p2pchat_core::RelayClient) {
+    let now = p2pchat_core::Timestamp::ZERO;
+    let mut client =
+        p2pchat_core::RelayClient::new(name, Limits::default(), security(99), now).unwrap();
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(bytes) = client.poll_transmit() {
+            socket.write_all(&bytes).unwrap();
+            client.handle_written(bytes.len());
+        }
+        if std::iter::from_fn(|| client.poll_event())
+            .any(|e| matches!(e, ClientEvent::Welcomed { .. }))
+        {
+            return (socket, client);
+        }
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0, "the relay closed before welcoming {name}");
+        client.handle_bytes(&buf[..n], now);
+    }
+}
+
 async fn join(addr: SocketAddr, name: &str, id: u32) -> ClientSession {
     let stream = p2pchat_tcp::connect(&addr.to_string(), 0, "relay")
         .await
@@ -170,18 +199,8 @@ fn a_reader_that_stalls_is_cut_off_while_others_keep_chatting() {
         let (addr, _shutdown, log) = start_relay(8, 64 * 1024).await;
         let sender = join(addr, "flood", 0).await;
         let fast = join(addr, "fast", 1).await;
-        // A raw framed client that completes the handshake and then never reads.
-        let mut stalled = std::net::TcpStream::connect(addr).unwrap();
-        let mut hello = p2pchat_core::MAGIC.to_vec();
-        p2pchat_core::Frame::Hello(p2pchat_core::Hello {
-            min_version: 1,
-            max_version: 1,
-            capabilities: 0,
-            role: p2pchat_core::Role::RelayClient,
-            name: "stall".into(),
-        })
-        .encode(&mut hello);
-        stalled.write_all(&hello).unwrap();
+        // A client that completes the handshake and then never reads.
+        let (mut stalled, mut stalled_client) = welcomed_then_deaf(addr, "stall");
         expect(&sender.events, "stall joined", |e| {
             matches!(
                 e,
@@ -241,8 +260,15 @@ fn a_reader_that_stalls_is_cut_off_while_others_keep_chatting() {
         stalled.set_read_timeout(Some(WAIT)).unwrap();
         let mut got = Vec::new();
         let _ = stalled.read_to_end(&mut got);
-        let tail = String::from_utf8_lossy(&got[got.len().saturating_sub(200)..]).into_owned();
-        assert!(tail.contains("not reading fast enough"), "{tail}");
+        stalled_client.handle_bytes(&got, p2pchat_core::Timestamp::ZERO);
+        let reason = std::iter::from_fn(|| stalled_client.poll_event()).find_map(|e| match e {
+            ClientEvent::Disconnected { code, reason } => Some((code, reason)),
+            _ => None,
+        });
+        assert!(
+            matches!(&reason, Some((ErrorCode::SlowConsumer, r)) if r.contains("not reading fast enough")),
+            "{reason:?}"
+        );
         sender
             .commands
             .send(ClientCommand::Send {
