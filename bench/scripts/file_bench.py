@@ -4,6 +4,8 @@
   raw    socat -b 262144 copying the file over a plain TCP socket (the ceiling)
   direct p2pchat connect /send -> p2pchat listen --auto-accept
   relay  p2pchat join /send ID -> p2pchat server -> p2pchat join --auto-accept
+  ... --insecure   the same two with encryption off everywhere, for the cost of
+                   encryption (the secure channel, and end to end through the relay)
 
 Each p2pchat figure includes hashing (BLAKE3 on both sides), the receiver's flush to
 disk and its rename after verification. Peak RSS of each process comes from
@@ -64,13 +66,14 @@ def raw(path, size, durable=False):
 def raw_durable(path, size):
     return raw(path, size, durable=True)
 
-def direct(path, size, work):
+def direct(path, size, work, insecure=False):
     dl = os.path.join(work, "direct"); os.makedirs(dl, exist_ok=True)
     port = free_port()
+    extra = ["--insecure"] if insecure else []
     rx = timed([BIN, "listen", "--bind", "127.0.0.1", "--port", str(port), "--no-history", "--auto-accept",
-                "--download-dir", dl], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                "--download-dir", dl] + extra, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     wait_line(rx, lambda l: l.startswith("* listening"))
-    tx = timed([BIN, "connect", f"127.0.0.1:{port}", "--no-history"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    tx = timed([BIN, "connect", f"127.0.0.1:{port}", "--no-history"] + extra, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     wait_line(tx, lambda l: l.startswith("* connected"))
     t0 = time.time()
     tx.stdin.write(f"/send {path}\n"); tx.stdin.flush()
@@ -81,14 +84,15 @@ def direct(path, size, work):
     shutil.rmtree(dl)
     return dt, {"sender": peak_kib(txe), "receiver": peak_kib(rxe)}
 
-def relay(path, size, work):
+def relay(path, size, work, insecure=False):
     dl = os.path.join(work, "relay"); os.makedirs(dl, exist_ok=True)
     port = free_port()
-    srv = timed([BIN, "server", "--bind", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL)
+    extra = ["--insecure"] if insecure else []
+    srv = timed([BIN, "server", "--bind", "127.0.0.1", "--port", str(port)] + extra, stdout=subprocess.DEVNULL)
     time.sleep(0.3)
-    a = timed([BIN, "join", f"127.0.0.1:{port}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    a = timed([BIN, "join", f"127.0.0.1:{port}"] + extra, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     wait_line(a, lambda l: l.startswith("* you are client 0"))
-    b = timed([BIN, "join", f"127.0.0.1:{port}", "--auto-accept", "--download-dir", dl],
+    b = timed([BIN, "join", f"127.0.0.1:{port}", "--auto-accept", "--download-dir", dl] + extra,
               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     wait_line(b, lambda l: l.startswith("* you are client 1"))
     t0 = time.time()
@@ -102,6 +106,12 @@ def relay(path, size, work):
     se = finish(srv)
     shutil.rmtree(dl)
     return dt, {"sender": peak_kib(ae), "receiver": peak_kib(be), "server": peak_kib(se)}
+
+def direct_insecure(path, size, work):
+    return direct(path, size, work, insecure=True)
+
+def relay_insecure(path, size, work):
+    return relay(path, size, work, insecure=True)
 
 def main():
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1024]
@@ -118,7 +128,8 @@ def main():
             hashed = subprocess.run([BIN, "bench", "--hash-file", path], capture_output=True, text=True)
             print(f"<!-- {hashed.stdout.strip()} -->", flush=True)
             paths = (("raw socat", raw), ("raw socat + sync", raw_durable),
-                     ("direct", direct), ("relay", relay))
+                     ("direct", direct), ("direct --insecure", direct_insecure),
+                     ("relay", relay), ("relay --insecure", relay_insecure))
             runs = {name: [] for name, _ in paths}
             for _ in range(int(os.environ.get("REPEAT", "3"))):
                 for name, run in paths:

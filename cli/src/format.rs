@@ -119,6 +119,19 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
         ClientEvent::Left { id, code } => Line::Out(format!("* {id} left{}", departure(*code))),
         ClientEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
         ClientEvent::Message { from, text, .. } => Line::Out(format!("{from} {}", sanitize(text))),
+        ClientEvent::NotEndToEnd {
+            id,
+            everyone: false,
+        } => Line::Out(format!(
+            "* {id} has no key: messages between you are not end-to-end encrypted (the relay can read them)"
+        )),
+        ClientEvent::NotEndToEnd { id, everyone: true } => Line::Out(format!(
+            "* {id} has no key and cannot read messages to everyone; write `{id} MESSAGE` to reach it unencrypted"
+        )),
+        ClientEvent::Unreadable { from, seq, reason } => Line::Err(format!(
+            "error: message {seq} from client {from} could not be read: {}",
+            sanitize(reason)
+        )),
         ClientEvent::UnsupportedPayload { from, kind } => Line::Err(format!(
             "error: client {from} sent a kind of message this version cannot show ({kind})"
         )),
@@ -187,6 +200,7 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             to,
             seq,
             text,
+            encrypted,
         } => {
             let to = if to.is_broadcast() {
                 "\"all\"".to_owned()
@@ -194,10 +208,17 @@ fn relay_event_json(event: &ClientEvent) -> Line {
                 to.to_string()
             };
             format!(
-                r#"{{"event":"message","from":{from},"to":{to},"seq":{seq},"text":{}}}"#,
+                r#"{{"event":"message","from":{from},"to":{to},"seq":{seq},"e2e":{encrypted},"text":{}}}"#,
                 json_string(text)
             )
         }
+        ClientEvent::NotEndToEnd { id, everyone } => {
+            format!(r#"{{"event":"not_end_to_end","id":{id},"everyone":{everyone}}}"#)
+        }
+        ClientEvent::Unreadable { from, seq, reason } => format!(
+            r#"{{"event":"unreadable","from":{from},"seq":{seq},"reason":{}}}"#,
+            json_string(reason)
+        ),
         ClientEvent::UnsupportedPayload { from, kind } => {
             format!(r#"{{"event":"unsupported","from":{from},"kind":{kind}}}"#)
         }
@@ -325,6 +346,7 @@ mod tests {
             to: ClientId(1),
             seq: 1,
             text: "hello there".into(),
+            encrypted: true,
         };
         assert_eq!(
             relay_event(&e, None, false),

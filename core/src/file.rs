@@ -94,7 +94,8 @@ pub enum FileMsg {
     },
 }
 
-mod ty {
+/// File message type bytes, as listed in `docs/PROTOCOL.md`.
+pub(crate) mod ty {
     pub const OFFER: u8 = 1;
     pub const ACCEPT: u8 = 2;
     pub const DECLINE: u8 = 3;
@@ -121,6 +122,23 @@ impl FileMsg {
             | FileMsg::Result { transfer, .. }
             | FileMsg::CancelBySender { transfer, .. }
             | FileMsg::CancelByReceiver { transfer, .. } => *transfer,
+        }
+    }
+
+    /// Its type byte (what the clear header of an end-to-end encrypted file message
+    /// repeats).
+    pub(crate) fn type_byte(&self) -> u8 {
+        match self {
+            FileMsg::Offer { .. } => ty::OFFER,
+            FileMsg::Accept { .. } => ty::ACCEPT,
+            FileMsg::Decline { .. } => ty::DECLINE,
+            FileMsg::Start { .. } => ty::START,
+            FileMsg::Chunk { .. } => ty::CHUNK,
+            FileMsg::Ack { .. } => ty::ACK,
+            FileMsg::Done { .. } => ty::DONE,
+            FileMsg::Result { .. } => ty::RESULT,
+            FileMsg::CancelBySender { .. } => ty::CANCEL_BY_SENDER,
+            FileMsg::CancelByReceiver { .. } => ty::CANCEL_BY_RECEIVER,
         }
     }
 

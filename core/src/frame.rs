@@ -88,15 +88,29 @@ pub enum PayloadKind {
     Text,
     /// A file-transfer message (see `file.rs` and `docs/PROTOCOL.md`, "Files").
     File,
+    /// Chat text encrypted end to end (see `secure/e2e.rs`): the relay routes it
+    /// without being able to read it.
+    Sealed,
+    /// A file-transfer message encrypted end to end, behind a clear header (the
+    /// message type, the transfer and, in an offer, the size) that the relay needs
+    /// to enforce its file limits.
+    SealedFile,
+    /// End-to-end key exchange between two clients (a group key, a request for one),
+    /// encrypted end to end; never shown to a person.
+    Keys,
     /// A kind from a newer version; routed as is, ignored by receivers that do not know it.
     Other(u8),
 }
 
 impl PayloadKind {
-    fn to_u8(self) -> u8 {
+    /// The kind byte on the wire.
+    pub(crate) fn to_u8(self) -> u8 {
         match self {
             PayloadKind::Text => 1,
             PayloadKind::File => 2,
+            PayloadKind::Sealed => 3,
+            PayloadKind::SealedFile => 4,
+            PayloadKind::Keys => 5,
             PayloadKind::Other(n) => n,
         }
     }
@@ -105,6 +119,9 @@ impl PayloadKind {
         match n {
             1 => PayloadKind::Text,
             2 => PayloadKind::File,
+            3 => PayloadKind::Sealed,
+            4 => PayloadKind::SealedFile,
+            5 => PayloadKind::Keys,
             other => PayloadKind::Other(other),
         }
     }
@@ -132,8 +149,24 @@ impl Payload {
     pub fn as_text(&self) -> Option<&str> {
         match self.kind {
             PayloadKind::Text => core::str::from_utf8(&self.body).ok(),
-            PayloadKind::File | PayloadKind::Other(_) => None,
+            _ => None,
         }
+    }
+}
+
+impl PayloadKind {
+    /// Whether a file transfer or key exchange (not chat): such messages go on after
+    /// their sender said `exit`, since they finish what was started before.
+    pub fn is_housekeeping(self) -> bool {
+        matches!(
+            self,
+            PayloadKind::File | PayloadKind::SealedFile | PayloadKind::Keys
+        )
+    }
+
+    /// Whether a file-transfer message, clear or end-to-end encrypted.
+    pub fn is_file(self) -> bool {
+        matches!(self, PayloadKind::File | PayloadKind::SealedFile)
     }
 }
 
@@ -227,6 +260,15 @@ pub enum Frame {
     /// 0x17: every online client has said `exit`: nobody will send anything more, so
     /// the receiver (which has said exit too) can leave.
     AllExited,
+    /// 0x18: client asks the relay who client `id` is (its key above all, to encrypt
+    /// to it when no roster listed it); answered with `Profile`, or an `Error`
+    /// (`UnknownRecipient`) when no such client is online.
+    Lookup {
+        /// The client asked about.
+        id: ClientId,
+    },
+    /// 0x19: the relay's answer to `Lookup`.
+    Profile(RosterEntry),
     /// 0x20: a direct-chat message.
     Message {
         /// The sender's sequence number: strictly increasing, from 1.
@@ -273,6 +315,8 @@ mod ty {
     pub const LEFT: u8 = 0x15;
     pub const EXITED: u8 = 0x16;
     pub const ALL_EXITED: u8 = 0x17;
+    pub const LOOKUP: u8 = 0x18;
+    pub const PROFILE: u8 = 0x19;
     pub const MESSAGE: u8 = 0x20;
     pub const EXIT: u8 = 0x30;
     pub const PING: u8 = 0x31;
@@ -292,6 +336,34 @@ const NO_SUBJECT: u32 = u32::MAX;
 
 /// Roster-entry and `Joined` flag: a 32-byte key follows.
 const FLAG_KEY: u8 = 0b10;
+
+/// Appends one roster entry (in a `Roster` or a `Profile`): ID, flags, name, key.
+fn roster_entry(w: &mut Writer<'_>, e: &RosterEntry) {
+    w.u32(e.id.0);
+    w.u8(u8::from(e.exited) | if e.key.is_some() { FLAG_KEY } else { 0 });
+    w.str8(&e.name);
+    if let Some(key) = &e.key {
+        w.rest(&key.0);
+    }
+}
+
+/// Reads one roster entry, as [`roster_entry`] writes it.
+fn read_roster_entry(r: &mut Reader<'_>) -> Result<RosterEntry, DecodeError> {
+    let id = ClientId(r.u32()?);
+    let flags = r.u8()?;
+    let name = r.str8("Roster name")?;
+    let key = if flags & FLAG_KEY != 0 {
+        Some(PublicKey(r.array()?))
+    } else {
+        None
+    };
+    Ok(RosterEntry {
+        id,
+        exited: flags & 1 == 1,
+        name,
+        key,
+    })
+}
 
 /// Appends one frame: the length prefix, the type byte, and the body `body` writes.
 fn encode_with(out: &mut Vec<u8>, type_byte: u8, body: impl FnOnce(&mut Writer<'_>)) {
@@ -465,6 +537,8 @@ impl Frame {
             Frame::Left { .. } => "Left",
             Frame::Exited { .. } => "Exited",
             Frame::AllExited => "AllExited",
+            Frame::Lookup { .. } => "Lookup",
+            Frame::Profile(_) => "Profile",
             Frame::Message { .. } => "Message",
             Frame::Exit => "Exit",
             Frame::Ping(_) => "Ping",
@@ -489,6 +563,8 @@ impl Frame {
             Frame::Left { .. } => ty::LEFT,
             Frame::Exited { .. } => ty::EXITED,
             Frame::AllExited => ty::ALL_EXITED,
+            Frame::Lookup { .. } => ty::LOOKUP,
+            Frame::Profile(_) => ty::PROFILE,
             Frame::Message { .. } => ty::MESSAGE,
             Frame::Exit => ty::EXIT,
             Frame::Ping(_) => ty::PING,
@@ -547,14 +623,11 @@ impl Frame {
                 w.u32(*total);
                 w.u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
                 for e in entries.iter().take(u32::MAX as usize) {
-                    w.u32(e.id.0);
-                    w.u8(u8::from(e.exited) | if e.key.is_some() { FLAG_KEY } else { 0 });
-                    w.str8(&e.name);
-                    if let Some(key) = &e.key {
-                        w.rest(&key.0);
-                    }
+                    roster_entry(w, e);
                 }
             }
+            Frame::Lookup { id } => w.u32(id.0),
+            Frame::Profile(e) => roster_entry(w, e),
             Frame::Joined { id, name, key } => {
                 w.u32(id.0);
                 w.str8(name);
@@ -681,23 +754,22 @@ impl Frame {
                 }
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let id = ClientId(r.u32()?);
-                    let flags = r.u8()?;
-                    let name = r.str8("Roster name")?;
-                    let key = if flags & FLAG_KEY != 0 {
-                        Some(PublicKey(r.array()?))
-                    } else {
-                        None
-                    };
-                    entries.push(RosterEntry {
-                        id,
-                        exited: flags & 1 == 1,
-                        name,
-                        key,
-                    });
+                    entries.push(read_roster_entry(&mut r)?);
                 }
                 r.finish()?;
                 Frame::Roster { total, entries }
+            }
+            ty::LOOKUP => {
+                let mut r = Reader::new(body, "Lookup");
+                let id = ClientId(r.u32()?);
+                r.finish()?;
+                Frame::Lookup { id }
+            }
+            ty::PROFILE => {
+                let mut r = Reader::new(body, "Profile");
+                let entry = read_roster_entry(&mut r)?;
+                r.finish()?;
+                Frame::Profile(entry)
             }
             ty::JOINED => {
                 let mut r = Reader::new(body, "Joined");

@@ -15,6 +15,7 @@
 
 mod client;
 mod decode;
+mod e2e;
 mod error;
 mod file;
 mod frame;

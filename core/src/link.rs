@@ -362,9 +362,10 @@ impl Link {
         self.text.as_mut().and_then(|r| r.on_timeout(now))
     }
 
-    /// Queues a file message in a frame that `encode` writes (a `Message` or a
-    /// `Chat`), whatever the bound: file traffic is paced by the file machine itself.
-    pub(crate) fn send_file(&mut self, encode: impl FnOnce(&mut Vec<u8>), now: Timestamp) {
+    /// Queues a frame that `encode` writes (a `Message` or a `Chat`), whatever the
+    /// bound: file traffic is paced by the file machine itself, and chat is checked
+    /// against the bound before it is sealed and written.
+    pub(crate) fn send_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>), now: Timestamp) {
         if self.is_open() && !self.is_plain_text() {
             self.out.push_with(encode);
             self.keepalive.on_sent(now);

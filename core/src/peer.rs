@@ -371,7 +371,7 @@ impl Peer {
         while let Some((_, msg)) = self.files.poll_outbox() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.link.send_file(
+            self.link.send_encoded(
                 |out| encode_message_with(out, seq, PayloadKind::File, |b| msg.encode_into(b)),
                 now,
             );
@@ -760,9 +760,11 @@ impl Peer {
                     ),
                 }
             }
-            PayloadKind::Other(kind) => self
-                .events
-                .push_back(PeerEvent::UnsupportedPayload { kind }),
+            // End-to-end kinds belong to relay traffic: a direct connection is already
+            // end to end.
+            other => self.events.push_back(PeerEvent::UnsupportedPayload {
+                kind: other.to_u8(),
+            }),
         }
     }
 

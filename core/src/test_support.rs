@@ -67,14 +67,20 @@ impl Wire {
 
     /// Connects a new client and runs until quiet; returns its index.
     pub fn join(&mut self, name: &str) -> usize {
-        let conn = self.server.handle_connected(self.now);
-        let limits = self.server.limits().clone();
         let n = u8::try_from(self.clients.len() + 1).unwrap_or(u8::MAX);
         let security = if self.encrypted {
             party_security(n)
         } else {
             Security::insecure()
         };
+        self.join_with(name, security)
+    }
+
+    /// Connects a new client with its own security and runs until quiet; returns
+    /// its index.
+    pub fn join_with(&mut self, name: &str, security: Security) -> usize {
+        let conn = self.server.handle_connected(self.now);
+        let limits = self.server.limits().clone();
         let client = RelayClient::new(name, limits, security, self.now).unwrap();
         self.clients.push(Attached {
             conn,

@@ -19,10 +19,17 @@ fn arb_name() -> impl Strategy<Value = String> {
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         ".{0,40}".prop_map(|t| Payload::text(&t)),
-        (3u8..=255, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, body)| Payload {
-            kind: PayloadKind::Other(k),
-            body
-        }),
+        (
+            prop_oneof![
+                Just(PayloadKind::File),
+                Just(PayloadKind::Sealed),
+                Just(PayloadKind::SealedFile),
+                Just(PayloadKind::Keys),
+                (6u8..=255).prop_map(PayloadKind::Other),
+            ],
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(kind, body)| Payload { kind, body }),
     ]
 }
 
@@ -102,6 +109,15 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
                     .collect(),
             }),
         Just(Frame::AllExited),
+        arb_id().prop_map(|id| Frame::Lookup { id }),
+        (arb_id(), any::<bool>(), arb_name(), arb_key()).prop_map(|(id, exited, name, key)| {
+            Frame::Profile(RosterEntry {
+                id,
+                exited,
+                name,
+                key,
+            })
+        }),
         (arb_id(), arb_name(), arb_key()).prop_map(|(id, name, key)| Frame::Joined {
             id,
             name,

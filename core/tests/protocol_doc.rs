@@ -196,7 +196,8 @@ fn a_real_relay_sends_exactly_the_documented_bytes() {
                 from: ClientId(0),
                 to: ClientId(1),
                 seq: 1,
-                text: "hello bob".into()
+                text: "hello bob".into(),
+                encrypted: false,
             },
             ClientEvent::Exited { id: ClientId(0) },
         ]

@@ -94,6 +94,7 @@ fn an_invented_message_is_caught() {
                 broadcast: false,
                 seq: 99,
                 text: "never sent".into(),
+                sealed: true,
             },
         },
     );

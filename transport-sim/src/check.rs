@@ -172,8 +172,16 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                 from,
                 seq,
                 text,
+                sealed,
                 ..
             } => {
+                if t.encrypted && from.is_some() && !sealed {
+                    v.push(violation(
+                        "end-to-end",
+                        e.at,
+                        format!("c{client} got seq {seq} from {from:?} not sealed end to end"),
+                    ));
+                }
                 let sender = match from {
                     Some(fid) => match id_node.get(fid) {
                         Some(&s) => s,

@@ -208,6 +208,7 @@ impl Sim {
             max_clients: scenario.limits.max_clients,
             max_outbound_bytes: scenario.limits.max_outbound_bytes,
             direct: scenario.topology == Topology::Direct,
+            encrypted: scenario.encrypted,
             ..Transcript::default()
         };
         let mut sim = Sim {
@@ -1180,12 +1181,22 @@ fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
             to,
             seq,
             text,
+            encrypted,
         } => Record::Delivered {
             client,
             from: Some(from),
             broadcast: to.is_broadcast(),
             seq,
             text,
+            sealed: encrypted,
+        },
+        ClientEvent::NotEndToEnd { id, everyone } => Record::Notice {
+            client,
+            text: format!("{id} has no key (everyone: {everyone})"),
+        },
+        ClientEvent::Unreadable { from, seq, reason } => Record::Notice {
+            client,
+            text: format!("unreadable seq {seq} from {from}: {reason}"),
         },
         ClientEvent::UnsupportedPayload { from, kind } => Record::Notice {
             client,
@@ -1229,6 +1240,7 @@ fn peer_record(client: usize, e: PeerEvent) -> Option<Record> {
             broadcast: false,
             seq,
             text,
+            sealed: false,
         },
         PeerEvent::UnsupportedPayload { kind } => Record::Notice {
             client,

@@ -57,6 +57,8 @@ pub enum Record {
         broadcast: bool,
         seq: u64,
         text: String,
+        /// Sealed end to end by its sender (relay traffic).
+        sealed: bool,
     },
     /// A non-fatal error report about one of our messages.
     ErrorReport {
@@ -140,6 +142,8 @@ pub struct Transcript {
     pub max_outbound_bytes: usize,
     /// Whether the run was a direct conversation.
     pub direct: bool,
+    /// Whether the run was encrypted (then relay clients seal end to end).
+    pub encrypted: bool,
     /// Clients that were subject to a fault (reset, cut, vanish, stall), by index.
     pub faulted: Vec<usize>,
 }
@@ -201,11 +205,13 @@ impl fmt::Display for Record {
                 broadcast,
                 seq,
                 text,
+                sealed,
             } => write!(
                 f,
-                "c{client} got from={} seq={seq}{} {text:?}",
+                "c{client} got from={} seq={seq}{}{} {text:?}",
                 opt_id(from),
-                if *broadcast { " (all)" } else { "" }
+                if *broadcast { " (all)" } else { "" },
+                if *sealed { " e2e" } else { "" }
             ),
             Record::ErrorReport {
                 client,

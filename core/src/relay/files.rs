@@ -3,26 +3,37 @@
 //! transfers per client), and refuses an offer with a reason instead.
 
 use super::RelayServer;
-use crate::file::FileMsg;
+use crate::e2e::FileHeader;
+use crate::file::{FileMsg, TransferId, ty};
+use crate::frame::PayloadKind;
 use crate::id::ClientId;
 
 impl RelayServer {
-    /// Checks a file payload from `from` to `to`; `Err` says why the relay refuses it.
+    /// Checks a file payload (clear or end-to-end encrypted, as `kind` says) from
+    /// `from` to `to`; `Err` says why the relay refuses it.
     pub(super) fn check_file(
         &mut self,
         from: ClientId,
         to: ClientId,
+        kind: PayloadKind,
         body: &[u8],
     ) -> Result<(), String> {
         if to.is_broadcast() {
             return Err("files go to one client, not to everyone".into());
         }
-        // Only what the limits need is read; anything else passes as it is.
-        let Ok(msg) = FileMsg::decode(body) else {
+        // Only what the limits need is read (an end-to-end encrypted message shows
+        // just that, in its clear header); anything else passes as it is.
+        let header = match kind {
+            PayloadKind::SealedFile => FileHeader::split(body).map(|(h, _)| h),
+            _ => FileMsg::decode(body).map(|m| FileHeader::of(&m)),
+        };
+        let Ok(header) = header else {
             return Ok(());
         };
-        match msg {
-            FileMsg::Offer { transfer, size, .. } => {
+        let transfer = header.transfer;
+        match header.type_byte {
+            ty::OFFER => {
+                let size = header.size.unwrap_or(0);
                 if size > self.limits.max_file_size {
                     return Err(format!(
                         "the file is {size} bytes; this relay carries files of at most {} bytes",
@@ -31,7 +42,7 @@ impl RelayServer {
                 }
                 let active = self
                     .transfers
-                    .range((from, crate::file::TransferId(0))..)
+                    .range((from, TransferId(0))..)
                     .take_while(|((c, _), _)| *c == from)
                     .count();
                 if active >= self.limits.max_transfers_per_client {
@@ -43,12 +54,10 @@ impl RelayServer {
                 self.transfers.insert((from, transfer), to);
             }
             // The end of a transfer, seen from either side.
-            FileMsg::CancelBySender { transfer, .. } => {
+            ty::CANCEL_BY_SENDER => {
                 self.transfers.remove(&(from, transfer));
             }
-            FileMsg::Decline { transfer, .. }
-            | FileMsg::Result { transfer, .. }
-            | FileMsg::CancelByReceiver { transfer, .. } => {
+            ty::DECLINE | ty::RESULT | ty::CANCEL_BY_RECEIVER => {
                 self.transfers.remove(&(to, transfer));
             }
             _ => {}

@@ -142,6 +142,10 @@ struct Connection {
 /// The relay server state machine. See the module documentation.
 #[derive(Debug)]
 pub struct RelayServer {
+    /// Unit tests: every payload the relay routed, as it saw it (kind and body), to
+    /// show what a relay operator could read.
+    #[cfg(test)]
+    pub(crate) routed: Vec<(PayloadKind, Vec<u8>)>,
     limits: Limits,
     security: Security,
     entropy: Entropy,
@@ -203,6 +207,8 @@ impl RelayServer {
     pub fn new(limits: Limits, security: Security) -> Self {
         let entropy = Entropy::new(security.seed);
         RelayServer {
+            #[cfg(test)]
+            routed: Vec::new(),
             limits,
             security,
             entropy,
@@ -622,6 +628,10 @@ impl RelayServer {
                     let roster = self.roster();
                     self.enqueue(conn, &roster);
                 }
+                Frame::Lookup { id } => {
+                    let answer = self.profile(id);
+                    self.enqueue(conn, &answer);
+                }
                 Frame::Exit => self.on_exit(conn),
                 Frame::Ping(nonce) => self.enqueue(conn, &Frame::Pong(nonce)),
                 Frame::Pong(_) | Frame::Error(_) => {}
@@ -780,9 +790,11 @@ impl RelayServer {
             return;
         };
         let (from, to, seq) = (client.id, chat.to, chat.seq);
-        // Exit stops chat; file traffic (acknowledgements, the end of a transfer)
-        // goes on.
-        if client.exited && chat.kind != PayloadKind::File {
+        #[cfg(test)]
+        self.routed.push((chat.kind, chat.body.to_vec()));
+        // Exit stops chat; file traffic (acknowledgements, the end of a transfer) and
+        // key exchange (a group key a client asks for) go on.
+        if client.exited && !chat.kind.is_housekeeping() {
             let report = error_report(
                 ErrorCode::SendAfterExit,
                 seq,
@@ -802,8 +814,8 @@ impl RelayServer {
             return;
         }
         client.last_seq = seq;
-        if chat.kind == PayloadKind::File
-            && let Err(why) = self.check_file(from, to, chat.body)
+        if chat.kind.is_file()
+            && let Err(why) = self.check_file(from, to, chat.kind, chat.body)
         {
             let report = error_report(ErrorCode::FileRefused, seq, Some(to), why);
             self.enqueue(conn, &report);
@@ -1165,6 +1177,32 @@ impl RelayServer {
         }
     }
 
+    /// The answer to a `Lookup` of client `id`: its roster entry, or an error naming
+    /// who is online.
+    fn profile(&self, id: ClientId) -> Frame {
+        let entry =
+            self.clients
+                .get(&id)
+                .and_then(|conn| match self.conns.get(conn).map(|c| &c.state) {
+                    Some(ConnState::Admitted(c)) => Some(RosterEntry {
+                        id: c.id,
+                        exited: c.exited,
+                        name: c.name.clone(),
+                        key: c.key,
+                    }),
+                    _ => None,
+                });
+        match entry {
+            Some(entry) => Frame::Profile(entry),
+            None => error_report(
+                ErrorCode::UnknownRecipient,
+                0,
+                Some(id),
+                self.unknown_recipient_message(id),
+            ),
+        }
+    }
+
     /// Sends a notice to every admitted client except `about`.
     fn notify_others(&mut self, about: ClientId, frame: &Frame) {
         let targets: Vec<ConnId> = self
@@ -1497,7 +1535,7 @@ mod tests {
             w.pump();
         }
         // ...and then four broadcasts arrive in one read: it takes three.
-        let text = "x".repeat(600);
+        let text = "x".repeat(550);
         let seqs: Vec<u64> = (0..4)
             .map(|_| w.client(a).broadcast(&text, T).unwrap())
             .collect();

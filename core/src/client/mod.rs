@@ -4,15 +4,21 @@
 //! copy of the roster current from `Joined` / `Left` / `Exited` notices, and turns
 //! what the relay sends into [`ClientEvent`]s for the user interface. Messages typed
 //! before `Welcome` are queued behind the `Hello`, so nothing typed early is lost.
+//!
+//! What it sends other clients is sealed end to end when they have a key
+//! ([`sending`]), and what they send it is opened the same way ([`receiving`]).
+
+mod receiving;
+mod sending;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::e2e::Keyring;
 use crate::error::{ErrorCode, SendError};
 use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
-use crate::frame::{
-    Envelope, ErrorReport, Frame, Payload, PayloadKind, Refused, Role, RosterEntry,
-    encode_chat_with,
-};
+use crate::frame::{Envelope, ErrorReport, Frame, Refused, Role, RosterEntry};
 use crate::handshake::{CAP_NOISE, our_hello, validate_name};
 use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
@@ -74,6 +80,30 @@ pub enum ClientEvent {
         seq: u64,
         /// The text.
         text: String,
+        /// Whether it came end-to-end encrypted (sealed by the sender for us); a
+        /// message from a client without a key comes in the clear.
+        encrypted: bool,
+    },
+    /// What we send client `id` is not end-to-end encrypted: it has no key (a
+    /// plain-text client, or one started with `--insecure`). Told once per client;
+    /// with `everyone`, about messages to everyone, which it cannot read at all.
+    NotEndToEnd {
+        /// The client without a key.
+        id: ClientId,
+        /// About messages to everyone (sealed with our group key, which it cannot
+        /// hold), not about messages to it.
+        everyone: bool,
+    },
+    /// A message from another client that could not be read: it did not open with
+    /// the keys it named, came again or out of order, or waited for a key that never
+    /// came. It is left out; the connection goes on.
+    Unreadable {
+        /// The sender's ID.
+        from: ClientId,
+        /// The sender's sequence number.
+        seq: u64,
+        /// Why, in words.
+        reason: String,
     },
     /// A message with a payload kind this version does not know; ignored.
     UnsupportedPayload {
@@ -134,6 +164,16 @@ pub struct RelayClient {
     offer_seqs: BTreeMap<u64, TransferId>,
     /// The latest time an input carried (for sends triggered by `handle_written`).
     last_now: Timestamp,
+    /// Our end-to-end keys (`None` without a key, or with `--insecure`: everything
+    /// goes in the clear).
+    keyring: Option<Keyring>,
+    /// What waits for a recipient's key.
+    outbox: sending::Outbox,
+    /// Messages held until their sender's group key arrives.
+    held: FxHashMap<ClientId, receiving::Held>,
+    /// The clients we told the user have no key (and whether about messages to
+    /// everyone).
+    told_plain: FxHashSet<(ClientId, bool)>,
 }
 
 impl RelayClient {
@@ -152,6 +192,10 @@ impl RelayClient {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, true);
         let offers = security.offers();
+        let keyring = match (&security.identity, offers) {
+            (Some(identity), true) => Some(Keyring::new(identity.clone(), &security.seed)),
+            _ => None,
+        };
         let hello = our_hello(Role::RelayClient, name, if offers { CAP_NOISE } else { 0 });
         link.send(&Frame::Hello(hello.clone()), now);
         if offers {
@@ -178,6 +222,10 @@ impl RelayClient {
             all_exited: false,
             offer_seqs: BTreeMap::new(),
             last_now: now,
+            keyring,
+            outbox: sending::Outbox::default(),
+            held: FxHashMap::default(),
+            told_plain: FxHashSet::default(),
         })
     }
 
@@ -210,15 +258,21 @@ impl RelayClient {
         self.phase == Phase::Over || !self.link.is_open()
     }
 
-    /// Bytes queued for the relay or handed to the driver and not yet written.
+    /// Bytes queued for the relay or handed to the driver and not yet written (and
+    /// messages waiting for a recipient's key).
     pub fn pending_bytes(&self) -> usize {
-        self.link.pending()
+        self.link.pending() + self.outbox.bytes()
     }
 
     /// Whether a message of `len` bytes would fit in the outbound queue now; a driver
     /// reading input faster than the network takes it should wait while this is false.
     pub fn has_room_for(&self, len: usize) -> bool {
-        self.link.pending() + len + 64 <= self.limits.max_outbound_bytes
+        self.pending_bytes() + len + 128 <= self.limits.max_outbound_bytes
+    }
+
+    /// Our long-term key, when we encrypt end to end.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.keyring.as_ref().map(Keyring::public)
     }
 
     /// Sends `text` to client `to`. Returns the message's sequence number, which the
@@ -253,18 +307,22 @@ impl RelayClient {
         if self.exited {
             return Err(SendError::AlreadyExited);
         }
-        let seq = self.next_seq;
-        let frame = Frame::Chat {
-            to,
-            seq,
-            payload: Payload::text(text),
-        };
-        if !self.link.try_send(&frame, now) {
+        if !self.has_room_for(text.len()) {
             return Err(SendError::QueueFull {
-                pending: self.link.pending(),
+                pending: self.pending_bytes(),
             });
         }
-        self.next_seq += 1;
+        if to.is_broadcast() {
+            self.share_group_key(now);
+        }
+        let seq = self.take_seq();
+        let item = sending::Outgoing::Chat {
+            to,
+            seq,
+            kind: crate::frame::PayloadKind::Text,
+            plain: text.as_bytes().to_vec(),
+        };
+        self.submit(item, now);
         Ok(seq)
     }
 
@@ -390,18 +448,14 @@ impl RelayClient {
             return;
         }
         self.files
-            .pump(self.link.pending(), self.limits.max_outbound_bytes);
+            .pump(self.pending_bytes(), self.limits.max_outbound_bytes);
         while let Some((to, msg)) = self.files.poll_outbox() {
             let Some(to) = to else { continue };
-            let seq = self.next_seq;
-            self.next_seq += 1;
+            let seq = self.take_seq();
             if let FileMsg::Offer { transfer, .. } = &msg {
                 self.offer_seqs.insert(seq, *transfer);
             }
-            self.link.send_file(
-                |out| encode_chat_with(out, to, seq, PayloadKind::File, |b| msg.encode_into(b)),
-                now,
-            );
+            self.submit(sending::Outgoing::File { to, seq, msg }, now);
         }
         while let Some(e) = self.files.poll_event() {
             self.events.push_back(ClientEvent::File(e));
@@ -429,7 +483,7 @@ impl RelayClient {
     pub fn exit(&mut self, now: Timestamp) {
         if !self.exited && self.link.is_open() {
             self.exited = true;
-            self.link.send(&Frame::Exit, now);
+            self.submit(sending::Outgoing::Exit, now);
         }
     }
 
@@ -482,7 +536,7 @@ impl RelayClient {
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
         // Room in the queue: maybe the next file chunk.
-        if self.files.waiting_for_room(self.link.pending()) {
+        if self.files.waiting_for_room(self.pending_bytes()) {
             self.pump_files(self.last_now);
         }
     }
@@ -557,7 +611,7 @@ impl RelayClient {
             }
             (_, Frame::Ping(nonce)) => self.link.send(&Frame::Pong(nonce), now),
             (_, Frame::Pong(_)) => {}
-            (Phase::Admitted(_), frame) => self.on_admitted_frame(frame),
+            (Phase::Admitted(_), frame) => self.on_admitted_frame(frame, now),
             (Phase::Handshaking, Frame::Hello(_)) => {
                 let reason =
                     "this address is a direct-chat peer, not a relay: use `p2pchat connect`";
@@ -571,12 +625,18 @@ impl RelayClient {
         }
     }
 
-    fn on_admitted_frame(&mut self, frame: Frame) {
+    fn on_admitted_frame(&mut self, frame: Frame, now: Timestamp) {
         match frame {
             Frame::Roster { total, entries } => {
+                if let Some(ring) = self.keyring.as_mut() {
+                    for e in &entries {
+                        ring.announce(e.id, e.key);
+                    }
+                }
                 self.roster = entries.iter().map(|e| (e.id, e.clone())).collect();
                 self.events
                     .push_back(ClientEvent::Roster { total, entries });
+                self.flush_outbox(now);
             }
             Frame::AllExited => {
                 self.all_exited = true;
@@ -591,10 +651,30 @@ impl RelayClient {
                 };
                 self.roster.insert(id, entry);
                 self.events.push_back(ClientEvent::Joined { id, name, key });
+                if let Some(ring) = self.keyring.as_mut() {
+                    ring.announce(id, key);
+                    // Once we write to everyone, a newcomer gets our group key at
+                    // once rather than asking for it.
+                    if key.is_some() && ring.group_in_use() && !self.exited {
+                        let msg = ring.group_key_for(id);
+                        self.submit_keys(id, &msg, now);
+                    }
+                }
+                self.flush_outbox(now);
+            }
+            Frame::Profile(entry) => {
+                if let Some(ring) = self.keyring.as_mut() {
+                    ring.announce(entry.id, entry.key);
+                }
+                self.lookup_answered(entry.id, now);
             }
             Frame::Left { id, code } => {
                 self.roster.remove(&id);
+                if let Some(ring) = self.keyring.as_mut() {
+                    ring.forget(id);
+                }
                 self.files.peer_gone(Some(id), &format!("client {id} left"));
+                self.give_up_held(id, &format!("client {id} left"));
                 self.events.push_back(ClientEvent::Left { id, code });
             }
             Frame::Exited { id } => {
@@ -608,29 +688,25 @@ impl RelayClient {
                 to,
                 seq,
                 payload,
-            } => match payload.kind {
-                PayloadKind::Text => match String::from_utf8(payload.body) {
-                    Ok(text) => self.events.push_back(ClientEvent::Message {
-                        from,
-                        to,
-                        seq,
-                        text,
-                    }),
-                    Err(_) => {
-                        let reason =
-                            format!("the relay delivered invalid UTF-8 from client {from}");
-                        self.fail(ErrorCode::InvalidUtf8, reason);
-                    }
-                },
-                PayloadKind::File => {
-                    self.on_file_message(from, FileMsg::decode(&payload.body).ok());
-                }
-                PayloadKind::Other(kind) => {
-                    self.events
-                        .push_back(ClientEvent::UnsupportedPayload { from, kind });
-                }
-            },
+            } => self.on_deliver(from, to, seq, payload, now),
             Frame::Error(report) => {
+                if report.code == ErrorCode::UnknownRecipient
+                    && report.seq == 0
+                    && let Some(id) = report.subject
+                    && self.outbox.is_looking_up(id)
+                {
+                    // The answer to our lookup.
+                    self.give_up_held(id, &format!("client {id} is not online"));
+                    self.lookup_failed(id, &report, now);
+                    return;
+                }
+                if self.outbox.was_keys(report.seq) {
+                    // About our key exchange, not anything the user sent.
+                    if let Some(id) = report.subject {
+                        self.give_up_held(id, &report.message);
+                    }
+                    return;
+                }
                 if report.code == ErrorCode::FileRefused
                     && let Some(transfer) = self.offer_seqs.remove(&report.seq)
                 {
@@ -640,6 +716,7 @@ impl RelayClient {
                 {
                     self.files
                         .peer_gone(Some(id), &format!("client {id} is not online"));
+                    self.give_up_held(id, &format!("client {id} is not online"));
                 }
                 self.events.push_back(ClientEvent::Error(report));
             }

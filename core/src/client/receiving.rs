@@ -1,0 +1,227 @@
+//! What a relay client makes of the messages other clients send it: clear text from
+//! clients without a key, sealed chat, sealed file messages and key exchange.
+//!
+//! A message to everyone is sealed with its sender's group key, which the sender hands
+//! out before it writes to everyone. One that arrives before the key (the sender did
+//! not know of us yet) is held and the key is asked for. The sender's later chat is
+//! opened as it comes (a later message may be what tells us the pair key the key
+//! itself is sealed with) but shown only after the held message, so that the
+//! sender's messages are shown in order. Nothing is dropped quietly: a message that
+//! will not open, or that waited for a key that never came, is reported as
+//! [`ClientEvent::Unreadable`].
+
+use std::collections::VecDeque;
+
+use super::{ClientEvent, RelayClient};
+use crate::e2e::{KeysMsg, OpenError, Place, open_file};
+use crate::error::ErrorCode;
+use crate::file::FileMsg;
+use crate::frame::{Payload, PayloadKind};
+use crate::id::ClientId;
+use crate::time::Timestamp;
+
+/// Messages from one client held (in order) until its group key arrives; past this
+/// many, more are reported unreadable.
+const MAX_HELD: usize = 1024;
+
+/// A message from a client whose group key we wait for.
+#[derive(Debug)]
+enum HeldItem {
+    /// A message to everyone, still sealed.
+    Sealed {
+        to: ClientId,
+        seq: u64,
+        body: Vec<u8>,
+    },
+    /// A message already opened, to be shown after those before it.
+    Opened(ClientEvent),
+}
+
+/// One client's messages waiting for its group key, in order.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    items: VecDeque<HeldItem>,
+}
+
+impl RelayClient {
+    /// A message from client `from` (`to` is our ID, or broadcast).
+    pub(super) fn on_deliver(
+        &mut self,
+        from: ClientId,
+        to: ClientId,
+        seq: u64,
+        payload: Payload,
+        now: Timestamp,
+    ) {
+        let kind = payload.kind;
+        if matches!(
+            kind,
+            PayloadKind::Sealed | PayloadKind::SealedFile | PayloadKind::Keys
+        ) && self.keyring.is_none()
+        {
+            let why = "it is end-to-end encrypted, and this client has no key (--insecure)";
+            self.unreadable(from, seq, why.into());
+            return;
+        }
+        let place = Place { kind, to, seq };
+        match kind {
+            PayloadKind::Text => self.on_text(from, to, seq, payload.body, false),
+            PayloadKind::File => self.on_file_message(from, FileMsg::decode(&payload.body).ok()),
+            PayloadKind::Sealed => match self.open(from, place, 0, &payload.body) {
+                Ok(plain) => self.on_text(from, to, seq, plain, true),
+                Err(OpenError::NoGroupKey) => {
+                    let asked = self.held.contains_key(&from);
+                    let held = self.held.entry(from).or_default();
+                    if held.items.len() < MAX_HELD {
+                        let body = payload.body;
+                        held.items.push_back(HeldItem::Sealed { to, seq, body });
+                    } else {
+                        let why = "too many of its messages wait for its group key";
+                        self.unreadable(from, seq, why.into());
+                    }
+                    if !asked {
+                        self.submit_keys(from, &KeysMsg::Request, now);
+                    }
+                }
+                Err(OpenError::Rejected(why)) => self.unreadable(from, seq, why),
+            },
+            PayloadKind::SealedFile => self.on_sealed_file(from, place, &payload.body),
+            PayloadKind::Keys => match self.open(from, place, 0, &payload.body) {
+                Ok(plain) => self.on_keys(from, seq, &plain, now),
+                Err(OpenError::NoGroupKey) => {}
+                Err(OpenError::Rejected(why)) => self.unreadable(from, seq, why),
+            },
+            PayloadKind::Other(kind) => self
+                .events
+                .push_back(ClientEvent::UnsupportedPayload { from, kind }),
+        }
+    }
+
+    fn open(
+        &mut self,
+        from: ClientId,
+        place: Place,
+        clear: usize,
+        body: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        match self.keyring.as_mut() {
+            Some(ring) => ring.open(from, place, clear, body),
+            None => Err(OpenError::Rejected("this client has no key".into())),
+        }
+    }
+
+    /// Chat text: checked like the relay checks clear text (it cannot check sealed
+    /// text), but a bad sealed message harms only itself.
+    fn on_text(&mut self, from: ClientId, to: ClientId, seq: u64, text: Vec<u8>, sealed: bool) {
+        if sealed && text.len() > self.limits.max_text_len {
+            let why = format!(
+                "its text is {} bytes; the limit is {}",
+                text.len(),
+                self.limits.max_text_len
+            );
+            self.unreadable(from, seq, why);
+            return;
+        }
+        if !sealed {
+            self.tell_plain(from, false);
+        }
+        match String::from_utf8(text) {
+            Ok(text) => {
+                let event = ClientEvent::Message {
+                    from,
+                    to,
+                    seq,
+                    text,
+                    encrypted: sealed,
+                };
+                match self.held.get_mut(&from) {
+                    Some(held) if held.items.len() < MAX_HELD => {
+                        held.items.push_back(HeldItem::Opened(event));
+                    }
+                    _ => self.events.push_back(event),
+                }
+            }
+            Err(_) if sealed => self.unreadable(from, seq, "its text is not valid UTF-8".into()),
+            Err(_) => {
+                let reason = format!("the relay delivered invalid UTF-8 from client {from}");
+                self.fail(ErrorCode::InvalidUtf8, reason);
+            }
+        }
+    }
+
+    /// A sealed file message: its clear header must say what the sealed part says.
+    fn on_sealed_file(&mut self, from: ClientId, place: Place, body: &[u8]) {
+        let opened = match self.keyring.as_mut() {
+            Some(ring) => open_file(ring, from, place, body),
+            None => Err(OpenError::Rejected("this client has no key".into())),
+        };
+        match opened {
+            Ok(msg) => self.files.on_message(Some(from), msg),
+            Err(OpenError::Rejected(why)) => self.unreadable(from, place.seq, why),
+            Err(OpenError::NoGroupKey) => self.on_file_message(from, None),
+        }
+    }
+
+    /// Key exchange from client `from`.
+    fn on_keys(&mut self, from: ClientId, seq: u64, plain: &[u8], now: Timestamp) {
+        match KeysMsg::decode(plain) {
+            Some(KeysMsg::GroupKey(key)) => {
+                if let Some(ring) = self.keyring.as_mut() {
+                    ring.set_group_key(from, key);
+                }
+                let held = self.held.remove(&from).map(|h| h.items);
+                for item in held.into_iter().flatten() {
+                    match item {
+                        HeldItem::Sealed { to, seq, body } => {
+                            let place = Place {
+                                kind: PayloadKind::Sealed,
+                                to,
+                                seq,
+                            };
+                            match self.open(from, place, 0, &body) {
+                                Ok(plain) => self.on_text(from, to, seq, plain, true),
+                                Err(OpenError::NoGroupKey) => {
+                                    let why = "the group key it was sent did not open it";
+                                    self.unreadable(from, seq, why.into());
+                                }
+                                Err(OpenError::Rejected(why)) => self.unreadable(from, seq, why),
+                            }
+                        }
+                        HeldItem::Opened(event) => self.events.push_back(event),
+                    }
+                }
+            }
+            Some(KeysMsg::Request) => {
+                let msg = self
+                    .keyring
+                    .as_mut()
+                    .filter(|r| r.group_in_use())
+                    .map(|r| r.group_key_for(from));
+                if let Some(msg) = msg {
+                    self.submit_keys(from, &msg, now);
+                }
+            }
+            None => self.unreadable(from, seq, "its key message is malformed".into()),
+        }
+    }
+
+    /// Client `from` left, or is not online: what waited for its group key never
+    /// will be read.
+    pub(super) fn give_up_held(&mut self, from: ClientId, why: &str) {
+        let held = self.held.remove(&from).map(|h| h.items);
+        for item in held.into_iter().flatten() {
+            match item {
+                HeldItem::Sealed { seq, .. } => {
+                    let reason = format!("its group key never arrived: {why}");
+                    self.unreadable(from, seq, reason);
+                }
+                HeldItem::Opened(event) => self.events.push_back(event),
+            }
+        }
+    }
+
+    fn unreadable(&mut self, from: ClientId, seq: u64, reason: String) {
+        self.events
+            .push_back(ClientEvent::Unreadable { from, seq, reason });
+    }
+}

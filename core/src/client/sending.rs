@@ -1,0 +1,372 @@
+//! What a relay client sends, in order: chat, file messages and key exchange, each
+//! sealed end to end for a recipient with a key and sent in the clear to one without
+//! (and the user is told so).
+//!
+//! To seal for a client we need its key. Clients the roster listed or a `Joined`
+//! announced are known; for any other we ask the relay (`Lookup`), and what we send
+//! waits behind the answer. Sequence numbers must reach the relay in increasing
+//! order, so once one message waits, everything sent after it waits too (a lookup
+//! costs one round trip to the relay, once per client). An answer that the client is
+//! not online fails what waited for it, with the error the relay would have given.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::FxHashSet;
+
+use super::{ClientEvent, RelayClient};
+use crate::e2e::{FileHeader, KeysMsg, Place};
+use crate::error::ErrorCode;
+use crate::file::FileMsg;
+use crate::frame::{ErrorReport, Frame, PayloadKind, encode_chat_with};
+use crate::id::ClientId;
+use crate::secure::PublicKey;
+use crate::time::Timestamp;
+
+/// Something to send, with its sequence number already given.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    /// Chat text (`Text`) or key exchange (`Keys`), as plaintext.
+    Chat {
+        to: ClientId,
+        seq: u64,
+        kind: PayloadKind,
+        plain: Vec<u8>,
+    },
+    /// A file message.
+    File {
+        to: ClientId,
+        seq: u64,
+        msg: FileMsg,
+    },
+    /// `exit`: it must not overtake what was sent before it.
+    Exit,
+}
+
+impl Outgoing {
+    fn to(&self) -> Option<ClientId> {
+        match self {
+            Outgoing::Chat { to, .. } | Outgoing::File { to, .. } => Some(*to),
+            Outgoing::Exit => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Chat { plain, .. } => plain.len(),
+            Outgoing::File {
+                msg: FileMsg::Chunk { data, .. },
+                ..
+            } => data.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// What waits for a key, and the lookups under way.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    waiting: VecDeque<Outgoing>,
+    bytes: usize,
+    looking_up: FxHashSet<ClientId>,
+    /// Sequence numbers of our latest `Keys` messages: an error about one (its
+    /// recipient left) concerns nothing the user sent.
+    key_seqs: BTreeSet<u64>,
+}
+
+/// How many `Keys` sequence numbers are remembered; the relay answers within a round
+/// trip, long before this many more are sent.
+const KEY_SEQS_KEPT: usize = 4096;
+
+impl Outbox {
+    /// Bytes of plaintext waiting.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `seq` numbered one of our `Keys` messages (forgetting it).
+    pub(super) fn was_keys(&mut self, seq: u64) -> bool {
+        self.key_seqs.remove(&seq)
+    }
+
+    /// Whether we asked the relay about client `id` and have no answer yet.
+    pub(super) fn is_looking_up(&self, id: ClientId) -> bool {
+        self.looking_up.contains(&id)
+    }
+}
+
+impl RelayClient {
+    /// The next sequence number.
+    pub(super) fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Sends `item` now, or behind what already waits.
+    pub(super) fn submit(&mut self, item: Outgoing, now: Timestamp) {
+        let to = item.to();
+        if self.outbox.waiting.is_empty() && self.knows_key_of(to) {
+            self.transmit(item, now);
+            return;
+        }
+        self.outbox.bytes += item.len();
+        self.outbox.waiting.push_back(item);
+        if let Some(to) = to
+            && !self.knows_key_of(Some(to))
+        {
+            self.look_up(to, now);
+        }
+    }
+
+    /// Hands client `to` a `Keys` message.
+    pub(super) fn submit_keys(&mut self, to: ClientId, msg: &KeysMsg, now: Timestamp) {
+        let seq = self.take_seq();
+        self.outbox.key_seqs.insert(seq);
+        if self.outbox.key_seqs.len() > KEY_SEQS_KEPT {
+            self.outbox.key_seqs.pop_first();
+        }
+        let item = Outgoing::Chat {
+            to,
+            seq,
+            kind: PayloadKind::Keys,
+            plain: msg.encode(),
+        };
+        self.submit(item, now);
+    }
+
+    /// Before a message to everyone: hands our group key to every client with a key
+    /// that lacks it, and tells the user once about each client without a key (it
+    /// cannot read messages to everyone).
+    pub(super) fn share_group_key(&mut self, now: Timestamp) {
+        let me = self.id();
+        let Some(ring) = self.keyring.as_ref() else {
+            return;
+        };
+        let mut lacking: Vec<ClientId> = ring
+            .keyed_clients()
+            .filter(|&id| Some(id) != me && ring.lacks_group_key(id))
+            .collect();
+        lacking.sort_unstable();
+        let mut plain: Vec<ClientId> = ring.plain_clients().filter(|&id| Some(id) != me).collect();
+        plain.sort_unstable();
+        for id in plain {
+            self.tell_plain(id, true);
+        }
+        for id in lacking {
+            let Some(msg) = self.keyring.as_mut().map(|r| r.group_key_for(id)) else {
+                return;
+            };
+            self.submit_keys(id, &msg, now);
+        }
+    }
+
+    /// Whether we can send to `to` now: everyone, anyone when we do not encrypt, or
+    /// a client whose key (or lack of one) we know.
+    fn knows_key_of(&self, to: Option<ClientId>) -> bool {
+        match (to, &self.keyring) {
+            (Some(to), Some(ring)) => to.is_broadcast() || ring.key_of(to).is_some(),
+            _ => true,
+        }
+    }
+
+    fn look_up(&mut self, id: ClientId, now: Timestamp) {
+        if self.outbox.looking_up.insert(id) {
+            self.link.send(&Frame::Lookup { id }, now);
+        }
+    }
+
+    /// The relay answered a lookup, or announced keys: sends what can go now.
+    pub(super) fn flush_outbox(&mut self, now: Timestamp) {
+        while let Some(front) = self.outbox.waiting.front() {
+            let to = front.to();
+            if !self.knows_key_of(to) {
+                if let Some(to) = to {
+                    self.look_up(to, now);
+                }
+                break;
+            }
+            if let Some(item) = self.outbox.waiting.pop_front() {
+                self.outbox.bytes -= item.len();
+                self.transmit(item, now);
+            }
+        }
+    }
+
+    /// The relay answered our lookup of `id`: it is not online. What waited for it
+    /// fails as the relay would have failed it.
+    pub(super) fn lookup_failed(&mut self, id: ClientId, report: &ErrorReport, now: Timestamp) {
+        self.outbox.looking_up.remove(&id);
+        let mut failed_chat = Vec::new();
+        let mut failed_files = false;
+        let waiting = std::mem::take(&mut self.outbox.waiting);
+        for item in waiting {
+            match item {
+                Outgoing::Chat {
+                    to,
+                    seq,
+                    kind: PayloadKind::Text,
+                    ..
+                } if to == id => failed_chat.push(seq),
+                Outgoing::Chat { to, .. } | Outgoing::File { to, .. } if to == id => {
+                    failed_files = true;
+                }
+                other => self.outbox.waiting.push_back(other),
+            }
+        }
+        self.outbox.bytes = self.outbox.waiting.iter().map(Outgoing::len).sum();
+        for seq in failed_chat {
+            self.events.push_back(ClientEvent::Error(ErrorReport {
+                seq,
+                ..report.clone()
+            }));
+        }
+        if failed_files {
+            self.files
+                .peer_gone(Some(id), &format!("client {id} is not online"));
+        }
+        self.flush_outbox(now);
+    }
+
+    /// The relay told us client `id`'s key (a `Profile`).
+    pub(super) fn lookup_answered(&mut self, id: ClientId, now: Timestamp) {
+        self.outbox.looking_up.remove(&id);
+        self.flush_outbox(now);
+    }
+
+    /// The key to seal for `to` with: `None` to send in the clear.
+    fn sealing_key(&self, to: ClientId) -> Option<PublicKey> {
+        let ring = self.keyring.as_ref()?;
+        if to.is_broadcast() {
+            Some(ring.public())
+        } else {
+            ring.key_of(to).flatten()
+        }
+    }
+
+    /// Writes `item`: sealed when its recipient has a key, else in the clear.
+    fn transmit(&mut self, item: Outgoing, now: Timestamp) {
+        let (to, seq) = match &item {
+            Outgoing::Exit => {
+                self.link.send(&Frame::Exit, now);
+                return;
+            }
+            Outgoing::Chat { to, seq, .. } | Outgoing::File { to, seq, .. } => (*to, *seq),
+        };
+        let key = self.sealing_key(to);
+        if let Some(key) = &key
+            && let Some(Err(why)) = self.keyring.as_mut().map(|r| r.prepare(to, key))
+        {
+            self.cannot_seal(item, &why);
+            return;
+        }
+        match (item, key) {
+            (
+                Outgoing::Chat {
+                    kind: PayloadKind::Keys,
+                    ..
+                },
+                None,
+            ) => {}
+            (Outgoing::Chat { plain, kind, .. }, Some(key)) => {
+                let kind = if kind == PayloadKind::Keys {
+                    PayloadKind::Keys
+                } else {
+                    PayloadKind::Sealed
+                };
+                self.send_sealed(to, seq, kind, &key, None, &plain, now);
+            }
+            (Outgoing::Chat { plain, .. }, None) => {
+                self.tell_plain(to, false);
+                self.link.send_encoded(
+                    |out| {
+                        encode_chat_with(out, to, seq, PayloadKind::Text, |b| {
+                            b.extend_from_slice(&plain);
+                        });
+                    },
+                    now,
+                );
+            }
+            (Outgoing::File { msg, .. }, Some(key)) => {
+                let header = FileHeader::of(&msg);
+                self.send_sealed(
+                    to,
+                    seq,
+                    PayloadKind::SealedFile,
+                    &key,
+                    Some(header),
+                    &msg.encode(),
+                    now,
+                );
+            }
+            (Outgoing::File { msg, .. }, None) => {
+                self.link.send_encoded(
+                    |out| encode_chat_with(out, to, seq, PayloadKind::File, |b| msg.encode_into(b)),
+                    now,
+                );
+            }
+            (Outgoing::Exit, _) => {}
+        }
+    }
+
+    /// Writes one sealed `Chat`.
+    #[allow(clippy::too_many_arguments)] // each is one field of the frame
+    fn send_sealed(
+        &mut self,
+        to: ClientId,
+        seq: u64,
+        kind: PayloadKind,
+        key: &PublicKey,
+        header: Option<FileHeader>,
+        plain: &[u8],
+        now: Timestamp,
+    ) {
+        let Some(ring) = self.keyring.as_mut() else {
+            return;
+        };
+        // An offer may be refused by the relay, so it cannot be what tells the
+        // recipient our pair key.
+        let refusable = header.is_some_and(|h| h.size.is_some());
+        let place = Place { kind, to, seq };
+        self.link.send_encoded(
+            |out| {
+                encode_chat_with(out, to, seq, kind, |b| {
+                    let start = b.len();
+                    if let Some(h) = header {
+                        h.encode_into(b);
+                    }
+                    // Cannot fail: `prepare` made the pair key.
+                    let _ = ring.seal(place, key, refusable, plain, b, start);
+                });
+            },
+            now,
+        );
+    }
+
+    /// `to`'s key cannot be used: what was for it fails, with the reason.
+    fn cannot_seal(&mut self, item: Outgoing, why: &str) {
+        match item {
+            Outgoing::Chat {
+                to,
+                seq,
+                kind: PayloadKind::Text,
+                ..
+            } => self.events.push_back(ClientEvent::Error(ErrorReport {
+                code: ErrorCode::HandshakeFailed,
+                seq,
+                subject: Some(to),
+                message: format!("message {seq} not sent: {why}"),
+            })),
+            Outgoing::File { to, .. } => self.files.peer_gone(Some(to), why),
+            _ => {}
+        }
+    }
+
+    /// Tells the user, once per client (and once more for messages to everyone),
+    /// that client `id` has no key, so what we send it is not end-to-end encrypted.
+    pub(super) fn tell_plain(&mut self, id: ClientId, everyone: bool) {
+        if self.keyring.is_some() && self.told_plain.insert((id, everyone)) {
+            self.events
+                .push_back(ClientEvent::NotEndToEnd { id, everyone });
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! A relay client's end-to-end keys: its own, the keys it shares with each client it
+//! writes to or hears from, and the group keys that messages to everyone use.
+//!
+//! Messages to one client are sealed with the pair key of the sender's connection and
+//! that client (see [`super::seal`]). A message to everyone is sealed once, with the
+//! sender's group key, a random key per connection that the sender hands to each
+//! client in a pair-sealed `Keys` message before it is needed (or when a client asks
+//! for it). So a broadcast costs one encryption, however many read it.
+//!
+//! Each stream (pair or group, per sender) keeps the last sequence number it opened:
+//! sequence numbers only go up, so a message that comes again, or out of order, is
+//! refused.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::seal::{Envelope, Key, Place, dh, open, pair_key, public_of, seal_into};
+use crate::frame::PayloadKind;
+use crate::id::ClientId;
+use crate::secure::{Identity, PublicKey, derive};
+
+/// A `Keys` message: what one client tells another about keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeysMsg {
+    /// The sender's group key, for its messages to everyone.
+    GroupKey(Key),
+    /// The sender asks for the recipient's group key (it got a message to everyone
+    /// it could not open).
+    Request,
+}
+
+mod keys_type {
+    pub const GROUP_KEY: u8 = 1;
+    pub const REQUEST: u8 = 2;
+}
+
+impl KeysMsg {
+    /// Its plaintext.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        match self {
+            KeysMsg::GroupKey(key) => {
+                let mut out = vec![keys_type::GROUP_KEY];
+                out.extend_from_slice(key);
+                out
+            }
+            KeysMsg::Request => vec![keys_type::REQUEST],
+        }
+    }
+
+    /// Reads a plaintext.
+    pub(crate) fn decode(plain: &[u8]) -> Option<KeysMsg> {
+        match plain {
+            [keys_type::GROUP_KEY, key @ ..] => Some(KeysMsg::GroupKey(key.try_into().ok()?)),
+            [keys_type::REQUEST] => Some(KeysMsg::Request),
+            _ => None,
+        }
+    }
+}
+
+/// Why a sealed message did not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// A message to everyone from a sender whose group key has not arrived yet.
+    NoGroupKey,
+    /// It will never open: the sentence says why.
+    Rejected(String),
+}
+
+/// The pair key we seal with towards one client.
+struct OutPair {
+    key: Key,
+    /// Whether a message that tells the recipient how to compute the key has been
+    /// sent, one the relay does not refuse (an offer may be refused: file too large).
+    opened: bool,
+}
+
+/// The pair key one client seals with towards us.
+struct InPair {
+    key: Key,
+    /// The sender's ephemeral key it came from: the same again needs no new work.
+    ephemeral: PublicKey,
+    last_seq: u64,
+}
+
+/// One client's group key, as it handed it to us.
+struct InGroup {
+    key: Key,
+    last_seq: u64,
+}
+
+/// See the module documentation.
+pub(crate) struct Keyring {
+    identity: Identity,
+    ephemeral: [u8; 32],
+    ephemeral_public: PublicKey,
+    group_key: Key,
+    /// Clients we handed our group key to.
+    group_holders: FxHashSet<ClientId>,
+    /// Whether we have written to everyone (so the group key is in use).
+    group_used: bool,
+    /// The key each client has, as the relay announced it or its own sealed message
+    /// proved it (`None`: it has none; it reads and writes plain text).
+    known: FxHashMap<ClientId, Option<PublicKey>>,
+    out_pairs: FxHashMap<ClientId, OutPair>,
+    in_pairs: FxHashMap<ClientId, InPair>,
+    in_groups: FxHashMap<ClientId, InGroup>,
+}
+
+impl core::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("identity", &self.identity)
+            .field("known", &self.known.len())
+            .field("pairs", &(self.out_pairs.len(), self.in_pairs.len()))
+            .field("groups", &self.in_groups.len())
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// The keyring of one connection, with our long-term `identity`; its ephemeral
+    /// and group keys come from `seed`.
+    pub(crate) fn new(identity: Identity, seed: &[u8; 32]) -> Keyring {
+        let ephemeral = derive(b"p2pchat e2e ephemeral v1", &[seed]);
+        Keyring {
+            identity,
+            ephemeral,
+            ephemeral_public: public_of(&ephemeral),
+            group_key: derive(b"p2pchat e2e group v1", &[seed]),
+            group_holders: FxHashSet::default(),
+            group_used: false,
+            known: FxHashMap::default(),
+            out_pairs: FxHashMap::default(),
+            in_pairs: FxHashMap::default(),
+            in_groups: FxHashMap::default(),
+        }
+    }
+
+    /// Our long-term public key.
+    pub(crate) fn public(&self) -> PublicKey {
+        self.identity.public()
+    }
+
+    /// Records the key the relay announced for client `id`.
+    pub(crate) fn announce(&mut self, id: ClientId, key: Option<PublicKey>) {
+        self.known.insert(id, key);
+    }
+
+    /// The key of client `id`: `None` while unknown, `Some(None)` when it has none.
+    pub(crate) fn key_of(&self, id: ClientId) -> Option<Option<PublicKey>> {
+        self.known.get(&id).copied()
+    }
+
+    /// The clients known to have a key, in no order.
+    pub(crate) fn keyed_clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.known
+            .iter()
+            .filter(|(_, k)| k.is_some())
+            .map(|(&id, _)| id)
+    }
+
+    /// The clients known to have no key, in no order.
+    pub(crate) fn plain_clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.known
+            .iter()
+            .filter(|(_, k)| k.is_none())
+            .map(|(&id, _)| id)
+    }
+
+    /// Forgets client `id` (it left).
+    pub(crate) fn forget(&mut self, id: ClientId) {
+        self.known.remove(&id);
+        self.out_pairs.remove(&id);
+        self.in_pairs.remove(&id);
+        self.in_groups.remove(&id);
+        self.group_holders.remove(&id);
+    }
+
+    /// Whether client `id` has yet to be handed our group key.
+    pub(crate) fn lacks_group_key(&self, id: ClientId) -> bool {
+        !self.group_holders.contains(&id)
+    }
+
+    /// Whether we have written to everyone, so that clients need our group key.
+    pub(crate) fn group_in_use(&self) -> bool {
+        self.group_used
+    }
+
+    /// The `Keys` message that hands client `id` our group key; it counts as handed.
+    pub(crate) fn group_key_for(&mut self, id: ClientId) -> KeysMsg {
+        self.group_holders.insert(id);
+        KeysMsg::GroupKey(self.group_key)
+    }
+
+    /// Keeps client `from`'s group key.
+    pub(crate) fn set_group_key(&mut self, from: ClientId, key: Key) {
+        match self.in_groups.get_mut(&from) {
+            Some(g) => g.key = key,
+            None => {
+                self.in_groups.insert(from, InGroup { key, last_seq: 0 });
+            }
+        }
+    }
+
+    /// Works out the pair key towards client `to`, whose key is `recipient`, unless
+    /// it exists; `Err` when that key cannot be used (a low-order point).
+    pub(crate) fn prepare(&mut self, to: ClientId, recipient: &PublicKey) -> Result<(), String> {
+        if to.is_broadcast() || self.out_pairs.contains_key(&to) {
+            return Ok(());
+        }
+        let me = self.identity.public();
+        let (Some(es), Some(ss)) = (
+            dh(&self.ephemeral, recipient),
+            dh(self.identity.secret(), recipient),
+        ) else {
+            return Err(format!("client {to}'s key cannot be used for encryption"));
+        };
+        let key = pair_key(&es, &ss, &self.ephemeral_public, &me, recipient);
+        self.out_pairs.insert(to, OutPair { key, opened: false });
+        Ok(())
+    }
+
+    /// Seals `plain` for `place`, appending to `out` (whose bytes from `header_start`
+    /// on are the clear header, if any): to everyone with our group key, to one client with our pair key,
+    /// worked out from `recipient`'s key the first time. `refusable` says the relay
+    /// may turn this message away (a file offer), so it cannot be the one that
+    /// tells the recipient how to compute the key.
+    pub(crate) fn seal(
+        &mut self,
+        place: Place,
+        recipient: &PublicKey,
+        refusable: bool,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+        header_start: usize,
+    ) -> Result<(), String> {
+        if place.to.is_broadcast() {
+            self.group_used = true;
+            Envelope::Group.encode_into(out);
+            seal_into(&self.group_key, place, plain, out, header_start);
+            return Ok(());
+        }
+        self.prepare(place.to, recipient)?;
+        let Some(pair) = self.out_pairs.get_mut(&place.to) else {
+            return Err(format!("no pair key for client {}", place.to));
+        };
+        if pair.opened {
+            Envelope::Pair.encode_into(out);
+        } else {
+            Envelope::PairOpen {
+                ephemeral: self.ephemeral_public,
+                sender: self.identity.public(),
+            }
+            .encode_into(out);
+            pair.opened = !refusable;
+        }
+        seal_into(&pair.key, place, plain, out, header_start);
+        Ok(())
+    }
+
+    /// Opens a sealed message from client `from`; the first `clear` bytes of `body`
+    /// are its clear header (file messages). The plaintext, or why not.
+    pub(crate) fn open(
+        &mut self,
+        from: ClientId,
+        place: Place,
+        clear: usize,
+        body: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        let reject = |why: &str| Err(OpenError::Rejected(why.to_owned()));
+        let Some((envelope, len)) = body.get(clear..).and_then(Envelope::parse) else {
+            return reject("its envelope is malformed");
+        };
+        let (header, sealed) = body.split_at(clear + len);
+        match envelope {
+            Envelope::Group => {
+                if !place.to.is_broadcast() || place.kind != PayloadKind::Sealed {
+                    return reject("a group key seals only chat to everyone");
+                }
+                let Some(group) = self.in_groups.get_mut(&from) else {
+                    return Err(OpenError::NoGroupKey);
+                };
+                let plain = open(&group.key, place, header, sealed).map_or_else(
+                    || reject("it does not open with the sender's group key"),
+                    Ok,
+                )?;
+                if place.seq <= group.last_seq {
+                    return reject("it was replayed or reordered");
+                }
+                group.last_seq = place.seq;
+                Ok(plain)
+            }
+            Envelope::PairOpen { ephemeral, sender } => {
+                if let Some(Some(announced)) = self.known.get(&from)
+                    && *announced != sender
+                {
+                    return Err(OpenError::Rejected(format!(
+                        "it is signed with key {sender}, but the relay announced {announced} for client {from}"
+                    )));
+                }
+                let cached = self
+                    .in_pairs
+                    .get(&from)
+                    .filter(|p| p.ephemeral == ephemeral)
+                    .map(|p| p.key);
+                let key = match cached {
+                    Some(key) => key,
+                    None => {
+                        let secret = self.identity.secret();
+                        let (Some(es), Some(ss)) = (dh(secret, &ephemeral), dh(secret, &sender))
+                        else {
+                            return reject("its keys cannot be used");
+                        };
+                        pair_key(&es, &ss, &ephemeral, &sender, &self.identity.public())
+                    }
+                };
+                let plain = open(&key, place, header, sealed)
+                    .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
+                let last_seq = match self.in_pairs.get(&from) {
+                    Some(p) if p.ephemeral == ephemeral => p.last_seq,
+                    _ => 0,
+                };
+                if place.seq <= last_seq {
+                    return reject("it was replayed or reordered");
+                }
+                self.in_pairs.insert(
+                    from,
+                    InPair {
+                        key,
+                        ephemeral,
+                        last_seq: place.seq,
+                    },
+                );
+                self.known.insert(from, Some(sender));
+                Ok(plain)
+            }
+            Envelope::Pair => {
+                let Some(pair) = self.in_pairs.get_mut(&from) else {
+                    return reject("no key for it arrived before it");
+                };
+                let plain = open(&pair.key, place, header, sealed)
+                    .map_or_else(|| reject("it does not open with the pair key"), Ok)?;
+                if place.seq <= pair.last_seq {
+                    return reject("it was replayed or reordered");
+                }
+                pair.last_seq = place.seq;
+                Ok(plain)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(n: u8) -> Keyring {
+        Keyring::new(Identity::from_secret([n; 32]), &[n + 100; 32])
+    }
+
+    fn place(kind: PayloadKind, to: ClientId, seq: u64) -> Place {
+        Place { kind, to, seq }
+    }
+
+    const ANN: ClientId = ClientId(0);
+    const BOB: ClientId = ClientId(1);
+
+    #[test]
+    fn pair_messages_open_for_their_recipient_in_order_and_once() {
+        let (mut ann, mut bob, mut eve) = (ring(1), ring(2), ring(3));
+        bob.announce(ANN, Some(ann.public()));
+        let bob_key = bob.public();
+        let mut sealed = Vec::new();
+        for seq in 1..=3 {
+            let mut out = Vec::new();
+            let p = place(PayloadKind::Sealed, BOB, seq);
+            ann.seal(
+                p,
+                &bob_key,
+                false,
+                format!("m{seq}").as_bytes(),
+                &mut out,
+                0,
+            )
+            .unwrap();
+            sealed.push((p, out));
+        }
+        assert_ne!(
+            sealed[0].1[0], sealed[1].1[0],
+            "the first message opens the pair"
+        );
+        // Eve (the relay, or anyone) cannot open them.
+        assert!(eve.open(ANN, sealed[0].0, 0, &sealed[0].1).is_err());
+        assert_eq!(bob.open(ANN, sealed[0].0, 0, &sealed[0].1).unwrap(), b"m1");
+        assert!(
+            bob.open(ANN, sealed[0].0, 0, &sealed[0].1).is_err(),
+            "replayed"
+        );
+        assert_eq!(bob.open(ANN, sealed[2].0, 0, &sealed[2].1).unwrap(), b"m3");
+        assert!(
+            bob.open(ANN, sealed[1].0, 0, &sealed[1].1).is_err(),
+            "reordered"
+        );
+    }
+
+    #[test]
+    fn a_key_other_than_the_announced_one_is_refused() {
+        let (mut ann, mut bob) = (ring(1), ring(2));
+        bob.announce(ANN, Some(ring(9).public()));
+        let mut out = Vec::new();
+        let p = place(PayloadKind::Sealed, BOB, 1);
+        ann.seal(p, &bob.public(), false, b"hi", &mut out, 0)
+            .unwrap();
+        match bob.open(ANN, p, 0, &out) {
+            Err(OpenError::Rejected(why)) => assert!(why.contains("announced"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusable_opening_message_is_followed_by_another_opening_message() {
+        let (mut ann, bob) = (ring(1), ring(2));
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        let p1 = place(PayloadKind::SealedFile, BOB, 1);
+        ann.seal(p1, &bob.public(), true, b"offer", &mut first, 0)
+            .unwrap();
+        let p2 = place(PayloadKind::Sealed, BOB, 2);
+        ann.seal(p2, &bob.public(), false, b"hi", &mut second, 0)
+            .unwrap();
+        assert_eq!(
+            Envelope::parse(&second).unwrap().1,
+            super::super::seal::PAIR_OPEN_LEN
+        );
+    }
+
+    #[test]
+    fn messages_to_everyone_need_the_senders_group_key() {
+        let (mut ann, mut bob) = (ring(1), ring(2));
+        let mut out = Vec::new();
+        let p = place(PayloadKind::Sealed, ClientId::BROADCAST, 5);
+        ann.seal(p, &bob.public(), false, b"all", &mut out, 0)
+            .unwrap();
+        assert_eq!(bob.open(ANN, p, 0, &out), Err(OpenError::NoGroupKey));
+        let KeysMsg::GroupKey(key) = ann.group_key_for(BOB) else {
+            panic!()
+        };
+        assert!(!ann.lacks_group_key(BOB));
+        bob.set_group_key(ANN, key);
+        assert_eq!(bob.open(ANN, p, 0, &out).unwrap(), b"all");
+        assert!(bob.open(ANN, p, 0, &out).is_err(), "replayed");
+        // The same ciphertext presented as a message to one client does not open.
+        let to_bob = place(PayloadKind::Sealed, BOB, 6);
+        assert!(bob.open(ANN, to_bob, 0, &out).is_err());
+    }
+
+    #[test]
+    fn keys_messages_round_trip() {
+        for m in [KeysMsg::GroupKey([7; 32]), KeysMsg::Request] {
+            assert_eq!(KeysMsg::decode(&m.encode()), Some(m));
+        }
+        assert_eq!(KeysMsg::decode(&[1, 2]), None);
+        assert_eq!(KeysMsg::decode(&[]), None);
+    }
+}
