@@ -172,6 +172,22 @@ fn a_plain_text_client_and_a_p2pchat_client_chat_both_ways_through_the_relay() {
     joined.expect_out_line("1 hello from nc");
     joined.send("1 hello, plain text");
     nc.expect("the reply", |l| l == "0 hello, plain text");
+    // ann was told, once, that nothing between them is end-to-end encrypted.
+    let told: Vec<_> = joined
+        .out_seen
+        .iter()
+        .filter(|l| l.starts_with("* 1 has no key"))
+        .collect();
+    assert_eq!(told.len(), 1, "{:?}", joined.out_seen);
+    assert!(told[0].contains("not end-to-end encrypted"), "{told:?}");
+    // A message to everyone is sealed: nc is told one came, ann that nc cannot read it.
+    joined.send("/all sealed for keys");
+    nc.expect("a sealed message came", |l| {
+        l == "* 0 sent an end-to-end encrypted message, which a plain-text client cannot read"
+    });
+    joined.expect_out("cannot read", |l| {
+        l.starts_with("* 1 has no key and cannot read messages to everyone")
+    });
     // The original app's peer: no newline at all, one send per message.
     nc.send("0 no newline");
     joined.expect_out_line("1 no newline");

@@ -246,3 +246,45 @@ fn the_capture_does_see_a_session_in_the_clear() {
     // The same capture finds all three when nothing is encrypted: it would notice.
     assert_eq!(capture_a_session(true), (true, true, true));
 }
+
+#[test]
+fn relay_clients_read_each_others_messages_sealed_end_to_end() {
+    let (_srv, port) = server(&[]);
+    let addr = format!("127.0.0.1:{port}");
+    let start = |name: &str, id: u32| {
+        let mut p = Proc::start(&["join", &addr, "--name", name, "--json"]);
+        p.expect_out("welcome", |l| {
+            l.contains(&format!(r#""event":"welcome","id":{id}"#))
+        });
+        p
+    };
+    let mut ann = start("ann", 0);
+    let mut bob = start("bob", 1);
+    let mut cy = start("cy", 2);
+    ann.send("1 just for bob");
+    ann.send("/all for everyone");
+    let sealed = |what: &str| {
+        let what = what.to_owned();
+        move |l: &str| l.contains(r#""e2e":true"#) && l.contains(&what)
+    };
+    bob.expect_out("sealed message", sealed("just for bob"));
+    bob.expect_out("sealed broadcast", sealed("for everyone"));
+    cy.expect_out("sealed broadcast", sealed("for everyone"));
+    // cy writes to everyone too, to bob who heard of it only as it joined.
+    cy.send("/all cy here");
+    bob.expect_out("cy's broadcast", sealed("cy here"));
+    ann.expect_out("cy's broadcast", sealed("cy here"));
+    assert!(
+        !cy.out_seen.iter().any(|l| l.contains("just for bob")),
+        "only bob reads what was for bob"
+    );
+    for p in [&mut ann, &mut bob, &mut cy] {
+        assert!(
+            !p.out_seen.iter().any(|l| l.contains("not_end_to_end")),
+            "everyone has a key: {:?}",
+            p.out_seen
+        );
+        p.send("/quit");
+        assert_eq!(p.wait_exit(), 0);
+    }
+}

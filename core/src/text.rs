@@ -205,6 +205,14 @@ pub(crate) fn render(frame: &Frame, out: &mut Vec<u8>) {
                 line(out, &format!("{from} {}", sanitize_for_terminal(text)));
             }
         }
+        // Sealed for clients with a key (a message to everyone): say that something
+        // was said, rather than nothing at all.
+        Frame::Deliver { from, payload, .. } if payload.kind == PayloadKind::Sealed => line(
+            out,
+            &format!(
+                "* {from} sent an end-to-end encrypted message, which a plain-text client cannot read"
+            ),
+        ),
         Frame::Message { payload, .. } if payload.kind == PayloadKind::Text => {
             if let Some(text) = payload.as_text() {
                 line(out, &sanitize_for_terminal(text));

@@ -26,8 +26,8 @@ fn original_three_clients() {
     snapshot("original_three_clients", &t);
     let text = t.to_string();
     assert!(
-        text.contains("c1 got from=0 seq=1 \"hello\""),
-        "1 hello from 0 arrives at 1 as 0 hello"
+        text.contains("c1 got from=0 seq=1 e2e \"hello\""),
+        "1 hello from 0 arrives at 1 as 0 hello, sealed end to end"
     );
 }
 
