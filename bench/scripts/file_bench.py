@@ -18,7 +18,7 @@ Needs: a release build (cargo build --release -p p2pchat), socat, /usr/bin/time.
 """
 import os, re, shutil, socket, subprocess, sys, tempfile, time
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "p2pchat")
+BIN = os.environ.get("P2PCHAT_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "p2pchat")
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p

@@ -98,3 +98,96 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
             }
         });
 }
+
+/// Two relay clients and a relay, all in memory: `ann` writes to `bob` through the
+/// relay, as `p2pchat join` would (`secure`: the secure channel and end-to-end
+/// sealing, as people run it; else everything in the clear).
+struct Pipeline {
+    server: RelayServer,
+    clients: Vec<(p2pchat_core::ConnId, p2pchat_core::RelayClient)>,
+}
+
+impl Pipeline {
+    fn new(secure: bool) -> Pipeline {
+        let t = Timestamp::ZERO;
+        let security = |n: u8| {
+            if secure {
+                p2pchat_core::Security::encrypted(
+                    p2pchat_core::Identity::from_secret([n; 32]),
+                    [n ^ 0x55; 32],
+                )
+            } else {
+                p2pchat_core::Security::insecure()
+            }
+        };
+        let limits = Limits {
+            max_outbound_bytes: usize::MAX / 4,
+            ..Limits::default()
+        };
+        let server = RelayServer::new(limits.clone(), security(0xA0));
+        let mut p = Pipeline {
+            server,
+            clients: Vec::new(),
+        };
+        for n in 1..=2 {
+            let conn = p.server.handle_connected(t);
+            let client = p2pchat_core::RelayClient::new("", limits.clone(), security(n), t)
+                .expect("a valid name");
+            p.clients.push((conn, client));
+            p.pump();
+        }
+        p
+    }
+
+    /// Moves bytes until nothing moves; returns the messages delivered.
+    fn pump(&mut self) -> usize {
+        let t = Timestamp::ZERO;
+        let mut delivered = 0;
+        loop {
+            let mut moved = false;
+            for (conn, c) in &mut self.clients {
+                while let Some(b) = c.poll_transmit() {
+                    moved = true;
+                    c.handle_written(b.len());
+                    self.server.handle_bytes(*conn, &b, t);
+                }
+            }
+            while let Some(x) = self.server.poll_transmit() {
+                moved = true;
+                self.server.handle_written(x.conn, x.bytes.len());
+                if let Some((_, c)) = self.clients.iter_mut().find(|(k, _)| *k == x.conn) {
+                    c.handle_bytes(&x.bytes, t);
+                }
+            }
+            for (_, c) in &mut self.clients {
+                while let Some(e) = c.poll_event() {
+                    if matches!(e, p2pchat_core::ClientEvent::Message { .. }) {
+                        delivered += 1;
+                    }
+                }
+            }
+            if !moved {
+                return delivered;
+            }
+        }
+    }
+}
+
+/// Messages of 64 bytes per second from one client to another through a relay, the
+/// three machines in one thread, no I/O: what encryption costs per message, end to
+/// end (secure = channel records on both hops and end-to-end sealing).
+#[divan::bench(args = [false, true])]
+fn client_to_client(bencher: divan::Bencher, secure: bool) {
+    const N: usize = 1_000;
+    let mut p = Pipeline::new(secure);
+    let text = "x".repeat(64);
+    bencher.counter(ItemsCount::new(N)).bench_local(|| {
+        for _ in 0..N {
+            p.clients[0]
+                .1
+                .send_chat(ClientId(1), &text, Timestamp::ZERO)
+                .expect("room in the queue");
+        }
+        assert_eq!(p.pump(), N);
+    });
+}

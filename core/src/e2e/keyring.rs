@@ -13,7 +13,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::seal::{Envelope, Key, Place, dh, open, pair_key, public_of, seal_into};
+use super::seal::{Envelope, Key, Place, SealKey, dh, pair_key, public_of};
 use crate::frame::PayloadKind;
 use crate::id::ClientId;
 use crate::secure::{Identity, PublicKey, derive};
@@ -67,7 +67,7 @@ pub(crate) enum OpenError {
 
 /// The pair key we seal with towards one client.
 struct OutPair {
-    key: Key,
+    key: SealKey,
     /// Whether a message that tells the recipient how to compute the key has been
     /// sent, one the relay does not refuse (an offer may be refused: file too large).
     opened: bool,
@@ -75,7 +75,7 @@ struct OutPair {
 
 /// The pair key one client seals with towards us.
 struct InPair {
-    key: Key,
+    key: SealKey,
     /// The sender's ephemeral key it came from: the same again needs no new work.
     ephemeral: PublicKey,
     last_seq: u64,
@@ -83,7 +83,7 @@ struct InPair {
 
 /// One client's group key, as it handed it to us.
 struct InGroup {
-    key: Key,
+    key: SealKey,
     last_seq: u64,
 }
 
@@ -92,7 +92,7 @@ pub(crate) struct Keyring {
     identity: Identity,
     ephemeral: [u8; 32],
     ephemeral_public: PublicKey,
-    group_key: Key,
+    group_key: SealKey,
     /// Clients we handed our group key to.
     group_holders: FxHashSet<ClientId>,
     /// Whether we have written to everyone (so the group key is in use).
@@ -125,7 +125,7 @@ impl Keyring {
             identity,
             ephemeral,
             ephemeral_public: public_of(&ephemeral),
-            group_key: derive(b"p2pchat e2e group v1", &[seed]),
+            group_key: SealKey::new(derive(b"p2pchat e2e group v1", &[seed])),
             group_holders: FxHashSet::default(),
             group_used: false,
             known: FxHashMap::default(),
@@ -188,14 +188,16 @@ impl Keyring {
     /// The `Keys` message that hands client `id` our group key; it counts as handed.
     pub(crate) fn group_key_for(&mut self, id: ClientId) -> KeysMsg {
         self.group_holders.insert(id);
-        KeysMsg::GroupKey(self.group_key)
+        KeysMsg::GroupKey(*self.group_key.bytes())
     }
 
     /// Keeps client `from`'s group key.
     pub(crate) fn set_group_key(&mut self, from: ClientId, key: Key) {
         match self.in_groups.get_mut(&from) {
-            Some(g) => g.key = key,
+            Some(g) if g.key.bytes() == &key => {}
+            Some(g) => g.key = SealKey::new(key),
             None => {
+                let key = SealKey::new(key);
                 self.in_groups.insert(from, InGroup { key, last_seq: 0 });
             }
         }
@@ -214,7 +216,7 @@ impl Keyring {
         ) else {
             return Err(format!("client {to}'s key cannot be used for encryption"));
         };
-        let key = pair_key(&es, &ss, &self.ephemeral_public, &me, recipient);
+        let key = SealKey::new(pair_key(&es, &ss, &self.ephemeral_public, &me, recipient));
         self.out_pairs.insert(to, OutPair { key, opened: false });
         Ok(())
     }
@@ -236,7 +238,7 @@ impl Keyring {
         if place.to.is_broadcast() {
             self.group_used = true;
             Envelope::Group.encode_into(out);
-            seal_into(&self.group_key, place, plain, out, header_start);
+            self.group_key.seal_into(place, plain, out, header_start);
             return Ok(());
         }
         self.prepare(place.to, recipient)?;
@@ -253,7 +255,7 @@ impl Keyring {
             .encode_into(out);
             pair.opened = !refusable;
         }
-        seal_into(&pair.key, place, plain, out, header_start);
+        pair.key.seal_into(place, plain, out, header_start);
         Ok(())
     }
 
@@ -279,7 +281,7 @@ impl Keyring {
                 let Some(group) = self.in_groups.get_mut(&from) else {
                     return Err(OpenError::NoGroupKey);
                 };
-                let plain = open(&group.key, place, header, sealed).map_or_else(
+                let plain = group.key.open(place, header, sealed).map_or_else(
                     || reject("it does not open with the sender's group key"),
                     Ok,
                 )?;
@@ -297,31 +299,35 @@ impl Keyring {
                         "it is signed with key {sender}, but the relay announced {announced} for client {from}"
                     )));
                 }
-                let cached = self
-                    .in_pairs
-                    .get(&from)
-                    .filter(|p| p.ephemeral == ephemeral)
-                    .map(|p| p.key);
-                let key = match cached {
-                    Some(key) => key,
-                    None => {
-                        let secret = self.identity.secret();
-                        let (Some(es), Some(ss)) = (dh(secret, &ephemeral), dh(secret, &sender))
-                        else {
-                            return reject("its keys cannot be used");
-                        };
-                        pair_key(&es, &ss, &ephemeral, &sender, &self.identity.public())
+                if let Some(pair) = self.in_pairs.get_mut(&from)
+                    && pair.ephemeral == ephemeral
+                {
+                    // The same pair key again (the sender re-opened after a refused
+                    // offer): no new work, and the same replay check.
+                    let plain = pair
+                        .key
+                        .open(place, header, sealed)
+                        .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
+                    if place.seq <= pair.last_seq {
+                        return reject("it was replayed or reordered");
                     }
-                };
-                let plain = open(&key, place, header, sealed)
-                    .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
-                let last_seq = match self.in_pairs.get(&from) {
-                    Some(p) if p.ephemeral == ephemeral => p.last_seq,
-                    _ => 0,
-                };
-                if place.seq <= last_seq {
-                    return reject("it was replayed or reordered");
+                    pair.last_seq = place.seq;
+                    return Ok(plain);
                 }
+                let secret = self.identity.secret();
+                let (Some(es), Some(ss)) = (dh(secret, &ephemeral), dh(secret, &sender)) else {
+                    return reject("its keys cannot be used");
+                };
+                let key = SealKey::new(pair_key(
+                    &es,
+                    &ss,
+                    &ephemeral,
+                    &sender,
+                    &self.identity.public(),
+                ));
+                let plain = key
+                    .open(place, header, sealed)
+                    .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
                 self.in_pairs.insert(
                     from,
                     InPair {
@@ -337,7 +343,9 @@ impl Keyring {
                 let Some(pair) = self.in_pairs.get_mut(&from) else {
                     return reject("no key for it arrived before it");
                 };
-                let plain = open(&pair.key, place, header, sealed)
+                let plain = pair
+                    .key
+                    .open(place, header, sealed)
                     .map_or_else(|| reject("it does not open with the pair key"), Ok)?;
                 if place.seq <= pair.last_seq {
                     return reject("it was replayed or reordered");

@@ -139,50 +139,91 @@ fn cipher(key: &Key) -> Option<Box<dyn Cipher>> {
     Some(cipher)
 }
 
-fn associated_data(place: Place, header: &[u8]) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(14 + 1 + 4 + 8 + header.len());
-    ad.extend_from_slice(b"p2pchat e2e v1");
-    ad.push(place.kind.to_u8());
-    ad.extend_from_slice(&place.to.0.to_be_bytes());
-    ad.extend_from_slice(&place.seq.to_be_bytes());
-    ad.extend_from_slice(header);
-    ad
-}
+/// Bytes of associated data before the header.
+const AD_FIXED: usize = 14 + 1 + 4 + 8;
 
-/// Appends `plain`, sealed under `key`, to `out`; the bytes of `out` from
-/// `header_start` on are the header it is bound to.
-pub(crate) fn seal_into(
-    key: &Key,
-    place: Place,
-    plain: &[u8],
-    out: &mut Vec<u8>,
-    header_start: usize,
-) {
-    let ad = associated_data(place, out.get(header_start..).unwrap_or_default());
-    let start = out.len();
-    out.resize(start + plain.len() + TAG_LEN, 0);
-    let written = match (cipher(key), out.get_mut(start..)) {
-        (Some(cipher), Some(dest)) => cipher.encrypt(place.seq, &ad, plain, dest),
-        _ => 0,
+/// Calls `f` with the associated data of a message at `place` behind `header`
+/// (built on the stack: this runs for every message).
+fn with_associated_data<R>(place: Place, header: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; 160];
+    let len = AD_FIXED + header.len();
+    let Some(ad) = buf.get_mut(..len) else {
+        let mut long = Vec::with_capacity(len);
+        long.extend_from_slice(b"p2pchat e2e v1");
+        long.push(place.kind.to_u8());
+        long.extend_from_slice(&place.to.0.to_be_bytes());
+        long.extend_from_slice(&place.seq.to_be_bytes());
+        long.extend_from_slice(header);
+        return f(&long);
     };
-    // Cannot be short; if it were, the recipient would reject what is left.
-    out.truncate(start + written);
+    ad[..14].copy_from_slice(b"p2pchat e2e v1");
+    ad[14] = place.kind.to_u8();
+    ad[15..19].copy_from_slice(&place.to.0.to_be_bytes());
+    ad[19..27].copy_from_slice(&place.seq.to_be_bytes());
+    ad[27..].copy_from_slice(header);
+    f(ad)
 }
 
-/// Opens `sealed` (ciphertext and tag) under `key`, bound to `header`; `None` when it
-/// was not sealed so (wrong key, changed byte, another place).
-pub(crate) fn open(key: &Key, place: Place, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-    let mut plain = vec![0; sealed.len().checked_sub(TAG_LEN)?];
-    let n = cipher(key)?
-        .decrypt(
-            place.seq,
-            &associated_data(place, header),
-            sealed,
-            &mut plain,
-        )
+/// A key, with its cipher set up once: what seals and opens messages.
+pub(crate) struct SealKey {
+    key: Key,
+    cipher: Option<Box<dyn Cipher>>,
+}
+
+impl core::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SealKey(..)")
+    }
+}
+
+impl SealKey {
+    pub(crate) fn new(key: Key) -> SealKey {
+        SealKey {
+            key,
+            cipher: cipher(&key),
+        }
+    }
+
+    /// The key's bytes (to hand a group key to another client).
+    pub(crate) fn bytes(&self) -> &Key {
+        &self.key
+    }
+
+    /// Appends `plain`, sealed, to `out`; the bytes of `out` from `header_start` on
+    /// are the header it is bound to.
+    pub(crate) fn seal_into(
+        &self,
+        place: Place,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+        header_start: usize,
+    ) {
+        let start = out.len();
+        out.resize(start + plain.len() + TAG_LEN, 0);
+        let (before, dest) = out.split_at_mut(start);
+        let header = before.get(header_start..).unwrap_or_default();
+        let written = match &self.cipher {
+            Some(cipher) => with_associated_data(place, header, |ad| {
+                cipher.encrypt(place.seq, ad, plain, dest)
+            }),
+            None => 0,
+        };
+        // Cannot be short; if it were, the recipient would reject what is left.
+        out.truncate(start + written);
+    }
+
+    /// Opens `sealed` (ciphertext and tag), bound to `header`; `None` when it was not
+    /// sealed so (wrong key, changed byte, another place).
+    pub(crate) fn open(&self, place: Place, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let mut plain = vec![0; sealed.len().checked_sub(TAG_LEN)?];
+        let cipher = self.cipher.as_ref()?;
+        let n = with_associated_data(place, header, |ad| {
+            cipher.decrypt(place.seq, ad, sealed, &mut plain)
+        })
         .ok()?;
-    plain.truncate(n);
-    Some(plain)
+        plain.truncate(n);
+        Some(plain)
+    }
 }
 
 #[cfg(test)]
@@ -195,15 +236,27 @@ mod tests {
         seq: 9,
     };
 
+    fn open(key: &Key, place: Place, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        SealKey::new(*key).open(place, header, sealed)
+    }
+
     #[test]
     fn a_message_opens_only_where_it_was_sealed() {
         let key = [3; 32];
         let mut body = vec![mode::PAIR];
-        seal_into(&key, PLACE, b"meet at noon", &mut body, 0);
+        SealKey::new(key).seal_into(PLACE, b"meet at noon", &mut body, 0);
         let (header, sealed) = body.split_at(1);
         assert_eq!(
             open(&key, PLACE, header, sealed).as_deref(),
             Some(&b"meet at noon"[..])
+        );
+        // A header longer than the stack buffer takes the other road.
+        let long = vec![7u8; 300];
+        let mut body = long.clone();
+        SealKey::new(key).seal_into(PLACE, b"x", &mut body, 0);
+        assert_eq!(
+            open(&key, PLACE, &long, &body[300..]).as_deref(),
+            Some(&b"x"[..])
         );
         for other in [
             Place { seq: 10, ..PLACE },
