@@ -272,7 +272,9 @@ impl Keyring {
         let Some((envelope, len)) = body.get(clear..).and_then(Envelope::parse) else {
             return reject("its envelope is malformed");
         };
-        let (header, sealed) = body.split_at(clear + len);
+        let Some((header, sealed)) = body.split_at_checked(clear + len) else {
+            return reject("its envelope is malformed");
+        };
         match envelope {
             Envelope::Group => {
                 if !place.to.is_broadcast() || place.kind != PayloadKind::Sealed {

@@ -139,29 +139,24 @@ fn cipher(key: &Key) -> Option<Box<dyn Cipher>> {
     Some(cipher)
 }
 
-/// Bytes of associated data before the header.
-const AD_FIXED: usize = 14 + 1 + 4 + 8;
-
-/// Calls `f` with the associated data of a message at `place` behind `header`
-/// (built on the stack: this runs for every message).
+/// Calls `f` with the associated data of a message at `place` behind `header`:
+/// label, kind, recipient, sequence number, header. Built on the stack when it fits
+/// (this runs for every message).
 fn with_associated_data<R>(place: Place, header: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    let kind = [place.kind.to_u8()];
+    let to = place.to.0.to_be_bytes();
+    let seq = place.seq.to_be_bytes();
+    let parts: [&[u8]; 5] = [b"p2pchat e2e v1", &kind, &to, &seq, header];
     let mut buf = [0u8; 160];
-    let len = AD_FIXED + header.len();
-    let Some(ad) = buf.get_mut(..len) else {
-        let mut long = Vec::with_capacity(len);
-        long.extend_from_slice(b"p2pchat e2e v1");
-        long.push(place.kind.to_u8());
-        long.extend_from_slice(&place.to.0.to_be_bytes());
-        long.extend_from_slice(&place.seq.to_be_bytes());
-        long.extend_from_slice(header);
-        return f(&long);
-    };
-    ad[..14].copy_from_slice(b"p2pchat e2e v1");
-    ad[14] = place.kind.to_u8();
-    ad[15..19].copy_from_slice(&place.to.0.to_be_bytes());
-    ad[19..27].copy_from_slice(&place.seq.to_be_bytes());
-    ad[27..].copy_from_slice(header);
-    f(ad)
+    let mut len = 0;
+    for part in parts {
+        match buf.get_mut(len..len + part.len()) {
+            Some(dest) => dest.copy_from_slice(part),
+            None => return f(&parts.concat()),
+        }
+        len += part.len();
+    }
+    f(buf.get(..len).unwrap_or_default())
 }
 
 /// A key, with its cipher set up once: what seals and opens messages.
