@@ -13,7 +13,7 @@ mod sending;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::e2e::Keyring;
 use crate::error::{ErrorCode, SendError};
@@ -170,7 +170,7 @@ pub struct RelayClient {
     /// What waits for a recipient's key.
     outbox: sending::Outbox,
     /// Messages held until their sender's group key arrives.
-    held: FxHashMap<ClientId, receiving::Held>,
+    held: receiving::Held,
     /// The clients we told the user have no key (and whether about messages to
     /// everyone).
     told_plain: FxHashSet<(ClientId, bool)>,
@@ -224,7 +224,7 @@ impl RelayClient {
             last_now: now,
             keyring,
             outbox: sending::Outbox::default(),
-            held: FxHashMap::default(),
+            held: receiving::Held::default(),
             told_plain: FxHashSet::default(),
         })
     }
@@ -535,6 +535,9 @@ impl RelayClient {
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
+        if self.has_backlog() {
+            self.flush_outbox(self.last_now);
+        }
         // Room in the queue: maybe the next file chunk.
         if self.files.waiting_for_room(self.pending_bytes()) {
             self.pump_files(self.last_now);
@@ -653,12 +656,11 @@ impl RelayClient {
                 self.events.push_back(ClientEvent::Joined { id, name, key });
                 if let Some(ring) = self.keyring.as_mut() {
                     ring.announce(id, key);
-                    // Once we write to everyone, a newcomer gets our group key at
-                    // once rather than asking for it.
-                    if key.is_some() && ring.group_in_use() && !self.exited {
-                        let msg = ring.group_key_for(id);
-                        self.submit_keys(id, &msg, now);
-                    }
+                }
+                // Once we write to everyone, a newcomer gets our group key at once
+                // rather than asking for it.
+                if key.is_some() && !self.exited {
+                    self.owe_group_key(id, now);
                 }
                 self.flush_outbox(now);
             }
@@ -673,6 +675,7 @@ impl RelayClient {
                 if let Some(ring) = self.keyring.as_mut() {
                     ring.forget(id);
                 }
+                self.outbox.forget(id);
                 self.files.peer_gone(Some(id), &format!("client {id} left"));
                 self.give_up_held(id, &format!("client {id} left"));
                 self.events.push_back(ClientEvent::Left { id, code });

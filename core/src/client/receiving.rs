@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+use rustc_hash::FxHashMap;
+
 use super::{ClientEvent, RelayClient};
 use crate::e2e::{KeysMsg, OpenError, Place, open_file};
 use crate::error::ErrorCode;
@@ -19,10 +21,6 @@ use crate::file::FileMsg;
 use crate::frame::{Payload, PayloadKind};
 use crate::id::ClientId;
 use crate::time::Timestamp;
-
-/// Messages from one client held (in order) until its group key arrives; past this
-/// many, more are reported unreadable.
-const MAX_HELD: usize = 1024;
 
 /// A message from a client whose group key we wait for.
 #[derive(Debug)]
@@ -37,10 +35,54 @@ enum HeldItem {
     Opened(ClientEvent),
 }
 
-/// One client's messages waiting for its group key, in order.
+impl HeldItem {
+    fn size(&self) -> usize {
+        match self {
+            HeldItem::Sealed { body, .. } => body.len(),
+            HeldItem::Opened(ClientEvent::Message { text, .. }) => text.len(),
+            HeldItem::Opened(_) => 0,
+        }
+    }
+}
+
+/// Messages held until their senders' group keys arrive, each sender's in order.
+/// Their bytes in all are bounded (by the outbound bound: what a relay could have
+/// queued for us); past it, a sealed message is reported unreadable and an opened
+/// one is shown at once.
 #[derive(Debug, Default)]
 pub(super) struct Held {
-    items: VecDeque<HeldItem>,
+    by_sender: FxHashMap<ClientId, VecDeque<HeldItem>>,
+    bytes: usize,
+}
+
+impl Held {
+    fn is_holding(&self, from: ClientId) -> bool {
+        self.by_sender.contains_key(&from)
+    }
+
+    /// Holds `item` behind `from`'s others (starting a queue for `from` if `start`);
+    /// gives it back when there is no room, or nothing to queue behind.
+    fn push(
+        &mut self,
+        from: ClientId,
+        item: HeldItem,
+        start: bool,
+        limit: usize,
+    ) -> Result<(), HeldItem> {
+        let size = item.size();
+        if self.bytes + size > limit || (!start && !self.is_holding(from)) {
+            return Err(item);
+        }
+        self.bytes += size;
+        self.by_sender.entry(from).or_default().push_back(item);
+        Ok(())
+    }
+
+    fn take(&mut self, from: ClientId) -> VecDeque<HeldItem> {
+        let items = self.by_sender.remove(&from).unwrap_or_default();
+        self.bytes -= items.iter().map(HeldItem::size).sum::<usize>();
+        items
+    }
 }
 
 impl RelayClient {
@@ -70,17 +112,19 @@ impl RelayClient {
             PayloadKind::Sealed => match self.open(from, place, 0, &payload.body) {
                 Ok(plain) => self.on_text(from, to, seq, plain, true),
                 Err(OpenError::NoGroupKey) => {
-                    let asked = self.held.contains_key(&from);
-                    let held = self.held.entry(from).or_default();
-                    if held.items.len() < MAX_HELD {
-                        let body = payload.body;
-                        held.items.push_back(HeldItem::Sealed { to, seq, body });
-                    } else {
-                        let why = "too many of its messages wait for its group key";
+                    let asked = self.held.is_holding(from);
+                    let item = HeldItem::Sealed {
+                        to,
+                        seq,
+                        body: payload.body,
+                    };
+                    let limit = self.limits.max_outbound_bytes;
+                    if self.held.push(from, item, true, limit).is_err() {
+                        let why = "too many messages wait for their senders' group keys";
                         self.unreadable(from, seq, why.into());
                     }
                     if !asked {
-                        self.submit_keys(from, &KeysMsg::Request, now);
+                        self.owe_key_request(from, now);
                     }
                 }
                 Err(OpenError::Rejected(why)) => self.unreadable(from, seq, why),
@@ -134,11 +178,11 @@ impl RelayClient {
                     text,
                     encrypted: sealed,
                 };
-                match self.held.get_mut(&from) {
-                    Some(held) if held.items.len() < MAX_HELD => {
-                        held.items.push_back(HeldItem::Opened(event));
-                    }
-                    _ => self.events.push_back(event),
+                let limit = self.limits.max_outbound_bytes;
+                if let Err(HeldItem::Opened(event)) =
+                    self.held.push(from, HeldItem::Opened(event), false, limit)
+                {
+                    self.events.push_back(event);
                 }
             }
             Err(_) if sealed => self.unreadable(from, seq, "its text is not valid UTF-8".into()),
@@ -169,8 +213,7 @@ impl RelayClient {
                 if let Some(ring) = self.keyring.as_mut() {
                     ring.set_group_key(from, key);
                 }
-                let held = self.held.remove(&from).map(|h| h.items);
-                for item in held.into_iter().flatten() {
+                for item in self.held.take(from) {
                     match item {
                         HeldItem::Sealed { to, seq, body } => {
                             let place = Place {
@@ -191,16 +234,7 @@ impl RelayClient {
                     }
                 }
             }
-            Some(KeysMsg::Request) => {
-                let msg = self
-                    .keyring
-                    .as_mut()
-                    .filter(|r| r.group_in_use())
-                    .map(|r| r.group_key_for(from));
-                if let Some(msg) = msg {
-                    self.submit_keys(from, &msg, now);
-                }
-            }
+            Some(KeysMsg::Request) => self.owe_group_key(from, now),
             None => self.unreadable(from, seq, "its key message is malformed".into()),
         }
     }
@@ -208,8 +242,7 @@ impl RelayClient {
     /// Client `from` left, or is not online: what waited for its group key never
     /// will be read.
     pub(super) fn give_up_held(&mut self, from: ClientId, why: &str) {
-        let held = self.held.remove(&from).map(|h| h.items);
-        for item in held.into_iter().flatten() {
+        for item in self.held.take(from) {
             match item {
                 HeldItem::Sealed { seq, .. } => {
                     let reason = format!("its group key never arrived: {why}");

@@ -8,6 +8,13 @@
 //! order, so once one message waits, everything sent after it waits too (a lookup
 //! costs one round trip to the relay, once per client). An answer that the client is
 //! not online fails what waited for it, with the error the relay would have given.
+//!
+//! Key exchange can come in bursts: our first message to everyone is preceded by our
+//! group key for each client we know (hundreds, on a big relay). So what waits also
+//! waits for room in the outbound queue, and the queue never holds more than its
+//! bound. Key exchange that nothing has to follow (answers to requests, keys for
+//! newcomers, our own requests) is kept as a set of clients owed, and written as the
+//! queue makes room.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -50,14 +57,32 @@ impl Outgoing {
         }
     }
 
+    /// The user's bytes in it (what `pending_bytes` counts: key exchange is bounded
+    /// by the number of clients known instead).
     fn len(&self) -> usize {
         match self {
+            Outgoing::Chat {
+                kind: PayloadKind::Keys,
+                ..
+            } => 0,
             Outgoing::Chat { plain, .. } => plain.len(),
             Outgoing::File {
                 msg: FileMsg::Chunk { data, .. },
                 ..
             } => data.len(),
             _ => 0,
+        }
+    }
+
+    /// About how many bytes it takes in the outbound queue once written.
+    fn wire_len(&self) -> usize {
+        match self {
+            Outgoing::Chat { plain, .. } => plain.len() + MESSAGE_OVERHEAD,
+            Outgoing::File {
+                msg: FileMsg::Chunk { data, .. },
+                ..
+            } => data.len() + MESSAGE_OVERHEAD,
+            _ => MESSAGE_OVERHEAD,
         }
     }
 }
@@ -71,7 +96,15 @@ pub(super) struct Outbox {
     /// Sequence numbers of our latest `Keys` messages: an error about one (its
     /// recipient left) concerns nothing the user sent.
     key_seqs: BTreeSet<u64>,
+    /// Clients we owe our group key, and clients we owe a request for theirs, sent
+    /// as the queue makes room (see `pay_key_debts`).
+    owed_shares: BTreeSet<ClientId>,
+    owed_requests: BTreeSet<ClientId>,
 }
+
+/// Bytes a message takes in the queue beyond its plaintext: its frame, the sealing
+/// (an envelope of up to 65 bytes and a tag), its share of a record.
+const MESSAGE_OVERHEAD: usize = 160;
 
 /// How many `Keys` sequence numbers are remembered; the relay answers within a round
 /// trip, long before this many more are sent.
@@ -81,6 +114,12 @@ impl Outbox {
     /// Bytes of plaintext waiting.
     pub(super) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Forgets what we owe client `id` (it left).
+    pub(super) fn forget(&mut self, id: ClientId) {
+        self.owed_shares.remove(&id);
+        self.owed_requests.remove(&id);
     }
 
     /// Whether `seq` numbered one of our `Keys` messages (forgetting it).
@@ -102,10 +141,17 @@ impl RelayClient {
         seq
     }
 
+    /// Whether the outbound queue has room for `item` now (it always has for one
+    /// item, however large, when empty).
+    fn has_room_now(&self, item: &Outgoing) -> bool {
+        let pending = self.link.pending();
+        pending == 0 || pending + item.wire_len() <= self.limits.max_outbound_bytes
+    }
+
     /// Sends `item` now, or behind what already waits.
     pub(super) fn submit(&mut self, item: Outgoing, now: Timestamp) {
         let to = item.to();
-        if self.outbox.waiting.is_empty() && self.knows_key_of(to) {
+        if self.outbox.waiting.is_empty() && self.knows_key_of(to) && self.has_room_now(&item) {
             self.transmit(item, now);
             return;
         }
@@ -118,25 +164,10 @@ impl RelayClient {
         }
     }
 
-    /// Hands client `to` a `Keys` message.
-    pub(super) fn submit_keys(&mut self, to: ClientId, msg: &KeysMsg, now: Timestamp) {
-        let seq = self.take_seq();
-        self.outbox.key_seqs.insert(seq);
-        if self.outbox.key_seqs.len() > KEY_SEQS_KEPT {
-            self.outbox.key_seqs.pop_first();
-        }
-        let item = Outgoing::Chat {
-            to,
-            seq,
-            kind: PayloadKind::Keys,
-            plain: msg.encode(),
-        };
-        self.submit(item, now);
-    }
-
     /// Before a message to everyone: hands our group key to every client with a key
-    /// that lacks it, and tells the user once about each client without a key (it
-    /// cannot read messages to everyone).
+    /// that lacks it (ahead of the message, so that none of them has to ask), and
+    /// tells the user once about each client without a key (it cannot read messages
+    /// to everyone).
     pub(super) fn share_group_key(&mut self, now: Timestamp) {
         let me = self.id();
         let Some(ring) = self.keyring.as_ref() else {
@@ -153,11 +184,93 @@ impl RelayClient {
             self.tell_plain(id, true);
         }
         for id in lacking {
+            self.outbox.owed_shares.remove(&id);
             let Some(msg) = self.keyring.as_mut().map(|r| r.group_key_for(id)) else {
                 return;
             };
-            self.submit_keys(id, &msg, now);
+            let item = self.keys_item(id, &msg);
+            self.submit(item, now);
         }
+    }
+
+    /// A `Keys` message to `to`, numbered.
+    fn keys_item(&mut self, to: ClientId, msg: &KeysMsg) -> Outgoing {
+        let seq = self.take_seq();
+        self.outbox.key_seqs.insert(seq);
+        if self.outbox.key_seqs.len() > KEY_SEQS_KEPT {
+            self.outbox.key_seqs.pop_first();
+        }
+        Outgoing::Chat {
+            to,
+            seq,
+            kind: PayloadKind::Keys,
+            plain: msg.encode(),
+        }
+    }
+
+    /// Owes client `id` our group key (it joined after we wrote to everyone, or it
+    /// asked for it).
+    pub(super) fn owe_group_key(&mut self, id: ClientId, now: Timestamp) {
+        if self.keyring.as_ref().is_some_and(|r| r.group_in_use()) {
+            self.outbox.owed_shares.insert(id);
+            self.pay_key_debts(now);
+        }
+    }
+
+    /// Owes client `id` a request for its group key (a message of its to everyone
+    /// did not open).
+    pub(super) fn owe_key_request(&mut self, id: ClientId, now: Timestamp) {
+        self.outbox.owed_requests.insert(id);
+        self.pay_key_debts(now);
+    }
+
+    /// Sends the key exchange we owe while the queue has room for it: after our
+    /// first message to everyone we may owe our group key to hundreds of clients,
+    /// and writing them all at once would pass the outbound bound. Requests go
+    /// first: they unblock messages we hold. Key exchange takes sequence numbers
+    /// when it is written, so it waits while anything waits for a lookup.
+    pub(super) fn pay_key_debts(&mut self, now: Timestamp) {
+        let budget = self.limits.max_outbound_bytes / 2;
+        let mut skipped = Vec::new();
+        while self.outbox.waiting.is_empty()
+            && self.link.is_open()
+            && self.link.pending() + MESSAGE_OVERHEAD <= budget
+        {
+            let (to, request) = match self.outbox.owed_requests.pop_first() {
+                Some(id) => (id, true),
+                None => match self.outbox.owed_shares.pop_first() {
+                    Some(id) => (id, false),
+                    None => break,
+                },
+            };
+            if !self.knows_key_of(Some(to)) {
+                self.look_up(to, now);
+                skipped.push((to, request));
+                continue;
+            }
+            let msg = match self.keyring.as_mut() {
+                Some(_) if request => KeysMsg::Request,
+                Some(ring) => ring.group_key_for(to),
+                None => break,
+            };
+            let item = self.keys_item(to, &msg);
+            self.transmit(item, now);
+        }
+        for (to, request) in skipped {
+            if request {
+                self.outbox.owed_requests.insert(to);
+            } else {
+                self.outbox.owed_shares.insert(to);
+            }
+        }
+    }
+
+    /// Whether anything waits for room or key exchange is owed (the driver's writes
+    /// should call us back).
+    pub(super) fn has_backlog(&self) -> bool {
+        !self.outbox.waiting.is_empty()
+            || !self.outbox.owed_requests.is_empty()
+            || !self.outbox.owed_shares.is_empty()
     }
 
     /// Whether we can send to `to` now: everyone, anyone when we do not encrypt, or
@@ -185,11 +298,15 @@ impl RelayClient {
                 }
                 break;
             }
+            if !self.has_room_now(front) || !self.link.is_open() {
+                break;
+            }
             if let Some(item) = self.outbox.waiting.pop_front() {
                 self.outbox.bytes -= item.len();
                 self.transmit(item, now);
             }
         }
+        self.pay_key_debts(now);
     }
 
     /// The relay answered our lookup of `id`: it is not online. What waited for it

@@ -294,3 +294,40 @@ fn a_client_without_a_key_is_written_to_in_the_clear_and_the_sender_is_told() {
         "the message to everyone is sealed, and the keyless client says it cannot read it: {events:?}"
     );
 }
+
+#[test]
+fn group_keys_owed_to_many_clients_go_out_as_the_queue_makes_room() {
+    let limits = Limits {
+        max_outbound_bytes: 4096,
+        max_clients: 64,
+        ..Limits::default()
+    };
+    let mut w = Wire::new(limits.clone());
+    let clients: Vec<usize> = (0..60).map(|i| w.join(&format!("c{i}"))).collect();
+    for &c in &clients {
+        w.take_events(c);
+    }
+    // c0 writes to everyone: it owes its group key to 59 clients, ~8 KB of key
+    // exchange, twice its outbound bound.
+    w.client(0).broadcast("hello, all 59 of you", T).unwrap();
+    assert!(
+        w.client(0).pending_bytes() <= limits.max_outbound_bytes,
+        "{} bytes queued",
+        w.client(0).pending_bytes()
+    );
+    w.pump();
+    for &c in &clients[1..] {
+        assert_eq!(
+            w.take_messages(c),
+            [(0, "hello, all 59 of you".to_owned())],
+            "client {c}"
+        );
+    }
+    let cut: Vec<String> = w
+        .server_events
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .filter(|e| e.contains("SlowConsumer"))
+        .collect();
+    assert!(cut.is_empty(), "nobody was cut off: {cut:?}");
+}
