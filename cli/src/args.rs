@@ -133,6 +133,18 @@ pub struct ServerArgs {
     /// checked inside the secure handshake and never travels
     #[argh(option)]
     pub password: Option<String>,
+    /// connections one network address may hold at once; the next is refused
+    /// (default 64; 0: no limit)
+    #[argh(
+        option,
+        default = "p2pchat_core::Limits::default().max_connections_per_address"
+    )]
+    pub max_per_address: u32,
+    /// chat messages a second one client may send (bursts of as many); a client that
+    /// sends faster is read from more slowly and told so, nothing is dropped
+    /// (default 20000; 0: no limit)
+    #[argh(option, default = "p2pchat_core::Limits::default().message_rate")]
+    pub message_rate: u32,
 }
 
 /// Join a relay server: get an ID, then send `ID message` to another client.

@@ -23,6 +23,9 @@ pub fn run(args: ServerArgs) -> i32 {
     }
     let limits = Limits {
         max_clients: args.max_clients,
+        max_connections_per_address: args.max_per_address,
+        message_rate: args.message_rate,
+        message_burst: args.message_rate,
         ..Limits::default()
     };
     let wishes = crate::keys::Wishes {

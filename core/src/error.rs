@@ -71,6 +71,11 @@ pub enum ErrorCode {
     KeyChanged,
     /// The relay requires a password and none was given.
     PasswordRequired,
+    /// Too many connections from the same network address.
+    TooManyFromAddress,
+    /// The client sends faster than the relay allows; the relay reads from it more
+    /// slowly (nothing is dropped).
+    RateLimited,
     /// A code from a newer version; kept so it can be shown and passed on.
     Other(u16),
 }
@@ -108,6 +113,8 @@ impl ErrorCode {
             ErrorCode::WrongPassword => 26,
             ErrorCode::KeyChanged => 27,
             ErrorCode::PasswordRequired => 28,
+            ErrorCode::TooManyFromAddress => 29,
+            ErrorCode::RateLimited => 30,
             ErrorCode::Other(n) => n,
         }
     }
@@ -144,6 +151,8 @@ impl ErrorCode {
             26 => ErrorCode::WrongPassword,
             27 => ErrorCode::KeyChanged,
             28 => ErrorCode::PasswordRequired,
+            29 => ErrorCode::TooManyFromAddress,
+            30 => ErrorCode::RateLimited,
             other => ErrorCode::Other(other),
         }
     }
@@ -180,6 +189,8 @@ impl ErrorCode {
             ErrorCode::WrongPassword => "wrong-password",
             ErrorCode::KeyChanged => "key-changed",
             ErrorCode::PasswordRequired => "password-required",
+            ErrorCode::TooManyFromAddress => "too-many-from-address",
+            ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Other(_) => "unknown-code",
         }
     }

@@ -55,6 +55,16 @@ pub struct Limits {
     /// Relay server: a new connection silent this long is greeted in plain text, so
     /// that someone on `nc` learns what to type. Framed clients speak at once.
     pub text_greeting_delay: Duration,
+    /// Relay server: connections from one network address at once (counted only when
+    /// the driver passes addresses); the next is refused. 0: no limit.
+    pub max_connections_per_address: u32,
+    /// Relay server: chat messages per second one client may send, sustained (file
+    /// traffic and key exchange are not counted: they are paced by their own windows).
+    /// A client that sends faster is read from more slowly, and told so. 0: no limit.
+    pub message_rate: u32,
+    /// Relay server: how many messages a client may send at once above `message_rate`
+    /// (the token bucket's depth).
+    pub message_burst: u32,
     /// Relay server: the largest file it carries, in bytes.
     pub max_file_size: u64,
     /// Relay server: files one client may be offering or sending at once.
@@ -85,6 +95,9 @@ impl Default for Limits {
             max_roster_bytes: 16 * 1024,
             text_pause: Duration::from_millis(200),
             text_greeting_delay: Duration::from_secs(1),
+            max_connections_per_address: 64,
+            message_rate: 20_000,
+            message_burst: 20_000,
             max_file_size: 64 * 1024 * 1024 * 1024,
             max_transfers_per_client: 8,
             relay_file_window: 8,

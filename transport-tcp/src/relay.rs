@@ -186,7 +186,7 @@ async fn accept_loop(hub: Rc<RefCell<Hub>>, listener: smol::net::TcpListener) {
                 let stream: Arc<Async<TcpStream>> = stream.into();
                 let mut h = hub.borrow_mut();
                 let now = h.clock.now();
-                let conn = h.server.handle_connected(now);
+                let conn = h.server.handle_connected_from(peer.ip(), now);
                 h.conns.insert(
                     conn,
                     Conn {
@@ -216,28 +216,39 @@ async fn accept_loop(hub: Rc<RefCell<Hub>>, listener: smol::net::TcpListener) {
     }
 }
 
-/// Waits for bytes on one connection and hands each read to the core.
+/// Waits for bytes on one connection and hands each read to the core. A client
+/// over the relay's message rate is not read from until the core says (TCP then
+/// slows the client down; nothing is dropped).
 async fn read_loop(hub: Rc<RefCell<Hub>>, conn: ConnId, stream: Arc<Async<TcpStream>>) {
     loop {
         if stream.readable().await.is_err() {
             break;
         }
-        let mut h = hub.borrow_mut();
-        let h = &mut *h;
-        match stream.get_ref().read(&mut h.read_buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let now = h.clock.now();
-                let bytes = h.read_buf.get(..n).unwrap_or_default();
-                h.server.handle_bytes(conn, bytes, now);
-                h.flush();
+        let pause = {
+            let mut h = hub.borrow_mut();
+            let h = &mut *h;
+            match stream.get_ref().read(&mut h.read_buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let now = h.clock.now();
+                    let bytes = h.read_buf.get(..n).unwrap_or_default();
+                    h.server.handle_bytes(conn, bytes, now);
+                    h.flush();
+                    h.server.read_paused_until(conn).map(|t| h.clock.instant(t))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    None
+                }
+                Err(_) => break,
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => break,
+        };
+        if let Some(at) = pause {
+            Timer::at(at).await;
         }
     }
     hub.borrow_mut().on_closed(conn);

@@ -1,71 +1,14 @@
 //! The TCP driver used as a library (as another frontend would), over 127.0.0.1 with
 //! ports chosen by the OS.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use async_channel::Receiver;
-use p2pchat_core::{
-    ClientEvent, ClientId, ErrorCode, Identity, Limits, PeerEvent, PeerSide, Security, ServerEvent,
-};
-
-/// An encrypted party with a key of its own (`n` picks it).
-fn security(n: u8) -> Security {
-    Security::encrypted(Identity::from_secret([n; 32]), [n ^ 0x33; 32])
-}
-use p2pchat_tcp::{
-    ClientCommand, ClientSession, PeerCommand, PeerSession, Relay, RelayLog, SessionEvent,
-    ShutdownHandle,
-};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-/// Waits for an event matching `pred`, failing after [`WAIT`].
-async fn expect<E: std::fmt::Debug>(
-    events: &Receiver<SessionEvent<E>>,
-    what: &str,
-    pred: impl Fn(&E) -> bool,
-) -> E {
-    let deadline = smol::Timer::after(WAIT);
-    let found = smol::future::or(
-        async {
-            while let Ok(event) = events.recv().await {
-                if let SessionEvent::Core(e) = event
-                    && pred(&e)
-                {
-                    return Some(e);
-                }
-            }
-            None
-        },
-        async {
-            deadline.await;
-            None
-        },
-    )
-    .await;
-    found.unwrap_or_else(|| panic!("no event {what} within {WAIT:?}"))
-}
-
-async fn start_relay(
-    max_clients: u32,
-    max_outbound_bytes: usize,
-) -> (SocketAddr, ShutdownHandle, Receiver<RelayLog>) {
-    let limits = Limits {
-        max_clients,
-        max_outbound_bytes,
-        ..Limits::default()
-    };
-    let relay = Relay::bind("127.0.0.1:0".parse().unwrap(), limits, security(200))
-        .await
-        .unwrap();
-    let addr = relay.local_addr().unwrap();
-    let (handle, signal) = ShutdownHandle::new();
-    let (log_tx, log_rx) = async_channel::unbounded();
-    relay.spawn(log_tx, signal);
-    (addr, handle, log_rx)
-}
+use p2pchat_core::{ClientEvent, ClientId, ErrorCode, Limits, PeerEvent, PeerSide, ServerEvent};
+use p2pchat_tcp::{ClientCommand, PeerCommand, PeerSession, Relay, ShutdownHandle};
+use support::{WAIT, expect, is_message, join, security, start_relay};
 
 /// A real client driven by hand over a blocking socket until the relay welcomed it;
 /// the socket (and the client, to read what arrives later) is returned, and nobody
@@ -94,25 +37,6 @@ fn welcomed_then_deaf(
         assert!(n > 0, "the relay closed before welcoming {name}");
         client.handle_bytes(&buf[..n], now);
     }
-}
-
-async fn join(addr: SocketAddr, name: &str, id: u32) -> ClientSession {
-    let stream = p2pchat_tcp::connect(&addr.to_string(), 0, "relay")
-        .await
-        .unwrap();
-    let session =
-        p2pchat_tcp::start_client(stream, name, Limits::default(), security(id as u8 + 1)).unwrap();
-    expect(
-        &session.events,
-        "welcome",
-        |e| matches!(e, ClientEvent::Welcomed { id: i, .. } if i.0 == id),
-    )
-    .await;
-    session
-}
-
-fn is_message(from: u32, text: &str) -> impl Fn(&ClientEvent) -> bool + '_ {
-    move |e| matches!(e, ClientEvent::Message { from: f, text: t, .. } if f.0 == from && t == text)
 }
 
 #[test]

@@ -11,9 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 mod files;
 mod plain_text;
+mod rate;
 mod routes;
 mod secure;
 
@@ -116,10 +118,17 @@ struct Client {
     /// A plain-text client (`nc`, `telnet`, the original app): it cannot ping, so it
     /// is not judged by its silence, and the relay closes it when everyone has exited.
     plain_text: bool,
+    /// How fast it may send.
+    bucket: rate::TokenBucket,
 }
 
 #[derive(Debug)]
 struct Connection {
+    /// The network address it came from, when the driver said (`handle_connected_from`).
+    address: Option<IpAddr>,
+    /// It arrived with its address already at `max_connections_per_address`: it is
+    /// refused once it says hello.
+    over_address_limit: bool,
     decoder: FrameDecoder,
     /// Decodes the frame stream the records carry, once the channel exists.
     inner: FrameDecoder,
@@ -177,6 +186,8 @@ pub struct RelayServer {
     /// enforce `max_transfers_per_client` and to tell one side when the other leaves.
     transfers: BTreeMap<(ClientId, crate::file::TransferId), ClientId>,
     shutting_down: bool,
+    /// Connections open per network address (those the driver gave an address).
+    per_address: FxHashMap<IpAddr, u32>,
     /// Broadcasts collected while a read is handled, fanned out at its end.
     batch: Broadcasts,
     /// Whether a read is being handled (broadcasts wait for its end).
@@ -228,6 +239,7 @@ impl RelayServer {
             greetings: BTreeSet::new(),
             transfers: BTreeMap::new(),
             shutting_down: false,
+            per_address: FxHashMap::default(),
             batch: Broadcasts::default(),
             batching: false,
         }
@@ -266,12 +278,33 @@ impl RelayServer {
     /// When too many handshakes are pending, or the server is shutting down, the
     /// connection is closed at once (see `poll_close`).
     pub fn handle_connected(&mut self, now: Timestamp) -> ConnId {
+        self.connected(None, now)
+    }
+
+    /// A new transport connection arrived from network address `address`: as
+    /// [`RelayServer::handle_connected`], and the connection counts towards that
+    /// address's limit (`Limits::max_connections_per_address`); past it, the client is
+    /// refused with a reason once it says hello.
+    pub fn handle_connected_from(&mut self, address: IpAddr, now: Timestamp) -> ConnId {
+        self.connected(Some(address), now)
+    }
+
+    fn connected(&mut self, address: Option<IpAddr>, now: Timestamp) -> ConnId {
+        let mut over_address_limit = false;
+        if let Some(a) = address {
+            let n = self.per_address.entry(a).or_insert(0);
+            *n += 1;
+            let limit = self.limits.max_connections_per_address;
+            over_address_limit = limit > 0 && *n > limit;
+        }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let deadline = now + self.limits.handshake_timeout;
         self.conns.insert(
             conn,
             Connection {
+                address,
+                over_address_limit,
                 decoder: FrameDecoder::new(self.limits.max_frame_len),
                 inner: FrameDecoder::without_magic(self.limits.max_frame_len),
                 secure: secure::ConnSecure::None,
@@ -452,6 +485,14 @@ impl RelayServer {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(a) = c.address
+            && let Some(n) = self.per_address.get_mut(&a)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&a);
+            }
+        }
         if let Some(at) = c.text_flush_at {
             self.text_flush.remove(&(at, conn));
         }
@@ -648,7 +689,7 @@ impl RelayServer {
     }
 
     fn on_hello(&mut self, conn: ConnId, hello: Hello, now: Timestamp) {
-        if let Some((code, reason)) = self.admission_refusal(&hello) {
+        if let Some((code, reason)) = self.admission_refusal(conn, &hello) {
             self.refuse(conn, code, reason);
             return;
         }
@@ -716,6 +757,7 @@ impl RelayServer {
                 last_seq: 0,
                 last_heard: now,
                 plain_text,
+                bucket: rate::TokenBucket::new(self.limits.message_burst, now),
             });
             welcome(id, &mut c.out);
         }
@@ -747,7 +789,7 @@ impl RelayServer {
     }
 
     /// Why a `Hello` cannot be admitted, if it cannot.
-    fn admission_refusal(&self, hello: &Hello) -> Option<(ErrorCode, String)> {
+    fn admission_refusal(&self, conn: ConnId, hello: &Hello) -> Option<(ErrorCode, String)> {
         if hello.role != Role::RelayClient {
             return Some((
                 ErrorCode::WrongRole,
@@ -760,10 +802,30 @@ impl RelayServer {
         if let Err(why) = validate_name(&hello.name, self.limits.max_name_len) {
             return Some((ErrorCode::InvalidName, why));
         }
+        self.capacity_refusal(conn)
+    }
+
+    /// Why connection `conn` cannot be admitted now, whoever it is: shutting down,
+    /// too many connections from its address, or full.
+    pub(super) fn capacity_refusal(&self, conn: ConnId) -> Option<(ErrorCode, String)> {
         if self.shutting_down {
             return Some((
                 ErrorCode::ServerShutdown,
                 "the server is shutting down".into(),
+            ));
+        }
+        let per_address = self.limits.max_connections_per_address;
+        if let Some(address) = self
+            .conns
+            .get(&conn)
+            .filter(|c| c.over_address_limit)
+            .and_then(|c| c.address)
+        {
+            return Some((
+                ErrorCode::TooManyFromAddress,
+                format!(
+                    "too many connections from {address}: this relay allows {per_address} from one address"
+                ),
             ));
         }
         let online = self.online();
@@ -777,6 +839,14 @@ impl RelayServer {
             ));
         }
         None
+    }
+
+    /// The admitted client on `conn`.
+    fn admitted(&self, conn: ConnId) -> Option<&Client> {
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Admitted(client)) => Some(client),
+            _ => None,
+        }
     }
 
     /// Routes a chat from an admitted client: to one client, or to everyone else.
@@ -814,6 +884,18 @@ impl RelayServer {
             return;
         }
         client.last_seq = seq;
+        let (rate, burst) = (self.limits.message_rate, self.limits.message_burst);
+        if rate > 0
+            && !chat.kind.is_housekeeping()
+            && !client.bucket.take(client.last_heard, rate, burst)
+            && client.bucket.notice_due(client.last_heard)
+        {
+            let message = format!(
+                "you are sending faster than this relay allows ({rate} messages a second, bursts of {burst}); it reads from you more slowly, and nothing is lost"
+            );
+            let notice = error_report(ErrorCode::RateLimited, seq, None, message);
+            self.enqueue(conn, &notice);
+        }
         if chat.kind.is_file()
             && let Err(why) = self.check_file(from, to, chat.kind, chat.body)
         {
@@ -2084,6 +2166,86 @@ mod tests {
         server.handle_bytes(c0, &raw_hello("a"), t);
         assert_eq!(server.client_id(c0), Some(ClientId(0)));
         assert!(server.client_id(c1).is_none());
+    }
+
+    #[test]
+    fn too_many_connections_from_one_address_are_refused_by_name() {
+        let mut server = RelayServer::new(
+            Limits {
+                max_connections_per_address: 2,
+                ..limits(10)
+            },
+            Security::insecure(),
+        );
+        let t = Timestamp::ZERO;
+        let here: IpAddr = [192, 0, 2, 1].into();
+        let there: IpAddr = [198, 51, 100, 7].into();
+        let (a, b, c) = (
+            server.handle_connected_from(here, t),
+            server.handle_connected_from(here, t),
+            server.handle_connected_from(here, t),
+        );
+        let d = server.handle_connected_from(there, t);
+        for conn in [a, b, c, d] {
+            server.handle_bytes(conn, &raw_hello(""), t);
+        }
+        assert!(server.client_id(a).is_some() && server.client_id(b).is_some());
+        assert!(
+            server.client_id(d).is_some(),
+            "another address is not held back"
+        );
+        assert_eq!(server.client_id(c), None);
+        let refused = frames_for(&mut server, c);
+        assert!(
+            matches!(
+                refused.as_slice(),
+                [Frame::Refused(Refused { code: ErrorCode::TooManyFromAddress, reason, .. })]
+                    if reason.contains("192.0.2.1") && reason.contains("allows 2")
+            ),
+            "{refused:?}"
+        );
+        // Once one of them goes, the address may connect again.
+        server.handle_closed(c, t);
+        server.handle_closed(a, t);
+        let e = server.handle_connected_from(here, t);
+        server.handle_bytes(e, &raw_hello(""), t);
+        assert!(server.client_id(e).is_some());
+    }
+
+    #[test]
+    fn a_client_over_the_message_rate_is_read_more_slowly_and_told_once() {
+        let mut w = Wire::insecure(Limits {
+            message_rate: 100,
+            message_burst: 10,
+            ..limits(3)
+        });
+        let a = w.join("a");
+        let b = w.join("b");
+        w.take_events(a);
+        for i in 0..25 {
+            w.client(a)
+                .send_chat(ClientId(1), &format!("m{i}"), T)
+                .unwrap();
+        }
+        w.pump();
+        assert_eq!(w.take_messages(b).len(), 25, "nothing is dropped");
+        let notices: Vec<_> = w
+            .take_events(a)
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::Error(r) if r.code == ErrorCode::RateLimited))
+            .collect();
+        assert_eq!(notices.len(), 1, "told once: {notices:?}");
+        // 15 over a bucket of 10 at 100 a second: 150 ms of debt.
+        let conn = w.clients[a].conn;
+        assert_eq!(
+            w.server.read_paused_until(conn),
+            Some(Timestamp::from_millis(150))
+        );
+        assert_eq!(w.server.read_paused_until(w.clients[b].conn), None);
+        // File traffic and key exchange do not count; the other client is not limited.
+        w.client(b).send_chat(ClientId(0), "unhurried", T).unwrap();
+        w.pump();
+        assert_eq!(w.take_messages(a), [(1, "unhurried".to_owned())]);
     }
 
     #[test]

@@ -36,22 +36,8 @@ impl RelayServer {
                 ErrorCode::PasswordRequired,
                 "this relay requires a password; plain-text clients cannot give one (join with p2pchat join --password)".to_owned(),
             ))
-        } else if self.shutting_down {
-            Some((
-                ErrorCode::ServerShutdown,
-                "the server is shutting down".to_owned(),
-            ))
-        } else if self.online() >= self.limits.max_clients as usize {
-            Some((
-                ErrorCode::ServerFull,
-                format!(
-                    "server full: {} of {} clients connected; try again later",
-                    self.online(),
-                    self.limits.max_clients
-                ),
-            ))
         } else {
-            None
+            self.capacity_refusal(conn)
         };
         if let Some((code, reason)) = refusal {
             self.refuse(conn, code, reason);

@@ -201,7 +201,7 @@ impl RelayServer {
             c.out.seal_from_now();
         }
         // The relay may have filled up, or begun to shut down, during the handshake.
-        if let Some((code, reason)) = self.admission_refusal(&hello) {
+        if let Some((code, reason)) = self.admission_refusal(conn, &hello) {
             self.refuse(conn, code, reason);
             return;
         }

@@ -1,0 +1,155 @@
+//! Hostile and careless clients over 127.0.0.1, against the real relay driver:
+//! connections that never say anything, and a client that floods. Each test also
+//! shows that well-behaved clients next to them keep chatting. Bounded in count and
+//! time; nothing here asserts a duration.
+
+mod support;
+
+use std::io::Read;
+use std::net::TcpStream;
+
+use p2pchat_core::{ClientEvent, ClientId, ErrorCode, Limits, ServerEvent};
+use p2pchat_tcp::ClientCommand;
+use support::{WAIT, expect, is_message, join, start_relay_with};
+
+/// Ten clients in a ring, each sending `text` to the next, and each reading it.
+async fn ring_chat(clients: &[p2pchat_tcp::ClientSession], text: &str) {
+    let n = clients.len() as u32;
+    for (i, c) in clients.iter().enumerate() {
+        let to = ClientId((i as u32 + 1) % n);
+        c.commands
+            .send(ClientCommand::Send {
+                to,
+                text: format!("{text} from {i}"),
+            })
+            .await
+            .unwrap();
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let from = (i as u32 + n - 1) % n;
+        let text = format!("{text} from {from}");
+        expect(&c.events, &text, is_message(from, &text)).await;
+    }
+}
+
+#[test]
+fn a_thousand_silent_connections_are_closed_by_the_handshake_deadline_while_ten_clients_chat() {
+    // 1,000 sockets here and 1,000 in the relay, in one process.
+    rlimit::increase_nofile_limit(8192).unwrap();
+    smol::block_on(async {
+        let (addr, _shutdown, log) = start_relay_with(Limits {
+            max_clients: 16,
+            handshake_timeout: std::time::Duration::from_secs(2),
+            max_pending_handshakes: 2000,
+            max_connections_per_address: 0,
+            ..Limits::default()
+        })
+        .await;
+        let mut clients = Vec::new();
+        for i in 0..10 {
+            clients.push(join(addr, &format!("c{i}"), i).await);
+        }
+        let silent: Vec<TcpStream> = (0..1000)
+            .map(|_| TcpStream::connect(addr).expect("a loopback connection"))
+            .collect();
+        ring_chat(&clients, "while they wait").await;
+
+        // Each silent connection is greeted in plain text (it might be a person on
+        // nc), then closed at the deadline: read each to its end.
+        let mut closed = 0;
+        for mut s in silent {
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let mut seen = Vec::new();
+            match s.read_to_end(&mut seen) {
+                Ok(_) => closed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+                Err(e) => panic!("connection {closed} not closed: {e}"),
+            }
+        }
+        assert_eq!(closed, 1000);
+        let mut timed_out = 0;
+        while let Ok(line) = log.try_recv() {
+            if let ServerEvent::Dropped {
+                code: ErrorCode::HandshakeTimeout,
+                ..
+            } = line.event
+            {
+                timed_out += 1;
+            }
+        }
+        assert_eq!(timed_out, 1000, "each closed for its deadline");
+        ring_chat(&clients, "after they are gone").await;
+    });
+}
+
+#[test]
+fn a_flooding_client_is_slowed_and_told_while_others_are_not_and_nothing_is_lost() {
+    smol::block_on(async {
+        let (addr, _shutdown, _log) = start_relay_with(Limits {
+            max_clients: 8,
+            message_rate: 2_000,
+            message_burst: 200,
+            ..Limits::default()
+        })
+        .await;
+        let flood = join(addr, "flood", 0).await;
+        let sink = join(addr, "sink", 1).await;
+        let ann = join(addr, "ann", 2).await;
+        let bob = join(addr, "bob", 3).await;
+        const N: usize = 4_000;
+        let flooding = async {
+            for i in 0..N {
+                flood
+                    .commands
+                    .send(ClientCommand::Send {
+                        to: ClientId(1),
+                        text: format!("flood {i}"),
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        let chatting = async {
+            for i in 0..20 {
+                let text = format!("calm {i}");
+                ann.commands
+                    .send(ClientCommand::Send {
+                        to: ClientId(3),
+                        text: text.clone(),
+                    })
+                    .await
+                    .unwrap();
+                expect(&bob.events, &text, is_message(2, &text)).await;
+            }
+        };
+        smol::future::zip(flooding, chatting).await;
+        let notice = expect(
+            &flood.events,
+            "rate-limited notice",
+            |e| matches!(e, ClientEvent::Error(r) if r.code == ErrorCode::RateLimited),
+        )
+        .await;
+        assert!(format!("{notice:?}").contains("2000 messages a second"));
+        // Every flooded message arrives, once, in order.
+        for i in 0..N {
+            let text = format!("flood {i}");
+            let got = expect(&sink.events, &text, |e| {
+                matches!(
+                    e,
+                    ClientEvent::Message {
+                        from: ClientId(0),
+                        ..
+                    }
+                )
+            })
+            .await;
+            assert!(matches!(got, ClientEvent::Message { text: t, .. } if t == text));
+        }
+        // The calm clients were never told they are limited.
+        for c in [&ann, &bob] {
+            while let Ok(e) = c.events.try_recv() {
+                assert!(!format!("{e:?}").contains("RateLimited"), "{e:?}");
+            }
+        }
+    });
+}
