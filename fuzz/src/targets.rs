@@ -120,7 +120,7 @@ pub fn relay_server(input: &[u8]) {
                 }
             }
             4 => {
-                now = now + Duration::from_millis(u64::from(script.byte().unwrap_or(0)) * 100);
+                now += Duration::from_millis(u64::from(script.byte().unwrap_or(0)) * 100);
                 server.handle_timeout(now);
             }
             _ => {}
@@ -188,7 +188,7 @@ fn feed(script: &mut Script<'_>, mut deliver: impl FnMut(&[u8], Timestamp)) {
     let mut now = Timestamp::ZERO;
     while let Some(len) = script.byte() {
         let bytes = script.take(usize::from(len) * 4);
-        now = now + Duration::from_millis(u64::from(len));
+        now += Duration::from_millis(u64::from(len));
         deliver(bytes, now);
     }
 }
