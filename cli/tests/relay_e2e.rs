@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Proc, join, server};
+use support::{Proc, join, port_in, server};
 
 #[test]
 fn the_original_three_client_session() {
@@ -187,4 +187,28 @@ fn server_shutdown_tells_clients_why() {
     assert!(line.contains("shutting down"), "{line}");
     assert_eq!(a.wait_exit(), 1);
     assert_eq!(srv.wait_exit(), 0);
+}
+
+#[test]
+fn a_server_out_of_file_descriptors_keeps_serving_and_recovers() {
+    // At most 40 open files: the listener, the reactor and a few more leave room
+    // for about 30 connections.
+    let mut srv = Proc::start_with_fd_limit(40, &["server", "--bind", "127.0.0.1", "--port", "0"]);
+    let line = srv.expect_err("listening line", |l| l.contains("listening on"));
+    let port = port_in(&line);
+    let mut a = join(port, "a", 0);
+    let mut b = join(port, "b", 1);
+    // Sixty connections that say nothing: the server runs out of descriptors.
+    let idle: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    a.send("1 still here?");
+    b.expect_out_line("0 still here?");
+    b.send("0 yes");
+    a.expect_out_line("1 yes");
+    // Once they go, the server accepts again: a newcomer is admitted.
+    drop(idle);
+    let mut c = join(port, "c", 2);
+    c.send("0 hello from c");
+    a.expect_out_line("2 hello from c");
 }

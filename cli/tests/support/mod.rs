@@ -28,8 +28,24 @@ impl Proc {
 
     /// Starts with `XDG_DATA_HOME` (where history lives) set to `data`.
     pub fn start_in(args: &[&str], data: &std::path::Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_p2pchat"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_p2pchat"));
+        command.args(args);
+        Proc::spawn(command, data)
+    }
+
+    /// Starts with at most `limit` open files (through `sh -c 'ulimit -n'`).
+    pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Proc {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_p2pchat"))
+            .args(args);
+        Proc::spawn(command, &fresh_data_dir())
+    }
+
+    fn spawn(mut command: Command, data: &std::path::Path) -> Proc {
+        let mut child = command
             .env("XDG_DATA_HOME", data)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
