@@ -77,6 +77,34 @@ fn key_json(key: &Option<PublicKey>) -> String {
     key.map_or_else(|| "null".to_owned(), |k| json_string(&k.fingerprint()))
 }
 
+/// A recipient as JSON: an ID, or `"all"`.
+fn json_to(to: ClientId) -> String {
+    if to.is_broadcast() {
+        "\"all\"".to_owned()
+    } else {
+        to.to_string()
+    }
+}
+
+/// Messages as a person reads them: `7 (to 1), 8 (to everyone)`, the first 10.
+fn unconfirmed_list(messages: &[(u64, ClientId)]) -> String {
+    let mut parts: Vec<String> = messages
+        .iter()
+        .take(10)
+        .map(|(seq, to)| {
+            if to.is_broadcast() {
+                format!("{seq} (to everyone)")
+            } else {
+                format!("{seq} (to {to})")
+            }
+        })
+        .collect();
+    if messages.len() > 10 {
+        parts.push(format!("and {} more", messages.len() - 10));
+    }
+    parts.join(", ")
+}
+
 fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> String {
     let list: Vec<String> = entries
         .iter()
@@ -127,6 +155,11 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
         )),
         ClientEvent::NotEndToEnd { id, everyone: true } => Line::Out(format!(
             "* {id} has no key and cannot read messages to everyone; write `{id} MESSAGE` to reach it unencrypted"
+        )),
+        ClientEvent::Unconfirmed { messages } => Line::Err(format!(
+            "error: the relay had not confirmed {} of your messages when the connection ended; they may not have arrived: {}",
+            messages.len(),
+            unconfirmed_list(messages)
         )),
         ClientEvent::Unreadable { from, seq, reason } => Line::Err(format!(
             "error: message {seq} from client {from} could not be read: {}",
@@ -202,11 +235,7 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             text,
             encrypted,
         } => {
-            let to = if to.is_broadcast() {
-                "\"all\"".to_owned()
-            } else {
-                to.to_string()
-            };
+            let to = json_to(*to);
             format!(
                 r#"{{"event":"message","from":{from},"to":{to},"seq":{seq},"e2e":{encrypted},"text":{}}}"#,
                 json_string(text)
@@ -214,6 +243,16 @@ fn relay_event_json(event: &ClientEvent) -> Line {
         }
         ClientEvent::NotEndToEnd { id, everyone } => {
             format!(r#"{{"event":"not_end_to_end","id":{id},"everyone":{everyone}}}"#)
+        }
+        ClientEvent::Unconfirmed { messages } => {
+            let items: Vec<String> = messages
+                .iter()
+                .map(|(seq, to)| format!(r#"{{"seq":{seq},"to":{}}}"#, json_to(*to)))
+                .collect();
+            format!(
+                r#"{{"event":"unconfirmed","messages":[{}]}}"#,
+                items.join(",")
+            )
         }
         ClientEvent::Unreadable { from, seq, reason } => format!(
             r#"{{"event":"unreadable","from":{from},"seq":{seq},"reason":{}}}"#,

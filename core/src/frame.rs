@@ -269,6 +269,13 @@ pub enum Frame {
     },
     /// 0x19: the relay's answer to `Lookup`.
     Profile(RosterEntry),
+    /// 0x60: relay to a client that offered acknowledgements: every `Chat` it sent
+    /// numbered up to `seq` has been handled: routed to its recipients' queues, or
+    /// answered with an `Error` (sent before this frame).
+    Accepted {
+        /// The highest sequence number handled.
+        seq: u64,
+    },
     /// 0x20: a direct-chat message.
     Message {
         /// The sender's sequence number: strictly increasing, from 1.
@@ -317,6 +324,7 @@ mod ty {
     pub const ALL_EXITED: u8 = 0x17;
     pub const LOOKUP: u8 = 0x18;
     pub const PROFILE: u8 = 0x19;
+    pub const ACCEPTED: u8 = 0x60;
     pub const MESSAGE: u8 = 0x20;
     pub const EXIT: u8 = 0x30;
     pub const PING: u8 = 0x31;
@@ -539,6 +547,7 @@ impl Frame {
             Frame::AllExited => "AllExited",
             Frame::Lookup { .. } => "Lookup",
             Frame::Profile(_) => "Profile",
+            Frame::Accepted { .. } => "Accepted",
             Frame::Message { .. } => "Message",
             Frame::Exit => "Exit",
             Frame::Ping(_) => "Ping",
@@ -565,6 +574,7 @@ impl Frame {
             Frame::AllExited => ty::ALL_EXITED,
             Frame::Lookup { .. } => ty::LOOKUP,
             Frame::Profile(_) => ty::PROFILE,
+            Frame::Accepted { .. } => ty::ACCEPTED,
             Frame::Message { .. } => ty::MESSAGE,
             Frame::Exit => ty::EXIT,
             Frame::Ping(_) => ty::PING,
@@ -627,6 +637,7 @@ impl Frame {
                 }
             }
             Frame::Lookup { id } => w.u32(id.0),
+            Frame::Accepted { seq } => w.u64(*seq),
             Frame::Profile(e) => roster_entry(w, e),
             Frame::Joined { id, name, key } => {
                 w.u32(id.0);
@@ -764,6 +775,12 @@ impl Frame {
                 let id = ClientId(r.u32()?);
                 r.finish()?;
                 Frame::Lookup { id }
+            }
+            ty::ACCEPTED => {
+                let mut r = Reader::new(body, "Accepted");
+                let seq = r.u64()?;
+                r.finish()?;
+                Frame::Accepted { seq }
             }
             ty::PROFILE => {
                 let mut r = Reader::new(body, "Profile");

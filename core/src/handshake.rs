@@ -11,8 +11,13 @@ use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 /// `docs/PROTOCOL.md`, "Secure channel"). It offers it unless told not to encrypt.
 pub const CAP_NOISE: u64 = 1 << 1;
 
+/// Capability bit: the sender wants acknowledgements (a relay client: the relay's
+/// `Accepted` frames, which say up to which sequence number its messages were
+/// handled).
+pub const CAP_ACKS: u64 = 1 << 2;
+
 /// Capability bits this build supports. Unknown bits from the other side are ignored.
-pub const CAPABILITIES: u64 = CAP_NOISE;
+pub const CAPABILITIES: u64 = CAP_NOISE | CAP_ACKS;
 
 /// Our opening frame, offering the capabilities in `capabilities`.
 pub(crate) fn our_hello(role: Role, name: &str, capabilities: u64) -> Hello {

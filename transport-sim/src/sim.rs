@@ -1194,6 +1194,10 @@ fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
             client,
             text: format!("{id} has no key (everyone: {everyone})"),
         },
+        ClientEvent::Unconfirmed { messages } => Record::Notice {
+            client,
+            text: format!("unconfirmed {messages:?}"),
+        },
         ClientEvent::Unreadable { from, seq, reason } => Record::Notice {
             client,
             text: format!("unreadable seq {seq} from {from}: {reason}"),

@@ -19,7 +19,7 @@ use crate::e2e::Keyring;
 use crate::error::{ErrorCode, SendError};
 use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{Envelope, ErrorReport, Frame, Refused, Role, RosterEntry};
-use crate::handshake::{CAP_NOISE, our_hello, validate_name};
+use crate::handshake::{CAP_ACKS, CAP_NOISE, our_hello, validate_name};
 use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
@@ -93,6 +93,13 @@ pub enum ClientEvent {
         /// About messages to everyone (sealed with our group key, which it cannot
         /// hold), not about messages to it.
         everyone: bool,
+    },
+    /// The connection ended before the relay confirmed these messages of ours
+    /// (`Accepted`): they may or may not have reached their recipients. Sent just
+    /// before `Disconnected`, only when the connection did not end normally.
+    Unconfirmed {
+        /// Each message's sequence number and recipient, in order.
+        messages: Vec<(u64, ClientId)>,
     },
     /// A message from another client that could not be read: it did not open with
     /// the keys it named, came again or out of order, or waited for a key that never
@@ -174,6 +181,11 @@ pub struct RelayClient {
     /// The clients we told the user have no key (and whether about messages to
     /// everyone).
     told_plain: FxHashSet<(ClientId, bool)>,
+    /// Whether the relay acknowledges our messages (it agreed to `CAP_ACKS`).
+    acks: bool,
+    /// Our chat messages the relay has not yet confirmed (`Accepted`) nor refused,
+    /// by sequence number: their recipients. Bounded by the outbound queue's bound.
+    unconfirmed: BTreeMap<u64, ClientId>,
 }
 
 impl RelayClient {
@@ -196,7 +208,8 @@ impl RelayClient {
             (Some(identity), true) => Some(Keyring::new(identity.clone(), &security.seed)),
             _ => None,
         };
-        let hello = our_hello(Role::RelayClient, name, if offers { CAP_NOISE } else { 0 });
+        let noise = if offers { CAP_NOISE } else { 0 };
+        let hello = our_hello(Role::RelayClient, name, noise | CAP_ACKS);
         link.send(&Frame::Hello(hello.clone()), now);
         if offers {
             let seed = Entropy::new(security.seed).next_seed();
@@ -226,6 +239,8 @@ impl RelayClient {
             outbox: sending::Outbox::default(),
             held: receiving::Held::default(),
             told_plain: FxHashSet::default(),
+            acks: false,
+            unconfirmed: BTreeMap::new(),
         })
     }
 
@@ -322,6 +337,7 @@ impl RelayClient {
             kind: crate::frame::PayloadKind::Text,
             plain: text.as_bytes().to_vec(),
         };
+        self.unconfirmed.insert(seq, to);
         self.submit(item, now);
         Ok(seq)
     }
@@ -590,6 +606,7 @@ impl RelayClient {
         match (self.phase, frame) {
             (Phase::Handshaking, Frame::Welcome(w)) => {
                 self.phase = Phase::Admitted(w.client_id);
+                self.acks = w.capabilities & CAP_ACKS != 0;
                 self.max_clients = w.max_clients;
                 self.events.push_back(ClientEvent::Welcomed {
                     id: w.client_id,
@@ -664,6 +681,9 @@ impl RelayClient {
                 }
                 self.flush_outbox(now);
             }
+            Frame::Accepted { seq } => {
+                self.unconfirmed = self.unconfirmed.split_off(&(seq.saturating_add(1)));
+            }
             Frame::Profile(entry) => {
                 if let Some(ring) = self.keyring.as_mut() {
                     ring.announce(entry.id, entry.key);
@@ -693,6 +713,8 @@ impl RelayClient {
                 payload,
             } => self.on_deliver(from, to, seq, payload, now),
             Frame::Error(report) => {
+                // Refused, and the user is told why: settled either way.
+                self.unconfirmed.remove(&report.seq);
                 if report.code == ErrorCode::UnknownRecipient
                     && report.seq == 0
                     && let Some(id) = report.subject
@@ -799,6 +821,10 @@ impl RelayClient {
 
     fn end(&mut self, code: ErrorCode, reason: String) {
         if self.phase != Phase::Over {
+            if code != ErrorCode::Normal && self.acks && !self.unconfirmed.is_empty() {
+                let messages = std::mem::take(&mut self.unconfirmed).into_iter().collect();
+                self.events.push_back(ClientEvent::Unconfirmed { messages });
+            }
             self.files.all_gone("the connection to the relay ended");
             while let Some(e) = self.files.poll_event() {
                 self.events.push_back(ClientEvent::File(e));
@@ -925,6 +951,38 @@ mod tests {
             Err(SendError::QueueFull { .. })
         ));
         assert!(RelayClient::new("\u{7}", Limits::default(), Security::insecure(), T).is_err());
+    }
+
+    #[test]
+    fn messages_the_relay_never_confirmed_are_named_when_the_connection_drops() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let _b = w.join("b");
+        w.client(a).send_chat(ClientId(1), "confirmed", T).unwrap();
+        w.client(a).send_chat(ClientId(7), "nobody", T).unwrap();
+        w.pump();
+        // Two more, and the connection drops before they are written.
+        let two = w.client(a).send_chat(ClientId(1), "lost?", T).unwrap();
+        let all = w.client(a).broadcast("lost too?", T).unwrap();
+        w.take_events(a);
+        w.clients[a].closed = true;
+        w.client(a).handle_closed(T);
+        w.pump();
+        let events = w.take_events(a);
+        assert_eq!(
+            events.first(),
+            Some(&ClientEvent::Unconfirmed {
+                messages: vec![(two, ClientId(1)), (all, ClientId::BROADCAST)]
+            }),
+            "neither the confirmed one nor the refused one: {events:?}"
+        );
+        assert!(matches!(
+            events.last(),
+            Some(ClientEvent::Disconnected {
+                code: ErrorCode::ConnectionLost,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -332,6 +332,7 @@ impl RelayClient {
         }
         self.outbox.bytes = self.outbox.waiting.iter().map(Outgoing::len).sum();
         for seq in failed_chat {
+            self.unconfirmed.remove(&seq);
             self.events.push_back(ClientEvent::Error(ErrorReport {
                 seq,
                 ..report.clone()
@@ -467,12 +468,15 @@ impl RelayClient {
                 seq,
                 kind: PayloadKind::Text,
                 ..
-            } => self.events.push_back(ClientEvent::Error(ErrorReport {
-                code: ErrorCode::HandshakeFailed,
-                seq,
-                subject: Some(to),
-                message: format!("message {seq} not sent: {why}"),
-            })),
+            } => {
+                self.unconfirmed.remove(&seq);
+                self.events.push_back(ClientEvent::Error(ErrorReport {
+                    code: ErrorCode::HandshakeFailed,
+                    seq,
+                    subject: Some(to),
+                    message: format!("message {seq} not sent: {why}"),
+                }));
+            }
             Outgoing::File { to, .. } => self.files.peer_gone(Some(to), why),
             _ => {}
         }

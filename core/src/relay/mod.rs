@@ -27,7 +27,7 @@ use crate::frame::{
     ChatRef, ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome,
     encode_deliver,
 };
-use crate::handshake::{CAPABILITIES, negotiate_version, validate_name};
+use crate::handshake::{CAP_ACKS, CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
 use crate::limits::{Limits, MAGIC, PROTOCOL_VERSION};
 use crate::outbound::Outbound;
@@ -120,6 +120,10 @@ struct Client {
     plain_text: bool,
     /// How fast it may send.
     bucket: rate::TokenBucket,
+    /// Whether it wants `Accepted` frames (capability `CAP_ACKS`).
+    acks: bool,
+    /// The sequence number the last `Accepted` it was sent carried.
+    acked_seq: u64,
 }
 
 #[derive(Debug)]
@@ -413,6 +417,7 @@ impl RelayServer {
         }
         self.batching = false;
         self.flush_broadcasts();
+        self.acknowledge(conn);
         if decoder.magic_seen() {
             self.send_magic_once(conn);
         }
@@ -714,6 +719,23 @@ impl RelayServer {
                 ..welcome
             }));
         });
+        if let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state) {
+            client.acks = welcome.capabilities & CAP_ACKS != 0;
+        }
+    }
+
+    /// After a read: tells a client that wants acknowledgements up to which sequence
+    /// number its messages were handled (one frame per read, not per message).
+    fn acknowledge(&mut self, conn: ConnId) {
+        let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        if client.acks && client.last_seq > client.acked_seq {
+            client.acked_seq = client.last_seq;
+            let seq = client.last_seq;
+            self.enqueue(conn, &Frame::Accepted { seq });
+        }
     }
 
     /// Turns a connection away with a reason it can read, and closes it.
@@ -758,6 +780,8 @@ impl RelayServer {
                 last_heard: now,
                 plain_text,
                 bucket: rate::TokenBucket::new(self.limits.message_burst, now),
+                acks: false,
+                acked_seq: 0,
             });
             welcome(id, &mut c.out);
         }
