@@ -180,6 +180,10 @@ pub struct JoinArgs {
     /// it, the key seen at the first visit to this address is remembered and required
     #[argh(option)]
     pub expect: Option<String>,
+    /// when the connection to the relay is lost, stop instead of reconnecting (by
+    /// default the client reconnects for up to two minutes, as a new client)
+    #[argh(switch)]
+    pub no_reconnect: bool,
 }
 
 /// Measure a relay over 127.0.0.1: throughput, latency, server memory and CPU.

@@ -1,6 +1,15 @@
 //! `p2pchat join`: a relay client in the terminal.
+//!
+//! When the connection to the relay is lost (a network blip, the relay restarted),
+//! the client reconnects by itself, with growing pauses, and says what happened: the
+//! messages the relay had not confirmed, and that it is now a new client with a new
+//! ID. Lines typed while it is away are not sent (the IDs they name may mean someone
+//! else once it is back), and it says so.
 
-use p2pchat_core::{ClientEvent, ErrorCode, Limits, RelayClient};
+use std::time::{Duration, Instant};
+
+use async_channel::Receiver;
+use p2pchat_core::{ClientEvent, ClientId, ErrorCode, Limits, RelayClient};
 use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
 
 use crate::args::JoinArgs;
@@ -20,14 +29,6 @@ pub fn run(args: JoinArgs) -> i32 {
         return 2;
     }
     smol::block_on(async move {
-        let stream = match p2pchat_tcp::connect(&args.host, DEFAULT_PORT, "`p2pchat server`").await
-        {
-            Ok(stream) => stream,
-            Err(e) => {
-                ui.err(&format!("p2pchat: {e}"));
-                return 1;
-            }
-        };
         let mut trust = Trust::new(
             Some(keys::host_label(&args.host, DEFAULT_PORT)),
             args.expect.is_some(),
@@ -37,132 +38,283 @@ pub fn run(args: JoinArgs) -> i32 {
             password: Wishes::password_from(args.password.clone()),
             expect: args.expect.clone(),
         };
-        let security = match wishes.security(false, trust.expect()) {
-            Ok(s) => s,
-            Err(e) => {
-                ui.err(&format!("p2pchat: {e}"));
-                return 1;
-            }
-        };
-        let clock = p2pchat_tcp::Clock::new();
-        let session = match RelayClient::new(&args.name, Limits::default(), security, clock.now()) {
-            Ok(machine) => p2pchat_tcp::prepare(stream, machine, clock),
-            Err(why) => {
-                ui.err(&format!("p2pchat: --name: {why}"));
-                return 2;
-            }
-        };
-        let json = args.json;
-        let mut me = None;
-        let mut status = 0;
-        let mut refused = false;
         let transfers = std::rc::Rc::new(std::cell::RefCell::new(Transfers::new(
             ui.clone(),
             args.download_dir.clone(),
             args.auto_accept,
             |peer| peer.map_or("someone".to_owned(), |id| format!("client {id}")),
         )));
-        let input_transfers = transfers.clone();
-        let files = transfers.borrow().reports();
-        let file_transfers = transfers.clone();
-        let handlers = crate::chat::Handlers {
-            on_input: |input| match input {
-                Input::Line(line) => match commands::relay_line(&line) {
-                    Typed::Command(cmd) => {
-                        if cmd == ClientCommand::Exit && !json {
-                            ui.out("* you said exit; you keep receiving until everyone has said exit (/quit leaves now)");
-                        }
-                        vec![cmd]
-                    }
-                    Typed::Send(to, path) => {
-                        transfer::started(&ui, input_transfers.borrow_mut().send(to, &path))
-                    }
-                    Typed::Accept(n) => transfer::command(
-                        &ui,
-                        input_transfers.borrow_mut().accept(n),
-                        ClientCommand::File,
-                    ),
-                    Typed::Decline(n) => transfer::command(
-                        &ui,
-                        input_transfers.borrow_mut().decline(n),
-                        ClientCommand::File,
-                    ),
-                    Typed::Cancel => input_transfers
-                        .borrow_mut()
-                        .cancel_all()
-                        .into_iter()
-                        .map(ClientCommand::File)
-                        .collect(),
-                    Typed::Help => {
-                        ui.out(RELAY_HELP);
-                        vec![]
-                    }
-                    Typed::Nothing | Typed::History(_) => vec![],
-                    Typed::Invalid(why) => {
-                        ui.err(&format!("error: {why}"));
-                        vec![]
-                    }
-                },
-                Input::Eof => vec![ClientCommand::Exit],
-                Input::Interrupt => vec![ClientCommand::Leave],
+        let mut previous: Option<ClientId> = None;
+        let mut first = true;
+        loop {
+            let stream = match connect(&args, &ui, &inputs, first).await {
+                Ok(stream) => stream,
+                Err(status) => return status,
+            };
+            let security = match wishes.security(false, trust.expect()) {
+                Ok(s) => s,
+                Err(e) => {
+                    ui.err(&format!("p2pchat: {e}"));
+                    return 1;
+                }
+            };
+            let outcome = session(
+                &args,
+                &ui,
+                &inputs,
+                &mut trust,
+                &transfers,
+                stream,
+                security,
+                previous,
+            )
+            .await;
+            match outcome {
+                Outcome::Over(status) => return status,
+                Outcome::Lost(id) => {
+                    previous = id.or(previous);
+                    first = false;
+                }
+            }
+        }
+    })
+}
+
+/// How one session with the relay ended.
+enum Outcome {
+    /// For good, with this exit status.
+    Over(i32),
+    /// The connection was lost (we were this client): reconnect.
+    Lost(Option<ClientId>),
+}
+
+/// Whether a session that ended this way should reconnect: the connection broke or
+/// went silent (a network blip, a relay that crashed and restarts), but not when we
+/// were refused or left, the relay shut down in order, or found something wrong.
+fn worth_reconnecting(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::ConnectionLost | ErrorCode::PeerTimeout)
+}
+
+/// Pauses between reconnection attempts: growing, then steady.
+const BACKOFF: [u64; 7] = [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000];
+
+/// How long to keep trying before giving up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+
+/// Connects to the relay. The first time, a failure is final; when reconnecting it
+/// tries again with growing pauses (meanwhile, typed lines are answered: not sent),
+/// until it gives up or the user leaves. `Err` is the exit status.
+async fn connect(
+    args: &JoinArgs,
+    ui: &Ui,
+    inputs: &Receiver<Input>,
+    first: bool,
+) -> Result<smol::net::TcpStream, i32> {
+    let target = "`p2pchat server`";
+    if first {
+        return p2pchat_tcp::connect(&args.host, DEFAULT_PORT, target)
+            .await
+            .map_err(|e| {
+                ui.err(&format!("p2pchat: {e}"));
+                1
+            });
+    }
+    let started = Instant::now();
+    for attempt in 0.. {
+        let pause = BACKOFF[attempt.min(BACKOFF.len() - 1)];
+        if !args.json {
+            ui.out(&format!(
+                "* reconnecting to the relay in {:.1} s (attempt {})",
+                pause as f64 / 1000.0,
+                attempt + 1
+            ));
+        }
+        if wait_away(ui, inputs, Duration::from_millis(pause)).await {
+            return Err(0);
+        }
+        match p2pchat_tcp::connect(&args.host, DEFAULT_PORT, target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if started.elapsed() >= GIVE_UP_AFTER => {
+                ui.err(&format!(
+                    "p2pchat: gave up reconnecting after {} s: {e}",
+                    started.elapsed().as_secs()
+                ));
+                return Err(1);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(1)
+}
+
+/// Waits `pause` while disconnected, answering what is typed meanwhile: lines are not
+/// sent; `exit`, `/quit`, end of input or Ctrl-C stop reconnecting (then `true`).
+async fn wait_away(ui: &Ui, inputs: &Receiver<Input>, pause: Duration) -> bool {
+    let until = Instant::now() + pause;
+    loop {
+        let typed = smol::future::or(async { inputs.recv().await.ok() }, async {
+            smol::Timer::at(until).await;
+            None
+        })
+        .await;
+        match typed {
+            None => return false,
+            Some(Input::Eof | Input::Interrupt) => return true,
+            Some(Input::Line(line)) => match commands::relay_line(&line) {
+                Typed::Command(ClientCommand::Exit | ClientCommand::Leave) => return true,
+                Typed::Nothing => {}
+                _ => ui.err(&format!(
+                    "error: not connected to the relay (reconnecting); not sent: {line}"
+                )),
             },
-            on_event: |event| match event {
-                SessionEvent::Core(ClientEvent::File(e)) => transfers
+        }
+    }
+}
+
+/// One session with the relay, from its handshake to its end.
+#[allow(clippy::too_many_arguments)] // the client's state, lent to one session
+async fn session(
+    args: &JoinArgs,
+    ui: &Ui,
+    inputs: &Receiver<Input>,
+    trust: &mut Trust,
+    transfers: &std::rc::Rc<std::cell::RefCell<Transfers>>,
+    stream: smol::net::TcpStream,
+    security: p2pchat_core::Security,
+    previous: Option<ClientId>,
+) -> Outcome {
+    let clock = p2pchat_tcp::Clock::new();
+    let session = match RelayClient::new(&args.name, Limits::default(), security, clock.now()) {
+        Ok(machine) => p2pchat_tcp::prepare(stream, machine, clock),
+        Err(why) => {
+            ui.err(&format!("p2pchat: --name: {why}"));
+            return Outcome::Over(2);
+        }
+    };
+    let json = args.json;
+    let mut me = None;
+    let mut status = 0;
+    let mut refused = false;
+    let mut lost = false;
+    let input_transfers = transfers.clone();
+    let files = transfers.borrow().reports();
+    let file_transfers = transfers.clone();
+    let event_transfers = transfers.clone();
+    let handlers = crate::chat::Handlers {
+        on_input: |input| match input {
+            Input::Line(line) => match commands::relay_line(&line) {
+                Typed::Command(cmd) => {
+                    if cmd == ClientCommand::Exit && !json {
+                        ui.out("* you said exit; you keep receiving until everyone has said exit (/quit leaves now)");
+                    }
+                    vec![cmd]
+                }
+                Typed::Send(to, path) => {
+                    transfer::started(ui, input_transfers.borrow_mut().send(to, &path))
+                }
+                Typed::Accept(n) => transfer::command(
+                    ui,
+                    input_transfers.borrow_mut().accept(n),
+                    ClientCommand::File,
+                ),
+                Typed::Decline(n) => transfer::command(
+                    ui,
+                    input_transfers.borrow_mut().decline(n),
+                    ClientCommand::File,
+                ),
+                Typed::Cancel => input_transfers
                     .borrow_mut()
-                    .on_event(e)
+                    .cancel_all()
                     .into_iter()
                     .map(ClientCommand::File)
                     .collect(),
-                SessionEvent::Core(event) => {
-                    match &event {
-                        ClientEvent::Welcomed { id, relay_key, .. } => {
-                            me = Some(*id);
-                            ui.show(format::relay_event(&event, me, json));
-                            let line = trust.describe("", *relay_key, "the relay");
-                            if !json {
-                                ui.out(&line);
+                Typed::Help => {
+                    ui.out(RELAY_HELP);
+                    vec![]
+                }
+                Typed::Nothing | Typed::History(_) => vec![],
+                Typed::Invalid(why) => {
+                    ui.err(&format!("error: {why}"));
+                    vec![]
+                }
+            },
+            Input::Eof => vec![ClientCommand::Exit],
+            Input::Interrupt => vec![ClientCommand::Leave],
+        },
+        on_event: |event| match event {
+            SessionEvent::Core(ClientEvent::File(e)) => event_transfers
+                .borrow_mut()
+                .on_event(e)
+                .into_iter()
+                .map(ClientCommand::File)
+                .collect(),
+            SessionEvent::Core(event) => {
+                match &event {
+                    ClientEvent::Welcomed { id, relay_key, .. } => {
+                        me = Some(*id);
+                        ui.show(format::relay_event(&event, me, json));
+                        let line = trust.describe("", *relay_key, "the relay");
+                        if !json {
+                            ui.out(&line);
+                            if let Some(was) = previous {
+                                ui.out(&format!(
+                                    "* reconnected: you are a new client, {id} (you were {was}); IDs may have changed, /who lists who is online"
+                                ));
                             }
-                            return vec![];
                         }
-                        ClientEvent::Disconnected {
-                            code: ErrorCode::KeyChanged,
-                            ..
-                        } => {
-                            status = 1;
-                            ui.show(format::relay_event(&event, me, json));
-                            ui.err(&trust.hint());
-                            return vec![];
-                        }
-                        ClientEvent::Refused(_) => {
-                            refused = true;
-                            status = 1;
-                        }
-                        ClientEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => {
-                            status = 1;
-                            if refused && !json {
-                                return vec![];
-                            }
-                        }
-                        _ => {}
+                        return vec![];
                     }
-                    ui.show(format::relay_event(&event, me, json));
-                    vec![]
+                    ClientEvent::Disconnected {
+                        code: ErrorCode::KeyChanged,
+                        ..
+                    } => {
+                        status = 1;
+                        ui.show(format::relay_event(&event, me, json));
+                        ui.err(&trust.hint());
+                        return vec![];
+                    }
+                    ClientEvent::Refused(_) => {
+                        refused = true;
+                        status = 1;
+                    }
+                    ClientEvent::Disconnected { code, reason }
+                        if worth_reconnecting(*code) && !refused && !args.no_reconnect =>
+                    {
+                        lost = true;
+                        if !json {
+                            ui.out(&format!("* {reason} ({code})"));
+                            return vec![];
+                        }
+                    }
+                    ClientEvent::Disconnected { code, .. } if *code != ErrorCode::Normal => {
+                        status = 1;
+                        if refused && !json {
+                            return vec![];
+                        }
+                    }
+                    _ => {}
                 }
-                SessionEvent::Rejected(e) => {
-                    ui.err(&format!("error: {e}"));
-                    vec![]
-                }
-            },
-            on_file: |report| {
-                file_transfers
-                    .borrow_mut()
-                    .on_report(report)
-                    .into_iter()
-                    .map(ClientCommand::File)
-                    .collect()
-            },
-        };
-        crate::chat::run(session, inputs, files, Vec::new(), handlers).await;
-        status
-    })
+                ui.show(format::relay_event(&event, me, json));
+                vec![]
+            }
+            SessionEvent::Rejected(e) => {
+                ui.err(&format!("error: {e}"));
+                vec![]
+            }
+        },
+        on_file: |report| {
+            file_transfers
+                .borrow_mut()
+                .on_report(report)
+                .into_iter()
+                .map(ClientCommand::File)
+                .collect()
+        },
+    };
+    crate::chat::run(session, inputs.clone(), files, Vec::new(), handlers).await;
+    if lost {
+        Outcome::Lost(me)
+    } else {
+        Outcome::Over(status)
+    }
 }

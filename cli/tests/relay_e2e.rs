@@ -212,3 +212,54 @@ fn a_server_out_of_file_descriptors_keeps_serving_and_recovers() {
     c.send("0 hello from c");
     a.expect_out_line("2 hello from c");
 }
+
+#[test]
+fn clients_reconnect_by_themselves_when_the_server_is_killed_and_restarted() {
+    // A port the restarted server can take again.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    // The restarted server is the same installation: the same key.
+    let data = support::fresh_data_dir();
+    let start = || {
+        let mut s = Proc::start_in(&["server", "--bind", "127.0.0.1", "--port", &port], &data);
+        s.expect_err("listening line", |l| l.contains("listening on"));
+        s
+    };
+    let mut srv = start();
+    let port_n: u16 = port.parse().unwrap();
+    let mut a = join(port_n, "a", 0);
+    let mut b = join(port_n, "b", 1);
+    a.send("1 before the crash");
+    b.expect_out_line("0 before the crash");
+
+    srv.kill(); // SIGKILL: no goodbye
+    a.expect_out("connection lost", |l| l.contains("connection-lost"));
+    b.expect_out("connection lost", |l| l.contains("connection-lost"));
+    // Typed while away: not sent, and said so.
+    a.send("1 while the relay is down");
+    let gap = a.expect_err("the gap", |l| {
+        l.contains("not sent: 1 while the relay is down")
+            || l.contains("had not confirmed 1 of your messages")
+    });
+    assert!(gap.starts_with("error: "), "{gap}");
+
+    let _srv = start();
+    let new_id = |p: &mut Proc| {
+        let line = p.expect_out("reconnected", |l| l.starts_with("* reconnected: you are a new client"));
+        line.split("new client, ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|id| id.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no ID in {line:?}"))
+    };
+    let (a_id, b_id) = (new_id(&mut a), new_id(&mut b));
+    assert_ne!(a_id, b_id);
+    a.send(&format!("{b_id} after the restart"));
+    b.expect_out_line(&format!("{a_id} after the restart"));
+    for p in [&mut a, &mut b] {
+        p.send("/quit");
+        assert_eq!(p.wait_exit(), 0);
+    }
+}
