@@ -59,14 +59,7 @@ pub fn run(args: JoinArgs) -> i32 {
                 }
             };
             let outcome = session(
-                &args,
-                &ui,
-                &inputs,
-                &mut trust,
-                &transfers,
-                stream,
-                security,
-                previous,
+                &args, &ui, &inputs, &mut trust, &transfers, stream, security, previous,
             )
             .await;
             match outcome {

@@ -247,7 +247,9 @@ fn clients_reconnect_by_themselves_when_the_server_is_killed_and_restarted() {
 
     let _srv = start();
     let new_id = |p: &mut Proc| {
-        let line = p.expect_out("reconnected", |l| l.starts_with("* reconnected: you are a new client"));
+        let line = p.expect_out("reconnected", |l| {
+            l.starts_with("* reconnected: you are a new client")
+        });
         line.split("new client, ")
             .nth(1)
             .and_then(|rest| rest.split(' ').next())

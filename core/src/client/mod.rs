@@ -337,7 +337,9 @@ impl RelayClient {
             kind: crate::frame::PayloadKind::Text,
             plain: text.as_bytes().to_vec(),
         };
-        self.unconfirmed.insert(seq, to);
+        if self.acks || self.phase == Phase::Handshaking {
+            self.unconfirmed.insert(seq, to);
+        }
         self.submit(item, now);
         Ok(seq)
     }
@@ -607,6 +609,10 @@ impl RelayClient {
             (Phase::Handshaking, Frame::Welcome(w)) => {
                 self.phase = Phase::Admitted(w.client_id);
                 self.acks = w.capabilities & CAP_ACKS != 0;
+                if !self.acks {
+                    // A relay that never confirms: there is nothing to keep count of.
+                    self.unconfirmed.clear();
+                }
                 self.max_clients = w.max_clients;
                 self.events.push_back(ClientEvent::Welcomed {
                     id: w.client_id,
@@ -821,7 +827,10 @@ impl RelayClient {
 
     fn end(&mut self, code: ErrorCode, reason: String) {
         if self.phase != Phase::Over {
-            if code != ErrorCode::Normal && self.acks && !self.unconfirmed.is_empty() {
+            // Before `Welcome` nothing can have been confirmed yet, so everything sent
+            // is unconfirmed; after it, only a relay that acknowledges tells us more.
+            let counts = self.acks || self.phase == Phase::Handshaking;
+            if code != ErrorCode::Normal && counts && !self.unconfirmed.is_empty() {
                 let messages = std::mem::take(&mut self.unconfirmed).into_iter().collect();
                 self.events.push_back(ClientEvent::Unconfirmed { messages });
             }
