@@ -70,6 +70,7 @@ impl Dialect {
                     capabilities: 0,
                     role: Role::RelayClient,
                     name: String::new(),
+                    resuming: false,
                 })
                 .encode(&mut out);
                 out

@@ -51,6 +51,7 @@ fn hello() -> Vec<u8> {
         capabilities: 0,
         role: Role::RelayClient,
         name: String::new(),
+        resuming: false,
     })
     .encode(&mut b);
     b

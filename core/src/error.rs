@@ -76,6 +76,12 @@ pub enum ErrorCode {
     /// The client sends faster than the relay allows; the relay reads from it more
     /// slowly (nothing is dropped).
     RateLimited,
+    /// A side asked to resume a session the other side does not hold: it restarted,
+    /// the grace period passed, or the token or key does not match.
+    ResumeFailed,
+    /// A message the relay routed did not reach its recipient: the recipient left
+    /// (its connection lost for good, cut off, or gone) before it read it.
+    Undelivered,
     /// A code from a newer version; kept so it can be shown and passed on.
     Other(u16),
 }
@@ -115,6 +121,8 @@ impl ErrorCode {
             ErrorCode::PasswordRequired => 28,
             ErrorCode::TooManyFromAddress => 29,
             ErrorCode::RateLimited => 30,
+            ErrorCode::ResumeFailed => 31,
+            ErrorCode::Undelivered => 32,
             ErrorCode::Other(n) => n,
         }
     }
@@ -153,6 +161,8 @@ impl ErrorCode {
             28 => ErrorCode::PasswordRequired,
             29 => ErrorCode::TooManyFromAddress,
             30 => ErrorCode::RateLimited,
+            31 => ErrorCode::ResumeFailed,
+            32 => ErrorCode::Undelivered,
             other => ErrorCode::Other(other),
         }
     }
@@ -191,6 +201,8 @@ impl ErrorCode {
             ErrorCode::PasswordRequired => "password-required",
             ErrorCode::TooManyFromAddress => "too-many-from-address",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::ResumeFailed => "resume-failed",
+            ErrorCode::Undelivered => "undelivered",
             ErrorCode::Other(_) => "unknown-code",
         }
     }
@@ -317,9 +329,10 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_names() {
-        let mut names: Vec<_> = (0..=28u16).map(|n| ErrorCode::from_u16(n).name()).collect();
+        let mut names: Vec<_> = (0..=32u16).map(|n| ErrorCode::from_u16(n).name()).collect();
+        assert!(!names.contains(&"unknown-code"));
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 29);
+        assert_eq!(names.len(), 33);
     }
 }

@@ -52,6 +52,11 @@ pub struct Hello {
     pub role: Role,
     /// The sender's nickname, possibly empty.
     pub name: String,
+    /// The sender comes back to a session it had (a `Resume` frame follows, inside
+    /// the secure channel when there is one) rather than starting a new one. On the
+    /// wire a flags byte after `name` (bit 0), present only when set, so a `Hello`
+    /// without it is byte for byte a version 2 `Hello`.
+    pub resuming: bool,
 }
 
 /// The relay's answer to an admitted client's `Hello`.
@@ -269,11 +274,43 @@ pub enum Frame {
     },
     /// 0x19: the relay's answer to `Lookup`.
     Profile(RosterEntry),
-    /// 0x60: relay to a client that offered acknowledgements: every `Chat` it sent
-    /// numbered up to `seq` has been handled: routed to its recipients' queues, or
-    /// answered with an `Error` (sent before this frame).
-    Accepted {
-        /// The highest sequence number handled.
+    /// 0x61: the sender has read and handled `received` bytes of the other side's
+    /// session stream (see `session.rs`): the other side may forget them.
+    Ack {
+        /// Bytes of the other side's session stream handled, from its start.
+        received: u64,
+    },
+    /// 0x62: the first frame of a side coming back to a session it had (its `Hello`
+    /// said `resuming`): which session, the token that proves it, and how much of
+    /// the other side's session stream it holds.
+    Resume {
+        /// The relay client's ID in that session (0 between direct peers).
+        id: ClientId,
+        /// The token the other side gave when the session began.
+        token: [u8; 16],
+        /// Bytes of the other side's session stream handled.
+        received: u64,
+    },
+    /// 0x63: the answer to a `Resume` that is accepted: the session goes on, with
+    /// the rest of the answering side's session stream from the received offset the
+    /// `Resume` gave; the resuming side resends its own from `received`.
+    Resumed {
+        /// Bytes of the resuming side's session stream the answering side handled.
+        received: u64,
+    },
+    /// 0x64: the token a side needs to come back to this session after losing its
+    /// connection, and how long the other side holds the session for it.
+    ResumeToken {
+        /// The secret.
+        token: [u8; 16],
+        /// How long after a lost connection the session is held, in milliseconds.
+        grace_ms: u32,
+    },
+    /// 0x65: relay to a client: every message it numbered up to `seq` has reached
+    /// each of its recipients (they acknowledged it), or the client was told with an
+    /// `Error` (sent before this frame) which recipient did not get it and why.
+    Delivered {
+        /// The highest sequence number settled.
         seq: u64,
     },
     /// 0x20: a direct-chat message.
@@ -324,7 +361,11 @@ mod ty {
     pub const ALL_EXITED: u8 = 0x17;
     pub const LOOKUP: u8 = 0x18;
     pub const PROFILE: u8 = 0x19;
-    pub const ACCEPTED: u8 = 0x60;
+    pub const ACK: u8 = 0x61;
+    pub const RESUME: u8 = 0x62;
+    pub const RESUMED: u8 = 0x63;
+    pub const RESUME_TOKEN: u8 = 0x64;
+    pub const DELIVERED: u8 = 0x65;
     pub const MESSAGE: u8 = 0x20;
     pub const EXIT: u8 = 0x30;
     pub const PING: u8 = 0x31;
@@ -335,9 +376,32 @@ mod ty {
     pub const SEALED: u8 = 0x51;
 }
 
+/// Whether frames of this type belong to their sender's session stream (see
+/// `session.rs`): everything but the frames about one connection.
+pub(crate) fn is_session_frame(type_byte: u8) -> bool {
+    !matches!(
+        type_byte,
+        ty::HELLO
+            | ty::WELCOME
+            | ty::REFUSED
+            | ty::PING
+            | ty::PONG
+            | ty::CLOSE
+            | ty::HANDSHAKE
+            | ty::SEALED
+            | ty::ACK
+            | ty::RESUME
+            | ty::RESUMED
+            | ty::RESUME_TOKEN
+    )
+}
+
 /// Smallest encoded roster entry (id, flags, empty name): bounds how many entries a
 /// roster's count may claim before any allocation.
 const MIN_ROSTER_ENTRY_LEN: usize = 4 + 1 + 1;
+
+/// `Hello` flag: the sender resumes a session (a `Resume` frame follows).
+const HELLO_RESUMING: u8 = 0b1;
 
 /// `subject` value meaning "no client".
 const NO_SUBJECT: u32 = u32::MAX;
@@ -547,7 +611,11 @@ impl Frame {
             Frame::AllExited => "AllExited",
             Frame::Lookup { .. } => "Lookup",
             Frame::Profile(_) => "Profile",
-            Frame::Accepted { .. } => "Accepted",
+            Frame::Ack { .. } => "Ack",
+            Frame::Resume { .. } => "Resume",
+            Frame::Resumed { .. } => "Resumed",
+            Frame::ResumeToken { .. } => "ResumeToken",
+            Frame::Delivered { .. } => "Delivered",
             Frame::Message { .. } => "Message",
             Frame::Exit => "Exit",
             Frame::Ping(_) => "Ping",
@@ -574,7 +642,11 @@ impl Frame {
             Frame::AllExited => ty::ALL_EXITED,
             Frame::Lookup { .. } => ty::LOOKUP,
             Frame::Profile(_) => ty::PROFILE,
-            Frame::Accepted { .. } => ty::ACCEPTED,
+            Frame::Ack { .. } => ty::ACK,
+            Frame::Resume { .. } => ty::RESUME,
+            Frame::Resumed { .. } => ty::RESUMED,
+            Frame::ResumeToken { .. } => ty::RESUME_TOKEN,
+            Frame::Delivered { .. } => ty::DELIVERED,
             Frame::Message { .. } => ty::MESSAGE,
             Frame::Exit => ty::EXIT,
             Frame::Ping(_) => ty::PING,
@@ -603,6 +675,9 @@ impl Frame {
                 w.u64(h.capabilities);
                 w.u8(h.role.to_u8());
                 w.str8(&h.name);
+                if h.resuming {
+                    w.u8(HELLO_RESUMING);
+                }
             }
             Frame::Welcome(wel) => {
                 w.u16(wel.version);
@@ -637,7 +712,21 @@ impl Frame {
                 }
             }
             Frame::Lookup { id } => w.u32(id.0),
-            Frame::Accepted { seq } => w.u64(*seq),
+            Frame::Ack { received } | Frame::Resumed { received } => w.u64(*received),
+            Frame::Resume {
+                id,
+                token,
+                received,
+            } => {
+                w.u32(id.0);
+                w.rest(token);
+                w.u64(*received);
+            }
+            Frame::ResumeToken { token, grace_ms } => {
+                w.rest(token);
+                w.u32(*grace_ms);
+            }
+            Frame::Delivered { seq } => w.u64(*seq),
             Frame::Profile(e) => roster_entry(w, e),
             Frame::Joined { id, name, key } => {
                 w.u32(id.0);
@@ -697,10 +786,16 @@ impl Frame {
                     capabilities: r.u64()?,
                     role: Role::from_u8(r.u8()?),
                     name: r.str8("Hello name")?,
+                    resuming: false,
                 };
-                // Later versions may append fields to Hello; it is read before any
-                // version is agreed, so extra bytes are ignored, not rejected.
-                return Ok(Frame::Hello(hello));
+                // The flags byte, if any. Later versions may append more fields to
+                // Hello; it is read before any version is agreed, so extra bytes (and
+                // flags this version does not know) are ignored, not rejected.
+                let flags = r.u8().unwrap_or(0);
+                return Ok(Frame::Hello(Hello {
+                    resuming: flags & HELLO_RESUMING != 0,
+                    ..hello
+                }));
             }
             ty::WELCOME => {
                 let mut r = Reader::new(body, "Welcome");
@@ -776,11 +871,39 @@ impl Frame {
                 r.finish()?;
                 Frame::Lookup { id }
             }
-            ty::ACCEPTED => {
-                let mut r = Reader::new(body, "Accepted");
-                let seq = r.u64()?;
+            ty::ACK | ty::RESUMED | ty::DELIVERED => {
+                let name = match type_byte {
+                    ty::ACK => "Ack",
+                    ty::RESUMED => "Resumed",
+                    _ => "Delivered",
+                };
+                let mut r = Reader::new(body, name);
+                let n = r.u64()?;
                 r.finish()?;
-                Frame::Accepted { seq }
+                match type_byte {
+                    ty::ACK => Frame::Ack { received: n },
+                    ty::RESUMED => Frame::Resumed { received: n },
+                    _ => Frame::Delivered { seq: n },
+                }
+            }
+            ty::RESUME => {
+                let mut r = Reader::new(body, "Resume");
+                let id = ClientId(r.u32()?);
+                let token = r.array()?;
+                let received = r.u64()?;
+                r.finish()?;
+                Frame::Resume {
+                    id,
+                    token,
+                    received,
+                }
+            }
+            ty::RESUME_TOKEN => {
+                let mut r = Reader::new(body, "ResumeToken");
+                let token = r.array()?;
+                let grace_ms = r.u32()?;
+                r.finish()?;
+                Frame::ResumeToken { token, grace_ms }
             }
             ty::PROFILE => {
                 let mut r = Reader::new(body, "Profile");
@@ -934,6 +1057,7 @@ mod tests {
             capabilities: 0,
             role: Role::DirectPeer,
             name: "a".into(),
+            resuming: false,
         })
         .to_bytes();
         hello.push(0xAB);

@@ -11,13 +11,14 @@ use crate::limits::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 /// `docs/PROTOCOL.md`, "Secure channel"). It offers it unless told not to encrypt.
 pub const CAP_NOISE: u64 = 1 << 1;
 
-/// Capability bit: the sender wants acknowledgements (a relay client: the relay's
-/// `Accepted` frames, which say up to which sequence number its messages were
-/// handled).
-pub const CAP_ACKS: u64 = 1 << 2;
+/// Capability bit: the session layer (`session.rs`, `docs/PROTOCOL.md` section 5b):
+/// the sender acknowledges what it reads (`Ack`), keeps what it sends until it is
+/// acknowledged, and can resume the session on a new connection. A relay that agrees
+/// also tells a client when its messages reached their recipients (`Delivered`).
+pub const CAP_RESUME: u64 = 1 << 2;
 
 /// Capability bits this build supports. Unknown bits from the other side are ignored.
-pub const CAPABILITIES: u64 = CAP_NOISE | CAP_ACKS;
+pub const CAPABILITIES: u64 = CAP_NOISE | CAP_RESUME;
 
 /// Our opening frame, offering the capabilities in `capabilities`.
 pub(crate) fn our_hello(role: Role, name: &str, capabilities: u64) -> Hello {
@@ -27,6 +28,7 @@ pub(crate) fn our_hello(role: Role, name: &str, capabilities: u64) -> Hello {
         capabilities: capabilities & CAPABILITIES,
         role,
         name: name.to_owned(),
+        resuming: false,
     }
 }
 

@@ -28,6 +28,7 @@ mod outbound;
 mod peer;
 mod relay;
 mod secure;
+mod session;
 #[cfg(test)]
 mod test_support;
 mod text;
@@ -41,7 +42,7 @@ pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId};
 pub use frame::{
     ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
 };
-pub use handshake::{CAP_ACKS, CAP_NOISE, CAPABILITIES, validate_name};
+pub use handshake::{CAP_NOISE, CAP_RESUME, CAPABILITIES, validate_name};
 pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};

@@ -30,7 +30,9 @@ pub struct Limits {
     /// Largest nickname, in bytes of UTF-8.
     pub max_name_len: usize,
     /// Bytes queued towards one connection (not yet written plus written but not yet
-    /// confirmed by the driver) past which that connection is cut off as too slow.
+    /// confirmed by the driver) past which that connection is cut off as too slow. On
+    /// a relay, bytes a resuming client has not yet acknowledged count too (the relay
+    /// holds them to resend them), whichever is larger.
     pub max_outbound_bytes: usize,
     /// How long a new connection may take to complete its handshake.
     pub handshake_timeout: Duration,
@@ -77,6 +79,15 @@ pub struct Limits {
     /// between, so it can be larger: a window is what one round trip carries, and a
     /// round trip through two busy processes is about a millisecond.
     pub direct_file_window: u64,
+    /// How long a side holds a session whose connection was lost for the other side
+    /// to come back to it (`Resume`): the relay keeps the client's ID and what was
+    /// sent to it; a listening peer keeps the conversation.
+    pub resume_grace: Duration,
+    /// Relay clients and direct peers: bytes of their session stream kept until the
+    /// other side acknowledges them (to resend them after a lost connection). While
+    /// connected this is what is in flight; while away, what was typed meanwhile.
+    /// Chat past it is refused until acknowledgements free room.
+    pub max_unacked_bytes: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +113,8 @@ impl Default for Limits {
             max_transfers_per_client: 8,
             relay_file_window: 8,
             direct_file_window: 64,
+            resume_grace: Duration::from_secs(60),
+            max_unacked_bytes: 4 * 1024 * 1024,
         }
     }
 }

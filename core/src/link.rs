@@ -13,7 +13,7 @@
 use crate::decode::{FrameDecoder, RawFrame};
 use crate::error::{DecodeError, ErrorCode};
 use crate::file::FileMsg;
-use crate::frame::{Envelope, Frame, PayloadKind, payload_ref};
+use crate::frame::{Envelope, Frame, PayloadKind, is_session_frame, payload_ref};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
@@ -45,6 +45,8 @@ pub(crate) struct Received {
     pub(crate) frames: Vec<Incoming>,
     /// The decoding error after the last frame, which ends the stream.
     pub(crate) error: Option<DecodeError>,
+    /// Bytes of the other side's session stream among `frames` (`session.rs`).
+    pub(crate) session_bytes: u64,
 }
 
 /// Decodes one raw frame for a single-connection machine: a `Message` or `Deliver`
@@ -113,6 +115,9 @@ pub(crate) struct Link {
     text: Option<LineReader>,
     max_line: usize,
     text_pause: core::time::Duration,
+    /// The connection was lost but the session goes on: session frames are still
+    /// kept (to be sent on the next connection), nothing goes on the wire.
+    detached: bool,
 }
 
 impl Link {
@@ -136,6 +141,7 @@ impl Link {
             text: None,
             max_line: limits.max_text_len + 16,
             text_pause: limits.text_pause,
+            detached: false,
         }
     }
 
@@ -167,7 +173,7 @@ impl Link {
 
     /// Queues a protocol frame regardless of the bound (handshake, pong, exit).
     pub(crate) fn send(&mut self, frame: &Frame, now: Timestamp) {
-        if self.is_open() {
+        if self.takes_frames() {
             self.out.push(frame);
             self.keepalive.on_sent(now);
         }
@@ -175,12 +181,74 @@ impl Link {
 
     /// Queues a user frame if it fits under the bound.
     pub(crate) fn try_send(&mut self, frame: &Frame, now: Timestamp) -> bool {
-        if self.is_open() && self.out.try_push(frame) {
+        if self.takes_frames() && self.out.try_push(frame) {
             self.keepalive.on_sent(now);
             true
         } else {
             false
         }
+    }
+
+    /// Whether frames queued now are taken: on an open link, or on a lost one whose
+    /// session goes on (they are kept for the next connection).
+    fn takes_frames(&self) -> bool {
+        self.is_open() || self.detached
+    }
+
+    // ----- the session layer ------------------------------------------------------
+
+    /// From now on our session frames are kept until acknowledged (at most `max`
+    /// bytes of them).
+    pub(crate) fn retain_session(&mut self, max: usize) {
+        self.out.retain_session(max);
+    }
+
+    /// Forgets the session layer (the other side does not speak it).
+    pub(crate) fn stop_retaining(&mut self) {
+        self.out.take_retained();
+    }
+
+    /// Bytes of our session stream not yet acknowledged.
+    pub(crate) fn unacked(&self) -> usize {
+        self.out.unacked()
+    }
+
+    /// The other side handled our session stream up to `upto`.
+    pub(crate) fn acknowledge(&mut self, upto: u64) -> Result<(), crate::session::BeyondSent> {
+        self.out.acknowledge(upto)
+    }
+
+    /// The offset in our session stream just past what was sent so far.
+    pub(crate) fn stream_end(&self) -> u64 {
+        self.out.stream_end()
+    }
+
+    /// The transport is gone but the session goes on: frames are kept, not sent.
+    pub(crate) fn detach(&mut self) {
+        self.state = LinkState::Closed;
+        self.detached = true;
+        self.out.hold_session_frames();
+    }
+
+    /// Whether the link was lost with its session going on.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// A new link for the next connection of this session: our session stream is
+    /// carried over and waits for [`Link::resend_from`].
+    pub(crate) fn successor(&mut self, limits: &Limits, now: Timestamp, speak_first: bool) -> Link {
+        let mut next = Link::new(limits, now, speak_first);
+        if let Some(retained) = self.out.take_retained() {
+            next.out.adopt_retained(retained, limits.max_unacked_bytes);
+        }
+        next
+    }
+
+    /// The other side holds our session stream up to `from`: the rest is sent again,
+    /// and later session frames go out as usual.
+    pub(crate) fn resend_from(&mut self, from: u64) -> Result<(), crate::session::BeyondSent> {
+        self.out.resend_from(from)
     }
 
     /// Bytes queued or in flight.
@@ -243,6 +311,7 @@ impl Link {
             ..
         } = self;
         let frames = &mut received.frames;
+        let session_bytes = &mut received.session_bytes;
         let mut bad_frame = None;
         let fed = decoder.feed(bytes, |raw| {
             let channel_open = matches!(secure, Secure::Channel(_));
@@ -270,6 +339,9 @@ impl Link {
                 }
                 let fed = inner.feed(plain, |raw| match incoming(raw) {
                     Ok(item) => {
+                        if is_session_frame(raw.type_byte) {
+                            *session_bytes += 5 + raw.body.len() as u64;
+                        }
                         frames.push(item);
                         true
                     }
@@ -289,8 +361,13 @@ impl Link {
                 });
                 return false;
             }
+            let size = 5 + raw.body.len() as u64;
+            let session = is_session_frame(raw.type_byte);
             match incoming(raw) {
                 Ok(item) => {
+                    if session {
+                        *session_bytes += size;
+                    }
                     frames.push(item);
                     true
                 }
@@ -366,7 +443,7 @@ impl Link {
     /// bound: file traffic is paced by the file machine itself, and chat is checked
     /// against the bound before it is sealed and written.
     pub(crate) fn send_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>), now: Timestamp) {
-        if self.is_open() && !self.is_plain_text() {
+        if self.takes_frames() && !self.is_plain_text() {
             self.out.push_with(encode);
             self.keepalive.on_sent(now);
         }

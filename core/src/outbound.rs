@@ -11,9 +11,10 @@
 //! thrown away unsent (records are numbered; dropping one would break every later
 //! one), and frames queued before the handshake ends simply wait.
 
-use crate::frame::{ChatRef, Frame, Payload, encode_deliver};
+use crate::frame::{ChatRef, Frame, Payload, encode_deliver, is_session_frame};
 use crate::id::ClientId;
 use crate::secure::SecureChannel;
+use crate::session::{BeyondSent, Retained};
 
 /// How frames are written on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,15 @@ pub(crate) struct Outbound {
     in_flight: usize,
     max: usize,
     wire: Wire,
+    /// Our session stream, kept until acknowledged, once the session layer is on
+    /// (`session.rs`); `None` on a connection without it.
+    retained: Option<Retained>,
+    /// The bound on `retained`, checked like `max` by [`Outbound::try_push`].
+    max_retained: usize,
+    /// Whether session frames also go on the wire now. Not while the connection is
+    /// lost, nor on a new one until the other side said where to resume: they are
+    /// only kept then, and sent with [`Outbound::resend_from`].
+    session_on_wire: bool,
 }
 
 impl Outbound {
@@ -58,7 +68,114 @@ impl Outbound {
             in_flight: 0,
             max,
             wire: Wire::Framed,
+            retained: None,
+            max_retained: usize::MAX,
+            session_on_wire: true,
         }
+    }
+
+    // ----- the session layer ------------------------------------------------------
+
+    /// From now on, session frames are kept until acknowledged, at most `max` bytes
+    /// of them (a push past that fails like one past the queue's bound).
+    pub(crate) fn retain_session(&mut self, max: usize) {
+        if self.retained.is_none() && self.wire == Wire::Framed {
+            self.retained = Some(Retained::default());
+        }
+        self.max_retained = max;
+    }
+
+    /// Whether session frames are kept (the session layer is on).
+    pub(crate) fn retains(&self) -> bool {
+        self.retained.is_some()
+    }
+
+    /// Bytes of our session stream not yet acknowledged.
+    pub(crate) fn unacked(&self) -> usize {
+        self.retained.as_ref().map_or(0, Retained::len)
+    }
+
+    /// The offset in our session stream just past what was sent so far.
+    pub(crate) fn stream_end(&self) -> u64 {
+        self.retained.as_ref().map_or(0, Retained::end)
+    }
+
+    /// The other side handled our session stream up to `upto`.
+    pub(crate) fn acknowledge(&mut self, upto: u64) -> Result<(), BeyondSent> {
+        match self.retained.as_mut() {
+            Some(r) => r.acknowledge(upto),
+            None => Ok(()),
+        }
+    }
+
+    /// Session frames are kept but not sent, until [`Outbound::resend_from`].
+    pub(crate) fn hold_session_frames(&mut self) {
+        self.session_on_wire = false;
+    }
+
+    /// The other side holds our session stream up to `from`: the rest goes on the
+    /// wire (behind whatever is queued), and so do later session frames.
+    pub(crate) fn resend_from(&mut self, from: u64) -> Result<(), BeyondSent> {
+        let Some(mut retained) = self.retained.take() else {
+            self.session_on_wire = true;
+            return Ok(());
+        };
+        let result = retained.resend_from(from).map(|rest| match self.sealing {
+            Sealing::Clear => self.queued.extend_from_slice(rest),
+            Sealing::Hold | Sealing::Seal => self.inner.extend_from_slice(rest),
+        });
+        self.retained = Some(retained);
+        self.session_on_wire = true;
+        result
+    }
+
+    /// Takes the kept session stream away (to carry it to the next connection).
+    pub(crate) fn take_retained(&mut self) -> Option<Retained> {
+        self.retained.take()
+    }
+
+    /// Carries on the session stream of an earlier connection; its frames wait for
+    /// [`Outbound::resend_from`].
+    pub(crate) fn adopt_retained(&mut self, retained: Retained, max: usize) {
+        self.retained = Some(retained);
+        self.max_retained = max;
+        self.session_on_wire = false;
+    }
+
+    /// The frames appended to the target buffer since `before` were accepted: the
+    /// session layer keeps its copy, and takes them off the wire while it holds them.
+    fn retain_appended(&mut self, before: usize) {
+        let Some(retained) = self.retained.as_mut() else {
+            return;
+        };
+        let target = match self.sealing {
+            Sealing::Clear => &mut self.queued,
+            Sealing::Hold | Sealing::Seal => &mut self.inner,
+        };
+        let appended = target.get(before..).unwrap_or_default();
+        retained.keep_session_frames(appended);
+        if !self.session_on_wire {
+            // Only link frames (a Pong, an Ack, a Resume) go out now.
+            let mut links = Vec::new();
+            let mut at = 0;
+            while let Some(header) = appended.get(at..at + 5) {
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+                let end = (at + 4 + len as usize).min(appended.len());
+                if !is_session_frame(header[4]) {
+                    links.extend_from_slice(appended.get(at..end).unwrap_or_default());
+                }
+                at = end;
+            }
+            target.truncate(before);
+            target.extend_from_slice(&links);
+        }
+    }
+
+    /// Whether `new` more bytes of session stream fit under the retention bound.
+    fn retained_room(&self, new: usize) -> bool {
+        self.retained
+            .as_ref()
+            .is_none_or(|r| r.len() + new <= self.max_retained)
     }
 
     /// Switches to plain text, dropping whatever binary was queued but not handed to
@@ -115,7 +232,11 @@ impl Outbound {
     /// Queues a frame whatever the bound; for the few frames that must go out (a final
     /// `Close`, a handshake reply) and for callers that checked the room first.
     pub(crate) fn push(&mut self, frame: &Frame) {
+        let before = self.mark();
         self.encode(frame);
+        if self.wire == Wire::Framed {
+            self.retain_appended(before);
+        }
     }
 
     /// Queues a reply that must reach the other side even before the channel exists
@@ -138,7 +259,9 @@ impl Outbound {
     /// Queues a frame that `encode` appends, whatever the bound (framed links only).
     pub(crate) fn push_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         if self.wire == Wire::Framed {
+            let before = self.mark();
             encode(self.target());
+            self.retain_appended(before);
         }
     }
 
@@ -220,15 +343,20 @@ impl Outbound {
         }
     }
 
-    /// Keeps what was queued after `before` if the bound allows, else takes it back.
+    /// Keeps what was queued after `before` if the bounds allow (the session layer
+    /// keeping its copy), else takes it back.
     fn keep_if_room(&mut self, before: usize) -> bool {
-        if self.pending() > self.max {
+        let new = self.mark().saturating_sub(before);
+        if self.pending() > self.max || !self.retained_room(new) {
             match self.wire {
                 Wire::Framed => self.target().truncate(before),
                 Wire::Text => self.queued.truncate(before),
             }
             false
         } else {
+            if self.wire == Wire::Framed {
+                self.retain_appended(before);
+            }
             true
         }
     }

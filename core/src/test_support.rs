@@ -158,6 +158,42 @@ impl Wire {
         }
     }
 
+    /// Client `i`'s connection drops without a word to either side (a network
+    /// failure): bytes on their way are lost, and both sides are told it closed.
+    pub fn cut(&mut self, i: usize) {
+        let a = &mut self.clients[i];
+        a.closed = true;
+        a.held.clear();
+        a.client.handle_closed(self.now);
+        self.server.handle_closed(a.conn, self.now);
+        self.pump();
+    }
+
+    /// Client `i` dials the relay again (as its driver does when
+    /// `poll_reconnect` says), on a new connection, and runs until quiet.
+    pub fn reconnect(&mut self, i: usize) {
+        let conn = self.server.handle_connected(self.now);
+        let a = &mut self.clients[i];
+        a.conn = conn;
+        a.closed = false;
+        a.stalled = false;
+        a.client.handle_reconnected(self.now);
+        self.pump();
+    }
+
+    /// Moves the clock on to `now` in steps of a few seconds, running every
+    /// machine's timers at each (so that keepalive goes on as it would).
+    pub fn advance(&mut self, now: Timestamp) {
+        while self.now < now {
+            self.now = (self.now + core::time::Duration::from_secs(5)).min(now);
+            self.server.handle_timeout(self.now);
+            for a in &mut self.clients {
+                a.client.handle_timeout(self.now);
+            }
+            self.pump();
+        }
+    }
+
     /// Runs until quiet, then takes what raw connection `conn` was sent, as text.
     pub fn raw_text(&mut self, conn: ConnId) -> String {
         self.pump();

@@ -45,9 +45,10 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
             any::<u16>(),
             any::<u64>(),
             1u8..=3,
-            arb_name()
+            arb_name(),
+            any::<bool>()
         )
-            .prop_map(|(min, max, caps, role, name)| {
+            .prop_map(|(min, max, caps, role, name, resuming)| {
                 Frame::Hello(Hello {
                     min_version: min,
                     max_version: max,
@@ -58,6 +59,7 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
                         n => Role::Other(n),
                     },
                     name,
+                    resuming,
                 })
             }),
         (any::<u16>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(v, c, id, max)| {
@@ -127,6 +129,18 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
         arb_id().prop_map(|id| Frame::Exited { id }),
         (any::<u64>(), arb_payload()).prop_map(|(seq, payload)| Frame::Message { seq, payload }),
         Just(Frame::Exit),
+        any::<u64>().prop_map(|received| Frame::Ack { received }),
+        (arb_id(), any::<[u8; 16]>(), any::<u64>()).prop_map(|(id, token, received)| {
+            Frame::Resume {
+                id,
+                token,
+                received,
+            }
+        }),
+        any::<u64>().prop_map(|received| Frame::Resumed { received }),
+        (any::<[u8; 16]>(), any::<u32>())
+            .prop_map(|(token, grace_ms)| Frame::ResumeToken { token, grace_ms }),
+        any::<u64>().prop_map(|seq| Frame::Delivered { seq }),
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
         (

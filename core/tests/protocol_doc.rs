@@ -71,6 +71,7 @@ fn client_frames() -> Vec<Frame> {
             capabilities: 0,
             role: Role::RelayClient,
             name: "ann".into(),
+            resuming: false,
         }),
         Frame::Chat {
             to: ClientId(1),

@@ -146,6 +146,7 @@ impl Harness {
                     capabilities: 0,
                     role: Role::RelayClient,
                     name: format!("c{i}"),
+                    resuming: false,
                 })
                 .encode(&mut bytes);
                 self.server.handle_bytes(self.conns[i].id, &bytes, self.now);

@@ -18,8 +18,8 @@ use rustc_hash::FxHashSet;
 use crate::e2e::Keyring;
 use crate::error::{ErrorCode, SendError};
 use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
-use crate::frame::{Envelope, ErrorReport, Frame, Refused, Role, RosterEntry};
-use crate::handshake::{CAP_ACKS, CAP_NOISE, our_hello, validate_name};
+use crate::frame::{Envelope, ErrorReport, Frame, Hello, Refused, Role, RosterEntry};
+use crate::handshake::{CAP_NOISE, CAP_RESUME, our_hello, validate_name};
 use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
@@ -94,9 +94,15 @@ pub enum ClientEvent {
         /// hold), not about messages to it.
         everyone: bool,
     },
-    /// The connection ended before the relay confirmed these messages of ours
-    /// (`Accepted`): they may or may not have reached their recipients. Sent just
-    /// before `Disconnected`, only when the connection did not end normally.
+    /// Every message of ours up to `seq` reached each of its recipients, or we were
+    /// told (an [`ClientEvent::Error`]) which recipient did not get it and why.
+    Delivered {
+        /// The highest sequence number settled.
+        seq: u64,
+    },
+    /// The session ended before the relay confirmed that these messages of ours
+    /// reached their recipients (`Delivered`): they may or may not have. Sent just
+    /// before `Disconnected`, only when the session did not end normally.
     Unconfirmed {
         /// Each message's sequence number and recipient, in order.
         messages: Vec<(u64, ClientId)>,
@@ -129,7 +135,34 @@ pub enum ClientEvent {
     /// We said exit and the relay reports that every online client has said exit
     /// (`AllExited`): nobody can send us anything more, so the client leaves.
     Finished,
-    /// The connection is over (after `Refused`, too). `Normal` when we left on purpose.
+    /// The connection to the relay was lost, but the session goes on: the client
+    /// dials again by itself (the driver does, when [`RelayClient::poll_reconnect`]
+    /// says) and the relay holds our ID and what is sent to us until `until`.
+    /// Messages sent meanwhile wait, and go out once we are back.
+    ConnectionLost {
+        /// How it was lost.
+        code: ErrorCode,
+        /// How it was lost, in words.
+        reason: String,
+        /// When the relay gives up on our session.
+        until: Timestamp,
+    },
+    /// A dial to get back failed; the next is at `at` (attempt `attempt`).
+    Reconnecting {
+        /// How many attempts failed so far.
+        attempt: u32,
+        /// When the next is due.
+        at: Timestamp,
+    },
+    /// We are back in our session on a new connection: same ID, nothing lost and
+    /// nothing twice in either direction.
+    Resumed {
+        /// Our ID, as before.
+        id: ClientId,
+    },
+    /// The session is over (after `Refused`, too). `Normal` when we left on purpose;
+    /// `ResumeFailed` when the relay no longer held it (it restarted, or the grace
+    /// period passed): join again as a new client.
     Disconnected {
         /// Why.
         code: ErrorCode,
@@ -143,8 +176,10 @@ pub enum ClientEvent {
 enum Phase {
     /// `Hello` sent, waiting for `Welcome` or `Refused`.
     Handshaking,
-    /// Admitted with this ID.
+    /// Admitted with this ID (connected, or away and trying to get back).
     Admitted(ClientId),
+    /// Back on a new connection with this ID: `Resume` sent, waiting for `Resumed`.
+    Resuming(ClientId),
     /// The conversation is over; a `Disconnected` event has been emitted.
     Over,
 }
@@ -181,12 +216,40 @@ pub struct RelayClient {
     /// The clients we told the user have no key (and whether about messages to
     /// everyone).
     told_plain: FxHashSet<(ClientId, bool)>,
-    /// Whether the relay acknowledges our messages (it agreed to `CAP_ACKS`).
-    acks: bool,
-    /// Our chat messages the relay has not yet confirmed (`Accepted`) nor refused,
-    /// by sequence number: their recipients. Bounded by the outbound queue's bound.
+    /// Whether the relay speaks the session layer with us (it agreed to
+    /// `CAP_RESUME`): acknowledgements, `Delivered`, resume.
+    resumable: bool,
+    /// Our chat messages not yet confirmed delivered (`Delivered`) nor refused, by
+    /// sequence number: their recipients.
     unconfirmed: BTreeMap<u64, ClientId>,
+    /// Our own `Hello`, to say it again when we come back.
+    hello: Hello,
+    /// Fresh randomness for each handshake (injected through `Security::seed`).
+    entropy: Entropy,
+    /// What we must show to come back to this session, and how long the relay holds
+    /// it, once the relay told us.
+    resume_token: Option<([u8; 16], core::time::Duration)>,
+    /// Bytes of the relay's session stream handled.
+    received: u64,
+    /// What our last `Ack` said.
+    ack_sent: u64,
+    /// While the connection is lost and the session goes on.
+    away: Option<Away>,
 }
+
+/// A lost connection we try to get back to.
+#[derive(Debug, Clone, Copy)]
+struct Away {
+    /// When the relay gives up on our session.
+    until: Timestamp,
+    /// When to dial next (`None` while a dial is under way).
+    next_dial: Option<Timestamp>,
+    /// Dials that failed.
+    failed: u32,
+}
+
+/// Pauses between dials after the first (which is at once): growing, then steady.
+const REDIAL_PAUSES_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
 
 impl RelayClient {
     /// A client that introduces itself as `name` (may be empty). The magic and `Hello`
@@ -209,10 +272,13 @@ impl RelayClient {
             _ => None,
         };
         let noise = if offers { CAP_NOISE } else { 0 };
-        let hello = our_hello(Role::RelayClient, name, noise | CAP_ACKS);
+        let hello = our_hello(Role::RelayClient, name, noise | CAP_RESUME);
         link.send(&Frame::Hello(hello.clone()), now);
+        // Everything after the Hello is our session stream, kept until acknowledged.
+        link.retain_session(limits.max_unacked_bytes);
+        let mut entropy = Entropy::new(security.seed);
         if offers {
-            let seed = Entropy::new(security.seed).next_seed();
+            let seed = entropy.next_seed();
             let (handshake, first) = secure::initiate(&security, &hello, seed).map_err(|e| e.0)?;
             let pattern = handshake.pattern().to_u8();
             link.begin_handshake(handshake);
@@ -239,15 +305,21 @@ impl RelayClient {
             outbox: sending::Outbox::default(),
             held: receiving::Held::default(),
             told_plain: FxHashSet::default(),
-            acks: false,
+            resumable: false,
             unconfirmed: BTreeMap::new(),
+            hello,
+            entropy,
+            resume_token: None,
+            received: 0,
+            ack_sent: 0,
+            away: None,
         })
     }
 
     /// Our ID, once admitted.
     pub fn id(&self) -> Option<ClientId> {
         match self.phase {
-            Phase::Admitted(id) => Some(id),
+            Phase::Admitted(id) | Phase::Resuming(id) => Some(id),
             _ => None,
         }
     }
@@ -268,9 +340,15 @@ impl RelayClient {
         self.exited
     }
 
-    /// Whether the connection is over or closing.
+    /// Whether the session is over or closing (a lost connection whose session goes
+    /// on is not closed: messages sent meanwhile wait for the next one).
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Over || !self.link.is_open()
+        self.phase == Phase::Over || (!self.link.is_open() && !self.link.is_detached())
+    }
+
+    /// Whether the connection is lost and the session goes on (we try to get back).
+    pub fn is_away(&self) -> bool {
+        self.away.is_some()
     }
 
     /// Bytes queued for the relay or handed to the driver and not yet written (and
@@ -283,6 +361,7 @@ impl RelayClient {
     /// reading input faster than the network takes it should wait while this is false.
     pub fn has_room_for(&self, len: usize) -> bool {
         self.pending_bytes() + len + 128 <= self.limits.max_outbound_bytes
+            && self.link.unacked() + len + 128 <= self.limits.max_unacked_bytes
     }
 
     /// Our long-term key, when we encrypt end to end.
@@ -337,7 +416,7 @@ impl RelayClient {
             kind: crate::frame::PayloadKind::Text,
             plain: text.as_bytes().to_vec(),
         };
-        if self.acks || self.phase == Phase::Handshaking {
+        if self.resumable || self.phase == Phase::Handshaking {
             self.unconfirmed.insert(seq, to);
         }
         self.submit(item, now);
@@ -507,21 +586,43 @@ impl RelayClient {
 
     /// Leaves the relay now (Ctrl-C): tells it so and closes.
     pub fn leave(&mut self, _now: Timestamp) {
+        if self.phase == Phase::Over {
+            return;
+        }
         if self.link.is_open() {
             self.link.close(ErrorCode::Normal, "client left");
-            self.end(ErrorCode::Normal, "you left the relay".into());
+        } else {
+            self.link.finish();
         }
+        // Leaving early: say what may not have arrived.
+        self.name_unconfirmed();
+        self.end(ErrorCode::Normal, "you left the relay".into());
     }
 
     /// Bytes arrived from the relay.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
         let received = self.link.receive(bytes, now);
         self.process(received, now);
+        self.send_ack(now);
         self.pump_files(now);
+    }
+
+    /// Tells the relay how much of its session stream we handled (once per read).
+    fn send_ack(&mut self, now: Timestamp) {
+        if self.resumable && self.link.is_open() && self.received > self.ack_sent {
+            self.ack_sent = self.received;
+            self.link.send(
+                &Frame::Ack {
+                    received: self.received,
+                },
+                now,
+            );
+        }
     }
 
     /// Acts on what one read held, in order.
     fn process(&mut self, received: Received, now: Timestamp) {
+        self.received += received.session_bytes;
         for item in received.frames {
             if !self.link.is_open() {
                 break;
@@ -563,24 +664,145 @@ impl RelayClient {
     }
 
     /// The transport connection ended.
-    pub fn handle_closed(&mut self, _now: Timestamp) {
+    pub fn handle_closed(&mut self, now: Timestamp) {
         let was = self.link.state();
+        let detached = self.link.is_detached();
         self.link.transport_closed();
-        if was != LinkState::Closed {
-            self.end(
-                ErrorCode::ConnectionLost,
-                "the connection to the relay was lost".into(),
-            );
+        if was != LinkState::Closed && !detached {
+            let reason = "the connection to the relay was lost".to_owned();
+            self.lose_connection(ErrorCode::ConnectionLost, reason, now);
         }
     }
 
-    /// Time passed: keepalive and dead-relay detection.
+    /// Time passed: keepalive and dead-relay detection; while away, the end of the
+    /// relay's grace period.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if let KeepaliveAction::Expired = self.link.poll_keepalive(now) {
             let reason = self.link.silence_message();
             self.link.finish();
-            self.end(ErrorCode::PeerTimeout, reason);
+            self.lose_connection(ErrorCode::PeerTimeout, reason, now);
         }
+        if let Some(away) = self.away
+            && now >= away.until
+            && self.phase != Phase::Over
+        {
+            self.link.finish();
+            let reason = "could not get back to the relay before it gave up on this session; join again as a new client";
+            self.end(ErrorCode::ResumeFailed, reason.into());
+        }
+    }
+
+    /// The connection is gone (`code`): if the session can go on, we are away and
+    /// dial again; else the session is over.
+    fn lose_connection(&mut self, code: ErrorCode, reason: String, now: Timestamp) {
+        let resumable = self.resumable
+            && self.resume_token.is_some()
+            && matches!(self.phase, Phase::Admitted(_) | Phase::Resuming(_));
+        if !resumable {
+            self.end(code, reason);
+            return;
+        }
+        self.link.detach();
+        if let Phase::Resuming(id) = self.phase {
+            self.phase = Phase::Admitted(id);
+        }
+        match self.away.as_mut() {
+            Some(away) => {
+                // A dial got through but the new connection died too.
+                let pause =
+                    REDIAL_PAUSES_MS[(away.failed as usize).min(REDIAL_PAUSES_MS.len() - 1)];
+                away.failed += 1;
+                let at = now + core::time::Duration::from_millis(pause);
+                away.next_dial = Some(at);
+                let attempt = away.failed;
+                self.events
+                    .push_back(ClientEvent::Reconnecting { attempt, at });
+            }
+            None => {
+                let grace = self
+                    .resume_token
+                    .map_or(core::time::Duration::ZERO, |t| t.1);
+                let until = now + grace;
+                self.away = Some(Away {
+                    until,
+                    next_dial: Some(now),
+                    failed: 0,
+                });
+                self.events.push_back(ClientEvent::ConnectionLost {
+                    code,
+                    reason,
+                    until,
+                });
+            }
+        }
+    }
+
+    /// When the driver should dial the relay again, while the connection is lost and
+    /// the session goes on; it then reports [`RelayClient::handle_reconnected`] or
+    /// [`RelayClient::handle_reconnect_failed`].
+    pub fn poll_reconnect(&self) -> Option<Timestamp> {
+        match (self.phase, self.away) {
+            (Phase::Admitted(_), Some(away)) if !self.link.is_open() => away.next_dial,
+            _ => None,
+        }
+    }
+
+    /// A dial to the relay failed: the next one is later.
+    pub fn handle_reconnect_failed(&mut self, now: Timestamp) {
+        if let Some(away) = self.away.as_mut() {
+            let pause = REDIAL_PAUSES_MS[(away.failed as usize).min(REDIAL_PAUSES_MS.len() - 1)];
+            away.failed += 1;
+            let at = now + core::time::Duration::from_millis(pause);
+            away.next_dial = Some(at);
+            let attempt = away.failed;
+            self.events
+                .push_back(ClientEvent::Reconnecting { attempt, at });
+        }
+    }
+
+    /// A new connection to the relay is open: we say who we were (`Hello` with
+    /// `resuming`, the handshake, then `Resume` with our token and how much of the
+    /// relay's stream we hold). What we sent meanwhile waits for the relay's answer.
+    pub fn handle_reconnected(&mut self, now: Timestamp) {
+        let (Phase::Admitted(id), Some((token, _))) = (self.phase, self.resume_token) else {
+            return;
+        };
+        if self.away.is_none() || self.link.is_open() {
+            return;
+        }
+        if let Some(away) = self.away.as_mut() {
+            away.next_dial = None;
+        }
+        let mut link = self.link.successor(&self.limits, now, true);
+        let hello = Hello {
+            resuming: true,
+            ..self.hello.clone()
+        };
+        link.send(&Frame::Hello(hello.clone()), now);
+        if self.security.offers() {
+            let seed = self.entropy.next_seed();
+            match secure::initiate(&self.security, &hello, seed) {
+                Ok((handshake, first)) => {
+                    let pattern = handshake.pattern().to_u8();
+                    link.begin_handshake(handshake);
+                    link.send_handshake(pattern, first, now);
+                }
+                Err(e) => {
+                    self.end(ErrorCode::HandshakeFailed, e.0);
+                    return;
+                }
+            }
+        }
+        link.send(
+            &Frame::Resume {
+                id,
+                token,
+                received: self.received,
+            },
+            now,
+        );
+        self.link = link;
+        self.phase = Phase::Resuming(id);
     }
 
     /// The next bytes to write to the relay.
@@ -595,7 +817,11 @@ impl RelayClient {
 
     /// When the driver must call `handle_timeout` next, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.link.timeout()
+        let until = self
+            .away
+            .map(|a| a.until)
+            .filter(|_| self.phase != Phase::Over);
+        [self.link.timeout(), until].into_iter().flatten().min()
     }
 
     /// Whether the driver should close the connection once it has written everything
@@ -608,9 +834,11 @@ impl RelayClient {
         match (self.phase, frame) {
             (Phase::Handshaking, Frame::Welcome(w)) => {
                 self.phase = Phase::Admitted(w.client_id);
-                self.acks = w.capabilities & CAP_ACKS != 0;
-                if !self.acks {
-                    // A relay that never confirms: there is nothing to keep count of.
+                self.resumable = w.capabilities & CAP_RESUME != 0;
+                if !self.resumable {
+                    // A relay without the session layer: nothing is acknowledged, so
+                    // there is nothing to keep nor to count.
+                    self.link.stop_retaining();
                     self.unconfirmed.clear();
                 }
                 self.max_clients = w.max_clients;
@@ -621,8 +849,26 @@ impl RelayClient {
                     relay_key: self.relay_key,
                 });
             }
-            (Phase::Handshaking, Frame::Handshake { message, .. }) => {
+            (Phase::Handshaking | Phase::Resuming(_), Frame::Handshake { message, .. }) => {
                 self.on_handshake(&message, now);
+            }
+            (Phase::Resuming(id), Frame::Resumed { received }) => {
+                if let Err(beyond) = self.link.resend_from(received) {
+                    let reason = format!(
+                        "the relay claims {} bytes of our session stream; we sent {}",
+                        beyond.claimed, beyond.sent
+                    );
+                    self.fail(ErrorCode::MalformedFrame, reason);
+                    return;
+                }
+                self.phase = Phase::Admitted(id);
+                self.away = None;
+                self.events.push_back(ClientEvent::Resumed { id });
+                self.flush_outbox(now);
+            }
+            (Phase::Resuming(_), Frame::Refused(r)) => {
+                self.link.finish();
+                self.end(r.code, r.reason);
             }
             (Phase::Handshaking, Frame::Refused(r)) => {
                 let reason = r.reason.clone();
@@ -645,6 +891,10 @@ impl RelayClient {
             }
             (Phase::Handshaking, other) => {
                 let reason = format!("the relay sent {} before Welcome", other.name());
+                self.fail(ErrorCode::UnexpectedFrame, reason);
+            }
+            (Phase::Resuming(_), other) => {
+                let reason = format!("the relay sent {} before Resumed", other.name());
                 self.fail(ErrorCode::UnexpectedFrame, reason);
             }
             (Phase::Over, _) => {}
@@ -687,8 +937,22 @@ impl RelayClient {
                 }
                 self.flush_outbox(now);
             }
-            Frame::Accepted { seq } => {
+            Frame::Delivered { seq } => {
                 self.unconfirmed = self.unconfirmed.split_off(&(seq.saturating_add(1)));
+                self.events.push_back(ClientEvent::Delivered { seq });
+            }
+            Frame::Ack { received } => {
+                if let Err(beyond) = self.link.acknowledge(received) {
+                    let reason = format!(
+                        "the relay acknowledged {} bytes of our session stream; we sent {}",
+                        beyond.claimed, beyond.sent
+                    );
+                    self.fail(ErrorCode::MalformedFrame, reason);
+                }
+            }
+            Frame::ResumeToken { token, grace_ms } => {
+                let grace = core::time::Duration::from_millis(u64::from(grace_ms));
+                self.resume_token = Some((token, grace));
             }
             Frame::Profile(entry) => {
                 if let Some(ring) = self.keyring.as_mut() {
@@ -798,6 +1062,16 @@ impl RelayClient {
         }
         self.link.send_handshake(pattern.to_u8(), reply, now);
         match self.link.establish() {
+            Ok(key)
+                if matches!(self.phase, Phase::Resuming(_))
+                    && self.relay_key.is_some_and(|known| known != key) =>
+            {
+                self.fail(
+                    ErrorCode::KeyChanged,
+                    "the relay we came back to has another key than the one we left".into(),
+                );
+                return;
+            }
             Ok(key) => self.relay_key = Some(key),
             Err(e) => {
                 self.fail(ErrorCode::HandshakeFailed, e.0);
@@ -819,20 +1093,47 @@ impl RelayClient {
         }
     }
 
+    /// Unit tests: the ID and token of our session.
+    #[cfg(test)]
+    pub(crate) fn session_for_tests(
+        &self,
+    ) -> (Option<ClientId>, Option<([u8; 16], core::time::Duration)>) {
+        (self.id(), self.resume_token)
+    }
+
+    /// Unit tests: pretend to be away from the session `stolen` names.
+    #[cfg(test)]
+    pub(crate) fn take_session_for_tests(
+        &mut self,
+        stolen: (Option<ClientId>, Option<([u8; 16], core::time::Duration)>),
+    ) {
+        if let (Some(id), Some(token)) = stolen {
+            self.phase = Phase::Admitted(id);
+            self.resume_token = Some(token);
+        }
+    }
+
     /// The relay broke the protocol: tell it why, close, and tell the user.
     fn fail(&mut self, code: ErrorCode, reason: String) {
         self.link.close(code, &reason);
         self.end(code, reason);
     }
 
+    /// Tells the user which of our messages were not confirmed delivered, as the
+    /// session ends. Before `Welcome` nothing can have been confirmed yet, so that is
+    /// everything sent; after it, only a relay with the session layer tells us more.
+    fn name_unconfirmed(&mut self) {
+        let counts = self.resumable || self.phase == Phase::Handshaking;
+        if counts && !self.unconfirmed.is_empty() {
+            let messages = std::mem::take(&mut self.unconfirmed).into_iter().collect();
+            self.events.push_back(ClientEvent::Unconfirmed { messages });
+        }
+    }
+
     fn end(&mut self, code: ErrorCode, reason: String) {
         if self.phase != Phase::Over {
-            // Before `Welcome` nothing can have been confirmed yet, so everything sent
-            // is unconfirmed; after it, only a relay that acknowledges tells us more.
-            let counts = self.acks || self.phase == Phase::Handshaking;
-            if code != ErrorCode::Normal && counts && !self.unconfirmed.is_empty() {
-                let messages = std::mem::take(&mut self.unconfirmed).into_iter().collect();
-                self.events.push_back(ClientEvent::Unconfirmed { messages });
+            if code != ErrorCode::Normal {
+                self.name_unconfirmed();
             }
             self.files.all_gone("the connection to the relay ended");
             while let Some(e) = self.files.poll_event() {
@@ -963,19 +1264,37 @@ mod tests {
     }
 
     #[test]
-    fn messages_the_relay_never_confirmed_are_named_when_the_connection_drops() {
+    fn messages_not_confirmed_delivered_are_named_when_the_session_ends() {
         let mut w = Wire::new(Limits::default());
         let a = w.join("a");
         let _b = w.join("b");
-        w.client(a).send_chat(ClientId(1), "confirmed", T).unwrap();
+        let one = w.client(a).send_chat(ClientId(1), "confirmed", T).unwrap();
         w.client(a).send_chat(ClientId(7), "nobody", T).unwrap();
         w.pump();
-        // Two more, and the connection drops before they are written.
+        let events = w.take_events(a);
+        // (The one for 7 never leaves: nobody by that ID has a key to seal it for.)
+        assert!(
+            events.contains(&ClientEvent::Delivered { seq: one }),
+            "{events:?}"
+        );
+        // Two more, and the connection drops before they are written: the session
+        // goes on, so they wait...
         let two = w.client(a).send_chat(ClientId(1), "lost?", T).unwrap();
         let all = w.client(a).broadcast("lost too?", T).unwrap();
         w.take_events(a);
         w.clients[a].closed = true;
         w.client(a).handle_closed(T);
+        w.pump();
+        assert!(matches!(
+            w.take_events(a).as_slice(),
+            [ClientEvent::ConnectionLost {
+                code: ErrorCode::ConnectionLost,
+                ..
+            }]
+        ));
+        // ... until the relay's grace period is over without us getting back.
+        let grace = Limits::default().resume_grace;
+        w.client(a).handle_timeout(T + grace);
         w.pump();
         let events = w.take_events(a);
         assert_eq!(
@@ -983,12 +1302,12 @@ mod tests {
             Some(&ClientEvent::Unconfirmed {
                 messages: vec![(two, ClientId(1)), (all, ClientId::BROADCAST)]
             }),
-            "neither the confirmed one nor the refused one: {events:?}"
+            "neither the delivered one nor the refused one: {events:?}"
         );
         assert!(matches!(
             events.last(),
             Some(ClientEvent::Disconnected {
-                code: ErrorCode::ConnectionLost,
+                code: ErrorCode::ResumeFailed,
                 ..
             })
         ));

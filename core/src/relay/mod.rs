@@ -18,6 +18,7 @@ mod plain_text;
 mod rate;
 mod routes;
 mod secure;
+mod sessions;
 
 use rustc_hash::FxHashMap;
 
@@ -27,7 +28,7 @@ use crate::frame::{
     ChatRef, ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome,
     encode_deliver,
 };
-use crate::handshake::{CAP_ACKS, CAPABILITIES, negotiate_version, validate_name};
+use crate::handshake::{CAP_RESUME, CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
 use crate::limits::{Limits, MAGIC, PROTOCOL_VERSION};
 use crate::outbound::Outbound;
@@ -82,6 +83,23 @@ pub enum ServerEvent {
         /// The details, in words.
         detail: String,
     },
+    /// An admitted client's connection was lost; its ID and what is sent to it are
+    /// held for it to come back (`Resume`) until `until`.
+    Parked {
+        /// Its ID.
+        id: ClientId,
+        /// How it was lost.
+        code: ErrorCode,
+        /// When the relay gives up on it.
+        until: Timestamp,
+    },
+    /// A client came back to its session on a new connection.
+    Resumed {
+        /// The new connection.
+        conn: ConnId,
+        /// Its ID, as before.
+        id: ClientId,
+    },
     /// A connection that never completed the handshake was closed.
     Dropped {
         /// The connection.
@@ -96,8 +114,12 @@ pub enum ServerEvent {
 /// Where one connection is in its life.
 #[derive(Debug, Clone)]
 enum ConnState {
-    /// Waiting for magic and `Hello` until the deadline.
-    Handshaking { deadline: Timestamp },
+    /// Waiting for magic and `Hello` until the deadline; `resume` once a `Hello`
+    /// that comes back to a session passed its checks (its `Resume` is next).
+    Handshaking {
+        deadline: Timestamp,
+        resume: Option<Box<sessions::Returning>>,
+    },
     /// Admitted as a client.
     Admitted(Client),
     /// The server decided to close it; its last bytes may still be queued.
@@ -120,10 +142,9 @@ struct Client {
     plain_text: bool,
     /// How fast it may send.
     bucket: rate::TokenBucket,
-    /// Whether it wants `Accepted` frames (capability `CAP_ACKS`).
-    acks: bool,
-    /// The sequence number the last `Accepted` it was sent carried.
-    acked_seq: u64,
+    /// Its session (capability `CAP_RESUME`): what it acknowledged, what it may
+    /// resume. `None` for a plain-text client or one without the session layer.
+    session: Option<Box<sessions::ClientSession>>,
 }
 
 #[derive(Debug)]
@@ -150,6 +171,9 @@ struct Connection {
     text: Option<LineReader>,
     /// When its partial line counts as complete (a key of `RelayServer::text_flush`).
     text_flush_at: Option<Timestamp>,
+    /// A session held for a client whose connection was lost: no transport behind
+    /// it (the driver never knew this handle), given up at this time.
+    parked_until: Option<Timestamp>,
 }
 
 /// The relay server state machine. See the module documentation.
@@ -196,6 +220,10 @@ pub struct RelayServer {
     batch: Broadcasts,
     /// Whether a read is being handled (broadcasts wait for its end).
     batching: bool,
+    /// Sessions held for clients whose connection was lost, by when they expire.
+    parked: BTreeSet<(Timestamp, ConnId)>,
+    /// Clients whose `Delivered` may have advanced, to tell them after the input.
+    delivered_due: Vec<ConnId>,
 }
 
 /// Broadcasts from one sender, encoded once, waiting to be fanned out.
@@ -246,6 +274,8 @@ impl RelayServer {
             per_address: FxHashMap::default(),
             batch: Broadcasts::default(),
             batching: false,
+            parked: BTreeSet::new(),
+            delivered_due: Vec::new(),
         }
     }
 
@@ -313,12 +343,16 @@ impl RelayServer {
                 inner: FrameDecoder::without_magic(self.limits.max_frame_len),
                 secure: secure::ConnSecure::None,
                 out: Outbound::new(self.limits.max_outbound_bytes),
-                state: ConnState::Handshaking { deadline },
+                state: ConnState::Handshaking {
+                    deadline,
+                    resume: None,
+                },
                 magic_sent: false,
                 in_ready: false,
                 received_any: false,
                 text: None,
                 text_flush_at: None,
+                parked_until: None,
             },
         );
         self.deadlines.insert((deadline, conn));
@@ -417,7 +451,7 @@ impl RelayServer {
         }
         self.batching = false;
         self.flush_broadcasts();
-        self.acknowledge(conn);
+        self.send_ack(conn);
         if decoder.magic_seen() {
             self.send_magic_once(conn);
         }
@@ -437,8 +471,14 @@ impl RelayServer {
         raw: RawFrame<'_>,
         now: Timestamp,
     ) -> Result<bool, DecodeError> {
-        let admitted = match self.conns.get(&conn).map(|c| &c.state) {
-            Some(ConnState::Admitted(_)) => true,
+        let admitted = match self.conns.get_mut(&conn).map(|c| &mut c.state) {
+            Some(ConnState::Admitted(client)) => {
+                // Counted before it is handled: handling may move the session.
+                if let Some(session) = client.session.as_mut() {
+                    session.count_received(raw.type_byte, raw.body.len());
+                }
+                true
+            }
             Some(ConnState::Handshaking { .. }) => false,
             Some(ConnState::Closing) | None => return Ok(false),
         };
@@ -486,8 +526,8 @@ impl RelayServer {
 
     /// The transport connection ended (EOF, reset, or the close the server asked for).
     /// The handle is forgotten afterwards.
-    pub fn handle_closed(&mut self, conn: ConnId, _now: Timestamp) {
-        let Some(c) = self.conns.remove(&conn) else {
+    pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
+        let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
         if let Some(a) = c.address
@@ -502,7 +542,7 @@ impl RelayServer {
             self.text_flush.remove(&(at, conn));
         }
         match c.state {
-            ConnState::Handshaking { deadline } => {
+            ConnState::Handshaking { deadline, .. } => {
                 self.deadlines.remove(&(deadline, conn));
                 self.events.push_back(ServerEvent::Dropped {
                     conn,
@@ -510,7 +550,13 @@ impl RelayServer {
                     detail: "closed before completing the handshake".into(),
                 });
             }
-            ConnState::Admitted(client) => {
+            ConnState::Admitted(client) if client.session.is_some() => {
+                // It may come back: its ID and what is sent to it are held for it.
+                let retained = c.out.take_retained();
+                self.park(client, retained, ErrorCode::ConnectionLost, now);
+                self.flush_delivered();
+            }
+            ConnState::Admitted(mut client) => {
                 self.clients.remove(&client.id);
                 let (code, detail) = if client.exited {
                     (ErrorCode::Normal, "left after saying exit".to_owned())
@@ -520,8 +566,10 @@ impl RelayServer {
                         "connection closed without exit".to_owned(),
                     )
                 };
-                self.announce_left(conn, client.id, client.exited, code, detail);
+                let owed = sessions::take_owed(&mut client);
+                self.announce_left(conn, client.id, client.exited, code, detail, owed);
                 self.cut_off_overflowed();
+                self.flush_delivered();
             }
             ConnState::Closing => {}
         }
@@ -545,7 +593,9 @@ impl RelayServer {
         if self.next_sweep.is_some_and(|at| at <= now) {
             self.sweep_silent(now);
         }
+        self.expire_parked(now);
         self.plain_text_timeouts(now);
+        self.flush_delivered();
     }
 
     /// Cuts off every client not heard from for `idle_timeout`, then schedules the
@@ -556,15 +606,22 @@ impl RelayServer {
         let silent: Vec<ConnId> = self
             .clients
             .values()
-            .filter(|conn| match self.conns.get(conn).map(|c| &c.state) {
-                Some(ConnState::Admitted(client)) => {
-                    !client.plain_text && client.last_heard + idle <= now
-                }
+            .filter(|conn| match self.conns.get(conn) {
+                Some(Connection {
+                    state: ConnState::Admitted(client),
+                    parked_until: None,
+                    ..
+                }) => !client.plain_text && client.last_heard + idle <= now,
                 _ => false,
             })
             .copied()
             .collect();
         for conn in silent {
+            if self.has_session(conn) {
+                // Its link may be down one way only; the client may be back soon.
+                self.park_silent(conn, now);
+                continue;
+            }
             let detail = format!("nothing heard for {} s; the client is gone", idle.as_secs());
             self.close_client(conn, ErrorCode::PeerTimeout, detail, false);
         }
@@ -631,6 +688,7 @@ impl RelayServer {
         [
             self.deadlines.first().map(|&(at, _)| at),
             self.next_sweep,
+            self.parked.first().map(|&(at, _)| at),
             self.text_flush.first().map(|&(at, _)| at),
             self.greetings.first().map(|&(at, _)| at),
         ]
@@ -654,6 +712,11 @@ impl RelayServer {
                 Frame::Handshake { pattern, message } => {
                     self.on_handshake_frame(conn, pattern, &message, now)
                 }
+                Frame::Resume {
+                    id,
+                    token,
+                    received,
+                } => self.on_resume(conn, id, token, received, now),
                 other => {
                     let detail =
                         format!("{} before Hello: the handshake comes first", other.name());
@@ -679,6 +742,7 @@ impl RelayServer {
                     self.enqueue(conn, &answer);
                 }
                 Frame::Exit => self.on_exit(conn),
+                Frame::Ack { received } => self.on_ack(conn, received),
                 Frame::Ping(nonce) => self.enqueue(conn, &Frame::Pong(nonce)),
                 Frame::Pong(_) | Frame::Error(_) => {}
                 Frame::Close { .. } => {
@@ -705,36 +769,39 @@ impl RelayServer {
     }
 
     /// Admits the client whose `Hello` this is, with the key its handshake proved
-    /// (`None`: admitted in the clear).
+    /// (`None`: admitted in the clear); or, for a `Hello` that comes back to a
+    /// session, waits for its `Resume`.
     fn admit_hello(&mut self, conn: ConnId, hello: Hello, key: Option<PublicKey>, now: Timestamp) {
+        let capabilities = hello.capabilities & CAPABILITIES;
+        if hello.resuming && capabilities & CAP_RESUME != 0 {
+            self.await_resume(conn, hello, key);
+            return;
+        }
         let welcome = Welcome {
             version: negotiate_version(&hello).unwrap_or(PROTOCOL_VERSION),
-            capabilities: hello.capabilities & CAPABILITIES,
+            capabilities,
             client_id: ClientId(0),
             max_clients: self.limits.max_clients,
         };
+        let session = (capabilities & CAP_RESUME != 0).then(|| self.new_session());
+        let (token, grace_ms) = (
+            session.as_ref().map(|s| s.token),
+            u32::try_from(self.limits.resume_grace.as_millis()).unwrap_or(u32::MAX),
+        );
+        let max_retained = self.limits.max_outbound_bytes;
         self.admit(conn, hello.name, key, now, move |id, out| {
             out.push(&Frame::Welcome(Welcome {
                 client_id: id,
                 ..welcome
             }));
+            if let Some(token) = token {
+                out.push(&Frame::ResumeToken { token, grace_ms });
+                // The session stream begins with the roster, right after.
+                out.retain_session(max_retained);
+            }
         });
         if let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state) {
-            client.acks = welcome.capabilities & CAP_ACKS != 0;
-        }
-    }
-
-    /// After a read: tells a client that wants acknowledgements up to which sequence
-    /// number its messages were handled (one frame per read, not per message).
-    fn acknowledge(&mut self, conn: ConnId) {
-        let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
-        else {
-            return;
-        };
-        if client.acks && client.last_seq > client.acked_seq {
-            client.acked_seq = client.last_seq;
-            let seq = client.last_seq;
-            self.enqueue(conn, &Frame::Accepted { seq });
+            client.session = session;
         }
     }
 
@@ -768,7 +835,7 @@ impl RelayServer {
         let id = ClientId(self.next_client);
         self.next_client += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
-            if let ConnState::Handshaking { deadline } = c.state {
+            if let ConnState::Handshaking { deadline, .. } = c.state {
                 self.deadlines.remove(&(deadline, conn));
             }
             c.state = ConnState::Admitted(Client {
@@ -780,8 +847,7 @@ impl RelayServer {
                 last_heard: now,
                 plain_text,
                 bucket: rate::TokenBucket::new(self.limits.message_burst, now),
-                acks: false,
-                acked_seq: 0,
+                session: None,
             });
             welcome(id, &mut c.out);
         }
@@ -826,7 +892,11 @@ impl RelayServer {
         if let Err(why) = validate_name(&hello.name, self.limits.max_name_len) {
             return Some((ErrorCode::InvalidName, why));
         }
-        self.capacity_refusal(conn)
+        match self.capacity_refusal(conn) {
+            // A client coming back holds its place already.
+            Some((ErrorCode::ServerFull, _)) if hello.resuming => None,
+            other => other,
+        }
     }
 
     /// Why connection `conn` cannot be admitted now, whoever it is: shutting down,
@@ -925,23 +995,28 @@ impl RelayServer {
         {
             let report = error_report(ErrorCode::FileRefused, seq, Some(to), why);
             self.enqueue(conn, &report);
+            self.routed(conn, seq, 0);
             return;
         }
 
         if to.is_broadcast() {
             self.broadcast(conn, from, &chat);
         } else if let Some(&target) = self.clients.get(&to) {
-            self.deliver(conn, from, target, to, &chat);
+            let owed = self.deliver(conn, from, target, to, &chat);
+            self.routed(conn, seq, owed);
         } else {
             let message = self.unknown_recipient_message(to);
             let report = error_report(ErrorCode::UnknownRecipient, seq, Some(to), message);
             self.enqueue(conn, &report);
+            self.routed(conn, seq, 0);
         }
     }
 
     /// Routes one `Deliver` from `from` (on `sender`) to client `to` (on `target`); if
     /// the recipient's queue is full, the recipient is cut off and the sender is told
-    /// that this message did not get through.
+    /// that this message did not get through. Returns how many acknowledgements the
+    /// message now waits for: 1 if the recipient has a session (it acknowledges what it
+    /// reads), else 0 (it counts as delivered once queued).
     fn deliver(
         &mut self,
         sender: ConnId,
@@ -949,14 +1024,16 @@ impl RelayServer {
         target: ConnId,
         to: ClientId,
         chat: &ChatRef<'_>,
-    ) {
+    ) -> u32 {
         let Some(t) = self.conns.get_mut(&target) else {
-            return;
+            return 0;
         };
         if t.out.try_push_deliver(from, chat) {
             self.mark_ready(target);
+            u32::from(self.owe_delivery(target, from, chat.seq))
         } else {
             self.did_not_fit(sender, target, to, chat.seq);
+            0
         }
     }
 
@@ -974,6 +1051,7 @@ impl RelayServer {
                 "nobody else is online to receive this message".into(),
             );
             self.enqueue(sender, &report);
+            self.routed(sender, chat.seq, 0);
             return;
         }
         if self.batch.sender != Some((sender, from)) {
@@ -1008,6 +1086,8 @@ impl RelayServer {
             ready,
             ..
         } = self;
+        // How many acknowledgements each message of the batch waits for.
+        let mut owed = vec![0u32; batch.ends.len()];
         for &(id, target) in clients.as_slice() {
             if id == from {
                 continue;
@@ -1015,20 +1095,40 @@ impl RelayServer {
             let Some(t) = conns.get_mut(&target) else {
                 continue;
             };
+            let before = t.out.stream_end();
             match t.out.try_push_deliveries(&batch.bytes, &batch.ends) {
                 Ok(()) => {
-                    if !t.in_ready {
+                    if !t.in_ready && t.parked_until.is_none() {
                         t.in_ready = true;
                         ready.push_back(target);
                     }
                 }
                 Err(seq) => full.push((id, target, seq)),
             }
-            // What did fit is queued either way.
-            if t.out.has_queued() && !t.in_ready {
+            // What did fit is queued either way, and a recipient with a session owes an
+            // acknowledgement for each.
+            if t.out.has_queued() && !t.in_ready && t.parked_until.is_none() {
                 t.in_ready = true;
                 ready.push_back(target);
             }
+            if let ConnState::Admitted(Client {
+                session: Some(session),
+                ..
+            }) = &mut t.state
+            {
+                let after = t.out.stream_end();
+                for (owes, &(seq, end)) in owed.iter_mut().zip(&batch.ends) {
+                    let at = before + end as u64;
+                    if at > after {
+                        break;
+                    }
+                    session.owe(at, from, seq);
+                    *owes += 1;
+                }
+            }
+        }
+        for (&(seq, _), &n) in batch.ends.iter().zip(&owed) {
+            self.routed(sender, seq, n);
         }
         // Keep the buffers' capacity for the next batch.
         self.batch = Broadcasts {
@@ -1153,7 +1253,7 @@ impl RelayServer {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if let ConnState::Handshaking { deadline } = c.state {
+        if let ConnState::Handshaking { deadline, .. } = c.state {
             self.deadlines.remove(&(deadline, conn));
         }
         if c.magic_sent {
@@ -1176,12 +1276,13 @@ impl RelayServer {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let ConnState::Admitted(client) = &c.state else {
+        let ConnState::Admitted(client) = &mut c.state else {
             return;
         };
         let id = client.id;
         let exited = client.exited;
-        if !orderly {
+        let owed = sessions::take_owed(client);
+        if !orderly && c.parked_until.is_none() {
             if code == ErrorCode::SlowConsumer {
                 // It cannot read what is queued anyway; make the reason the next thing it sees.
                 c.out.discard_queued();
@@ -1193,11 +1294,12 @@ impl RelayServer {
         }
         self.clients.remove(&id);
         self.begin_close(conn);
-        self.announce_left(conn, id, exited, code, detail);
+        self.announce_left(conn, id, exited, code, detail, owed);
     }
 
-    /// Logs a departure, tells the others (while presence is on), and counts a
-    /// client that left without saying exit as one less sender.
+    /// Logs a departure, tells the others (while presence is on), tells the senders of
+    /// the messages it had not yet acknowledged (`owed`) that they did not reach it,
+    /// and counts a client that left without saying exit as one less sender.
     fn announce_left(
         &mut self,
         conn: ConnId,
@@ -1205,7 +1307,9 @@ impl RelayServer {
         exited: bool,
         code: ErrorCode,
         detail: String,
+        owed: sessions::Owed,
     ) {
+        self.report_undelivered(id, code, owed);
         let partners = self.forget_transfers(id);
         self.events.push_back(ServerEvent::Left {
             conn,
@@ -1231,7 +1335,13 @@ impl RelayServer {
 
     fn begin_close(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            if let ConnState::Handshaking { deadline } = c.state {
+            if let Some(until) = c.parked_until {
+                // A held session has no transport to close: it is simply forgotten.
+                self.parked.remove(&(until, conn));
+                self.conns.remove(&conn);
+                return;
+            }
+            if let ConnState::Handshaking { deadline, .. } = c.state {
                 self.deadlines.remove(&(deadline, conn));
             }
             if matches!(c.state, ConnState::Closing) {
@@ -1341,6 +1451,7 @@ impl RelayServer {
     fn mark_ready(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn)
             && !c.in_ready
+            && c.parked_until.is_none()
             && c.out.has_queued()
         {
             c.in_ready = true;
@@ -1441,6 +1552,7 @@ mod tests {
             capabilities: 0,
             role: Role::RelayClient,
             name: name.into(),
+            resuming: false,
         })
         .encode(&mut bytes);
         bytes
@@ -1595,7 +1707,8 @@ mod tests {
         }
         .encode(&mut chat);
         w.server.handle_bytes(conn, &chat, T);
-        let frames = frames_for(&mut w.server, conn);
+        let mut frames = frames_for(&mut w.server, conn);
+        frames.retain(|f| !matches!(f, Frame::Ack { .. }));
         assert!(matches!(
             frames.as_slice(),
             [Frame::Error(ErrorReport {

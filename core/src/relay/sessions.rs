@@ -1,0 +1,710 @@
+//! The relay's side of the session layer (`crate::session`): acknowledgements both
+//! ways, `Delivered` receipts, and sessions held for clients whose connection was
+//! lost, until they come back (`Resume`) or the grace period ends.
+//!
+//! Why the relay holds more than a queue: a client on bad Wi-Fi loses its connection
+//! while messages are on their way to it. The relay keeps what it sent each client
+//! until the client acknowledges it, so that it can send it again on the client's
+//! next connection, and it holds the client's ID meanwhile. For senders, it turns
+//! those acknowledgements into receipts: `Delivered { seq }` once every recipient of
+//! every message up to `seq` has read it, or an `Error { undelivered }` naming the
+//! recipient that left for good before reading it. So no message is lost without its
+//! sender hearing of it.
+
+use std::collections::VecDeque;
+
+use super::{Client, ConnState, Connection, RelayServer, ServerEvent, error_report};
+use crate::decode::FrameDecoder;
+use crate::error::ErrorCode;
+use crate::frame::{Frame, Hello, is_session_frame};
+use crate::id::{ClientId, ConnId};
+use crate::outbound::Outbound;
+use crate::secure::PublicKey;
+use crate::session::Retained;
+use crate::time::Timestamp;
+
+/// A connection whose `Hello` comes back to a session: what it proved so far, kept
+/// until its `Resume` says which session.
+#[derive(Debug, Clone)]
+pub(super) struct Returning {
+    key: Option<PublicKey>,
+}
+
+/// One `Deliver` a client has not yet acknowledged: where it ends in the client's
+/// session stream, and whose message it is.
+#[derive(Debug, Clone, Copy)]
+struct Owing {
+    end: u64,
+    from: ClientId,
+    seq: u64,
+}
+
+/// The deliveries a client had not acknowledged when it left for good.
+pub(super) type Owed = VecDeque<(ClientId, u64)>;
+
+/// An admitted client's session (it offered `CAP_RESUME`).
+#[derive(Debug, Clone)]
+pub(super) struct ClientSession {
+    /// What it must show to come back to this session.
+    pub(super) token: [u8; 16],
+    /// Bytes of its session stream handled.
+    received: u64,
+    /// What the last `Ack` we sent it said.
+    ack_sent: u64,
+    /// Deliveries to it not yet acknowledged, in stream order.
+    owing: VecDeque<Owing>,
+    /// Its own messages routed to recipients that have not all acknowledged them:
+    /// sequence number and how many acknowledgements are still owed, in order.
+    in_flight: VecDeque<(u64, u32)>,
+    /// What the last `Delivered` we sent it said.
+    delivered_sent: u64,
+}
+
+impl ClientSession {
+    /// Counts a frame of the client's that is being handled.
+    pub(super) fn count_received(&mut self, type_byte: u8, body_len: usize) {
+        if is_session_frame(type_byte) {
+            self.received += 5 + body_len as u64;
+        }
+    }
+
+    /// The client now owes an acknowledgement for `from`'s message `seq`, which ends
+    /// at offset `end` of its stream.
+    pub(super) fn owe(&mut self, end: u64, from: ClientId, seq: u64) {
+        self.owing.push_back(Owing { end, from, seq });
+    }
+}
+
+/// Takes what a departing client still owed acknowledgements for.
+pub(super) fn take_owed(client: &mut Client) -> Owed {
+    client
+        .session
+        .as_mut()
+        .map(|s| {
+            std::mem::take(&mut s.owing)
+                .into_iter()
+                .map(|o| (o.from, o.seq))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether two tokens are equal, in time that does not depend on where they differ.
+fn same_token(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl RelayServer {
+    /// A fresh session for a client being admitted, with a token from the relay's
+    /// injected randomness.
+    pub(super) fn new_session(&mut self) -> Box<ClientSession> {
+        let seed = self.entropy.next_seed();
+        let mut token = [0u8; 16];
+        token.copy_from_slice(seed.get(..16).unwrap_or(&[0; 16]));
+        Box::new(ClientSession {
+            token,
+            received: 0,
+            ack_sent: 0,
+            owing: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            delivered_sent: 0,
+        })
+    }
+
+    pub(super) fn has_session(&self, conn: ConnId) -> bool {
+        matches!(
+            self.conns.get(&conn).map(|c| &c.state),
+            Some(ConnState::Admitted(Client {
+                session: Some(_),
+                ..
+            }))
+        )
+    }
+
+    /// A client's `Hello` (and handshake) passed: it comes back to a session, which
+    /// its `Resume` names next.
+    pub(super) fn await_resume(&mut self, conn: ConnId, _hello: Hello, key: Option<PublicKey>) {
+        if let Some(Connection {
+            state: ConnState::Handshaking { resume, .. },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *resume = Some(Box::new(Returning { key }));
+        }
+    }
+
+    /// A `Resume` from a connection whose `Hello` said it comes back: if it names a
+    /// session we hold, with its token, its key and a stream offset we can resend
+    /// from, the session moves to this connection; otherwise the connection is
+    /// refused (`resume-failed`) and the client joins anew.
+    pub(super) fn on_resume(
+        &mut self,
+        conn: ConnId,
+        id: ClientId,
+        token: [u8; 16],
+        received: u64,
+        now: Timestamp,
+    ) {
+        let returning = match self.conns.get_mut(&conn).map(|c| &mut c.state) {
+            Some(ConnState::Handshaking { resume, .. }) => resume.take(),
+            _ => None,
+        };
+        let Some(returning) = returning else {
+            let detail = "Resume from a connection whose Hello did not say it resumes";
+            self.drop_pending(conn, ErrorCode::UnexpectedFrame, detail);
+            return;
+        };
+        let grace = self.limits.resume_grace.as_secs();
+        let old = self.clients.get(&id).copied().filter(|old| {
+            matches!(
+                self.conns.get(old).map(|c| &c.state),
+                Some(ConnState::Admitted(Client {
+                    session: Some(s),
+                    key,
+                    ..
+                })) if same_token(&s.token, &token) && *key == returning.key
+            )
+        });
+        let Some(old) = old else {
+            let reason = format!(
+                "this relay does not hold a session for client {id} (it restarted, or more than {grace} s passed); join again as a new client"
+            );
+            self.refuse(conn, ErrorCode::ResumeFailed, reason);
+            return;
+        };
+        let Some(mut c) = self.conns.remove(&old) else {
+            return;
+        };
+        let Some(mut retained) = c.out.take_retained() else {
+            self.conns.insert(old, c);
+            return;
+        };
+        if received < retained.base() || received > retained.end() {
+            c.out
+                .adopt_retained(retained, self.limits.max_outbound_bytes);
+            self.conns.insert(old, c);
+            let reason = format!(
+                "client {id} claims to hold {received} bytes of its session, which this relay never sent or already saw acknowledged"
+            );
+            self.refuse(conn, ErrorCode::ResumeFailed, reason);
+            return;
+        }
+        let _ = retained.acknowledge(received);
+        let ConnState::Admitted(mut client) = std::mem::replace(&mut c.state, ConnState::Closing)
+        else {
+            return;
+        };
+        match c.parked_until.take() {
+            Some(until) => {
+                self.parked.remove(&(until, old));
+            }
+            None => {
+                // Its old connection still looked alive: it is not; close it quietly.
+                self.conns.insert(old, c);
+                self.closes.push_back(old);
+            }
+        }
+        client.last_heard = now;
+        let their_received = client.session.as_ref().map_or(0, |s| s.received);
+        let max = self.limits.max_outbound_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let ConnState::Handshaking { deadline, .. } = c.state {
+            self.deadlines.remove(&(deadline, conn));
+        }
+        c.out.push(&Frame::Resumed {
+            received: their_received,
+        });
+        c.out.adopt_retained(retained, max);
+        let _ = c.out.resend_from(received);
+        c.state = ConnState::Admitted(client);
+        self.clients.insert(id, conn);
+        self.mark_ready(conn);
+        self.events.push_back(ServerEvent::Resumed { conn, id });
+        // What it holds counts as acknowledged.
+        self.settle_acknowledged(conn, received);
+    }
+
+    /// An `Ack` from a client: it handled our stream up to `received`.
+    pub(super) fn on_ack(&mut self, conn: ConnId, received: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Err(beyond) = c.out.acknowledge(received) {
+            let detail = format!(
+                "acknowledged {} bytes of a stream of {}",
+                beyond.claimed, beyond.sent
+            );
+            self.close_client(conn, ErrorCode::MalformedFrame, detail, false);
+            return;
+        }
+        self.settle_acknowledged(conn, received);
+    }
+
+    /// The deliveries to `conn` up to stream offset `upto` were read: their senders
+    /// owe one acknowledgement less.
+    fn settle_acknowledged(&mut self, conn: ConnId, upto: u64) {
+        let mut read = Vec::new();
+        if let Some(ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+        {
+            while let Some(o) = session.owing.front().copied() {
+                if o.end > upto {
+                    break;
+                }
+                session.owing.pop_front();
+                read.push((o.from, o.seq));
+            }
+        }
+        for (from, seq) in read {
+            self.settle(from, seq);
+        }
+    }
+
+    /// One of `from`'s recipients acknowledged (or will never acknowledge) its
+    /// message `seq`.
+    fn settle(&mut self, from: ClientId, seq: u64) {
+        let Some(&sender) = self.clients.get(&from) else {
+            return;
+        };
+        if let Some(ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        })) = self.conns.get_mut(&sender).map(|c| &mut c.state)
+            && let Ok(at) = session.in_flight.binary_search_by_key(&seq, |&(s, _)| s)
+            && let Some(entry) = session.in_flight.get_mut(at)
+        {
+            entry.1 = entry.1.saturating_sub(1);
+            self.delivered_due.push(sender);
+        }
+    }
+
+    /// A message of the client on `sender` numbered `seq` was routed; it waits for
+    /// `owed` acknowledgements (0: it is settled already, delivered to clients
+    /// without a session or refused with an `Error`).
+    pub(super) fn routed(&mut self, sender: ConnId, seq: u64, owed: u32) {
+        if let Some(ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        })) = self.conns.get_mut(&sender).map(|c| &mut c.state)
+        {
+            if owed > 0 {
+                session.in_flight.push_back((seq, owed));
+            }
+            self.delivered_due.push(sender);
+        }
+    }
+
+    /// After a `Deliver` to `target` was queued: whether the recipient has a session
+    /// (and so owes an acknowledgement for it).
+    pub(super) fn owe_delivery(&mut self, target: ConnId, from: ClientId, seq: u64) -> bool {
+        let Some(c) = self.conns.get_mut(&target) else {
+            return false;
+        };
+        let end = c.out.stream_end();
+        match &mut c.state {
+            ConnState::Admitted(Client {
+                session: Some(session),
+                ..
+            }) => {
+                session.owe(end, from, seq);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells each client whose messages got settled up to which sequence number all
+    /// of them are (`Delivered`).
+    pub(super) fn flush_delivered(&mut self) {
+        let mut due = std::mem::take(&mut self.delivered_due);
+        due.sort_unstable();
+        due.dedup();
+        for conn in due.iter().copied() {
+            let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+            else {
+                continue;
+            };
+            let last_seq = client.last_seq;
+            let Some(session) = client.session.as_mut() else {
+                continue;
+            };
+            while session
+                .in_flight
+                .front()
+                .is_some_and(|&(_, owed)| owed == 0)
+            {
+                session.in_flight.pop_front();
+            }
+            let upto = session
+                .in_flight
+                .front()
+                .map_or(last_seq, |&(seq, _)| seq.saturating_sub(1));
+            if upto > session.delivered_sent {
+                session.delivered_sent = upto;
+                self.enqueue(conn, &Frame::Delivered { seq: upto });
+            }
+        }
+        due.clear();
+        self.delivered_due = due;
+    }
+
+    /// After a read from a client: tells it how much of its stream was handled.
+    pub(super) fn send_ack(&mut self, conn: ConnId) {
+        let Some(ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+        else {
+            return;
+        };
+        if session.received > session.ack_sent {
+            session.ack_sent = session.received;
+            let received = session.received;
+            self.enqueue(conn, &Frame::Ack { received });
+        }
+        self.flush_delivered();
+    }
+
+    /// Client `id` left for good: the senders of the deliveries it never read are told
+    /// they did not reach it.
+    pub(super) fn report_undelivered(&mut self, id: ClientId, code: ErrorCode, owed: Owed) {
+        for (from, seq) in owed {
+            if from == id {
+                continue;
+            }
+            if let Some(&sender) = self.clients.get(&from) {
+                let message = format!(
+                    "your message {seq} did not reach client {id}: it left ({code}) before reading it"
+                );
+                let report = error_report(ErrorCode::Undelivered, seq, Some(id), message);
+                self.enqueue(sender, &report);
+            }
+            self.settle(from, seq);
+        }
+    }
+
+    /// Holds `client`'s session after its connection was lost (`code`), with the
+    /// session stream it had not acknowledged, until it comes back or the grace
+    /// period ends. It stays online meanwhile: others may write to it.
+    pub(super) fn park(
+        &mut self,
+        client: Client,
+        retained: Option<Retained>,
+        code: ErrorCode,
+        now: Timestamp,
+    ) {
+        let until = now + self.limits.resume_grace;
+        let id = client.id;
+        let handle = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let mut out = Outbound::new(self.limits.max_outbound_bytes);
+        out.adopt_retained(retained.unwrap_or_default(), self.limits.max_outbound_bytes);
+        self.conns.insert(
+            handle,
+            Connection {
+                address: None,
+                over_address_limit: false,
+                decoder: FrameDecoder::new(0),
+                inner: FrameDecoder::new(0),
+                secure: super::secure::ConnSecure::None,
+                out,
+                state: ConnState::Admitted(client),
+                magic_sent: true,
+                in_ready: false,
+                received_any: true,
+                text: None,
+                text_flush_at: None,
+                parked_until: Some(until),
+            },
+        );
+        self.clients.insert(id, handle);
+        self.parked.insert((until, handle));
+        self.events
+            .push_back(ServerEvent::Parked { id, code, until });
+    }
+
+    /// A client with a session went silent: its connection is closed without a word
+    /// (it may be half open, and the client may still be there to resume), and its
+    /// session is held.
+    pub(super) fn park_silent(&mut self, conn: ConnId, now: Timestamp) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let ConnState::Admitted(client) = std::mem::replace(&mut c.state, ConnState::Closing)
+        else {
+            return;
+        };
+        let retained = c.out.take_retained();
+        c.out.discard_queued();
+        self.closes.push_back(conn);
+        self.park(client, retained, ErrorCode::PeerTimeout, now);
+    }
+
+    /// Ends the sessions whose grace period is over: those clients are gone.
+    pub(super) fn expire_parked(&mut self, now: Timestamp) {
+        while let Some(&(until, conn)) = self.parked.first() {
+            if until > now {
+                break;
+            }
+            let grace = self.limits.resume_grace.as_secs();
+            let detail =
+                format!("its connection was lost and it did not come back within {grace} s");
+            self.close_client(conn, ErrorCode::ConnectionLost, detail, false);
+            // `close_client` forgets a held session; make sure the loop advances.
+            self.parked.remove(&(until, conn));
+            self.conns.remove(&conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use crate::test_support::{Wire, party_security};
+    use crate::{ClientEvent, ClientId, ErrorCode, Limits, Timestamp};
+
+    const T: Timestamp = Timestamp::ZERO;
+
+    /// The texts client `i` was shown, in order, from whom.
+    fn texts(w: &mut Wire, i: usize) -> Vec<(u32, String)> {
+        w.take_messages(i)
+    }
+
+    #[test]
+    fn a_client_that_comes_back_gets_its_id_and_loses_and_repeats_nothing() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let b = w.join("b");
+        w.client(a).send_chat(ClientId(1), "one", T).unwrap();
+        w.pump();
+        // Two more reach the relay, but b stops reading and its link breaks before
+        // they arrive.
+        w.clients[b].stalled = true;
+        w.client(a).send_chat(ClientId(1), "two", T).unwrap();
+        w.client(a).send_chat(ClientId(1), "three", T).unwrap();
+        w.pump();
+        w.cut(b);
+        assert!(
+            w.take_events(b)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::ConnectionLost { .. }))
+        );
+        // While b is away: a writes to it (held for it), and b types (kept).
+        w.client(a).send_chat(ClientId(1), "four", T).unwrap();
+        w.client(b)
+            .send_chat(ClientId(0), "typed while away", T)
+            .unwrap();
+        w.pump();
+        assert_eq!(w.server.online(), 2, "b's place is held");
+        assert!(w.client(b).poll_reconnect().is_some());
+        w.reconnect(b);
+        let events = w.take_events(b);
+        assert!(
+            events.contains(&ClientEvent::Resumed { id: ClientId(1) }),
+            "{events:?}"
+        );
+        let shown: Vec<String> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown, ["two", "three", "four"]);
+        assert_eq!(texts(&mut w, a), vec![(1, "typed while away".to_owned())]);
+        // And it goes on as before, nothing shown twice.
+        w.client(a).send_chat(ClientId(1), "five", T).unwrap();
+        w.pump();
+        assert_eq!(texts(&mut w, b), vec![(0, "five".to_owned())]);
+        assert_eq!(w.client(b).id(), Some(ClientId(1)));
+    }
+
+    #[test]
+    fn a_sender_is_told_what_never_reached_a_client_that_did_not_come_back() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let b = w.join("b");
+        w.clients[b].stalled = true;
+        let seq = w.client(a).send_chat(ClientId(1), "unread", T).unwrap();
+        w.pump();
+        w.cut(b);
+        w.take_events(a);
+        let grace = Limits::default().resume_grace;
+        w.advance(T + grace);
+        let events = w.take_events(a);
+        let undelivered = events.iter().position(|e| {
+            matches!(e, ClientEvent::Error(r) if r.code == ErrorCode::Undelivered
+                && r.seq == seq && r.subject == Some(ClientId(1)))
+        });
+        let left = events.iter().position(|e| {
+            matches!(
+                e,
+                ClientEvent::Left {
+                    id: ClientId(1),
+                    code: ErrorCode::ConnectionLost
+                }
+            )
+        });
+        assert!(
+            undelivered.is_some() && left.is_some(),
+            "the sender learns which message, then that b left: {events:?}"
+        );
+        assert!(
+            events.contains(&ClientEvent::Delivered { seq }),
+            "{events:?}"
+        );
+        // b gave up too (its own grace ended); a late dial would be refused.
+        let b_events = w.take_events(b);
+        assert!(
+            b_events.iter().any(|e| matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: ErrorCode::ResumeFailed,
+                    ..
+                }
+            )),
+            "{b_events:?}"
+        );
+    }
+
+    #[test]
+    fn a_relay_that_forgot_the_session_refuses_the_resume_and_the_client_names_its_gap() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let _b = w.join("b");
+        w.cut(a);
+        let seq = w
+            .client(a)
+            .send_chat(ClientId(1), "typed while away", T)
+            .unwrap();
+        w.take_events(a);
+        // The relay restarts: a new one, with the same key, knows nothing of a.
+        w.server =
+            crate::RelayServer::new(Limits::default(), crate::test_support::relay_security());
+        for other in 0..w.clients.len() {
+            w.clients[other].closed = true;
+        }
+        w.reconnect(a);
+        let events = w.take_events(a);
+        assert!(
+            events.contains(&ClientEvent::Unconfirmed {
+                messages: vec![(seq, ClientId(1))]
+            }),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: ErrorCode::ResumeFailed,
+                    reason,
+                } if reason.contains("new client")
+            )),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_token_cannot_take_a_session() {
+        let mut w = Wire::insecure(Limits::default());
+        let _a = w.join("a");
+        let b = w.join("b");
+        w.cut(b);
+        let conn = w.server.handle_connected(w.now);
+        let mut bytes = crate::MAGIC.to_vec();
+        let hello = crate::Hello {
+            resuming: true,
+            ..crate::handshake::our_hello(crate::Role::RelayClient, "b", crate::CAP_RESUME)
+        };
+        crate::Frame::Hello(hello).encode(&mut bytes);
+        crate::Frame::Resume {
+            id: ClientId(1),
+            token: [0; 16],
+            received: 0,
+        }
+        .encode(&mut bytes);
+        w.server.handle_bytes(conn, &bytes, w.now);
+        w.pump();
+        let sent = w.raw.remove(&conn).unwrap_or_default();
+        let mut d = crate::FrameDecoder::new(u32::MAX);
+        d.push(&sent);
+        let refused = std::iter::from_fn(|| d.next_frame().ok().flatten()).find_map(|f| match f {
+            crate::Frame::Refused(r) => Some(r),
+            _ => None,
+        });
+        assert_eq!(refused.map(|r| r.code), Some(ErrorCode::ResumeFailed));
+        assert!(w.raw_closed.contains(&conn));
+        // The real b still gets back.
+        w.reconnect(b);
+        assert!(
+            w.take_events(b)
+                .contains(&ClientEvent::Resumed { id: ClientId(1) })
+        );
+    }
+
+    #[test]
+    fn another_key_with_the_right_token_cannot_take_a_session() {
+        let mut w = Wire::new(Limits::default());
+        let _a = w.join("a");
+        let b = w.join("b");
+        w.cut(b);
+        // A thief that somehow learnt b's token, but holds another key.
+        let thief = w.join_with("b", party_security(9));
+        w.take_events(thief);
+        let token_holder = w.clients[b].client.session_for_tests();
+        w.cut(thief);
+        w.clients[thief].client.take_session_for_tests(token_holder);
+        w.reconnect(thief);
+        let events = w.take_events(thief);
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                ClientEvent::Disconnected {
+                    code: ErrorCode::ResumeFailed,
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+        w.reconnect(b);
+        assert!(
+            w.take_events(b)
+                .contains(&ClientEvent::Resumed { id: ClientId(1) })
+        );
+    }
+
+    #[test]
+    fn a_client_whose_old_connection_still_looks_open_takes_its_session_over() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let b = w.join("b");
+        // b's side saw the connection die; the relay did not (a half-open link).
+        w.clients[b].closed = true;
+        w.client(b).handle_closed(T);
+        let old = w.clients[b].conn;
+        w.client(a)
+            .send_chat(ClientId(1), "to the old link", T)
+            .unwrap();
+        w.pump();
+        w.reconnect(b);
+        let events = w.take_events(b);
+        assert!(
+            events.contains(&ClientEvent::Resumed { id: ClientId(1) }),
+            "{events:?}"
+        );
+        assert!(
+            events.iter().any(
+                |e| matches!(e, ClientEvent::Message { text, .. } if text == "to the old link")
+            ),
+            "{events:?}"
+        );
+        assert!(w.raw_closed.contains(&old) || w.server.client_id(old).is_none());
+        assert_eq!(w.server.online(), 2);
+        let _ = Duration::ZERO;
+    }
+}

@@ -1,0 +1,182 @@
+//! The session layer: what lets a conversation outlive one TCP connection.
+//!
+//! A Wi-Fi blip or a relay's restartless hiccup should cost a user nothing: no message
+//! lost, none shown twice. So each side of a session (a relay client and the relay, or
+//! two direct peers) treats the frames that carry the conversation as one numbered
+//! byte stream, its *session stream*, which continues across connections:
+//!
+//! - every frame but the *link frames* (those about one connection: `Hello`,
+//!   `Welcome`, `Refused`, the handshake, `Ping`/`Pong`, `Close`, and this layer's own
+//!   `Ack`, `Resume`, `Resumed`, `ResumeToken`) belongs to the sender's session
+//!   stream, and each side counts the bytes of the other's that it has handled;
+//! - the sender keeps what it sent ([`Retained`]) until the other side's `Ack` says it
+//!   was handled;
+//! - after a lost connection, the side that dials again sends `Resume` with the
+//!   token it was given and how much it holds; the other answers `Resumed` with how
+//!   much *it* holds, and each resends the rest of its stream from there.
+//!
+//! Counting bytes rather than frames means the retained stream is one buffer, with no
+//! per-frame bookkeeping on the hot path.
+
+use crate::frame::is_session_frame;
+
+/// The bytes of our session stream that the other side has not yet acknowledged,
+/// kept to be sent again after a lost connection.
+#[derive(Debug, Default)]
+pub(crate) struct Retained {
+    /// Stream offset of `buf[head]`: everything before it was acknowledged.
+    base: u64,
+    /// The bytes, from `head` on (the acknowledged prefix is dropped lazily, so that
+    /// an acknowledgement costs no copy until it is worth one).
+    buf: Vec<u8>,
+    head: usize,
+}
+
+/// An acknowledgement or resume offset the sender of the stream never reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BeyondSent {
+    /// The offset claimed.
+    pub(crate) claimed: u64,
+    /// The end of what was sent.
+    pub(crate) sent: u64,
+}
+
+impl Retained {
+    /// Bytes kept.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// The stream offset of the first byte kept (everything before it was
+    /// acknowledged).
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The stream offset just past the last byte sent.
+    pub(crate) fn end(&self) -> u64 {
+        self.base + self.len() as u64
+    }
+
+    /// Keeps the session frames among `frames` (whole frames, back to back, as
+    /// encoded on the wire); link frames among them are skipped.
+    pub(crate) fn keep_session_frames(&mut self, frames: &[u8]) {
+        let mut at = 0;
+        let mut run_start = 0;
+        while let Some(header) = frames.get(at..at + 5) {
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let end = (at + 4 + len).min(frames.len());
+            if !is_session_frame(header[4]) {
+                self.buf
+                    .extend_from_slice(frames.get(run_start..at).unwrap_or_default());
+                run_start = end;
+            }
+            at = end;
+        }
+        self.buf
+            .extend_from_slice(frames.get(run_start..at).unwrap_or_default());
+    }
+
+    /// The other side has handled everything before stream offset `upto`. An offset
+    /// below what was already acknowledged changes nothing (acknowledgements may be
+    /// stale); one past what was sent is an error.
+    pub(crate) fn acknowledge(&mut self, upto: u64) -> Result<(), BeyondSent> {
+        if upto > self.end() {
+            return Err(BeyondSent {
+                claimed: upto,
+                sent: self.end(),
+            });
+        }
+        if upto > self.base {
+            self.head += (upto - self.base) as usize;
+            self.base = upto;
+            // Compact once the dropped prefix outweighs what is kept: amortised O(1).
+            if self.head >= 4096 && self.head >= self.buf.len() / 2 {
+                self.buf.drain(..self.head);
+                self.head = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// What to send again from stream offset `from` (the other side holds everything
+    /// before it), after acknowledging up to there.
+    pub(crate) fn resend_from(&mut self, from: u64) -> Result<&[u8], BeyondSent> {
+        if from < self.base {
+            // The other side acknowledged more than this before: it contradicts itself.
+            return Err(BeyondSent {
+                claimed: from,
+                sent: self.end(),
+            });
+        }
+        self.acknowledge(from)?;
+        Ok(self.buf.get(self.head..).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    fn bytes(frames: &[Frame]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            f.encode(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn only_session_frames_are_kept_and_acknowledged_bytes_are_dropped() {
+        let mut r = Retained::default();
+        let exit = Frame::Exit.to_bytes();
+        let who = Frame::Who.to_bytes();
+        r.keep_session_frames(&bytes(&[
+            Frame::Exit,
+            Frame::Ping(1),
+            Frame::Who,
+            Frame::Ack { received: 3 },
+        ]));
+        assert_eq!(
+            r.len(),
+            exit.len() + who.len(),
+            "Ping and Ack are link frames"
+        );
+        r.acknowledge(exit.len() as u64).unwrap();
+        assert_eq!(r.resend_from(exit.len() as u64).unwrap(), &who[..]);
+        assert!(r.acknowledge(100).is_err(), "past what was sent");
+        r.acknowledge(0).unwrap();
+        assert_eq!(
+            r.len(),
+            who.len(),
+            "a stale acknowledgement changes nothing"
+        );
+    }
+
+    #[test]
+    fn resending_from_before_an_earlier_acknowledgement_is_refused() {
+        let mut r = Retained::default();
+        r.keep_session_frames(&bytes(&[Frame::Exit, Frame::Who]));
+        r.acknowledge(5).unwrap();
+        assert!(r.resend_from(0).is_err());
+        assert_eq!(r.resend_from(5).unwrap(), &Frame::Who.to_bytes()[..]);
+    }
+
+    #[test]
+    fn a_long_stream_is_compacted_as_it_is_acknowledged() {
+        let mut r = Retained::default();
+        let frame = Frame::Ping(0).to_bytes();
+        let chat = bytes(&[Frame::Exited {
+            id: crate::ClientId(1),
+        }]);
+        for _ in 0..10_000 {
+            r.keep_session_frames(&frame);
+            r.keep_session_frames(&chat);
+            r.acknowledge(r.end()).unwrap();
+        }
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.end(), 10_000 * chat.len() as u64);
+        assert!(r.buf.capacity() < 64 * 1024, "{}", r.buf.capacity());
+    }
+}
