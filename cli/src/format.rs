@@ -157,9 +157,21 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
             "* {id} has no key and cannot read messages to everyone; write `{id} MESSAGE` to reach it unencrypted"
         )),
         ClientEvent::Unconfirmed { messages } => Line::Err(format!(
-            "error: the relay had not confirmed {} of your messages when the connection ended; they may not have arrived: {}",
+            "error: {} of your messages were not confirmed delivered when the session ended; they may not have arrived: {}",
             messages.len(),
             unconfirmed_list(messages)
+        )),
+        ClientEvent::Delivered { .. } => return None,
+        ClientEvent::ConnectionLost { code, reason, grace } => Line::Out(format!(
+            "* {} ({code}); getting back to the relay, which holds your ID and messages for {} s; what you type meanwhile is sent once back",
+            sanitize(reason),
+            grace.as_secs()
+        )),
+        ClientEvent::Reconnecting { attempt, .. } => {
+            Line::Out(format!("* could not reach the relay (attempt {attempt}); trying again"))
+        }
+        ClientEvent::Resumed { id } => Line::Out(format!(
+            "* back: you are still client {id}; nothing was lost, nothing repeated"
         )),
         ClientEvent::Unreadable { from, seq, reason } => Line::Err(format!(
             "error: message {seq} from client {from} could not be read: {}",
@@ -258,6 +270,16 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             r#"{{"event":"unreadable","from":{from},"seq":{seq},"reason":{}}}"#,
             json_string(reason)
         ),
+        ClientEvent::Delivered { seq } => format!(r#"{{"event":"delivered","seq":{seq}}}"#),
+        ClientEvent::ConnectionLost { code, reason, grace } => format!(
+            r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
+            json_string(reason),
+            grace.as_secs()
+        ),
+        ClientEvent::Reconnecting { attempt, .. } => {
+            format!(r#"{{"event":"reconnecting","attempt":{attempt}}}"#)
+        }
+        ClientEvent::Resumed { id } => format!(r#"{{"event":"resumed","id":{id}}}"#),
         ClientEvent::UnsupportedPayload { from, kind } => {
             format!(r#"{{"event":"unsupported","from":{from},"kind":{kind}}}"#)
         }

@@ -109,5 +109,9 @@ fn describe(log: &RelayLog) -> String {
             id, code, detail, ..
         } => format!("left: client {id}{from}: {detail} ({code})"),
         ServerEvent::Dropped { code, detail, .. } => format!("dropped{from}: {detail} ({code})"),
+        ServerEvent::Parked { id, code, .. } => {
+            format!("lost: client {id} ({code}); its ID and messages are held for it to come back")
+        }
+        ServerEvent::Resumed { id, .. } => format!("back: client {id}{from} resumed its session"),
     }
 }

@@ -167,6 +167,20 @@ impl ErrorCode {
         }
     }
 
+    /// Whether a connection closed with this code may be dialled again to resume its
+    /// session (`false`), or the session is over (`true`): the other side refused
+    /// who we are, or what we sent, or shut down in order.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::HandshakeTimeout
+                | ErrorCode::TooManyHandshakes
+                | ErrorCode::TooManyFromAddress
+                | ErrorCode::ConnectionLost
+                | ErrorCode::PeerTimeout
+        )
+    }
+
     /// A short lowercase name for logs and transcripts, e.g. `server-full`.
     pub fn name(self) -> &'static str {
         match self {

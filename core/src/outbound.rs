@@ -57,6 +57,10 @@ pub(crate) struct Outbound {
     /// lost, nor on a new one until the other side said where to resume: they are
     /// only kept then, and sent with [`Outbound::resend_from`].
     session_on_wire: bool,
+    /// While resending after a resume: the stream offset of the next byte to resend.
+    /// The kept stream goes on the wire as the queue makes room (a long absence must
+    /// not become one burst past the bound); frames sent meanwhile queue behind it.
+    resend_at: Option<u64>,
 }
 
 impl Outbound {
@@ -71,6 +75,7 @@ impl Outbound {
             retained: None,
             max_retained: usize::MAX,
             session_on_wire: true,
+            resend_at: None,
         }
     }
 
@@ -114,19 +119,40 @@ impl Outbound {
     }
 
     /// The other side holds our session stream up to `from`: the rest goes on the
-    /// wire (behind whatever is queued), and so do later session frames.
+    /// wire (behind whatever is queued) as the queue makes room, and later session
+    /// frames behind it.
     pub(crate) fn resend_from(&mut self, from: u64) -> Result<(), BeyondSent> {
-        let Some(mut retained) = self.retained.take() else {
+        let Some(retained) = self.retained.as_mut() else {
             self.session_on_wire = true;
             return Ok(());
         };
-        let result = retained.resend_from(from).map(|rest| match self.sealing {
-            Sealing::Clear => self.queued.extend_from_slice(rest),
-            Sealing::Hold | Sealing::Seal => self.inner.extend_from_slice(rest),
-        });
-        self.retained = Some(retained);
-        self.session_on_wire = true;
-        result
+        retained.resend_from(from)?;
+        self.resend_at = Some(from);
+        self.refill();
+        Ok(())
+    }
+
+    /// Moves the next frames of the stream being resent onto the wire, as many as
+    /// the bound leaves room for (at least one when the queue is empty).
+    fn refill(&mut self) {
+        let (Some(at), Some(retained)) = (self.resend_at, self.retained.as_ref()) else {
+            return;
+        };
+        let pending = self.pending();
+        let room = self.max.saturating_sub(pending);
+        let rest = retained.bytes_from(at);
+        let n = retained.whole_frames(at, room, pending == 0);
+        let target = match self.sealing {
+            Sealing::Clear => &mut self.queued,
+            Sealing::Hold | Sealing::Seal => &mut self.inner,
+        };
+        target.extend_from_slice(rest.get(..n).unwrap_or_default());
+        if n == rest.len() {
+            self.resend_at = None;
+            self.session_on_wire = true;
+        } else {
+            self.resend_at = Some(at + n as u64);
+        }
     }
 
     /// Takes the kept session stream away (to carry it to the next connection).
@@ -232,6 +258,12 @@ impl Outbound {
     /// Queues a frame whatever the bound; for the few frames that must go out (a final
     /// `Close`, a handshake reply) and for callers that checked the room first.
     pub(crate) fn push(&mut self, frame: &Frame) {
+        if matches!(frame, Frame::Close { .. }) {
+            // The connection ends here: what was not resent yet stays unsent (the
+            // session is over, and its owner names what was not confirmed).
+            self.resend_at = None;
+            self.session_on_wire = true;
+        }
         let before = self.mark();
         self.encode(frame);
         if self.wire == Wire::Framed {
@@ -395,9 +427,10 @@ impl Outbound {
         Some(bytes)
     }
 
-    /// The driver wrote `n` bytes of what it took.
+    /// The driver wrote `n` bytes of what it took: room for more of a resend.
     pub(crate) fn confirm_written(&mut self, n: usize) {
         self.in_flight = self.in_flight.saturating_sub(n);
+        self.refill();
     }
 }
 

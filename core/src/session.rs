@@ -99,6 +99,32 @@ impl Retained {
         Ok(())
     }
 
+    /// The kept bytes from stream offset `at` on (nothing if `at` is outside).
+    pub(crate) fn bytes_from(&self, at: u64) -> &[u8] {
+        let Some(skip) = at.checked_sub(self.base) else {
+            return &[];
+        };
+        self.buf
+            .get(self.head.saturating_add(skip as usize)..)
+            .unwrap_or_default()
+    }
+
+    /// How many bytes of whole frames, from stream offset `at`, fit in `room` (at
+    /// least one frame's, when `one_anyway`): a resend moves whole frames, so that a
+    /// frame queued meanwhile never lands in the middle of one.
+    pub(crate) fn whole_frames(&self, at: u64, room: usize, one_anyway: bool) -> usize {
+        let rest = self.bytes_from(at);
+        let mut n = 0;
+        while let Some(header) = rest.get(n..n + 4) {
+            let len = 4 + u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            if n + len > room && !(one_anyway && n == 0) {
+                break;
+            }
+            n = (n + len).min(rest.len());
+        }
+        n
+    }
+
     /// What to send again from stream offset `from` (the other side holds everything
     /// before it), after acknowledging up to there.
     pub(crate) fn resend_from(&mut self, from: u64) -> Result<&[u8], BeyondSent> {

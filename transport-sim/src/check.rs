@@ -2,10 +2,16 @@
 //! breaks. It knows nothing of the simulator's internals, only what the transcript
 //! says, so it can judge any transcript, including deliberately corrupted ones.
 //!
-//! A client is *healthy* when no fault hit it and its conversation ended normally
-//! (it finished, i.e. everyone said exit). Exactly-once delivery is demanded between
-//! healthy clients; messages that touch an unhealthy client may be lost, but never
-//! duplicated, misrouted, reordered or invented.
+//! A client is *healthy* when its conversation ended normally (it finished: everyone
+//! said exit), whatever faults it rode out by resuming its session, and its machine
+//! did not vanish. Exactly-once delivery is demanded between healthy clients. Every
+//! other message is delivered exactly once or reported to its sender (an error naming
+//! it, or named unconfirmed when the sender's session ended), or reported unreadable
+//! by its reader: never lost silently, never duplicated, misrouted, reordered or
+//! invented.
+//!
+//! A relay that restarts starts its IDs at 0 again, so IDs are read per *epoch*
+//! (the stretch between two restarts).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -45,20 +51,40 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
     let mut v = Vec::new();
     let end_at = t.entries.last().map_or(Timestamp::ZERO, |e| e.at);
     let faulted: BTreeSet<usize> = t.faulted.iter().copied().collect();
+    let vanished: BTreeSet<usize> = t
+        .entries
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Fault { client, what } if what == "vanishes" => Some(*client),
+            _ => None,
+        })
+        .collect();
     let mut finished = BTreeSet::new();
     let mut exit_at = BTreeMap::new();
-    let mut id_node: BTreeMap<ClientId, usize> = BTreeMap::new();
+    // IDs by epoch (a restarted relay numbers from 0 again).
+    let mut id_node: BTreeMap<(u32, ClientId), usize> = BTreeMap::new();
     let mut node_id: BTreeMap<usize, ClientId> = BTreeMap::new();
-    let mut admitted_at: BTreeMap<ClientId, Timestamp> = BTreeMap::new();
-    let mut left_at: BTreeMap<ClientId, Timestamp> = BTreeMap::new();
+    let mut node_epoch: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut admitted_at: BTreeMap<(u32, ClientId), Timestamp> = BTreeMap::new();
+    let mut left_at: BTreeMap<(u32, ClientId), Timestamp> = BTreeMap::new();
     let mut sent: BTreeMap<(usize, u64), Sent> = BTreeMap::new();
     let mut refused_clients = BTreeSet::new();
+    let mut unconfirmed: BTreeSet<(usize, u64)> = BTreeSet::new();
 
     // Pass 1: identities, admissions, limits, exits.
     let mut online = 0u32;
     let mut last_id: Option<ClientId> = None;
+    let mut epoch = 0u32;
     for e in &t.entries {
         match &e.record {
+            Record::ServerDown => {
+                epoch += 1;
+                online = 0;
+                last_id = None;
+            }
+            Record::Unconfirmed { client, seqs } => {
+                unconfirmed.extend(seqs.iter().map(|&s| (*client, s)));
+            }
             Record::ServerAdmitted { client, id } => {
                 if last_id.is_some_and(|last| *id <= last) {
                     v.push(violation(
@@ -68,7 +94,7 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                     ));
                 }
                 last_id = Some(*id);
-                if id_node.insert(*id, *client).is_some() {
+                if id_node.insert((epoch, *id), *client).is_some() {
                     v.push(violation(
                         "ids-unique",
                         e.at,
@@ -76,7 +102,8 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                     ));
                 }
                 node_id.insert(*client, *id);
-                admitted_at.insert(*id, e.at);
+                node_epoch.insert(*client, epoch);
+                admitted_at.insert((epoch, *id), e.at);
                 online += 1;
                 if online > t.max_clients {
                     v.push(violation(
@@ -88,7 +115,7 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
             }
             Record::ServerLeft { id, .. } => {
                 online = online.saturating_sub(1);
-                left_at.insert(*id, e.at);
+                left_at.insert((epoch, *id), e.at);
             }
             Record::ServerRefused { client, code } => {
                 refused_clients.insert(*client);
@@ -143,14 +170,32 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
             _ => {}
         }
     }
-    let healthy = |n: usize| !faulted.contains(&n) && finished.contains(&n);
+    let healthy = |n: usize| !vanished.contains(&n) && finished.contains(&n);
+    let _ = &faulted;
 
     // Refused clients were told why.
     for &client in &refused_clients {
-        let told = t.entries.iter().any(|e| {
-            matches!(&e.record, Record::Refused { client: c, reason, .. } if *c == client && !reason.is_empty())
+        let told = t.entries.iter().any(|e| match &e.record {
+            Record::Refused {
+                client: c, reason, ..
+            } => *c == client && !reason.is_empty(),
+            // A refused resume ends the session with its reason.
+            Record::Disconnected {
+                client: c,
+                code: ErrorCode::ResumeFailed,
+                reason,
+            } => *c == client && !reason.is_empty(),
+            _ => false,
         });
-        if !told && !faulted.contains(&client) {
+        // Unless the relay crashed before the refusal could get out.
+        let refused_at = t.entries.iter().find_map(|e| match &e.record {
+            Record::ServerRefused { client: c, .. } if *c == client => Some(e.at),
+            _ => None,
+        });
+        let crashed_after = t.entries.iter().any(|e| {
+            matches!(e.record, Record::ServerDown) && refused_at.is_some_and(|r| e.at >= r)
+        });
+        if !told && !faulted.contains(&client) && !crashed_after {
             v.push(violation(
                 "refusal-reason",
                 end_at,
@@ -165,8 +210,22 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
     let mut delivered: HashMap<(usize, usize, u64), Timestamp> = HashMap::new();
     let mut last_seq: HashMap<(usize, usize), u64> = HashMap::new();
     let mut errors: BTreeMap<(usize, u64), (Timestamp, ErrorCode)> = BTreeMap::new();
+    // Failures reported about one recipient: (sender, seq, the recipient's ID).
+    let mut failed_for: BTreeSet<(usize, u64, ClientId)> = BTreeSet::new();
+    // Messages their reader could not open, and said so: (reader, sender, seq).
+    let mut unreadable: BTreeSet<(usize, usize, u64)> = BTreeSet::new();
     for e in &t.entries {
         match &e.record {
+            Record::Unreadable {
+                client, from, seq, ..
+            } => {
+                if let Some(&sender) = node_epoch
+                    .get(client)
+                    .and_then(|&ep| id_node.get(&(ep, *from)))
+                {
+                    unreadable.insert((*client, sender, *seq));
+                }
+            }
             Record::Delivered {
                 client,
                 from,
@@ -183,7 +242,10 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                     ));
                 }
                 let sender = match from {
-                    Some(fid) => match id_node.get(fid) {
+                    Some(fid) => match node_epoch
+                        .get(client)
+                        .and_then(|&ep| id_node.get(&(ep, *fid)))
+                    {
                         Some(&s) => s,
                         None => {
                             v.push(violation(
@@ -244,9 +306,15 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                 *last = (*last).max(*seq);
             }
             Record::ErrorReport {
-                client, code, seq, ..
+                client,
+                code,
+                seq,
+                subject,
             } => {
                 errors.insert((*client, *seq), (e.at, *code));
+                if let Some(id) = subject {
+                    failed_for.insert((*client, *seq, *id));
+                }
             }
             _ => {}
         }
@@ -262,16 +330,23 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
             _ => None,
         })
         .collect();
-    let healthy_admitted: Vec<(usize, Timestamp)> = all_nodes
+    let healthy_admitted: Vec<(usize, u32, ClientId, Timestamp)> = all_nodes
         .iter()
         .filter(|&&k| healthy(k))
-        .filter_map(|&k| Some((k, *admitted_at.get(node_id.get(&k)?)?)))
+        .filter_map(|&k| {
+            let ep = *node_epoch.get(&k)?;
+            let id = *node_id.get(&k)?;
+            Some((k, ep, id, *admitted_at.get(&(ep, id))?))
+        })
         .collect();
     for (&(sender, seq), s) in &sent {
-        if faulted.contains(&sender) {
+        if vanished.contains(&sender) {
+            // Its machine is gone: nobody is left to tell.
             continue;
         }
         let error = errors.get(&(sender, seq));
+        let named = unconfirmed.contains(&(sender, seq));
+        let epoch = node_epoch.get(&sender).copied();
         match s.to {
             Target::Peer => {
                 let other = 1 - sender.min(1);
@@ -288,19 +363,23 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
             }
             Target::Id(j) => {
                 let j = ClientId(j);
-                let target = id_node.get(&j).copied();
+                let target = epoch.and_then(|ep| id_node.get(&(ep, j)).copied());
                 let got = target.is_some_and(|k| delivered.contains_key(&(k, sender, seq)));
                 if let Some(&(err_at, code)) = error {
-                    if got {
+                    // "Undelivered" may follow a delivery whose acknowledgement was
+                    // lost with its reader's session: it says "may not have".
+                    if got && code != ErrorCode::Undelivered {
                         v.push(violation(
                             "one-outcome",
                             err_at,
-                            format!("c{sender} seq {seq} delivered and refused"),
+                            format!("c{sender} seq {seq} delivered and refused ({code})"),
                         ));
                     }
-                    if code == ErrorCode::UnknownRecipient {
-                        let online_throughout = admitted_at.get(&j).is_some_and(|&a| a <= s.at)
-                            && left_at.get(&j).is_none_or(|&l| l >= err_at);
+                    if code == ErrorCode::UnknownRecipient
+                        && let Some(ep) = epoch
+                    {
+                        let online_throughout = admitted_at.get(&(ep, j)).is_some_and(|&a| a <= s.at)
+                            && left_at.get(&(ep, j)).is_none_or(|&l| l >= err_at);
                         if online_throughout {
                             v.push(violation(
                                 "unknown-recipient-justified",
@@ -309,28 +388,49 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                             ));
                         }
                     }
-                } else if !got && healthy(sender) && target.is_none_or(healthy) {
+                }
+                let unread = target.is_some_and(|k| unreadable.contains(&(k, sender, seq)));
+                if got || error.is_some() {
+                    continue;
+                }
+                if healthy(sender) && target.is_none_or(healthy) {
                     let what = match target {
                         Some(k) => format!("c{sender} seq {seq} to {j} never reached c{k}"),
                         None => format!("c{sender} seq {seq} to {j} (never online) got no error"),
                     };
                     v.push(violation("exactly-once", s.at, what));
+                } else if !named && !unread {
+                    v.push(violation(
+                        "no-silent-loss",
+                        s.at,
+                        format!("c{sender} seq {seq} to {j} neither arrived nor was reported to c{sender}"),
+                    ));
                 }
             }
             Target::All => {
                 if error.is_some_and(|&(_, code)| code == ErrorCode::NoRecipients) {
                     continue;
                 }
-                if !healthy(sender) {
-                    continue;
-                }
-                for &(k, admitted) in &healthy_admitted {
-                    if k != sender && admitted <= s.at && !delivered.contains_key(&(k, sender, seq))
+                for &(k, ep, id, admitted) in &healthy_admitted {
+                    if k == sender
+                        || Some(ep) != epoch
+                        || admitted > s.at
+                        || delivered.contains_key(&(k, sender, seq))
                     {
+                        continue;
+                    }
+                    let unread = unreadable.contains(&(k, sender, seq));
+                    if healthy(sender) && !unread {
                         v.push(violation(
                             "broadcast-reaches-all",
                             s.at,
                             format!("c{sender} seq {seq} missed c{k}"),
+                        ));
+                    } else if !named && !failed_for.contains(&(sender, seq, id)) && !unread {
+                        v.push(violation(
+                            "no-silent-loss",
+                            s.at,
+                            format!("c{sender} seq {seq} to everyone missed c{k}, and c{sender} was not told"),
                         ));
                     }
                 }
@@ -338,7 +438,7 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
         }
     }
 
-    check_files(t, &faulted, &finished, &id_node, &node_id, &mut v);
+    check_files(t, &vanished, &finished, &id_node, &node_epoch, &mut v);
 
     // The end: nothing stuck, nothing left in flight, queues within their bound.
     if let Some(Record::End {
@@ -388,17 +488,21 @@ fn violation(rule: &'static str, at: Timestamp, detail: String) -> Violation {
 /// Files: every transfer ends delivered intact or failed, and both sides learn it.
 fn check_files(
     t: &Transcript,
-    faulted: &BTreeSet<usize>,
+    vanished: &BTreeSet<usize>,
     finished: &BTreeSet<usize>,
-    id_node: &BTreeMap<ClientId, usize>,
-    node_id: &BTreeMap<usize, ClientId>,
+    id_node: &BTreeMap<(u32, ClientId), usize>,
+    node_epoch: &BTreeMap<usize, u32>,
     v: &mut Vec<Violation>,
 ) {
     let end_at = t.entries.last().map_or(Timestamp::ZERO, |e| e.at);
-    let healthy = |n: usize| !faulted.contains(&n) && finished.contains(&n);
-    // The receiver of an offer, as a node; the sender of a received file, as a node.
+    let healthy = |n: usize| !vanished.contains(&n) && finished.contains(&n);
+    // The receiver of an offer, as a node; the sender of a received file, as a node
+    // (relay IDs are read in the epoch of the client that names them).
     let node_of = |id: &Option<ClientId>, me: usize| match id {
-        Some(id) => id_node.get(id).copied(),
+        Some(id) => node_epoch
+            .get(&me)
+            .and_then(|&ep| id_node.get(&(ep, *id)))
+            .copied(),
         None => Some(1 - me.min(1)),
     };
     let mut offered = Vec::new();
@@ -432,7 +536,7 @@ fn check_files(
             } => {
                 if let Some(s) = node_of(from, *client) {
                     received.insert((*client, s, *transfer), *intact);
-                    if !intact && healthy(s) && healthy(*client) && !faulted.contains(&s) {
+                    if !intact && healthy(s) && healthy(*client) {
                         v.push(violation(
                             "file-intact",
                             e.at,
@@ -461,10 +565,7 @@ fn check_files(
         }
     }
     for (s, transfer, to, at) in offered {
-        let r = match to {
-            Some(id) => id_node.get(&id).copied(),
-            None => Some(1 - s.min(1)),
-        };
+        let r = node_of(&to, s);
         let ok = delivered.contains(&(s, transfer));
         let failed = failed_out.contains(&(s, transfer));
         if ok && failed {
@@ -502,6 +603,5 @@ fn check_files(
                 ),
             ));
         }
-        let _ = node_id;
     }
 }

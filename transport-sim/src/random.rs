@@ -27,11 +27,13 @@ pub struct FaultSet {
     pub cut: bool,
     /// Clients whose machine disappears.
     pub vanish: bool,
-    /// Clients that connect again after a reset or a cut.
+    /// Clients that quit and start again as new clients after a reset or a cut.
     pub reconnect: bool,
+    /// The relay crashes and restarts (every connection reset, every session lost).
+    pub restart: bool,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "split",
     "jitter",
     "reset",
@@ -39,6 +41,7 @@ const NAMES: [&str; 7] = [
     "cut",
     "vanish",
     "reconnect",
+    "restart",
 ];
 
 impl FaultSet {
@@ -52,10 +55,11 @@ impl FaultSet {
             cut: true,
             vanish: true,
             reconnect: true,
+            restart: true,
         }
     }
 
-    fn flags(&self) -> [bool; 7] {
+    fn flags(&self) -> [bool; 8] {
         [
             self.split,
             self.jitter,
@@ -64,11 +68,12 @@ impl FaultSet {
             self.cut,
             self.vanish,
             self.reconnect,
+            self.restart,
         ]
     }
 
-    /// From seven flags in the order of [`FaultSet`]'s fields.
-    pub fn from_flags(f: [bool; 7]) -> Self {
+    /// From eight flags in the order of [`FaultSet`]'s fields.
+    pub fn from_flags(f: [bool; 8]) -> Self {
         FaultSet {
             split: f[0],
             jitter: f[1],
@@ -77,6 +82,7 @@ impl FaultSet {
             cut: f[4],
             vanish: f[5],
             reconnect: f[6],
+            restart: f[7],
         }
     }
 }
@@ -105,7 +111,7 @@ impl FromStr for FaultSet {
             "all" => return Ok(FaultSet::all()),
             _ => {}
         }
-        let mut flags = [false; 7];
+        let mut flags = [false; 8];
         for part in s.split(',') {
             let Some(i) = NAMES.iter().position(|n| *n == part.trim()) else {
                 return Err(format!(
@@ -277,6 +283,14 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
             }
         }
     }
+    // Sometimes the relay crashes, and is back after a pause.
+    let mut server_restarts = Vec::new();
+    if f.restart && !spec.direct && rng.chance(70) {
+        let at = ms(rng.between(500, last.as_millis() as u64 + 1));
+        let down = ms(rng.between(100, 5_000));
+        server_restarts.push((at, down));
+        last = last.max(at + down);
+    }
     // Everyone says exit at the end, in a random order, after every fault and
     // reconnect (so that the last incarnation of each client is the one that exits).
     let end = last + ms(1_000);
@@ -296,6 +310,7 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         clients,
         settle: Duration::from_secs(240),
         encrypted: true,
+        server_restarts,
     }
 }
 

@@ -114,6 +114,9 @@ pub struct Scenario {
     /// Whether the machines encrypt (the default, as in real use); `false` runs
     /// everything in the clear, as with `--insecure`.
     pub encrypted: bool,
+    /// When the relay process dies, and for how long (a crash and restart: every
+    /// connection reset, every session forgotten).
+    pub server_restarts: Vec<(Duration, Duration)>,
 }
 
 impl Scenario {
@@ -129,7 +132,14 @@ impl Scenario {
             clients: Vec::new(),
             settle: Duration::from_secs(180),
             encrypted: true,
+            server_restarts: Vec::new(),
         }
+    }
+
+    /// Schedules a crash of the relay at `at`, back after `downtime`.
+    pub fn restart_server(&mut self, at: Duration, downtime: Duration) -> &mut Self {
+        self.server_restarts.push((at, downtime));
+        self
     }
 
     /// An empty direct scenario: client 0 (`name_a`, listening) and client 1
@@ -188,6 +198,7 @@ impl Scenario {
         self.clients
             .iter()
             .flat_map(|c| std::iter::once(c.join_at).chain(c.actions.iter().map(|(t, _)| *t)))
+            .chain(self.server_restarts.iter().map(|&(t, down)| t + down))
             .max()
             .unwrap_or_default()
     }

@@ -47,7 +47,16 @@ enum Ev {
     Fin(usize, Dir),
     Timer(End),
     StallEnd(usize),
-    Linger(usize),
+    /// A node that asked to close link `.1` gives up waiting for the other side.
+    Linger(usize, usize),
+    /// A node away from its session dials the relay again.
+    Redial(usize),
+    /// A scenario client whose session ended for good joins again as a new client.
+    Rejoin(usize),
+    /// The relay process dies (every connection reset), for this long.
+    ServerDown(Duration),
+    /// The relay process is back, knowing nothing of before.
+    ServerUp,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +86,8 @@ struct Link {
     b: End,
     ab: Pipe,
     ba: Pipe,
+    /// The relay's handle for this connection (node-to-relay links).
+    conn: Option<ConnId>,
 }
 
 impl Link {
@@ -124,6 +135,8 @@ type Receiving = (Vec<u8>, [u8; 32]);
 
 #[derive(Debug)]
 struct Node {
+    /// The scenario client this node plays.
+    plan: usize,
     name: String,
     machine: Option<Machine>,
     link: Option<usize>,
@@ -136,6 +149,8 @@ struct Node {
     id: Option<ClientId>,
     /// Files being received: (sender, transfer) -> (bytes so far, expected digest).
     receiving: BTreeMap<(Option<ClientId>, u32), Receiving>,
+    /// When a dial back to the relay is scheduled.
+    redial: Option<Timestamp>,
 }
 
 /// A simulated network running one scenario.
@@ -149,7 +164,13 @@ pub struct Sim {
     scenario: Scenario,
     server: Option<RelayServer>,
     server_timer: Option<Timestamp>,
+    /// How many times the relay restarted (each one's randomness differs).
+    restarts: u64,
     conn_node: BTreeMap<ConnId, usize>,
+    /// The link each of the relay's connections runs over.
+    conn_link: BTreeMap<ConnId, usize>,
+    /// The node each client ID of the running relay belongs to.
+    id_node: BTreeMap<ClientId, usize>,
     nodes: Vec<Node>,
     links: Vec<Link>,
     /// For each scenario client, the node that currently plays it (reconnects move it).
@@ -178,6 +199,24 @@ fn security(encrypted: bool, seed: u64, node: Option<usize>) -> Security {
     Security::encrypted(Identity::from_secret(bytes(0xA11CE)), bytes(0x5EED))
 }
 
+/// A relay with the run's key; `restarts` makes each restart's randomness its own
+/// (a restarted relay must not hand out the tokens of the one before).
+fn relay_server(
+    limits: &p2pchat_core::Limits,
+    encrypted: bool,
+    seed: u64,
+    restarts: u64,
+) -> RelayServer {
+    let mut security = security(encrypted, seed, None);
+    if restarts > 0 {
+        let mut rng = Rng::new(seed ^ restarts.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        for chunk in security.seed.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+        }
+    }
+    RelayServer::new(limits.clone(), security)
+}
+
 /// Runs `scenario` with `seed`; returns the transcript.
 pub fn run(scenario: &Scenario, seed: u64) -> Transcript {
     let mut sim = Sim::new(scenario.clone(), seed);
@@ -198,12 +237,8 @@ fn at(d: Duration) -> Timestamp {
 
 impl Sim {
     fn new(scenario: Scenario, seed: u64) -> Self {
-        let server = (scenario.topology == Topology::Relay).then(|| {
-            RelayServer::new(
-                scenario.limits.clone(),
-                security(scenario.encrypted, seed, None),
-            )
-        });
+        let server = (scenario.topology == Topology::Relay)
+            .then(|| relay_server(&scenario.limits, scenario.encrypted, seed, 0));
         let transcript = Transcript {
             max_clients: scenario.limits.max_clients,
             max_outbound_bytes: scenario.limits.max_outbound_bytes,
@@ -219,7 +254,10 @@ impl Sim {
             next_seq: 0,
             server,
             server_timer: None,
+            restarts: 0,
             conn_node: BTreeMap::new(),
+            conn_link: BTreeMap::new(),
+            id_node: BTreeMap::new(),
             nodes: Vec::new(),
             links: Vec::new(),
             incarnation: (0..scenario.clients.len()).collect(),
@@ -229,11 +267,14 @@ impl Sim {
             scenario,
         };
         for (i, plan) in sim.scenario.clients.clone().iter().enumerate() {
-            sim.nodes.push(Node::new(&plan.name));
+            sim.nodes.push(Node::new(i, &plan.name));
             sim.schedule(at(plan.join_at), Ev::Join(i));
             for (k, (t, _)) in plan.actions.iter().enumerate() {
                 sim.schedule(at(*t), Ev::Act(i, k));
             }
+        }
+        for &(t, downtime) in &sim.scenario.server_restarts.clone() {
+            sim.schedule(at(t), Ev::ServerDown(downtime));
         }
         sim
     }
@@ -337,18 +378,137 @@ impl Sim {
                     }
                 }
             }
-            Ev::Linger(node) => {
-                if self.nodes[node].state == NodeState::Active {
-                    self.close_node(node);
-                }
+            Ev::Linger(node, link) => self.close_node(node, link),
+            Ev::Redial(node) => self.redial(node),
+            Ev::Rejoin(plan) => self.rejoin(plan),
+            Ev::ServerDown(downtime) => self.server_down(downtime),
+            Ev::ServerUp => {
+                self.restarts += 1;
+                self.server = Some(relay_server(
+                    &self.scenario.limits,
+                    self.scenario.encrypted,
+                    self.seed,
+                    self.restarts,
+                ));
+                self.record(Record::ServerUp);
             }
         }
+    }
+
+    /// The user of scenario client `plan`, whose session ended for good, joins again
+    /// as a new client (a new node), as `p2pchat join` does.
+    fn rejoin(&mut self, plan: usize) {
+        let old = self.incarnation[plan];
+        let fresh = self.nodes.len();
+        let name = self.nodes[old].name.clone();
+        self.nodes.push(Node::new(plan, &name));
+        self.record(Record::Rejoined { client: old, fresh });
+        self.incarnation[plan] = fresh;
+        self.join(fresh);
+        // A user who had said exit still sends nothing; it only reads on.
+        let exited =
+            matches!(&self.nodes[old].machine, Some(Machine::Client(c)) if c.has_exited());
+        if exited && let Some(Machine::Client(c)) = self.nodes[fresh].machine.as_mut() {
+            c.exit(self.now);
+            self.record(Record::SaidExit { client: fresh });
+            self.drain(End::Node(fresh));
+        }
+    }
+
+    /// The relay dies: every connection to it is reset, and nothing answers until
+    /// `ServerUp`.
+    fn server_down(&mut self, downtime: Duration) {
+        if self.server.is_none() {
+            return;
+        }
+        self.record(Record::ServerDown);
+        self.server = None;
+        self.server_timer = None;
+        let links: Vec<usize> = self.conn_link.values().copied().collect();
+        self.conn_link.clear();
+        self.conn_node.clear();
+        self.id_node.clear();
+        for link in links {
+            for dir in [Dir::Ab, Dir::Ba] {
+                *self.links[link].pipe(dir) = Pipe {
+                    dead: true,
+                    ..Pipe::default()
+                };
+            }
+            if let End::Node(n) = self.links[link].a {
+                self.close_node(n, link);
+            }
+        }
+        self.schedule(self.now + downtime, Ev::ServerUp);
+    }
+
+    /// A node away from its session dials the relay: a new link, or a failed dial
+    /// while the relay is down.
+    fn redial(&mut self, node: usize) {
+        if self.nodes[node].redial != Some(self.now) || self.nodes[node].state != NodeState::Active
+        {
+            return;
+        }
+        self.nodes[node].redial = None;
+        let now = self.now;
+        let Some(server) = self.server.as_mut() else {
+            if let Some(Machine::Client(c)) = self.nodes[node].machine.as_mut() {
+                c.handle_reconnect_failed(now);
+            }
+            self.drain(End::Node(node));
+            return;
+        };
+        let conn = server.handle_connected(now);
+        self.attach(node, conn);
+        if let Some(Machine::Client(c)) = self.nodes[node].machine.as_mut() {
+            c.handle_reconnected(now);
+        }
+        self.drain(End::Server);
+        self.drain(End::Node(node));
+    }
+
+    /// A new link between `node` and the relay's connection `conn`.
+    fn attach(&mut self, node: usize, conn: ConnId) {
+        self.conn_node.insert(conn, node);
+        self.nodes[node].conn = Some(conn);
+        self.links.push(Link {
+            a: End::Node(node),
+            b: End::Server,
+            ab: Pipe::default(),
+            ba: Pipe::default(),
+            conn: Some(conn),
+        });
+        let link = self.links.len() - 1;
+        self.conn_link.insert(conn, link);
+        self.nodes[node].link = Some(link);
+    }
+
+    /// `node` stops using its link (its socket is closed): what it wrote still goes
+    /// out, then a FIN; nothing more is read.
+    fn abandon_link(&mut self, node: usize) {
+        let Some(link) = self.nodes[node].link.take() else {
+            return;
+        };
+        let dir = self.links[link].dir_from(End::Node(node));
+        let inbound = if dir == Dir::Ab { Dir::Ba } else { Dir::Ab };
+        self.links[link].pipe(dir).fin_pending = true;
+        self.pump(link, dir);
+        let pipe = self.links[link].pipe(inbound);
+        pipe.dead = true;
+        pipe.chunks.clear();
+        pipe.readable.clear();
     }
 
     // ----- joining and user actions -------------------------------------------------
 
     fn join(&mut self, node: usize) {
         if self.nodes[node].state != NodeState::NotJoined {
+            return;
+        }
+        if self.scenario.topology == Topology::Relay && self.server.is_none() {
+            // The relay is down: the user tries again a little later.
+            let plan = self.nodes[node].plan;
+            self.schedule(self.now + Duration::from_millis(500), Ev::Join(plan));
             return;
         }
         self.nodes[node].state = NodeState::Active;
@@ -361,15 +521,7 @@ impl Sim {
                     return;
                 };
                 let conn = server.handle_connected(self.now);
-                self.conn_node.insert(conn, node);
-                self.nodes[node].conn = Some(conn);
-                self.links.push(Link {
-                    a: End::Node(node),
-                    b: End::Server,
-                    ab: Pipe::default(),
-                    ba: Pipe::default(),
-                });
-                self.nodes[node].link = Some(self.links.len() - 1);
+                self.attach(node, conn);
                 let security = security(self.scenario.encrypted, self.seed, Some(node));
                 let made = RelayClient::new(&name, limits, security, self.now)
                     .map(|c| Machine::Client(Box::new(c)));
@@ -397,6 +549,7 @@ impl Sim {
                         b: End::Node(0),
                         ab: Pipe::default(),
                         ba: Pipe::default(),
+                        conn: None,
                     });
                     let link = self.links.len() - 1;
                     self.nodes[0].link = Some(link);
@@ -510,10 +663,16 @@ impl Sim {
                 if self.scenario.topology != Topology::Relay {
                     return;
                 }
+                // The user quits the program and starts it again: the old session
+                // ends, a new client joins.
                 let fresh = self.nodes.len();
                 let name = self.nodes[node].name.clone();
-                self.nodes.push(Node::new(&name));
+                self.nodes.push(Node::new(plan, &name));
                 self.fault(node, format!("reconnects as c{fresh}"));
+                if let Some(Machine::Client(c)) = self.nodes[node].machine.as_mut() {
+                    c.leave(now);
+                }
+                self.drain(End::Node(node));
                 self.incarnation[plan] = fresh;
                 self.join(fresh);
                 return;
@@ -617,10 +776,7 @@ impl Sim {
     }
 
     fn conn_of_link(&self, link: usize) -> Option<ConnId> {
-        match (self.links[link].a, self.links[link].b) {
-            (End::Node(n), End::Server) | (End::Server, End::Node(n)) => self.nodes[n].conn,
-            _ => None,
-        }
+        self.links[link].conn
     }
 
     fn arrive(&mut self, link: usize, dir: Dir) {
@@ -708,12 +864,18 @@ impl Sim {
                     self.drain(End::Server);
                 }
             }
-            End::Node(n) => self.close_node(n),
+            End::Node(n) => {
+                if let Some(link) = link {
+                    self.close_node(n, link);
+                }
+            }
         }
     }
 
-    fn close_node(&mut self, n: usize) {
-        if self.nodes[n].state != NodeState::Active {
+    /// `n`'s side of `link` closed (or it gave up waiting for the other side's): its
+    /// machine is told, unless it moved on to another link already.
+    fn close_node(&mut self, n: usize, link: usize) {
+        if self.nodes[n].state != NodeState::Active || self.nodes[n].link != Some(link) {
             return;
         }
         let now = self.now;
@@ -722,15 +884,17 @@ impl Sim {
             Some(Machine::Peer(p)) => p.handle_closed(now),
             None => {}
         }
-        self.drain(End::Node(n));
-        self.nodes[n].state = NodeState::Closed;
-        if let Some(link) = self.nodes[n].link {
-            // Our socket is gone: the other side reads EOF after what is in flight.
-            let dir = self.links[link].dir_from(End::Node(n));
-            let pipe = self.links[link].pipe(dir);
-            pipe.fin_pending = true;
-            self.pump(link, dir);
+        // Our socket is gone: the other side reads EOF after what is in flight.
+        self.abandon_link(n);
+        if !self.is_away(n) {
+            self.nodes[n].state = NodeState::Closed;
         }
+        self.drain(End::Node(n));
+    }
+
+    /// Whether `n`'s machine lost its connection with its session going on.
+    fn is_away(&self, n: usize) -> bool {
+        matches!(&self.nodes[n].machine, Some(Machine::Client(c)) if c.is_away())
     }
 
     fn timer(&mut self, end: End) {
@@ -791,10 +955,7 @@ impl Sim {
                 self.record_server_event(e);
             }
             for t in transmits {
-                let Some(&node) = self.conn_node.get(&t.conn) else {
-                    continue;
-                };
-                let Some(link) = self.nodes[node].link else {
+                let Some(&link) = self.conn_link.get(&t.conn) else {
                     continue;
                 };
                 let dir = self.links[link].dir_from(End::Server);
@@ -802,10 +963,11 @@ impl Sim {
                 self.pump(link, dir);
             }
             for conn in closes {
-                let Some(&node) = self.conn_node.get(&conn) else {
-                    continue;
-                };
-                let Some(link) = self.nodes[node].link else {
+                let Some(&link) = self.conn_link.get(&conn) else {
+                    // A held session has no link (the relay forgets it by itself).
+                    if let Some(server) = self.server.as_mut() {
+                        server.handle_closed(conn, self.now);
+                    }
                     continue;
                 };
                 let dir = self.links[link].dir_from(End::Server);
@@ -837,14 +999,23 @@ impl Sim {
                 if let Some(n) = self.nodes.get_mut(client) {
                     n.id = Some(id);
                 }
+                self.id_node.insert(id, client);
                 Record::ServerAdmitted { client, id }
             }
+            ServerEvent::Parked { id, code, .. } => Record::ServerParked {
+                client: self.id_node.get(&id).copied().unwrap_or(usize::MAX),
+                code,
+            },
+            ServerEvent::Resumed { conn, id } => Record::ServerResumed {
+                client: node_of(&conn),
+                id,
+            },
             ServerEvent::Refused { conn, code, .. } => Record::ServerRefused {
                 client: node_of(&conn),
                 code,
             },
-            ServerEvent::Left { conn, id, code, .. } => Record::ServerLeft {
-                client: node_of(&conn),
+            ServerEvent::Left { id, code, .. } => Record::ServerLeft {
+                client: self.id_node.get(&id).copied().unwrap_or(usize::MAX),
                 id,
                 code,
             },
@@ -917,6 +1088,17 @@ impl Sim {
         for r in records {
             match &r {
                 Record::Welcomed { id, .. } => self.nodes[n].id = Some(*id),
+                Record::Disconnected {
+                    code: ErrorCode::ResumeFailed,
+                    ..
+                } => {
+                    // The relay no longer holds our session: join again as a new
+                    // client, as `p2pchat join` does (at once, so that what the user
+                    // does next reaches the new client).
+                    self.nodes[n].over = true;
+                    let plan = self.nodes[n].plan;
+                    self.schedule(self.now, Ev::Rejoin(plan));
+                }
                 Record::Finished { .. } | Record::Disconnected { .. } | Record::Refused { .. } => {
                     self.nodes[n].over = true
                 }
@@ -929,11 +1111,32 @@ impl Sim {
             if !out.is_empty() {
                 self.links[link].pipe(dir).unsent.extend(out);
             }
-            if wants_close && !self.links[link].pipe(dir).fin_pending {
+            if wants_close && self.is_away(n) {
+                // Given up on a silent link: close it now and dial again.
+                self.abandon_link(n);
+            } else if wants_close && !self.links[link].pipe(dir).fin_pending {
                 self.links[link].pipe(dir).fin_pending = true;
-                self.schedule(self.now + LINGER, Ev::Linger(n));
+                self.schedule(self.now + LINGER, Ev::Linger(n, link));
+                self.pump(link, dir);
+            } else {
+                self.pump(link, dir);
             }
-            self.pump(link, dir);
+        }
+        let (redial, over) = match self.nodes[n].machine.as_ref() {
+            Some(Machine::Client(c)) => (c.poll_reconnect(), c.is_closed()),
+            _ => (None, false),
+        };
+        if over && self.nodes[n].link.is_none() && self.nodes[n].state == NodeState::Active {
+            // Its session ended while it had no connection: nothing more happens to it.
+            self.nodes[n].state = NodeState::Closed;
+        }
+        if self.nodes[n].state == NodeState::Active
+            && let Some(t) = redial
+            && self.nodes[n].redial != Some(t.max(self.now))
+        {
+            let t = t.max(self.now);
+            self.nodes[n].redial = Some(t);
+            self.schedule(t, Ev::Redial(n));
         }
         if self.nodes[n].state == NodeState::Active
             && let Some(t) = timeout
@@ -1132,8 +1335,9 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl Node {
-    fn new(name: &str) -> Self {
+    fn new(plan: usize, name: &str) -> Self {
         Node {
+            plan,
             name: name.into(),
             machine: None,
             link: None,
@@ -1144,6 +1348,7 @@ impl Node {
             timer: None,
             id: None,
             receiving: BTreeMap::new(),
+            redial: None,
         }
     }
 }
@@ -1194,14 +1399,19 @@ fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
             client,
             text: format!("{id} has no key (everyone: {everyone})"),
         },
-        ClientEvent::Unconfirmed { messages } => Record::Notice {
+        ClientEvent::Unconfirmed { messages } => Record::Unconfirmed {
             client,
-            text: format!("unconfirmed {messages:?}"),
+            seqs: messages.into_iter().map(|(seq, _)| seq).collect(),
         },
-        ClientEvent::Unreadable { from, seq, reason } => Record::Notice {
+        ClientEvent::Unreadable { from, seq, reason } => Record::Unreadable {
             client,
-            text: format!("unreadable seq {seq} from {from}: {reason}"),
+            from,
+            seq,
+            reason,
         },
+        ClientEvent::Delivered { .. } | ClientEvent::Reconnecting { .. } => return None,
+        ClientEvent::ConnectionLost { code, .. } => Record::ConnectionLost { client, code },
+        ClientEvent::Resumed { id } => Record::Resumed { client, id },
         ClientEvent::UnsupportedPayload { from, kind } => Record::Notice {
             client,
             text: format!("unsupported payload {kind} from {from}"),

@@ -27,6 +27,30 @@ pub enum Record {
     },
     /// A connection closed before its handshake completed.
     ServerDropped { client: usize, code: ErrorCode },
+    /// The relay holds a client's session after its connection was lost.
+    ServerParked { client: usize, code: ErrorCode },
+    /// A client came back to its session (the relay's view).
+    ServerResumed { client: usize, id: ClientId },
+    /// The relay process died: every connection to it reset, its state gone.
+    ServerDown,
+    /// The relay process is back, knowing nothing of before (IDs start at 0 again).
+    ServerUp,
+    /// The client's connection was lost; its session goes on (it dials again).
+    ConnectionLost { client: usize, code: ErrorCode },
+    /// The client is back in its session on a new connection.
+    Resumed { client: usize, id: ClientId },
+    /// The client's session ended for good; the user joins again as `fresh`.
+    Rejoined { client: usize, fresh: usize },
+    /// The session ended before these messages (by sequence number) were confirmed
+    /// delivered: the client names them as possibly lost.
+    Unconfirmed { client: usize, seqs: Vec<u64> },
+    /// A message from `from` could not be read (end to end), and the user was told.
+    Unreadable {
+        client: usize,
+        from: ClientId,
+        seq: u64,
+        reason: String,
+    },
     /// The client learnt its ID.
     Welcomed { client: usize, id: ClientId },
     /// The client was refused, and why.
@@ -181,6 +205,30 @@ impl fmt::Display for Record {
             Record::ServerDropped { client, code } => {
                 write!(f, "server dropped c{client} ({code})")
             }
+            Record::ServerParked { client, code } => {
+                write!(f, "server holds c{client}'s session ({code})")
+            }
+            Record::ServerResumed { client, id } => {
+                write!(f, "server: c{client} resumed as {id}")
+            }
+            Record::ServerDown => write!(f, "server down (every connection reset)"),
+            Record::ServerUp => write!(f, "server up again (a fresh start)"),
+            Record::ConnectionLost { client, code } => {
+                write!(f, "c{client} connection lost ({code}); getting back")
+            }
+            Record::Resumed { client, id } => write!(f, "c{client} resumed as {id}"),
+            Record::Rejoined { client, fresh } => {
+                write!(f, "c{client} session over; joins again as c{fresh}")
+            }
+            Record::Unconfirmed { client, seqs } => {
+                write!(f, "c{client} unconfirmed: seq {seqs:?}")
+            }
+            Record::Unreadable {
+                client,
+                from,
+                seq,
+                reason,
+            } => write!(f, "c{client} could not read seq {seq} from {from}: {reason}"),
             Record::Welcomed { client, id } => write!(f, "c{client} welcome id={id}"),
             Record::Refused {
                 client,

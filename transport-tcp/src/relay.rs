@@ -477,8 +477,9 @@ impl Hub {
                 ServerEvent::Admitted { conn, .. }
                 | ServerEvent::Refused { conn, .. }
                 | ServerEvent::Left { conn, .. }
+                | ServerEvent::Resumed { conn, .. }
                 | ServerEvent::Dropped { conn, .. } => Some(*conn),
-                ServerEvent::Exited { .. } => None,
+                ServerEvent::Exited { .. } | ServerEvent::Parked { .. } => None,
             };
             let peer = conn.and_then(|c| self.conns.get(&c)).map(|c| c.peer);
             let _ = self.log.try_send(RelayLog { event, peer });

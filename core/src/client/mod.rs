@@ -137,15 +137,15 @@ pub enum ClientEvent {
     Finished,
     /// The connection to the relay was lost, but the session goes on: the client
     /// dials again by itself (the driver does, when [`RelayClient::poll_reconnect`]
-    /// says) and the relay holds our ID and what is sent to us until `until`.
+    /// says) and the relay holds our ID and what is sent to us for `grace`.
     /// Messages sent meanwhile wait, and go out once we are back.
     ConnectionLost {
         /// How it was lost.
         code: ErrorCode,
         /// How it was lost, in words.
         reason: String,
-        /// When the relay gives up on our session.
-        until: Timestamp,
+        /// How long from now the relay holds our session.
+        grace: core::time::Duration,
     },
     /// A dial to get back failed; the next is at `at` (attempt `attempt`).
     Reconnecting {
@@ -348,7 +348,7 @@ impl RelayClient {
 
     /// Whether the connection is lost and the session goes on (we try to get back).
     pub fn is_away(&self) -> bool {
-        self.away.is_some()
+        self.away.is_some() && self.phase != Phase::Over
     }
 
     /// Bytes queued for the relay or handed to the driver and not yet written (and
@@ -578,7 +578,7 @@ impl RelayClient {
     /// reports that every online client has said exit (then
     /// [`ClientEvent::Finished`]). Idempotent.
     pub fn exit(&mut self, now: Timestamp) {
-        if !self.exited && self.link.is_open() {
+        if !self.exited && (self.link.is_open() || self.is_away()) {
             self.exited = true;
             self.submit(sending::Outgoing::Exit, now);
         }
@@ -731,7 +731,7 @@ impl RelayClient {
                 self.events.push_back(ClientEvent::ConnectionLost {
                     code,
                     reason,
-                    until,
+                    grace,
                 });
             }
         }
@@ -876,6 +876,12 @@ impl RelayClient {
                 self.events.push_back(ClientEvent::Refused(r));
                 self.link.finish();
                 self.end(code, reason);
+            }
+            (Phase::Resuming(_), Frame::Close { code, message }) if !code.is_final() => {
+                // This connection was turned away (too slow a handshake, too many at
+                // once, ...), not our session: dial again.
+                self.link.finish();
+                self.lose_connection(code, message, now);
             }
             (_, Frame::Close { code, message }) => {
                 self.link.finish();
@@ -1135,11 +1141,13 @@ impl RelayClient {
             if code != ErrorCode::Normal {
                 self.name_unconfirmed();
             }
+            self.give_up_all_held("the session ended first");
             self.files.all_gone("the connection to the relay ended");
             while let Some(e) = self.files.poll_event() {
                 self.events.push_back(ClientEvent::File(e));
             }
             self.phase = Phase::Over;
+            self.away = None;
             self.events
                 .push_back(ClientEvent::Disconnected { code, reason });
         }

@@ -253,6 +253,16 @@ impl RelayClient {
         }
     }
 
+    /// The session ends: every message still waiting for its sender's group key is
+    /// reported unreadable (nothing is dropped without a word).
+    pub(super) fn give_up_all_held(&mut self, why: &str) {
+        let mut senders: Vec<ClientId> = self.held.by_sender.keys().copied().collect();
+        senders.sort_unstable();
+        for from in senders {
+            self.give_up_held(from, why);
+        }
+    }
+
     fn unreadable(&mut self, from: ClientId, seq: u64, reason: String) {
         self.events
             .push_back(ClientEvent::Unreadable { from, seq, reason });

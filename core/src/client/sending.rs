@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 use super::{ClientEvent, RelayClient};
 use crate::e2e::{FileHeader, KeysMsg, Place};
@@ -92,7 +92,10 @@ impl Outgoing {
 pub(super) struct Outbox {
     waiting: VecDeque<Outgoing>,
     bytes: usize,
-    looking_up: FxHashSet<ClientId>,
+    /// Lookups under way: for each client asked about, the first sequence number
+    /// not yet given when the lookup went out (an answer speaks only for what was
+    /// typed before it).
+    looking_up: FxHashMap<ClientId, u64>,
     /// Sequence numbers of our latest `Keys` messages: an error about one (its
     /// recipient left) concerns nothing the user sent.
     key_seqs: BTreeSet<u64>,
@@ -129,7 +132,7 @@ impl Outbox {
 
     /// Whether we asked the relay about client `id` and have no answer yet.
     pub(super) fn is_looking_up(&self, id: ClientId) -> bool {
-        self.looking_up.contains(&id)
+        self.looking_up.contains_key(&id)
     }
 }
 
@@ -283,7 +286,8 @@ impl RelayClient {
     }
 
     fn look_up(&mut self, id: ClientId, now: Timestamp) {
-        if self.outbox.looking_up.insert(id) {
+        if !self.outbox.looking_up.contains_key(&id) {
+            self.outbox.looking_up.insert(id, self.next_seq);
             self.link.send(&Frame::Lookup { id }, now);
         }
     }
@@ -309,10 +313,11 @@ impl RelayClient {
         self.pay_key_debts(now);
     }
 
-    /// The relay answered our lookup of `id`: it is not online. What waited for it
-    /// fails as the relay would have failed it.
+    /// The relay answered our lookup of `id`: it was not online. What waited for it
+    /// from before the lookup went out fails as the relay would have failed it;
+    /// anything typed for it since asks again (it may have come online meanwhile).
     pub(super) fn lookup_failed(&mut self, id: ClientId, report: &ErrorReport, now: Timestamp) {
-        self.outbox.looking_up.remove(&id);
+        let asked_before = self.outbox.looking_up.remove(&id).unwrap_or(u64::MAX);
         let mut failed_chat = Vec::new();
         let mut failed_files = false;
         let waiting = std::mem::take(&mut self.outbox.waiting);
@@ -323,8 +328,10 @@ impl RelayClient {
                     seq,
                     kind: PayloadKind::Text,
                     ..
-                } if to == id => failed_chat.push(seq),
-                Outgoing::Chat { to, .. } | Outgoing::File { to, .. } if to == id => {
+                } if to == id && seq < asked_before => failed_chat.push(seq),
+                Outgoing::Chat { to, seq, .. } | Outgoing::File { to, seq, .. }
+                    if to == id && seq < asked_before =>
+                {
                     failed_files = true;
                 }
                 other => self.outbox.waiting.push_back(other),

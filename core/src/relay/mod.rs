@@ -521,6 +521,10 @@ impl RelayServer {
     pub fn handle_written(&mut self, conn: ConnId, n: usize) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.out.confirm_written(n);
+            if c.out.has_queued() {
+                // The rest of a resend went on the wire.
+                self.mark_ready(conn);
+            }
         }
     }
 
