@@ -1,10 +1,12 @@
 //! `p2pchat join`: a relay client in the terminal.
 //!
-//! When the connection to the relay is lost (a network blip, the relay restarted),
-//! the client reconnects by itself, with growing pauses, and says what happened: the
-//! messages the relay had not confirmed, and that it is now a new client with a new
-//! ID. Lines typed while it is away are not sent (the IDs they name may mean someone
-//! else once it is back), and it says so.
+//! When the connection to the relay is lost (a network blip), the client dials again
+//! by itself and resumes its session: same ID, nothing lost, nothing shown twice;
+//! what is typed meanwhile goes out once it is back. When the session cannot be
+//! resumed (the relay restarted, or held it longer than its grace period), the client
+//! says which of its messages were not confirmed delivered, joins again as a new
+//! client with a new ID, with growing pauses, and says so. Lines typed while it joins
+//! anew are not sent (the IDs they name may mean someone else once it is back).
 
 use std::time::{Duration, Instant};
 
@@ -81,11 +83,15 @@ enum Outcome {
     Lost(Option<ClientId>),
 }
 
-/// Whether a session that ended this way should reconnect: the connection broke or
-/// went silent (a network blip, a relay that crashed and restarts), but not when we
-/// were refused or left, the relay shut down in order, or found something wrong.
+/// Whether a session that ended this way should be followed by a new one: the relay
+/// no longer held it (it restarted, or our absence outlasted its grace period), or
+/// the connection broke before there was a session to resume; but not when we were
+/// refused or left, the relay shut down in order, or found something wrong.
 fn worth_reconnecting(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::ConnectionLost | ErrorCode::PeerTimeout)
+    matches!(
+        code,
+        ErrorCode::ResumeFailed | ErrorCode::ConnectionLost | ErrorCode::PeerTimeout
+    )
 }
 
 /// Pauses between reconnection attempts: growing, then steady.
@@ -177,8 +183,21 @@ async fn session(
     previous: Option<ClientId>,
 ) -> Outcome {
     let clock = p2pchat_tcp::Clock::new();
+    // Dials the relay again when the connection is lost, to resume the session.
+    let redial: Option<p2pchat_tcp::Redial> = (!args.no_reconnect).then(|| {
+        let host = args.host.clone();
+        let redial: p2pchat_tcp::Redial = Box::new(move || {
+            let host = host.clone();
+            Box::pin(async move {
+                p2pchat_tcp::connect(&host, DEFAULT_PORT, "`p2pchat server`")
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+        });
+        redial
+    });
     let session = match RelayClient::new(&args.name, Limits::default(), security, clock.now()) {
-        Ok(machine) => p2pchat_tcp::prepare(stream, machine, clock),
+        Ok(machine) => p2pchat_tcp::prepare_with_redial(stream, machine, clock, redial),
         Err(why) => {
             ui.err(&format!("p2pchat: --name: {why}"));
             return Outcome::Over(2);

@@ -62,7 +62,21 @@ pub trait Machine: Send + 'static {
     fn poll_timeout(&self) -> Option<Timestamp>;
     /// Whether to close the transport after writing everything.
     fn wants_close(&self) -> bool;
+    /// When to open a new transport for a session whose connection was lost (see
+    /// [`RelayClient::poll_reconnect`]); `None` when there is nothing to get back to.
+    fn poll_reconnect(&self) -> Option<Timestamp> {
+        None
+    }
+    /// A new transport is open for the session.
+    fn handle_reconnected(&mut self, _now: Timestamp) {}
+    /// Opening a new transport failed.
+    fn handle_reconnect_failed(&mut self, _now: Timestamp) {}
 }
+
+/// Opens a new connection to the same place, for a session that lost its own: the
+/// driver calls it when the machine wants to get back ([`Machine::poll_reconnect`]).
+pub type Redial =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>> + Send + Sync>;
 
 /// What a session reports: the machine's events, and commands it refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,6 +339,16 @@ impl Machine for RelayClient {
     }
 
     forward_to_inherent!(RelayClient, ClientEvent);
+
+    fn poll_reconnect(&self) -> Option<Timestamp> {
+        RelayClient::poll_reconnect(self)
+    }
+    fn handle_reconnected(&mut self, now: Timestamp) {
+        RelayClient::handle_reconnected(self, now);
+    }
+    fn handle_reconnect_failed(&mut self, now: Timestamp) {
+        RelayClient::handle_reconnect_failed(self, now);
+    }
 }
 
 impl Machine for Peer {
@@ -466,10 +490,21 @@ pub fn start<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> Session
 /// message or file chunk crosses threads between the two. The session is over when
 /// the driver returns.
 pub fn prepare<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> (Session<M>, Driver) {
+    prepare_with_redial(stream, machine, clock, None)
+}
+
+/// Like [`prepare`], for a machine that can get back to its session after a lost
+/// connection: `redial` opens the next connection when the machine asks for one.
+pub fn prepare_with_redial<M: Machine>(
+    stream: TcpStream,
+    machine: M,
+    clock: Clock,
+    redial: Option<Redial>,
+) -> (Session<M>, Driver) {
     let (command_tx, command_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (event_tx, event_rx) = async_channel::unbounded();
     let driver = Driver(Box::pin(drive(
-        stream, machine, clock, command_rx, event_tx,
+        stream, machine, clock, command_rx, event_tx, redial,
     )));
     let session = Session {
         commands: command_tx,
@@ -597,12 +632,155 @@ const LINGER: Duration = Duration::from_secs(2);
 /// unfinished one is copied aside until the next read completes it).
 const READ_CHUNK: usize = 256 * 1024;
 
+/// What the driver keeps across the connections of one session.
+struct Inbox<M: Machine> {
+    commands: Receiver<M::Command>,
+    events: Sender<SessionEvent<M::Event>>,
+    /// A command taken but not yet carried out (waiting for room).
+    waiting: Option<M::Command>,
+    commands_open: bool,
+}
+
+impl<M: Machine> Inbox<M> {
+    /// Forwards the machine's events.
+    async fn forward(&mut self, machine: &mut M) {
+        while let Some(e) = machine.poll_event() {
+            let _ = self.events.send(SessionEvent::Core(e)).await;
+        }
+    }
+
+    /// Carries out the commands that are there (and have room), without waiting.
+    async fn apply_ready(&mut self, machine: &mut M, clock: &Clock) {
+        loop {
+            if self.waiting.is_none() && self.commands_open {
+                match self.commands.try_recv() {
+                    Ok(cmd) => self.waiting = Some(cmd),
+                    Err(async_channel::TryRecvError::Closed) => self.commands_open = false,
+                    Err(async_channel::TryRecvError::Empty) => {}
+                }
+            }
+            let Some(cmd) = self.waiting.take() else {
+                return;
+            };
+            if !machine.has_room_for(&cmd) {
+                self.waiting = Some(cmd);
+                return;
+            }
+            if let Err(e) = machine.apply(cmd, clock.now()) {
+                let _ = self.events.send(SessionEvent::Rejected(e)).await;
+            }
+        }
+    }
+}
+
 async fn drive<M: Machine>(
     stream: TcpStream,
     mut machine: M,
     clock: Clock,
     commands: Receiver<M::Command>,
     events: Sender<SessionEvent<M::Event>>,
+    redial: Option<Redial>,
+) {
+    let mut inbox = Inbox::<M> {
+        commands,
+        events,
+        waiting: None,
+        commands_open: true,
+    };
+    let mut stream = Some(stream);
+    loop {
+        if let Some(stream) = stream.take() {
+            drive_connection(stream, &mut machine, &clock, &mut inbox).await;
+        }
+        // The connection is gone. A session that goes on dials again when its
+        // machine says; meanwhile what the user types is taken (it waits in the
+        // session) and the machine's deadlines still run.
+        let (Some(redial), Some(at)) = (redial.as_ref(), machine.poll_reconnect()) else {
+            return;
+        };
+        if !wait_away(&mut machine, &clock, &mut inbox, clock.instant(at)).await {
+            continue;
+        }
+        let dialled = smol::future::or(async { Some(redial().await) }, async {
+            smol::Timer::after(crate::CONNECT_TIMEOUT).await;
+            None
+        })
+        .await;
+        match dialled {
+            Some(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                machine.handle_reconnected(clock.now());
+                stream = Some(s);
+            }
+            _ => machine.handle_reconnect_failed(clock.now()),
+        }
+        inbox.forward(&mut machine).await;
+    }
+}
+
+/// Waits, with no connection, until `until` (then `true`: dial now), taking commands
+/// and running the machine's deadlines; `false` when the machine no longer wants to
+/// dial at that time (it gave up, or the user left).
+async fn wait_away<M: Machine>(
+    machine: &mut M,
+    clock: &Clock,
+    inbox: &mut Inbox<M>,
+    until: Instant,
+) -> bool {
+    loop {
+        inbox.apply_ready(machine, clock).await;
+        inbox.forward(machine).await;
+        match machine.poll_reconnect() {
+            Some(at) if clock.instant(at) <= until => {}
+            _ => return false,
+        }
+        if Instant::now() >= until {
+            return true;
+        }
+        let deadline = [Some(until), machine.poll_timeout().map(|t| clock.instant(t))]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until);
+        let take_commands = inbox.commands_open && inbox.waiting.is_none();
+        let commands = inbox.commands.clone();
+        let woke = smol::future::or(
+            async {
+                if !take_commands {
+                    return std::future::pending().await;
+                }
+                match commands.recv().await {
+                    Ok(c) => Wake::Command(c),
+                    Err(_) => Wake::CommandsGone,
+                }
+            },
+            async {
+                smol::Timer::at(deadline).await;
+                Wake::Timer
+            },
+        )
+        .await;
+        match woke {
+            Wake::Command(c) => inbox.waiting = Some(c),
+            Wake::CommandsGone => inbox.commands_open = false,
+            _ => {}
+        }
+        if machine
+            .poll_timeout()
+            .is_some_and(|t| clock.instant(t) <= Instant::now())
+        {
+            machine.handle_timeout(clock.now());
+        }
+    }
+}
+
+/// Drives one connection of the session until it ends (EOF, an error, or our own
+/// close ran its course), then tells the machine.
+async fn drive_connection<M: Machine>(
+    stream: TcpStream,
+    machine: &mut M,
+    clock: &Clock,
+    inbox: &mut Inbox<M>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut socket = Socket {
@@ -612,8 +790,6 @@ async fn drive<M: Machine>(
         close_requested: None,
         fin_sent: None,
     };
-    let mut waiting: Option<M::Command> = None;
-    let mut commands_open = true;
     loop {
         // Carry out what the machine asks.
         while let Some(bytes) = machine.poll_transmit() {
@@ -632,26 +808,24 @@ async fn drive<M: Machine>(
             let _ = socket.stream.get_ref().shutdown(Shutdown::Write);
             socket.fin_sent = Some(Instant::now());
         }
-        while let Some(e) = machine.poll_event() {
-            let _ = events.send(SessionEvent::Core(e)).await;
-        }
+        inbox.forward(machine).await;
         // Commands are taken whenever they are there, not only when nothing else woke
         // the loop: a socket that is always readable must not starve them.
-        if waiting.is_none() && commands_open {
-            match commands.try_recv() {
-                Ok(cmd) => waiting = Some(cmd),
-                Err(async_channel::TryRecvError::Closed) => commands_open = false,
+        if inbox.waiting.is_none() && inbox.commands_open {
+            match inbox.commands.try_recv() {
+                Ok(cmd) => inbox.waiting = Some(cmd),
+                Err(async_channel::TryRecvError::Closed) => inbox.commands_open = false,
                 Err(async_channel::TryRecvError::Empty) => {}
             }
         }
-        if let Some(cmd) = waiting.take() {
+        if let Some(cmd) = inbox.waiting.take() {
             if machine.has_room_for(&cmd) {
                 if let Err(e) = machine.apply(cmd, clock.now()) {
-                    let _ = events.send(SessionEvent::Rejected(e)).await;
+                    let _ = inbox.events.send(SessionEvent::Rejected(e)).await;
                 }
                 continue;
             }
-            waiting = Some(cmd);
+            inbox.waiting = Some(cmd);
         }
 
         let deadline = [
@@ -661,9 +835,10 @@ async fn drive<M: Machine>(
         .into_iter()
         .flatten()
         .min();
-        let take_commands = commands_open && waiting.is_none();
+        let take_commands = inbox.commands_open && inbox.waiting.is_none();
         let has_backlog = !socket.backlog.is_empty();
         let stream = socket.stream.clone();
+        let commands = inbox.commands.clone();
         let wake = smol::future::or(
             async {
                 match stream.readable().await {
@@ -718,8 +893,8 @@ async fn drive<M: Machine>(
                     machine.handle_written(written);
                 }
             }
-            Wake::Command(cmd) => waiting = Some(cmd),
-            Wake::CommandsGone => commands_open = false,
+            Wake::Command(cmd) => inbox.waiting = Some(cmd),
+            Wake::CommandsGone => inbox.commands_open = false,
             Wake::Timer => {}
         }
         // Deadlines are checked after every wake-up, for the same reason as commands.
@@ -733,15 +908,13 @@ async fn drive<M: Machine>(
             machine.handle_timeout(clock.now());
         }
     }
-    // The connection is over (EOF, an error, or our own close ran its course). What
-    // the machine still had queued goes out if the socket takes it at once.
+    // The connection is over. What the machine still had queued goes out if the
+    // socket takes it at once.
     socket.drain();
     while let Some(bytes) = machine.poll_transmit() {
         socket.send(bytes);
     }
     let _ = socket.stream.get_ref().shutdown(Shutdown::Both);
     machine.handle_closed(clock.now());
-    while let Some(e) = machine.poll_event() {
-        let _ = events.send(SessionEvent::Core(e)).await;
-    }
+    inbox.forward(machine).await;
 }
