@@ -145,6 +145,13 @@ pub struct ServerArgs {
     /// (default 20000; 0: no limit)
     #[argh(option, default = "p2pchat_core::Limits::default().message_rate")]
     pub message_rate: u32,
+    /// how long a client whose connection was lost keeps its ID and the messages
+    /// sent to it, for it to come back and resume, in seconds (default 60; 0: none)
+    #[argh(
+        option,
+        default = "p2pchat_core::Limits::default().resume_grace.as_secs()"
+    )]
+    pub resume_grace: u64,
 }
 
 /// Join a relay server: get an ID, then send `ID message` to another client.

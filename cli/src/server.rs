@@ -26,6 +26,7 @@ pub fn run(args: ServerArgs) -> i32 {
         max_connections_per_address: args.max_per_address,
         message_rate: args.message_rate,
         message_burst: args.message_rate,
+        resume_grace: std::time::Duration::from_secs(args.resume_grace),
         ..Limits::default()
     };
     let wishes = crate::keys::Wishes {
