@@ -93,12 +93,20 @@ pub fn relay_server(input: &[u8]) {
                 let conn = server.handle_connected_from(address, now);
                 if op & 0x80 != 0 {
                     let mut hello = MAGIC.to_vec();
+                    // Some with the session layer, some coming back to a session (a
+                    // `Resume` may follow in the script's bytes).
+                    let capabilities = if op & 0x40 != 0 {
+                        p2pchat_core::CAP_RESUME
+                    } else {
+                        0
+                    };
                     p2pchat_core::Frame::Hello(p2pchat_core::Hello {
                         min_version: 1,
                         max_version: p2pchat_core::PROTOCOL_VERSION,
-                        capabilities: 0,
+                        capabilities,
                         role: p2pchat_core::Role::RelayClient,
                         name: String::new(),
+                        resuming: op & 0x20 != 0,
                     })
                     .encode(&mut hello);
                     server.handle_bytes(conn, &hello, now);

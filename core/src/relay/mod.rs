@@ -174,6 +174,9 @@ struct Connection {
     /// A session held for a client whose connection was lost: no transport behind
     /// it (the driver never knew this handle), given up at this time.
     parked_until: Option<Timestamp>,
+    /// How that connection was lost (the reason others are given if it never
+    /// comes back).
+    lost_by: ErrorCode,
 }
 
 /// The relay server state machine. See the module documentation.
@@ -353,6 +356,7 @@ impl RelayServer {
                 text: None,
                 text_flush_at: None,
                 parked_until: None,
+                lost_by: ErrorCode::Normal,
             },
         );
         self.deadlines.insert((deadline, conn));

@@ -419,6 +419,7 @@ impl RelayServer {
                 text: None,
                 text_flush_at: None,
                 parked_until: Some(until),
+                lost_by: code,
             },
         );
         self.clients.insert(id, handle);
@@ -451,9 +452,14 @@ impl RelayServer {
                 break;
             }
             let grace = self.limits.resume_grace.as_secs();
-            let detail =
-                format!("its connection was lost and it did not come back within {grace} s");
-            self.close_client(conn, ErrorCode::ConnectionLost, detail, false);
+            let code = self
+                .conns
+                .get(&conn)
+                .map_or(ErrorCode::ConnectionLost, |c| c.lost_by);
+            let detail = format!(
+                "its connection was lost ({code}) and it did not come back within {grace} s"
+            );
+            self.close_client(conn, code, detail, false);
             // `close_client` forgets a held session; make sure the loop advances.
             self.parked.remove(&(until, conn));
             self.conns.remove(&conn);
