@@ -69,7 +69,8 @@ pub fn direct_exit(listener_first: bool) -> Scenario {
 }
 
 /// Client 1 vanishes mid-conversation (no close, no more bytes); the relay notices by
-/// its silence and tells the others, who go on and finish.
+/// its silence, holds its session for the grace period in case it comes back, then
+/// tells the others, who go on and finish.
 pub fn client_vanishes() -> Scenario {
     let mut s = Scenario::relay(3);
     let a = s.join("a", ms(0));
@@ -94,5 +95,39 @@ pub fn message_to_departed_id() -> Scenario {
     s.at(ms(1_000), b, Action::Leave);
     s.send(ms(2_000), a, 1, "after b left");
     s.at(ms(3_000), a, Action::Exit);
+    s
+}
+
+/// Client 1's connection is reset while a message is on its way to it and more are
+/// written to it while it is away; it writes one itself meanwhile. It dials again
+/// and resumes: same ID, every message once, in order, both ways.
+pub fn connection_reset_and_resumed() -> Scenario {
+    let mut s = Scenario::relay(3);
+    let a = s.join("a", ms(0));
+    let b = s.join("b", ms(100));
+    s.send(ms(1_000), a, 1, "before the reset");
+    s.send(ms(1_499), a, 1, "on its way during the reset");
+    s.at(ms(1_500), b, Action::Reset);
+    s.send(ms(1_510), b, 0, "written while away");
+    s.send(ms(1_600), a, 1, "written while b is away");
+    s.send(ms(3_000), a, 1, "after b is back");
+    s.at(ms(4_000), a, Action::Exit);
+    s.at(ms(4_100), b, Action::Exit);
+    s
+}
+
+/// The relay crashes with two clients on it and is back 2 s later, knowing nothing:
+/// their resumes are refused, each names the message it wrote meanwhile as not
+/// confirmed delivered, and joins again as a new client with a new ID.
+pub fn relay_restarts() -> Scenario {
+    let mut s = Scenario::relay(3);
+    let a = s.join("a", ms(0));
+    let b = s.join("b", ms(100));
+    s.send(ms(1_000), a, 1, "before the crash");
+    s.restart_server(ms(1_500), ms(2_000));
+    s.send(ms(1_600), a, 1, "written while the relay is down");
+    s.send(ms(6_000), a, 1, "after the restart");
+    s.at(ms(7_000), a, Action::Exit);
+    s.at(ms(7_100), b, Action::Exit);
     s
 }

@@ -73,3 +73,27 @@ fn message_to_departed_id() {
             .contains("c0 error unknown-recipient seq=2 subject=1")
     );
 }
+
+#[test]
+fn connection_reset_and_resumed() {
+    let t = run(&canon::connection_reset_and_resumed(), 1);
+    snapshot("connection_reset_and_resumed", &t);
+    let text = t.to_string();
+    assert!(text.contains("c1 resumed as 1"), "{text}");
+    for line in [
+        "c1 got from=0 seq=2 e2e \"on its way during the reset\"",
+        "c1 got from=0 seq=3 e2e \"written while b is away\"",
+        "c0 got from=1 seq=1 e2e \"written while away\"",
+    ] {
+        assert_eq!(text.matches(line).count(), 1, "{line} once: {text}");
+    }
+}
+
+#[test]
+fn relay_restarts() {
+    let t = run(&canon::relay_restarts(), 1);
+    snapshot("relay_restarts", &t);
+    let text = t.to_string();
+    assert!(text.contains("c0 unconfirmed: seq [2]"), "{text}");
+    assert!(text.contains("c0 session over; joins again as"), "{text}");
+}
