@@ -162,14 +162,18 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
             unconfirmed_list(messages)
         )),
         ClientEvent::Delivered { .. } => return None,
-        ClientEvent::ConnectionLost { code, reason, grace } => Line::Out(format!(
+        ClientEvent::ConnectionLost {
+            code,
+            reason,
+            grace,
+        } => Line::Out(format!(
             "* {} ({code}); getting back to the relay, which holds your ID and messages for {} s; what you type meanwhile is sent once back",
             sanitize(reason),
             grace.as_secs()
         )),
-        ClientEvent::Reconnecting { attempt, .. } => {
-            Line::Out(format!("* could not reach the relay (attempt {attempt}); trying again"))
-        }
+        ClientEvent::Reconnecting { attempt, .. } => Line::Out(format!(
+            "* could not reach the relay (attempt {attempt}); trying again"
+        )),
         ClientEvent::Resumed { id } => Line::Out(format!(
             "* back: you are still client {id}; nothing was lost, nothing repeated"
         )),
@@ -271,7 +275,11 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             json_string(reason)
         ),
         ClientEvent::Delivered { seq } => format!(r#"{{"event":"delivered","seq":{seq}}}"#),
-        ClientEvent::ConnectionLost { code, reason, grace } => format!(
+        ClientEvent::ConnectionLost {
+            code,
+            reason,
+            grace,
+        } => format!(
             r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
             json_string(reason),
             grace.as_secs()

@@ -223,9 +223,12 @@ impl Link {
         self.out.stream_end()
     }
 
-    /// The transport is gone but the session goes on: frames are kept, not sent.
+    /// The connection is given up but the session goes on: frames are kept, not
+    /// sent. (A link still closing stays so, for the driver to close its socket.)
     pub(crate) fn detach(&mut self) {
-        self.state = LinkState::Closed;
+        if self.state == LinkState::Open {
+            self.state = LinkState::Closing;
+        }
         self.detached = true;
         self.out.hold_session_frames();
     }

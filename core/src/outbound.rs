@@ -90,11 +90,6 @@ impl Outbound {
         self.max_retained = max;
     }
 
-    /// Whether session frames are kept (the session layer is on).
-    pub(crate) fn retains(&self) -> bool {
-        self.retained.is_some()
-    }
-
     /// Bytes of our session stream not yet acknowledged.
     pub(crate) fn unacked(&self) -> usize {
         self.retained.as_ref().map_or(0, Retained::len)

@@ -378,8 +378,9 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                     if code == ErrorCode::UnknownRecipient
                         && let Some(ep) = epoch
                     {
-                        let online_throughout = admitted_at.get(&(ep, j)).is_some_and(|&a| a <= s.at)
-                            && left_at.get(&(ep, j)).is_none_or(|&l| l >= err_at);
+                        let online_throughout =
+                            admitted_at.get(&(ep, j)).is_some_and(|&a| a <= s.at)
+                                && left_at.get(&(ep, j)).is_none_or(|&l| l >= err_at);
                         if online_throughout {
                             v.push(violation(
                                 "unknown-recipient-justified",

@@ -406,8 +406,7 @@ impl Sim {
         self.incarnation[plan] = fresh;
         self.join(fresh);
         // A user who had said exit still sends nothing; it only reads on.
-        let exited =
-            matches!(&self.nodes[old].machine, Some(Machine::Client(c)) if c.has_exited());
+        let exited = matches!(&self.nodes[old].machine, Some(Machine::Client(c)) if c.has_exited());
         if exited && let Some(Machine::Client(c)) = self.nodes[fresh].machine.as_mut() {
             c.exit(self.now);
             self.record(Record::SaidExit { client: fresh });

@@ -228,7 +228,10 @@ impl fmt::Display for Record {
                 from,
                 seq,
                 reason,
-            } => write!(f, "c{client} could not read seq {seq} from {from}: {reason}"),
+            } => write!(
+                f,
+                "c{client} could not read seq {seq} from {from}: {reason}"
+            ),
             Record::Welcomed { client, id } => write!(f, "c{client} welcome id={id}"),
             Record::Refused {
                 client,

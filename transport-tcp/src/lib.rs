@@ -21,8 +21,8 @@ pub use connect::{CONNECT_TIMEOUT, connect, listen, resolve};
 pub use error::{BindError, ConnectError};
 pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{
-    ClientCommand, ClientSession, Driver, FileCommand, Machine, PeerCommand, PeerSession, Session,
-    Redial, SessionEvent, prepare, prepare_with_redial, start, start_client, start_peer,
+    ClientCommand, ClientSession, Driver, FileCommand, Machine, PeerCommand, PeerSession, Redial,
+    Session, SessionEvent, prepare, prepare_with_redial, start, start_client, start_peer,
     start_plain_text_peer,
 };
 

@@ -737,11 +737,14 @@ async fn wait_away<M: Machine>(
         if Instant::now() >= until {
             return true;
         }
-        let deadline = [Some(until), machine.poll_timeout().map(|t| clock.instant(t))]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(until);
+        let deadline = [
+            Some(until),
+            machine.poll_timeout().map(|t| clock.instant(t)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(until);
         let take_commands = inbox.commands_open && inbox.waiting.is_none();
         let commands = inbox.commands.clone();
         let woke = smol::future::or(

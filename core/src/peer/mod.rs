@@ -7,7 +7,10 @@
 //!
 //! Exit is a half-close: my `exit` ends my sending, I keep receiving; when both sides
 //! have said exit the conversation ends cleanly and both close. Keepalive notices a
-//! peer that vanished without closing.
+//! peer that vanished without closing. A conversation outlives a lost connection: the
+//! connecting side dials again and both resume where they were ([`resume`]).
+
+mod resume;
 
 use std::collections::VecDeque;
 
@@ -16,7 +19,7 @@ use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{
     Envelope, ErrorReport, Frame, Hello, Payload, PayloadKind, Role, encode_message_with,
 };
-use crate::handshake::{CAP_NOISE, negotiate_version, our_hello, validate_name};
+use crate::handshake::{CAP_NOISE, CAP_RESUME, negotiate_version, our_hello, validate_name};
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Incoming, Link, LinkState, Received};
@@ -63,6 +66,35 @@ pub enum PeerEvent {
     },
     /// The other side said `exit`: it will send no more, but still reads.
     PeerExited,
+    /// Every message of ours up to `seq` reached the other side.
+    Delivered {
+        /// The highest sequence number delivered.
+        seq: u64,
+    },
+    /// The connection was lost, but the conversation goes on: the connecting side
+    /// dials again (its driver does, when [`Peer::poll_reconnect`] says), the
+    /// listening side waits for it, for `grace`. What is sent meanwhile waits.
+    ConnectionLost {
+        /// How it was lost.
+        code: ErrorCode,
+        /// How it was lost, in words.
+        reason: String,
+        /// How long from now the conversation waits to be resumed.
+        grace: core::time::Duration,
+    },
+    /// A dial (or, listening, a wait) to get back failed; another follows.
+    Reconnecting {
+        /// How many attempts failed so far.
+        attempt: u32,
+    },
+    /// The conversation goes on over a new connection: nothing lost, nothing twice.
+    Resumed,
+    /// The conversation ended before the other side confirmed these messages of
+    /// ours (by sequence number): they may or may not have arrived.
+    Unconfirmed {
+        /// Their sequence numbers, in order.
+        seqs: Vec<u64>,
+    },
     /// The other side reported a problem with something we sent.
     Error(ErrorReport),
     /// Something about a file transfer. See [`FileEvent`].
@@ -101,6 +133,11 @@ pub struct Peer {
     files: Files,
     /// The latest time an input carried (for sends triggered by `handle_written`).
     last_now: Timestamp,
+    /// The session layer: acknowledgements and resume (see [`resume`]).
+    session: resume::PeerSession,
+    /// Whether the current link has seen the other side's `Hello` (each new link of
+    /// a resumed conversation starts with one).
+    link_hello: bool,
 }
 
 impl Peer {
@@ -119,8 +156,11 @@ impl Peer {
         validate_name(name, limits.max_name_len)?;
         let mut link = Link::new(&limits, now, side == PeerSide::Connector);
         let offers = security.offers();
-        let hello = our_hello(Role::DirectPeer, name, if offers { CAP_NOISE } else { 0 });
+        let noise = if offers { CAP_NOISE } else { 0 };
+        let hello = our_hello(Role::DirectPeer, name, noise | CAP_RESUME);
         link.send(&Frame::Hello(hello.clone()), now);
+        // Everything after the Hellos is our session stream, kept until acknowledged.
+        link.retain_session(limits.max_unacked_bytes);
         let mut entropy = Entropy::new(security.seed);
         if offers && side == PeerSide::Acceptor {
             // Nothing but the Hello goes out in the clear while a handshake may follow.
@@ -166,6 +206,8 @@ impl Peer {
             events: VecDeque::new(),
             files,
             last_now: now,
+            session: resume::PeerSession::default(),
+            link_hello: false,
         }
     }
 
@@ -244,7 +286,7 @@ impl Peer {
                 max: self.limits.max_text_len,
             });
         }
-        if self.over || !self.link.is_open() {
+        if self.is_closed() {
             return Err(SendError::Closed);
         }
         if self.we_exited {
@@ -255,12 +297,15 @@ impl Peer {
             seq,
             payload: Payload::text(text),
         };
-        if !self.link.try_send(&frame, now) {
+        if self.link.unacked() + text.len() + 64 > self.limits.max_unacked_bytes
+            || !self.link.try_send(&frame, now)
+        {
             return Err(SendError::QueueFull {
-                pending: self.link.pending(),
+                pending: self.link.pending().max(self.link.unacked()),
             });
         }
         self.next_seq += 1;
+        self.session.sent_chat(self.link.stream_end(), seq);
         Ok(seq)
     }
 
@@ -272,7 +317,7 @@ impl Peer {
         hash: Hash,
         now: Timestamp,
     ) -> Result<TransferId, SendError> {
-        if self.over || !self.link.is_open() {
+        if self.is_closed() {
             return Err(SendError::Closed);
         }
         if self.link.is_plain_text() {
@@ -385,7 +430,7 @@ impl Peer {
     /// Says `exit`: we send no more messages; we keep receiving until the other side
     /// says exit too. Idempotent.
     pub fn exit(&mut self, now: Timestamp) {
-        if self.we_exited || !self.link.is_open() {
+        if self.we_exited || self.is_closed() {
             return;
         }
         self.we_exited = true;
@@ -395,14 +440,20 @@ impl Peer {
 
     /// Leaves now without waiting for the other side (Ctrl-C): tells it and closes.
     pub fn leave(&mut self, _now: Timestamp) {
+        if self.over {
+            return;
+        }
         if self.link.is_open() {
             self.link
                 .close(ErrorCode::Normal, "the other side left the conversation");
-            self.end(PeerEvent::Disconnected {
-                code: ErrorCode::Normal,
-                reason: "you left the conversation".into(),
-            });
+        } else {
+            self.link.finish();
         }
+        self.name_unconfirmed();
+        self.end(PeerEvent::Disconnected {
+            code: ErrorCode::Normal,
+            reason: "you left the conversation".into(),
+        });
     }
 
     /// Bytes arrived from the other side.
@@ -416,10 +467,12 @@ impl Peer {
             return;
         }
         self.process(received, now);
+        self.send_ack(now);
     }
 
     /// Acts on the frames of one read, in order.
     fn process(&mut self, received: Received, now: Timestamp) {
+        self.session.count_received(received.session_bytes);
         for item in received.frames {
             if !self.link.is_open() {
                 return;
@@ -429,7 +482,7 @@ impl Peer {
                 Incoming::File {
                     envelope: Envelope::Direct { seq },
                     msg,
-                } if self.remote.is_some() => self.on_file_message(seq, msg, now),
+                } if self.link_hello => self.on_file_message(seq, msg, now),
                 Incoming::File { .. } => {
                     let reason = "a file message before Hello, or inside a relay's Deliver: \
                                   a direct peer does not send that";
@@ -455,10 +508,16 @@ impl Peer {
     }
 
     /// The transport connection ended.
-    pub fn handle_closed(&mut self, _now: Timestamp) {
+    pub fn handle_closed(&mut self, now: Timestamp) {
         let was = self.link.state();
+        let detached = self.link.is_detached();
         self.link.transport_closed();
-        if was == LinkState::Closed || self.over {
+        if was == LinkState::Closed || self.over || detached {
+            return;
+        }
+        if self.is_away() {
+            // A connection that came to resume the conversation, and did not.
+            self.candidate_gone(now);
             return;
         }
         if self.link.is_plain_text() {
@@ -479,10 +538,7 @@ impl Peer {
         } else {
             "the connection to the other side was lost"
         };
-        self.end(PeerEvent::Disconnected {
-            code: ErrorCode::ConnectionLost,
-            reason: reason.into(),
-        });
+        self.lose_connection(ErrorCode::ConnectionLost, reason.into(), now);
     }
 
     /// Time passed: keepalive and vanished-peer detection.
@@ -493,11 +549,9 @@ impl Peer {
         if let KeepaliveAction::Expired = self.link.poll_keepalive(now) {
             let reason = self.link.silence_message();
             self.link.finish();
-            self.end(PeerEvent::Disconnected {
-                code: ErrorCode::PeerTimeout,
-                reason,
-            });
+            self.lose_connection(ErrorCode::PeerTimeout, reason, now);
         }
+        self.away_timeout(now);
     }
 
     /// The next bytes to write to the other side.
@@ -512,7 +566,10 @@ impl Peer {
 
     /// When the driver must call `handle_timeout` next, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.link.timeout()
+        [self.link.timeout(), self.away_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the driver should close the connection once it has written everything
@@ -522,9 +579,9 @@ impl Peer {
     }
 
     fn on_frame(&mut self, frame: Frame, now: Timestamp) {
-        if self.remote.is_none() {
+        if !self.link_hello {
             match frame {
-                Frame::Hello(hello) => self.on_hello(hello),
+                Frame::Hello(hello) => self.on_hello(hello, now),
                 Frame::Close { code, message } => {
                     self.link.finish();
                     self.end(PeerEvent::Disconnected {
@@ -564,6 +621,18 @@ impl Peer {
             Frame::Ping(nonce) => self.link.send(&Frame::Pong(nonce), now),
             Frame::Pong(_) => {}
             Frame::Error(report) => self.events.push_back(PeerEvent::Error(report)),
+            Frame::Ack { received } => self.on_ack(received),
+            Frame::ResumeToken { token, grace_ms } => self.on_resume_token(token, grace_ms),
+            Frame::Resume {
+                token, received, ..
+            } => self.on_resume(token, received, now),
+            Frame::Resumed { received } => self.on_resumed(received, now),
+            Frame::Close { code, message } if self.is_away() && !code.is_final() => {
+                // The listening side turned this connection away (not the
+                // conversation): dial again.
+                self.link.finish();
+                self.lose_connection(code, message, now);
+            }
             Frame::Close { code, message } => {
                 self.link.finish();
                 self.end(PeerEvent::Disconnected {
@@ -578,7 +647,12 @@ impl Peer {
         }
     }
 
-    fn on_hello(&mut self, hello: Hello) {
+    fn on_hello(&mut self, hello: Hello, now: Timestamp) {
+        if self.remote.is_some() {
+            // A new connection of a conversation that had one (see `resume.rs`).
+            self.on_returning_hello(hello, now);
+            return;
+        }
         if hello.role != Role::DirectPeer {
             let reason =
                 "a relay client (`p2pchat join`) reached a direct-chat peer; use `p2pchat connect`";
@@ -596,6 +670,11 @@ impl Peer {
         let they_offer = hello.capabilities & CAP_NOISE != 0;
         let we_offer = self.security.offers();
         let prologue = secure::hello_bytes(&hello);
+        self.session.agree(hello.capabilities & CAP_RESUME != 0);
+        if !self.session.resumable() {
+            self.link.stop_retaining();
+        }
+        self.link_hello = true;
         self.remote = Some(hello);
         if they_offer && we_offer {
             if self.side == PeerSide::Acceptor {
@@ -634,8 +713,15 @@ impl Peer {
         self.connected(None);
     }
 
-    /// Reports the conversation open.
+    /// Reports the conversation open (on its first connection; a later one reports
+    /// `Resumed` instead, once the resume is agreed).
     fn connected(&mut self, key: Option<PublicKey>) {
+        if self.session.is_returning() {
+            self.returned_secure(key);
+            return;
+        }
+        self.session.remember_key(key);
+        self.offer_resume_token();
         let (name, version) = self
             .remote
             .as_ref()
@@ -849,6 +935,11 @@ impl Peer {
 
     fn end(&mut self, event: PeerEvent) {
         if !self.over {
+            if matches!(&event, PeerEvent::Disconnected { code, .. } if *code != ErrorCode::Normal)
+            {
+                self.name_unconfirmed();
+            }
+            self.session.end();
             self.files.all_gone("the connection to the peer ended");
             while let Some(e) = self.files.poll_event() {
                 self.events.push_back(PeerEvent::File(e));
@@ -1051,14 +1142,15 @@ mod tests {
         assert!(!p.a.is_over());
         p.a.handle_timeout(dead);
         let events: Vec<_> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        // The connection is given up (the conversation waits to be resumed).
         assert!(matches!(
             events.last(),
-            Some(PeerEvent::Disconnected {
+            Some(PeerEvent::ConnectionLost {
                 code: ErrorCode::PeerTimeout,
                 ..
             })
         ));
-        assert!(p.a.wants_close());
+        assert!(p.a.wants_close() && !p.a.is_over());
     }
 
     #[test]
@@ -1069,8 +1161,20 @@ mod tests {
         let events: Vec<_> = std::iter::from_fn(|| p.a.poll_event()).collect();
         assert!(matches!(
             events.last(),
-            Some(PeerEvent::Disconnected {
+            Some(PeerEvent::ConnectionLost {
                 code: ErrorCode::ConnectionLost,
+                ..
+            })
+        ));
+        // What is typed meanwhile waits for the conversation to come back...
+        assert!(p.a.send_chat("hello?", p.now).is_ok());
+        // ... until its grace period is over.
+        p.a.handle_timeout(p.now + Limits::default().resume_grace);
+        let events: Vec<_> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert!(matches!(
+            events.last(),
+            Some(PeerEvent::Disconnected {
+                code: ErrorCode::ResumeFailed,
                 ..
             })
         ));
