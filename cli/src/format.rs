@@ -352,6 +352,27 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
             ),
             PeerEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
             PeerEvent::File(_) => return None,
+            PeerEvent::Delivered { seq } => format!(r#"{{"event":"delivered","seq":{seq}}}"#),
+            PeerEvent::ConnectionLost {
+                code,
+                reason,
+                grace,
+            } => format!(
+                r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
+                json_string(reason),
+                grace.as_secs()
+            ),
+            PeerEvent::Reconnecting { attempt } => {
+                format!(r#"{{"event":"reconnecting","attempt":{attempt}}}"#)
+            }
+            PeerEvent::Resumed => r#"{"event":"resumed"}"#.to_owned(),
+            PeerEvent::Unconfirmed { seqs } => format!(
+                r#"{{"event":"unconfirmed","seqs":[{}]}}"#,
+                seqs.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             PeerEvent::Disconnected { code, reason } => {
                 format!(
                     r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
@@ -381,6 +402,31 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
         PeerEvent::Error(r) => Line::Err(format!("error: {}", sanitize(&r.message))),
         PeerEvent::Finished => Line::Out("* both sides said exit; conversation over".into()),
         PeerEvent::File(_) => return None,
+        PeerEvent::Delivered { .. } => return None,
+        PeerEvent::ConnectionLost {
+            code,
+            reason,
+            grace,
+        } => Line::Out(format!(
+            "* {} ({code}); the conversation waits {} s to be resumed; what you type meanwhile is sent once it is",
+            sanitize(reason),
+            grace.as_secs()
+        )),
+        PeerEvent::Reconnecting { attempt } => Line::Out(format!(
+            "* could not reach the peer (attempt {attempt}); trying again"
+        )),
+        PeerEvent::Resumed => {
+            Line::Out("* back: the conversation goes on; nothing was lost, nothing repeated".into())
+        }
+        PeerEvent::Unconfirmed { seqs } => Line::Err(format!(
+            "error: {} of your messages were not confirmed delivered when the conversation ended; they may not have arrived: {}",
+            seqs.len(),
+            seqs.iter()
+                .take(10)
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
         PeerEvent::Disconnected {
             code: ErrorCode::Normal,
             reason,

@@ -131,3 +131,22 @@ pub fn relay_restarts() -> Scenario {
     s.at(ms(7_100), b, Action::Exit);
     s
 }
+
+/// Direct chat: the connection is reset while both have messages on their way; the
+/// connecting side dials again, the listening side takes it back, and the
+/// conversation goes on with every message once, in order, both ways.
+pub fn direct_reset_and_resumed() -> Scenario {
+    let mut s = Scenario::direct("lis", "con", ms(50));
+    let say = |text: &str| Action::Send {
+        to: Target::Peer,
+        text: text.into(),
+    };
+    s.at(ms(500), 0, say("before the reset"));
+    s.at(ms(999), 1, say("on its way during the reset"));
+    s.at(ms(1_000), 1, Action::Reset);
+    s.at(ms(1_010), 0, say("written while away"));
+    s.at(ms(3_000), 1, say("after the resume"));
+    s.at(ms(4_000), 0, Action::Exit);
+    s.at(ms(4_100), 1, Action::Exit);
+    s
+}

@@ -97,3 +97,17 @@ fn relay_restarts() {
     assert!(text.contains("c0 unconfirmed: seq [2]"), "{text}");
     assert!(text.contains("c0 session over; joins again as"), "{text}");
 }
+
+#[test]
+fn direct_reset_and_resumed() {
+    let t = run(&canon::direct_reset_and_resumed(), 1);
+    snapshot("direct_reset_and_resumed", &t);
+    let text = t.to_string();
+    for line in [
+        "c0 got from=- seq=1 \"on its way during the reset\"",
+        "c1 got from=- seq=2 \"written while away\"",
+    ] {
+        assert_eq!(text.matches(line).count(), 1, "{line} once: {text}");
+    }
+    assert!(text.contains("c0 finished") && text.contains("c1 finished"), "{text}");
+}

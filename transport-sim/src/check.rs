@@ -350,14 +350,20 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
         match s.to {
             Target::Peer => {
                 let other = 1 - sender.min(1);
-                if !delivered.contains_key(&(other, sender, seq))
-                    && healthy(sender)
-                    && healthy(other)
-                {
+                if delivered.contains_key(&(other, sender, seq)) {
+                    continue;
+                }
+                if healthy(sender) && healthy(other) {
                     v.push(violation(
                         "exactly-once",
                         s.at,
                         format!("c{sender} seq {seq} never reached c{other}"),
+                    ));
+                } else if !named && error.is_none() {
+                    v.push(violation(
+                        "no-silent-loss",
+                        s.at,
+                        format!("c{sender} seq {seq} neither reached c{other} nor was reported to c{sender}"),
                     ));
                 }
             }

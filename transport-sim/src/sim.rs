@@ -450,6 +450,10 @@ impl Sim {
         }
         self.nodes[node].redial = None;
         let now = self.now;
+        if self.scenario.topology == Topology::Direct {
+            self.redial_peer(node);
+            return;
+        }
         let Some(server) = self.server.as_mut() else {
             if let Some(Machine::Client(c)) = self.nodes[node].machine.as_mut() {
                 c.handle_reconnect_failed(now);
@@ -463,6 +467,40 @@ impl Sim {
             c.handle_reconnected(now);
         }
         self.drain(End::Server);
+        self.drain(End::Node(node));
+    }
+
+    /// The connecting peer dials the listening one: a new link if the listener waits
+    /// for it (else, as with a listener that still holds its old connection, the dial
+    /// fails and is tried again later).
+    fn redial_peer(&mut self, node: usize) {
+        let now = self.now;
+        let listener = 1 - node.min(1);
+        let waiting = self.nodes[listener].state == NodeState::Active
+            && self.nodes[listener].link.is_none()
+            && matches!(&self.nodes[listener].machine, Some(Machine::Peer(p)) if p.poll_reconnect().is_some());
+        if !waiting {
+            if let Some(Machine::Peer(p)) = self.nodes[node].machine.as_mut() {
+                p.handle_reconnect_failed(now);
+            }
+            self.drain(End::Node(node));
+            return;
+        }
+        self.links.push(Link {
+            a: End::Node(node),
+            b: End::Node(listener),
+            ab: Pipe::default(),
+            ba: Pipe::default(),
+            conn: None,
+        });
+        let link = self.links.len() - 1;
+        for n in [listener, node] {
+            self.nodes[n].link = Some(link);
+            if let Some(Machine::Peer(p)) = self.nodes[n].machine.as_mut() {
+                p.handle_reconnected(now);
+            }
+        }
+        self.drain(End::Node(listener));
         self.drain(End::Node(node));
     }
 
@@ -893,7 +931,11 @@ impl Sim {
 
     /// Whether `n`'s machine lost its connection with its session going on.
     fn is_away(&self, n: usize) -> bool {
-        matches!(&self.nodes[n].machine, Some(Machine::Client(c)) if c.is_away())
+        match &self.nodes[n].machine {
+            Some(Machine::Client(c)) => c.is_away(),
+            Some(Machine::Peer(p)) => p.is_away(),
+            None => false,
+        }
     }
 
     fn timer(&mut self, end: End) {
@@ -1123,7 +1165,10 @@ impl Sim {
         }
         let (redial, over) = match self.nodes[n].machine.as_ref() {
             Some(Machine::Client(c)) => (c.poll_reconnect(), c.is_closed()),
-            _ => (None, false),
+            // The connecting peer dials; the listening one waits to be dialled.
+            Some(Machine::Peer(p)) if n == 1 => (p.poll_reconnect(), p.is_over()),
+            Some(Machine::Peer(p)) => (None, p.is_over()),
+            None => (None, false),
         };
         if over && self.nodes[n].link.is_none() && self.nodes[n].state == NodeState::Active {
             // Its session ended while it had no connection: nothing more happens to it.
@@ -1460,6 +1505,13 @@ fn peer_record(client: usize, e: PeerEvent) -> Option<Record> {
             text: format!("unsupported payload {kind}"),
         },
         PeerEvent::PeerExited => Record::PeerExited { client },
+        PeerEvent::Delivered { .. } | PeerEvent::Reconnecting { .. } => return None,
+        PeerEvent::ConnectionLost { code, .. } => Record::ConnectionLost { client, code },
+        PeerEvent::Resumed => Record::Resumed {
+            client,
+            id: ClientId(0),
+        },
+        PeerEvent::Unconfirmed { seqs } => Record::Unconfirmed { client, seqs },
         PeerEvent::Error(r) => Record::ErrorReport {
             client,
             code: r.code,
