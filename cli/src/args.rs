@@ -67,6 +67,13 @@ pub struct ListenArgs {
     /// the key fingerprint the peer must have (see `p2pchat id`); others are refused
     #[argh(option)]
     pub expect: Option<String>,
+    /// how long the conversation waits for the peer to come back after a lost
+    /// connection, in seconds (default 60; 0: it ends at once)
+    #[argh(
+        option,
+        default = "p2pchat_core::Limits::default().resume_grace.as_secs()"
+    )]
+    pub resume_grace: u64,
 }
 
 /// Connect to a peer running `p2pchat listen` and chat with it (direct chat).

@@ -78,10 +78,15 @@ pub fn listen(args: ListenArgs) -> i32 {
                 Err(Err(_)) => std::future::pending::<()>().await,
             }
         };
-        drop(listener);
         if !args.json {
             ui.out(&format!("* {peer} connected"));
         }
+        // The listener stays open: if the connection is lost, the peer dials again
+        // and the conversation resumes on its next connection.
+        let redial: p2pchat_tcp::Redial = Box::new(move || {
+            let listener = listener.clone();
+            Box::pin(async move { listener.accept().await.map(|(stream, _)| stream) })
+        });
         let trust = Trust::new(None, args.expect.is_some());
         let wishes = Wishes {
             insecure: args.insecure,
@@ -96,14 +101,18 @@ pub fn listen(args: ListenArgs) -> i32 {
             }
         };
         let clock = p2pchat_tcp::Clock::new();
+        let limits = Limits {
+            resume_grace: std::time::Duration::from_secs(args.resume_grace),
+            ..Limits::default()
+        };
         let machine = Peer::new(
             PeerSide::Acceptor,
             &args.name,
-            Limits::default(),
+            limits,
             security,
             clock.now(),
         );
-        match machine.map(|m| p2pchat_tcp::prepare(stream, m, clock)) {
+        match machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, Some(redial))) {
             Ok(session) => {
                 let peer = Remote {
                     address: peer.ip().to_string(),
@@ -169,7 +178,18 @@ pub fn connect(args: ConnectArgs) -> i32 {
                 )
             })
         };
-        let session = machine.map(|m| p2pchat_tcp::prepare(stream, m, clock));
+        // Dials the listener again if the connection is lost, to resume.
+        let host = args.host.clone();
+        let redial: p2pchat_tcp::Redial = Box::new(move || {
+            let host = host.clone();
+            Box::pin(async move {
+                p2pchat_tcp::connect(&host, DEFAULT_PORT, "`p2pchat listen`")
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+        });
+        let redial = (!args.text).then_some(redial);
+        let session = machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, redial));
         match session {
             Ok(session) => {
                 let peer = Remote {

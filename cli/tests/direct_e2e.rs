@@ -6,7 +6,13 @@ mod support;
 use support::{Proc, port_in};
 
 fn pair() -> (Proc, Proc) {
-    let mut listener = Proc::start(&[
+    pair_with(&[], |port| port)
+}
+
+/// A listener (with `extra` options) and a connector that dials the port `route`
+/// gives for the listener's port (a proxy's, say).
+fn pair_with(extra: &[&str], route: impl FnOnce(u16) -> u16) -> (Proc, Proc) {
+    let mut args = vec![
         "listen",
         "--bind",
         "127.0.0.1",
@@ -14,9 +20,11 @@ fn pair() -> (Proc, Proc) {
         "0",
         "--name",
         "lis",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut listener = Proc::start(&args);
     let line = listener.expect_out("listening line", |l| l.starts_with("* listening on"));
-    let port = port_in(&line);
+    let port = route(port_in(&line));
     let mut connector = Proc::start(&["connect", &format!("127.0.0.1:{port}"), "--name", "con"]);
     connector.expect_out_line("* connected to lis");
     listener.expect_out_line("* connected to con");
@@ -52,7 +60,8 @@ fn both_chat_and_exit_in_either_order_ends_both_with_status_zero() {
 
 #[test]
 fn a_peer_killed_mid_conversation_is_reported_without_hanging() {
-    let (mut l, mut c) = pair();
+    // The conversation waits 1 s for it to come back.
+    let (mut l, mut c) = pair_with(&["--resume-grace", "1"], |port| port);
     c.send("about to vanish");
     l.expect_out_line("peer: about to vanish");
     c.kill();
@@ -86,4 +95,54 @@ fn a_relay_client_that_dials_a_listener_is_told_to_use_connect() {
     assert!(err.contains("p2pchat connect"), "{err}");
     assert_eq!(j.wait_exit(), 1);
     assert_eq!(l.wait_exit(), 1);
+}
+
+#[test]
+fn a_cut_connection_resumes_the_conversation_with_nothing_lost_or_repeated() {
+    let mut proxy = None;
+    let (mut l, mut c) = pair_with(&[], |port| {
+        let p = support::CuttableProxy::start(port);
+        let port = p.port;
+        proxy = Some(p);
+        port
+    });
+    let proxy = proxy.unwrap();
+    for i in 0..50 {
+        l.send(&format!("to con {i}"));
+        c.send(&format!("to lis {i}"));
+    }
+    c.expect_out_line("peer: to con 2");
+    proxy.cut();
+    for i in 50..100 {
+        l.send(&format!("to con {i}"));
+        c.send(&format!("to lis {i}"));
+    }
+    for p in [&mut l, &mut c] {
+        p.expect_out("lost", |x| {
+            x.contains("waits") && x.contains("to be resumed")
+        });
+        p.expect_out_line("* back: the conversation goes on; nothing was lost, nothing repeated");
+    }
+    c.expect_out_line("peer: to con 99");
+    l.expect_out_line("peer: to lis 99");
+    assert!(proxy.connections() >= 2, "the connector dialled again");
+    for (p, to) in [(&c, "con"), (&l, "lis")] {
+        let shown: Vec<&str> = p
+            .out_seen
+            .iter()
+            .filter(|x| x.starts_with("peer: to "))
+            .map(String::as_str)
+            .collect();
+        let expected: Vec<String> = (0..100).map(|i| format!("peer: to {to} {i}")).collect();
+        assert_eq!(
+            shown,
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+    l.send("exit");
+    c.send("exit");
+    for p in [&mut l, &mut c] {
+        p.expect_out_line("* both sides said exit; conversation over");
+        assert_eq!(p.wait_exit(), 0);
+    }
 }

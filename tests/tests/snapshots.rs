@@ -109,5 +109,8 @@ fn direct_reset_and_resumed() {
     ] {
         assert_eq!(text.matches(line).count(), 1, "{line} once: {text}");
     }
-    assert!(text.contains("c0 finished") && text.contains("c1 finished"), "{text}");
+    assert!(
+        text.contains("c0 finished") && text.contains("c1 finished"),
+        "{text}"
+    );
 }

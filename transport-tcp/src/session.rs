@@ -429,6 +429,16 @@ impl Machine for Peer {
     }
 
     forward_to_inherent!(Peer, PeerEvent);
+
+    fn poll_reconnect(&self) -> Option<Timestamp> {
+        Peer::poll_reconnect(self)
+    }
+    fn handle_reconnected(&mut self, now: Timestamp) {
+        Peer::handle_reconnected(self, now);
+    }
+    fn handle_reconnect_failed(&mut self, now: Timestamp) {
+        Peer::handle_reconnect_failed(self, now);
+    }
 }
 
 /// A running session: send commands, receive events. Dropping it does not stop the
@@ -701,20 +711,91 @@ async fn drive<M: Machine>(
         if !wait_away(&mut machine, &clock, &mut inbox, clock.instant(at)).await {
             continue;
         }
-        let dialled = smol::future::or(async { Some(redial().await) }, async {
-            smol::Timer::after(crate::CONNECT_TIMEOUT).await;
-            None
-        })
-        .await;
-        match dialled {
-            Some(Ok(s)) => {
+        match dial(redial, &mut machine, &clock, &mut inbox).await {
+            Dialled::Connected(s) => {
                 let _ = s.set_nodelay(true);
                 machine.handle_reconnected(clock.now());
                 stream = Some(s);
             }
-            _ => machine.handle_reconnect_failed(clock.now()),
+            Dialled::Failed => machine.handle_reconnect_failed(clock.now()),
+            Dialled::NotWanted => {}
         }
         inbox.forward(&mut machine).await;
+    }
+}
+
+/// How a dial ended.
+enum Dialled {
+    Connected(TcpStream),
+    Failed,
+    /// The machine stopped wanting the connection meanwhile (it gave up, or the
+    /// user left).
+    NotWanted,
+}
+
+/// Opens the next connection (dialling, or waiting for one to come in), at most
+/// [`crate::CONNECT_TIMEOUT`], while taking commands and running the machine's
+/// deadlines: a listening side may wait long, and its grace period must still end.
+async fn dial<M: Machine>(
+    redial: &Redial,
+    machine: &mut M,
+    clock: &Clock,
+    inbox: &mut Inbox<M>,
+) -> Dialled {
+    let give_up = Instant::now() + crate::CONNECT_TIMEOUT;
+    let mut dialling = redial();
+    loop {
+        inbox.apply_ready(machine, clock).await;
+        inbox.forward(machine).await;
+        if machine.poll_reconnect().is_none() {
+            return Dialled::NotWanted;
+        }
+        let deadline = [
+            Some(give_up),
+            machine.poll_timeout().map(|t| clock.instant(t)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(give_up);
+        let take_commands = inbox.commands_open && inbox.waiting.is_none();
+        let commands = inbox.commands.clone();
+        let woke = smol::future::or(
+            async { Some(dialling.as_mut().await) },
+            smol::future::or(
+                async {
+                    if !take_commands {
+                        return std::future::pending().await;
+                    }
+                    match commands.recv().await {
+                        Ok(c) => {
+                            inbox.waiting = Some(c);
+                        }
+                        Err(_) => inbox.commands_open = false,
+                    }
+                    None
+                },
+                async {
+                    smol::Timer::at(deadline).await;
+                    None
+                },
+            ),
+        )
+        .await;
+        match woke {
+            Some(Ok(stream)) => return Dialled::Connected(stream),
+            Some(Err(_)) => return Dialled::Failed,
+            None => {}
+        }
+        if Instant::now() >= give_up {
+            return Dialled::Failed;
+        }
+        if machine
+            .poll_timeout()
+            .is_some_and(|t| clock.instant(t) <= Instant::now())
+        {
+            machine.handle_timeout(clock.now());
+        }
     }
 }
 
@@ -800,6 +881,11 @@ async fn drive_connection<M: Machine>(
             if written > 0 {
                 machine.handle_written(written);
             }
+        }
+        if machine.wants_close() && machine.poll_reconnect().is_some() {
+            // The machine gave up on this connection (it went silent) and wants the
+            // next one: no point waiting for this one's goodbye.
+            break;
         }
         if machine.wants_close() && socket.close_requested.is_none() {
             socket.close_requested = Some(Instant::now());

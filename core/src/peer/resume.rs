@@ -145,13 +145,18 @@ impl Peer {
             && !self.over
         {
             self.link.finish();
+            let grace = self.session.grace.as_secs();
             let reason = match self.side {
-                PeerSide::Connector => "could not get back to the other side in time",
-                PeerSide::Acceptor => "the other side did not come back in time",
+                PeerSide::Connector => {
+                    format!("the connection was lost and could not be got back within {grace} s")
+                }
+                PeerSide::Acceptor => format!(
+                    "the connection was lost and the other side did not come back within {grace} s"
+                ),
             };
             self.end(PeerEvent::Disconnected {
                 code: ErrorCode::ResumeFailed,
-                reason: reason.into(),
+                reason,
             });
         }
     }
