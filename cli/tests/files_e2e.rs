@@ -107,7 +107,15 @@ fn a_transfer_cut_by_killing_the_sender_resumes_on_retry() {
     let dl = downloads.to_str().unwrap().to_owned();
     let part = downloads.join("resume.bin.part");
 
-    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", &dl]);
+    // The conversation waits 1 s for a killed sender to come back (it does not: its
+    // session died with it).
+    let (mut l, addr) = listener(&[
+        "--auto-accept",
+        "--download-dir",
+        &dl,
+        "--resume-grace",
+        "1",
+    ]);
     let mut c = Proc::start(&["connect", &addr, "--no-history"]);
     c.send(&format!("/send {}", file.display()));
     // Kill -9 the sender once some, not all, of the file has arrived. Nothing announces
@@ -221,4 +229,59 @@ fn a_hostile_name_is_sanitised_and_an_existing_file_is_not_overwritten() {
         content
     );
     assert!(!dir.join("evil.txt").exists() && !dir.join("inside").join("evil.txt").exists());
+}
+
+/// Waits until `part` holds at least `at_least` bytes (nothing announces "part of a
+/// file is on disk", so its size is watched, briefly and with a deadline).
+fn wait_for_part(part: &Path, at_least: u64) {
+    let deadline = Instant::now() + WAIT;
+    while std::fs::metadata(part).map(|m| m.len()).unwrap_or(0) < at_least {
+        assert!(Instant::now() < deadline, "the transfer never got that far");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_file_goes_on_across_a_cut_connection_in_both_topologies() {
+    let dir = fresh_data_dir();
+    let file = random_file(&dir, "cut.bin", 40 * MIB);
+
+    // Direct: the connector sends through a proxy that cuts the connection.
+    let downloads = dir.join("direct");
+    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", downloads.to_str().unwrap()]);
+    let proxy = support::CuttableProxy::start(port_in(&addr));
+    let mut c = Proc::start(&["connect", &format!("127.0.0.1:{}", proxy.port), "--no-history"]);
+    c.expect_out_line("* connected");
+    c.send(&format!("/send {}", file.display()));
+    wait_for_part(&downloads.join("cut.bin.part"), 4 * MIB as u64);
+    proxy.cut();
+    c.expect_out("back", |x| x.starts_with("* back:"));
+    l.expect_out("received", |x| {
+        x.starts_with("* received cut.bin (40.0 MiB, BLAKE3 verified)")
+    });
+    c.expect_out("delivered", |x| x.starts_with("* cut.bin delivered"));
+    assert_eq!(hash(&downloads.join("cut.bin")), hash(&file));
+
+    // Relay: the sender's connection to the relay is cut mid-file.
+    let downloads = dir.join("relayed");
+    let (_srv, port) = server(&[]);
+    let proxy = support::CuttableProxy::start(port);
+    let mut a = join(proxy.port, "a", 0);
+    let mut b = Proc::start(&[
+        "join",
+        &format!("127.0.0.1:{port}"),
+        "--auto-accept",
+        "--download-dir",
+        downloads.to_str().unwrap(),
+    ]);
+    b.expect_out("welcome", |x| x.starts_with("* you are client 1"));
+    a.send(&format!("/send 1 {}", file.display()));
+    wait_for_part(&downloads.join("cut.bin.part"), 4 * MIB as u64);
+    proxy.cut();
+    a.expect_out("back", |x| x.starts_with("* back: you are still client 0"));
+    b.expect_out("received", |x| {
+        x.starts_with("* received cut.bin (40.0 MiB, BLAKE3 verified)")
+    });
+    a.expect_out("delivered", |x| x.starts_with("* cut.bin delivered to client 1"));
+    assert_eq!(hash(&downloads.join("cut.bin")), hash(&file));
 }
