@@ -194,8 +194,9 @@ pub struct JoinArgs {
     /// it, the key seen at the first visit to this address is remembered and required
     #[argh(option)]
     pub expect: Option<String>,
-    /// when the connection to the relay is lost, stop instead of reconnecting (by
-    /// default the client reconnects for up to two minutes, as a new client)
+    /// when the connection to the relay is lost, stop instead of getting back (by
+    /// default the client dials again and resumes its session, or, if the relay no
+    /// longer holds it, joins again as a new client, for up to two minutes)
     #[argh(switch)]
     pub no_reconnect: bool,
 }

@@ -459,6 +459,14 @@ impl Peer {
     /// Bytes arrived from the other side.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Timestamp) {
         let received = self.link.receive(bytes, now);
+        if self.link.is_plain_text() && self.session.is_returning() {
+            // Someone in plain text, while this conversation waits for its peer.
+            self.link.close(
+                ErrorCode::ResumeFailed,
+                "this p2pchat is in a conversation that is waiting for its peer to come back; try again later",
+            );
+            return;
+        }
         if self.link.is_plain_text() {
             self.announce_plain_text();
             for input in received.lines {

@@ -651,6 +651,26 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_text_stranger_cannot_take_a_waiting_conversation_either() {
+        let mut p = Pair::new();
+        p.cut();
+        p.acc.handle_reconnected(T);
+        p.acc.handle_bytes(b"hello, anyone?\n", T);
+        let shown = Pair::texts(&mut p.acc_events);
+        assert!(shown.is_empty(), "nothing of it is shown: {shown:?}");
+        let told = p.acc.poll_transmit().unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&told).contains("waiting for its peer"),
+            "{told:?}"
+        );
+        assert!(p.acc.wants_close());
+        p.acc.handle_closed(T);
+        assert!(p.acc.is_away());
+        p.reconnect();
+        assert!(p.acc_events.contains(&PeerEvent::Resumed));
+    }
+
+    #[test]
     fn past_the_grace_period_both_sides_end_and_name_what_was_not_confirmed() {
         let mut p = Pair::new();
         p.cut();
