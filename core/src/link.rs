@@ -213,6 +213,15 @@ impl Link {
         self.out.unacked()
     }
 
+    /// Tells the other side how much of its session stream we handled (raising an
+    /// `Ack` still queued rather than queueing another).
+    pub(crate) fn send_ack(&mut self, received: u64, now: Timestamp) {
+        if self.is_open() {
+            self.out.push_ack(received);
+            self.keepalive.on_sent(now);
+        }
+    }
+
     /// The other side handled our session stream up to `upto`.
     pub(crate) fn acknowledge(&mut self, upto: u64) -> Result<(), crate::session::BeyondSent> {
         self.out.acknowledge(upto)

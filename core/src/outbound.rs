@@ -61,6 +61,11 @@ pub(crate) struct Outbound {
     /// The kept stream goes on the wire as the queue makes room (a long absence must
     /// not become one burst past the bound); frames sent meanwhile queue behind it.
     resend_at: Option<u64>,
+    /// Where our latest `Ack` sits while it is still queued (in `inner` or not, and
+    /// its offset): a newer one overwrites it instead of queueing another, since each
+    /// says everything the ones before it said. A reader on a slow uplink would
+    /// otherwise queue an `Ack` per read.
+    unsent_ack: Option<(bool, usize)>,
 }
 
 impl Outbound {
@@ -76,6 +81,28 @@ impl Outbound {
             max_retained: usize::MAX,
             session_on_wire: true,
             resend_at: None,
+            unsent_ack: None,
+        }
+    }
+
+    /// Queues `Ack { received }`, or raises the one still queued to it.
+    pub(crate) fn push_ack(&mut self, received: u64) {
+        let in_inner = self.sealing != Sealing::Clear;
+        if let Some((was_inner, at)) = self.unsent_ack
+            && was_inner == in_inner
+        {
+            let target = self.target();
+            if let Some(slot) = target.get_mut(at..at + 13)
+                && slot.get(..5) == Some(&[0, 0, 0, 9, 0x61])
+            {
+                slot[5..].copy_from_slice(&received.to_be_bytes());
+                return;
+            }
+        }
+        let at = self.mark();
+        self.push(&Frame::Ack { received });
+        if self.wire == Wire::Framed && self.mark() == at + 13 {
+            self.unsent_ack = Some((in_inner, at));
         }
     }
 
@@ -202,6 +229,7 @@ impl Outbound {
     /// Switches to plain text, dropping whatever binary was queued but not handed to
     /// the driver (the magic and `Hello` of a side that has not spoken yet).
     pub(crate) fn switch_to_text(&mut self) {
+        self.unsent_ack = None;
         self.wire = Wire::Text;
         self.sealing = Sealing::Clear;
         self.queued.clear();
@@ -223,6 +251,7 @@ impl Outbound {
     /// No encryption after all (both sides agreed on plain frames): held frames go out
     /// as they are.
     pub(crate) fn release_in_clear(&mut self) {
+        self.unsent_ack = None;
         if self.sealing == Sealing::Hold {
             self.sealing = Sealing::Clear;
             let held = std::mem::take(&mut self.inner);
@@ -391,6 +420,7 @@ impl Outbound {
     /// Drops everything not yet handed to the driver (used when cutting off a
     /// connection, so that its `Close` is the next thing it reads).
     pub(crate) fn discard_queued(&mut self) -> usize {
+        self.unsent_ack = None;
         let n = self.queued.len() + self.inner.len();
         self.inner.clear();
         if self.sealing != Sealing::Seal {
@@ -407,6 +437,7 @@ impl Outbound {
     /// Hands all queued bytes to the driver as one batch (one write, not one per frame),
     /// sealing what the secure channel carries.
     pub(crate) fn take(&mut self, channel: Option<&mut SecureChannel>) -> Option<Vec<u8>> {
+        self.unsent_ack = None;
         if self.sealing == Sealing::Seal
             && !self.inner.is_empty()
             && let Some(channel) = channel
@@ -449,6 +480,22 @@ mod tests {
         assert!(!out.try_push(&Frame::Ping(3)), "13 + 13 + 13 > 30");
         out.confirm_written(batch.len());
         assert!(out.try_push(&Frame::Ping(3)));
+    }
+
+    #[test]
+    fn a_queued_ack_is_raised_in_place_and_a_taken_one_is_not() {
+        let mut out = Outbound::new(1000);
+        out.push_ack(5);
+        out.push(&Frame::Ping(1));
+        out.push_ack(9);
+        let mut expected = Frame::Ack { received: 9 }.to_bytes();
+        Frame::Ping(1).encode(&mut expected);
+        assert_eq!(out.take(None).unwrap(), expected, "one Ack, the latest value");
+        out.push_ack(12);
+        assert_eq!(
+            out.take(None).unwrap(),
+            Frame::Ack { received: 12 }.to_bytes()
+        );
     }
 
     #[test]

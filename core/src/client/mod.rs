@@ -611,12 +611,7 @@ impl RelayClient {
     fn send_ack(&mut self, now: Timestamp) {
         if self.resumable && self.link.is_open() && self.received > self.ack_sent {
             self.ack_sent = self.received;
-            self.link.send(
-                &Frame::Ack {
-                    received: self.received,
-                },
-                now,
-            );
+            self.link.send_ack(self.received, now);
         }
     }
 

@@ -285,8 +285,13 @@ impl RelayClient {
         }
     }
 
+    /// Asks the relay for client `id`'s key, once, when the queue has room (hundreds
+    /// of clients no roster listed can each need one; what waits for a lookup not yet
+    /// sent asks again as the queue drains: `flush_outbox`, `pay_key_debts`).
     fn look_up(&mut self, id: ClientId, now: Timestamp) {
-        if !self.outbox.looking_up.contains_key(&id) {
+        if !self.outbox.looking_up.contains_key(&id)
+            && self.link.pending() + MESSAGE_OVERHEAD <= self.limits.max_outbound_bytes
+        {
             self.outbox.looking_up.insert(id, self.next_seq);
             self.link.send(&Frame::Lookup { id }, now);
         }

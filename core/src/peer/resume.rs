@@ -436,7 +436,7 @@ impl Peer {
         if s.agreed && !s.returning && self.link.is_open() && s.received > s.ack_sent {
             s.ack_sent = s.received;
             let received = s.received;
-            self.link.send(&Frame::Ack { received }, now);
+            self.link.send_ack(received, now);
         }
     }
 

@@ -364,7 +364,10 @@ impl RelayServer {
         if session.received > session.ack_sent {
             session.ack_sent = session.received;
             let received = session.received;
-            self.enqueue(conn, &Frame::Ack { received });
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.out.push_ack(received);
+            }
+            self.mark_ready(conn);
         }
         self.flush_delivered();
     }
