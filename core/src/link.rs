@@ -215,10 +215,13 @@ impl Link {
 
     /// Tells the other side how much of its session stream we handled (raising an
     /// `Ack` still queued rather than queueing another).
-    pub(crate) fn send_ack(&mut self, received: u64, now: Timestamp) {
-        if self.is_open() {
-            self.out.push_ack(received);
+    /// Returns whether it is queued (not past the bound: then call again later).
+    pub(crate) fn send_ack(&mut self, received: u64, now: Timestamp) -> bool {
+        if self.is_open() && self.out.push_ack(received) {
             self.keepalive.on_sent(now);
+            true
+        } else {
+            false
         }
     }
 

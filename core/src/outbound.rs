@@ -85,8 +85,10 @@ impl Outbound {
         }
     }
 
-    /// Queues `Ack { received }`, or raises the one still queued to it.
-    pub(crate) fn push_ack(&mut self, received: u64) {
+    /// Queues `Ack { received }`, or raises the one still queued to it; returns
+    /// whether it did. A new `Ack` is not queued past the bound (a later one says the
+    /// same and more, once the queue drains).
+    pub(crate) fn push_ack(&mut self, received: u64) -> bool {
         let in_inner = self.sealing != Sealing::Clear;
         if let Some((was_inner, at)) = self.unsent_ack
             && was_inner == in_inner
@@ -96,14 +98,18 @@ impl Outbound {
                 && slot.get(..5) == Some(&[0, 0, 0, 9, 0x61])
             {
                 slot[5..].copy_from_slice(&received.to_be_bytes());
-                return;
+                return true;
             }
+        }
+        if self.pending() + 13 > self.max {
+            return false;
         }
         let at = self.mark();
         self.push(&Frame::Ack { received });
         if self.wire == Wire::Framed && self.mark() == at + 13 {
             self.unsent_ack = Some((in_inner, at));
         }
+        true
     }
 
     // ----- the session layer ------------------------------------------------------

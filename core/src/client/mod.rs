@@ -609,9 +609,12 @@ impl RelayClient {
 
     /// Tells the relay how much of its session stream we handled (once per read).
     fn send_ack(&mut self, now: Timestamp) {
-        if self.resumable && self.link.is_open() && self.received > self.ack_sent {
+        if self.resumable
+            && self.link.is_open()
+            && self.received > self.ack_sent
+            && self.link.send_ack(self.received, now)
+        {
             self.ack_sent = self.received;
-            self.link.send_ack(self.received, now);
         }
     }
 
@@ -649,6 +652,8 @@ impl RelayClient {
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
+        // An acknowledgement that waited for room.
+        self.send_ack(self.last_now);
         if self.has_backlog() {
             self.flush_outbox(self.last_now);
         }

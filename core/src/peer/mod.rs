@@ -510,6 +510,8 @@ impl Peer {
     /// The driver wrote `n` bytes of what `poll_transmit` gave it.
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
+        // An acknowledgement that waited for room.
+        self.send_ack(self.last_now);
         if self.files.waiting_for_room(self.link.pending()) {
             self.pump_files(self.last_now);
         }

@@ -433,10 +433,13 @@ impl Peer {
     /// After a read: tells the other side how much of its stream we handled.
     pub(super) fn send_ack(&mut self, now: Timestamp) {
         let s = &mut self.session;
-        if s.agreed && !s.returning && self.link.is_open() && s.received > s.ack_sent {
+        if s.agreed
+            && !s.returning
+            && self.link.is_open()
+            && s.received > s.ack_sent
+            && self.link.send_ack(s.received, now)
+        {
             s.ack_sent = s.received;
-            let received = s.received;
-            self.link.send_ack(received, now);
         }
     }
 

@@ -362,10 +362,20 @@ impl RelayServer {
             return;
         };
         if session.received > session.ack_sent {
-            session.ack_sent = session.received;
             let received = session.received;
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.out.push_ack(received);
+            // Past the bound a new `Ack` waits for the next read (it is never what cuts
+            // a client off).
+            let sent = self
+                .conns
+                .get_mut(&conn)
+                .is_some_and(|c| c.out.push_ack(received));
+            if sent
+                && let Some(ConnState::Admitted(Client {
+                    session: Some(session),
+                    ..
+                })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+            {
+                session.ack_sent = received;
             }
             self.mark_ready(conn);
         }
