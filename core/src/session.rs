@@ -20,6 +20,9 @@
 
 use crate::frame::is_session_frame;
 
+/// The most buffer an idle session keeps once everything is acknowledged.
+const IDLE_CAPACITY: usize = 1024;
+
 /// The bytes of our session stream that the other side has not yet acknowledged,
 /// kept to be sent again after a lost connection.
 #[derive(Debug, Default)]
@@ -90,8 +93,17 @@ impl Retained {
         if upto > self.base {
             self.head += (upto - self.base) as usize;
             self.base = upto;
-            // Compact once the dropped prefix outweighs what is kept: amortised O(1).
-            if self.head >= 4096 && self.head >= self.buf.len() / 2 {
+            if self.head == self.buf.len() {
+                // All acknowledged: an idle connection keeps no buffer (a relay holds
+                // thousands of them; a roster alone can be 16 KiB).
+                if self.buf.capacity() > IDLE_CAPACITY {
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.clear();
+                }
+                self.head = 0;
+            } else if self.head >= 4096 && self.head >= self.buf.len() / 2 {
+                // Compact once the dropped prefix outweighs what is kept: amortised O(1).
                 self.buf.drain(..self.head);
                 self.head = 0;
             }

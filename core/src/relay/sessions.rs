@@ -262,6 +262,16 @@ impl RelayServer {
         for (from, seq) in read {
             self.settle(from, seq);
         }
+        if let Some(ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+            && session.owing.is_empty()
+            && session.owing.capacity() > 64
+        {
+            // An idle client keeps no bookkeeping of its own.
+            session.owing = VecDeque::new();
+        }
     }
 
     /// One of `from`'s recipients acknowledged (or will never acknowledge) its
@@ -338,6 +348,9 @@ impl RelayServer {
                 .is_some_and(|&(_, owed)| owed == 0)
             {
                 session.in_flight.pop_front();
+            }
+            if session.in_flight.is_empty() && session.in_flight.capacity() > 64 {
+                session.in_flight = VecDeque::new();
             }
             let upto = session
                 .in_flight
