@@ -5,11 +5,14 @@
 //! messages straight into the output buffer and reads deliveries in place, without
 //! allocating per message. It reads only what the bench needs (who sent a delivery,
 //! and the send timestamp at the start of its text); the relay's correctness is the
-//! business of the tests, not of the benchmark.
+//! business of the tests, not of the benchmark. Framed clients speak the session
+//! layer as `p2pchat join` does (they acknowledge what they read, and the relay keeps
+//! what it sent them until they do), so that the relay is measured doing the work a
+//! real client makes it do.
 
 use std::io::Write as _;
 
-use p2pchat_core::{ClientId, Frame, Hello, MAGIC, PROTOCOL_VERSION, Role};
+use p2pchat_core::{CAP_RESUME, ClientId, Frame, Hello, MAGIC, PROTOCOL_VERSION, Role};
 
 /// Which protocol the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,8 @@ pub(crate) enum Incoming {
     Error,
     /// The stream cannot be read any further (a frame the bench cannot parse).
     Broken,
+    /// Bytes of the relay's session stream in what was read (to acknowledge).
+    Stream(u64),
 }
 
 /// Frame type bytes the scanner looks at (see `docs/PROTOCOL.md`).
@@ -53,6 +58,10 @@ const CHAT: u8 = 0x10;
 const DELIVER: u8 = 0x11;
 const ERROR: u8 = 0x33;
 const CLOSE: u8 = 0x34;
+/// Frames about the connection, not in the session stream (`docs/PROTOCOL.md` 5b).
+const LINK_FRAMES: [u8; 12] = [
+    0x01, 0x02, 0x03, 0x31, 0x32, 0x34, 0x50, 0x51, 0x61, 0x62, 0x63, 0x64,
+];
 /// Payload kind of text.
 const TEXT: u8 = 1;
 /// Largest frame the scanner accepts.
@@ -67,7 +76,7 @@ impl Dialect {
                 Frame::Hello(Hello {
                     min_version: PROTOCOL_VERSION,
                     max_version: PROTOCOL_VERSION,
-                    capabilities: 0,
+                    capabilities: CAP_RESUME,
                     role: Role::RelayClient,
                     name: String::new(),
                     resuming: false,
@@ -164,21 +173,31 @@ fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// Appends `Ack { received }`.
+pub(crate) fn encode_ack(received: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, 0, 9, 0x61]);
+    out.extend_from_slice(&received.to_be_bytes());
+}
+
 fn scan_frames(buf: &[u8], on: &mut impl FnMut(Incoming)) -> usize {
     let mut pos = 0;
-    loop {
+    let mut stream = 0u64;
+    let used = loop {
         let Some(len) = be_u32(buf, pos).map(|l| l as usize) else {
-            return pos;
+            break pos;
         };
         if len == 0 || len > MAX_FRAME {
             on(Incoming::Broken);
             return buf.len();
         }
         let Some(frame) = buf.get(pos + 4..pos + 4 + len) else {
-            return pos;
+            break pos;
         };
         pos += 4 + len;
         let (ty, body) = (frame[0], &frame[1..]);
+        if !LINK_FRAMES.contains(&ty) {
+            stream += 4 + len as u64;
+        }
         match ty {
             // Welcome: version u16, capabilities u64, client_id u32, ...
             WELCOME => match be_u32(body, 10) {
@@ -195,7 +214,11 @@ fn scan_frames(buf: &[u8], on: &mut impl FnMut(Incoming)) -> usize {
             ERROR | CLOSE => on(Incoming::Error),
             _ => {}
         }
+    };
+    if stream > 0 {
+        on(Incoming::Stream(stream));
     }
+    used
 }
 
 fn scan_lines(dialect: Dialect, buf: &[u8], on: &mut impl FnMut(Incoming)) -> usize {

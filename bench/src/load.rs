@@ -158,6 +158,10 @@ struct Client {
     lost: bool,
     /// A real client machine, when the dialect is [`Dialect::Machine`].
     machine: Option<Box<RelayClient>>,
+    /// Bytes of the relay's session stream read, and the last `Ack` sent (framed
+    /// clients acknowledge what they read, once per read, as real ones do).
+    received: u64,
+    acked: u64,
 }
 
 /// A sender's progress.
@@ -326,6 +330,8 @@ impl Load<'_> {
                 out: Vec::new(),
                 lost: false,
                 machine,
+                received: 0,
+                acked: 0,
             });
             // A real client says its Hello (and starts its handshake) itself.
             self.pull_machine(i);
@@ -747,6 +753,12 @@ impl Load<'_> {
         for item in items {
             self.on_item(i, item);
         }
+        let client = &mut self.clients[i];
+        if client.received > client.acked {
+            client.acked = client.received;
+            crate::dialect::encode_ack(client.received, &mut client.out);
+            self.flush(i);
+        }
     }
 
     fn on_item(&mut self, i: usize, item: Incoming) {
@@ -759,6 +771,7 @@ impl Load<'_> {
             }
             Incoming::Refused => self.refused += 1,
             Incoming::Error => self.errors += 1,
+            Incoming::Stream(n) => self.clients[i].received += n,
             Incoming::Broken => self.lose(i),
             Incoming::Delivery { from, stamp } => {
                 if self.senders.is_empty() {
