@@ -187,6 +187,9 @@ struct Load<'a> {
     poll: Poll,
     clients: Vec<Client>,
     read_buf: Vec<u8>,
+    /// Clients with an acknowledgement not yet written (it goes with their next
+    /// write, or at the end of the turn).
+    unflushed: Vec<usize>,
     /// Admitted so far.
     admitted: usize,
     refused: usize,
@@ -242,6 +245,7 @@ pub fn run(
         poll,
         clients: Vec::with_capacity(n),
         read_buf: vec![0; READ_BUFFER],
+        unflushed: Vec::new(),
         admitted: 0,
         refused: 0,
         start: now,
@@ -301,6 +305,8 @@ impl Load<'_> {
                     ));
                 }
                 self.poll_once(&mut events, Some(Duration::from_millis(100)))?;
+            self.flush_acks();
+                self.flush_acks();
             }
             let mut stream =
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
@@ -339,6 +345,7 @@ impl Load<'_> {
             // Read admissions as they come, so that no socket fills up meanwhile.
             if i % 64 == 63 {
                 self.poll_once(&mut events, Some(Duration::ZERO))?;
+                self.flush_acks();
             }
         }
         if self.dialect == Dialect::Broker {
@@ -449,12 +456,31 @@ impl Load<'_> {
                 );
             }
             let timeout = self.send_due();
+            self.flush_acks();
             self.poll_once(&mut events, Some(timeout.min(deadline - now)))?;
             if self.clients.iter().all(|c| c.lost) {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Writes the acknowledgements that did not go out with a batch.
+    fn flush_acks(&mut self) {
+        let mut unflushed = std::mem::take(&mut self.unflushed);
+        for &i in &unflushed {
+            if !self.clients[i].out.is_empty() {
+                self.flush(i);
+                // A sender held back by the unwritten acknowledgement may go on.
+                if self.clients[i].out.is_empty()
+                    && let Some(s) = self.sender_of.get(i).copied().flatten()
+                {
+                    self.unblock(s);
+                }
+            }
+        }
+        unflushed.clear();
+        self.unflushed = unflushed;
     }
 
     /// Microseconds since the start: the timestamp carried in each message.
@@ -753,11 +779,14 @@ impl Load<'_> {
         for item in items {
             self.on_item(i, item);
         }
+        // The acknowledgement rides with the client's next write (its sender's next
+        // batch, when it sends), as a real client's goes out with whatever it writes
+        // next; whatever is still unwritten goes out at the end of the turn.
         let client = &mut self.clients[i];
         if client.received > client.acked {
             client.acked = client.received;
             crate::dialect::encode_ack(client.received, &mut client.out);
-            self.flush(i);
+            self.unflushed.push(i);
         }
     }
 

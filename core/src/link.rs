@@ -118,7 +118,15 @@ pub(crate) struct Link {
     /// The connection was lost but the session goes on: session frames are still
     /// kept (to be sent on the next connection), nothing goes on the wire.
     detached: bool,
+    /// An acknowledgement owed to the other side and not yet queued: it rides with
+    /// the next bytes we write, or goes on its own at the time given.
+    ack_owed: Option<(u64, Timestamp)>,
+    /// What our last queued `Ack` said.
+    ack_sent: u64,
 }
+
+/// How long an `Ack` with nothing to ride with waits before it goes on its own.
+const ACK_DELAY: core::time::Duration = core::time::Duration::from_millis(20);
 
 impl Link {
     /// A link that has queued the magic. With `speak_first` false the magic (and
@@ -142,6 +150,8 @@ impl Link {
             max_line: limits.max_text_len + 16,
             text_pause: limits.text_pause,
             detached: false,
+            ack_owed: None,
+            ack_sent: 0,
         }
     }
 
@@ -213,14 +223,42 @@ impl Link {
         self.out.unacked()
     }
 
-    /// Tells the other side how much of its session stream we handled (raising an
-    /// `Ack` still queued rather than queueing another).
-    /// Returns whether it is queued (not past the bound: then call again later).
-    pub(crate) fn send_ack(&mut self, received: u64, now: Timestamp) -> bool {
-        if self.is_open() && self.out.push_ack(received) {
+    /// We handled the other side's session stream up to `received` (after a read):
+    /// an `Ack` is owed. It rides with whatever we write next; with nothing to ride
+    /// with it goes on its own within `ACK_DELAY` (see [`Link::poll_ack`]): one
+    /// `Ack` a read, written on its own, would double the packets of a busy reader.
+    pub(crate) fn owe_ack(&mut self, received: u64, now: Timestamp) {
+        if received <= self.ack_sent || !self.is_open() {
+            return;
+        }
+        if self.out.has_queued() {
+            self.queue_ack(received, now);
+        } else {
+            let at = self.ack_owed.map_or(now + ACK_DELAY, |(_, at)| at);
+            self.ack_owed = Some((received, at));
+        }
+    }
+
+    /// Queues the owed `Ack` if its time has come (or it can ride with what is
+    /// queued); past the outbound bound it waits some more.
+    pub(crate) fn poll_ack(&mut self, now: Timestamp) {
+        if let Some((received, at)) = self.ack_owed
+            && (at <= now || self.out.has_queued())
+            && self.is_open()
+            && !self.queue_ack(received, now)
+        {
+            self.ack_owed = Some((received, now + ACK_DELAY));
+        }
+    }
+
+    fn queue_ack(&mut self, received: u64, now: Timestamp) -> bool {
+        if self.out.push_ack(received) {
+            self.ack_sent = received;
+            self.ack_owed = None;
             self.keepalive.on_sent(now);
             true
         } else {
+            self.ack_owed = Some((received, now + ACK_DELAY));
             false
         }
     }
@@ -495,6 +533,12 @@ impl Link {
         if !self.gate_open || self.state == LinkState::Closed {
             return None;
         }
+        // An owed acknowledgement rides with what goes out now.
+        if let Some((received, at)) = self.ack_owed
+            && self.out.has_queued()
+        {
+            self.queue_ack(received, at);
+        }
         let channel = match &mut self.secure {
             Secure::Channel(channel) => Some(channel),
             _ => None,
@@ -530,7 +574,12 @@ impl Link {
         }
         match &self.text {
             Some(reader) => reader.flush_at(),
-            None => Some(self.keepalive.deadline()),
+            None => Some(
+                self.ack_owed
+                    .map_or(self.keepalive.deadline(), |(_, at)| {
+                        at.min(self.keepalive.deadline())
+                    }),
+            ),
         }
     }
 

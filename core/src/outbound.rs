@@ -123,6 +123,13 @@ impl Outbound {
         self.max_retained = max;
     }
 
+    /// Gives back the memory of a session stream that is all acknowledged.
+    pub(crate) fn release_if_idle(&mut self) {
+        if let Some(r) = self.retained.as_mut() {
+            r.release_if_idle();
+        }
+    }
+
     /// Bytes of our session stream not yet acknowledged.
     pub(crate) fn unacked(&self) -> usize {
         self.retained.as_ref().map_or(0, Retained::len)

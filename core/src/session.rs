@@ -94,13 +94,7 @@ impl Retained {
             self.head += (upto - self.base) as usize;
             self.base = upto;
             if self.head == self.buf.len() {
-                // All acknowledged: an idle connection keeps no buffer (a relay holds
-                // thousands of them; a roster alone can be 16 KiB).
-                if self.buf.capacity() > IDLE_CAPACITY {
-                    self.buf = Vec::new();
-                } else {
-                    self.buf.clear();
-                }
+                self.buf.clear();
                 self.head = 0;
             } else if self.head >= 4096 && self.head >= self.buf.len() / 2 {
                 // Compact once the dropped prefix outweighs what is kept: amortised O(1).
@@ -135,6 +129,17 @@ impl Retained {
             n = (n + len).min(rest.len());
         }
         n
+    }
+
+    /// Gives back the buffer if everything was acknowledged and it is larger than an
+    /// idle connection needs (a relay holds thousands of idle ones, and a roster
+    /// alone can be 16 KiB). Called now and then, not on every acknowledgement: a
+    /// busy connection keeps its buffer between bursts.
+    pub(crate) fn release_if_idle(&mut self) {
+        if self.len() == 0 && self.buf.capacity() > IDLE_CAPACITY {
+            self.buf = Vec::new();
+            self.head = 0;
+        }
     }
 
     /// What to send again from stream offset `from` (the other side holds everything

@@ -185,7 +185,17 @@ impl Wire {
     /// machine's timers at each (so that keepalive goes on as it would).
     pub fn advance(&mut self, now: Timestamp) {
         while self.now < now {
-            self.now = (self.now + core::time::Duration::from_secs(5)).min(now);
+            // The next deadline of any machine, or 5 s on.
+            let next = self
+                .clients
+                .iter()
+                .filter_map(|a| a.client.poll_timeout())
+                .chain(self.server.poll_timeout())
+                .filter(|&t| t > self.now)
+                .min()
+                .unwrap_or(now);
+            let step = (self.now + core::time::Duration::from_secs(5)).min(next);
+            self.now = step.min(now);
             self.server.handle_timeout(self.now);
             for a in &mut self.clients {
                 a.client.handle_timeout(self.now);

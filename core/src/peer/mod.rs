@@ -511,7 +511,7 @@ impl Peer {
     pub fn handle_written(&mut self, n: usize) {
         self.link.confirm_written(n);
         // An acknowledgement that waited for room.
-        self.send_ack(self.last_now);
+        self.link.poll_ack(self.last_now);
         if self.files.waiting_for_room(self.link.pending()) {
             self.pump_files(self.last_now);
         }
@@ -553,6 +553,8 @@ impl Peer {
 
     /// Time passed: keepalive and vanished-peer detection.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.last_now = self.last_now.max(now);
+        self.link.poll_ack(now);
         if let Some(input) = self.link.text_timeout(now) {
             self.on_text_input(input);
         }

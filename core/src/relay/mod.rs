@@ -227,6 +227,15 @@ pub struct RelayServer {
     parked: BTreeSet<(Timestamp, ConnId)>,
     /// Clients whose `Delivered` may have advanced, to tell them after the input.
     delivered_due: Vec<ConnId>,
+    /// Deliveries being settled, reused from one acknowledgement to the next.
+    settling: Vec<(ClientId, u64)>,
+    /// The connection whose read is being handled, and what it routed so far
+    /// (sequence number, acknowledgements owed): see `sessions::routed`.
+    routing: (Option<ConnId>, Vec<(u64, u32)>),
+    /// Clients whose `Ack` or receipt waits for other traffic to ride with, until
+    /// `riders_at` at the latest.
+    riders: Vec<ConnId>,
+    riders_at: Option<Timestamp>,
 }
 
 /// Broadcasts from one sender, encoded once, waiting to be fanned out.
@@ -279,6 +288,10 @@ impl RelayServer {
             batching: false,
             parked: BTreeSet::new(),
             delivered_due: Vec::new(),
+            settling: Vec::new(),
+            routing: (None, Vec::new()),
+            riders: Vec::new(),
+            riders_at: None,
         }
     }
 
@@ -424,6 +437,7 @@ impl RelayServer {
         };
         // Broadcasts in these bytes are fanned out together (see `broadcast`).
         self.batching = true;
+        self.begin_routing(conn);
         let fed = decoder.feed(bytes, |raw| {
             let Some(c) = self.conns.get(&conn) else {
                 return false;
@@ -455,7 +469,8 @@ impl RelayServer {
         }
         self.batching = false;
         self.flush_broadcasts();
-        self.send_ack(conn);
+        self.end_routing();
+        self.send_ack(conn, now);
         if decoder.magic_seen() {
             self.send_magic_once(conn);
         }
@@ -562,7 +577,7 @@ impl RelayServer {
                 // It may come back: its ID and what is sent to it are held for it.
                 let retained = c.out.take_retained();
                 self.park(client, retained, ErrorCode::ConnectionLost, now);
-                self.flush_delivered();
+                self.flush_delivered(now, false);
             }
             ConnState::Admitted(mut client) => {
                 self.clients.remove(&client.id);
@@ -577,7 +592,7 @@ impl RelayServer {
                 let owed = sessions::take_owed(&mut client);
                 self.announce_left(conn, client.id, client.exited, code, detail, owed);
                 self.cut_off_overflowed();
-                self.flush_delivered();
+                self.flush_delivered(now, false);
             }
             ConnState::Closing => {}
         }
@@ -603,13 +618,15 @@ impl RelayServer {
         }
         self.expire_parked(now);
         self.plain_text_timeouts(now);
-        self.flush_delivered();
+        let force = self.riders_at.is_some_and(|at| at <= now);
+        self.flush_delivered(now, force);
     }
 
     /// Cuts off every client not heard from for `idle_timeout`, then schedules the
     /// next sweep. A sweep every third of the timeout keeps detection within 4/3 of
     /// it while costing one pass over the clients, not one timer per client.
     fn sweep_silent(&mut self, now: Timestamp) {
+        self.release_idle_buffers();
         let idle = self.limits.idle_timeout;
         let silent: Vec<ConnId> = self
             .clients
@@ -697,6 +714,7 @@ impl RelayServer {
             self.deadlines.first().map(|&(at, _)| at),
             self.next_sweep,
             self.parked.first().map(|&(at, _)| at),
+            self.riders_at,
             self.text_flush.first().map(|&(at, _)| at),
             self.greetings.first().map(|&(at, _)| at),
         ]
@@ -1037,8 +1055,18 @@ impl RelayServer {
             return 0;
         };
         if t.out.try_push_deliver(from, chat) {
+            let owes = match &mut t.state {
+                ConnState::Admitted(Client {
+                    session: Some(session),
+                    ..
+                }) => {
+                    session.owe(t.out.stream_end(), from, chat.seq);
+                    1
+                }
+                _ => 0,
+            };
             self.mark_ready(target);
-            u32::from(self.owe_delivery(target, from, chat.seq))
+            owes
         } else {
             self.did_not_fit(sender, target, to, chat.seq);
             0
@@ -1464,6 +1492,15 @@ impl RelayServer {
         {
             c.in_ready = true;
             self.ready.push_back(conn);
+            // Company for an `Ack` or receipt that waited for some.
+            if let ConnState::Admitted(Client {
+                session: Some(session),
+                ..
+            }) = &c.state
+                && session.rider
+            {
+                self.emit_riders(conn, true);
+            }
         }
     }
 

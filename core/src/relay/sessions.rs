@@ -39,6 +39,10 @@ struct Owing {
     seq: u64,
 }
 
+/// How long an `Ack` or a receipt (`Delivered`) for a client with nothing else
+/// queued waits to ride with other traffic.
+pub(super) const RIDER_DELAY: core::time::Duration = core::time::Duration::from_millis(20);
+
 /// The deliveries a client had not acknowledged when it left for good.
 pub(super) type Owed = VecDeque<(ClientId, u64)>;
 
@@ -58,6 +62,10 @@ pub(super) struct ClientSession {
     in_flight: VecDeque<(u64, u32)>,
     /// What the last `Delivered` we sent it said.
     delivered_sent: u64,
+    /// Whether it is listed in `RelayServer::delivered_due` already.
+    due: bool,
+    /// Whether its `Ack` or receipt waits among `RelayServer::riders`.
+    pub(super) rider: bool,
 }
 
 impl ClientSession {
@@ -108,6 +116,8 @@ impl RelayServer {
             owing: VecDeque::new(),
             in_flight: VecDeque::new(),
             delivered_sent: 0,
+            due: false,
+            rider: false,
         })
     }
 
@@ -243,9 +253,11 @@ impl RelayServer {
     }
 
     /// The deliveries to `conn` up to stream offset `upto` were read: their senders
-    /// owe one acknowledgement less.
+    /// owe one acknowledgement less. (The hot path of receipts: one acknowledgement
+    /// covers a read's worth of deliveries, mostly from few senders, so each run of
+    /// one sender's is settled with one lookup.)
     fn settle_acknowledged(&mut self, conn: ConnId, upto: u64) {
-        let mut read = Vec::new();
+        let mut read = std::mem::take(&mut self.settling);
         if let Some(ConnState::Admitted(Client {
             session: Some(session),
             ..
@@ -259,35 +271,60 @@ impl RelayServer {
                 read.push((o.from, o.seq));
             }
         }
-        for (from, seq) in read {
-            self.settle(from, seq);
+        let mut start = 0;
+        while let Some(&(from, _)) = read.get(start) {
+            let run = read
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|&&(f, _)| f == from)
+                .count();
+            self.settle_run(from, read.get(start..start + run).unwrap_or_default());
+            start += run;
         }
-        if let Some(ConnState::Admitted(Client {
-            session: Some(session),
-            ..
-        })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
-            && session.owing.is_empty()
-            && session.owing.capacity() > 64
-        {
-            // An idle client keeps no bookkeeping of its own.
-            session.owing = VecDeque::new();
-        }
+        read.clear();
+        self.settling = read;
     }
 
     /// One of `from`'s recipients acknowledged (or will never acknowledge) its
     /// message `seq`.
     fn settle(&mut self, from: ClientId, seq: u64) {
+        self.settle_run(from, &[(from, seq)]);
+    }
+
+    /// Settles, for one recipient, messages of `from` (in increasing order).
+    fn settle_run(&mut self, from: ClientId, run: &[(ClientId, u64)]) {
         let Some(&sender) = self.clients.get(&from) else {
             return;
         };
-        if let Some(ConnState::Admitted(Client {
+        if self.routing.0 == Some(sender) {
+            // Messages of the read under way may be among them (their recipient was
+            // cut off meanwhile).
+            self.apply_routed();
+        }
+        let Some(ConnState::Admitted(Client {
             session: Some(session),
             ..
         })) = self.conns.get_mut(&sender).map(|c| &mut c.state)
-            && let Ok(at) = session.in_flight.binary_search_by_key(&seq, |&(s, _)| s)
-            && let Some(entry) = session.in_flight.get_mut(at)
-        {
-            entry.1 = entry.1.saturating_sub(1);
+        else {
+            return;
+        };
+        let mut at = 0;
+        for &(_, seq) in run {
+            // In order of sequence number, as the run is: look where the last one was
+            // first (the front, for a sender writing to one client).
+            if session.in_flight.get(at).is_none_or(|&(s, _)| s != seq) {
+                at = session.in_flight.partition_point(|&(s, _)| s < seq);
+            }
+            if let Some(entry) = session.in_flight.get_mut(at)
+                && entry.0 == seq
+            {
+                entry.1 = entry.1.saturating_sub(1);
+                at += 1;
+            }
+        }
+        if !session.due {
+            session.due = true;
             self.delivered_due.push(sender);
         }
     }
@@ -296,6 +333,12 @@ impl RelayServer {
     /// `owed` acknowledgements (0: it is settled already, delivered to clients
     /// without a session or refused with an `Error`).
     pub(super) fn routed(&mut self, sender: ConnId, seq: u64, owed: u32) {
+        // The connection being read routes every message of its read: collected, and
+        // added to its session in one go at the end of the read.
+        if self.routing.0 == Some(sender) {
+            self.routing.1.push((seq, owed));
+            return;
+        }
         if let Some(ConnState::Admitted(Client {
             session: Some(session),
             ..
@@ -304,95 +347,162 @@ impl RelayServer {
             if owed > 0 {
                 session.in_flight.push_back((seq, owed));
             }
-            self.delivered_due.push(sender);
-        }
-    }
-
-    /// After a `Deliver` to `target` was queued: whether the recipient has a session
-    /// (and so owes an acknowledgement for it).
-    pub(super) fn owe_delivery(&mut self, target: ConnId, from: ClientId, seq: u64) -> bool {
-        let Some(c) = self.conns.get_mut(&target) else {
-            return false;
-        };
-        let end = c.out.stream_end();
-        match &mut c.state {
-            ConnState::Admitted(Client {
-                session: Some(session),
-                ..
-            }) => {
-                session.owe(end, from, seq);
-                true
+            if !session.due {
+                session.due = true;
+                self.delivered_due.push(sender);
             }
-            _ => false,
         }
     }
 
-    /// Tells each client whose messages got settled up to which sequence number all
-    /// of them are (`Delivered`).
-    pub(super) fn flush_delivered(&mut self) {
+    /// Starts collecting what the read of `conn` routes.
+    pub(super) fn begin_routing(&mut self, conn: ConnId) {
+        self.routing.0 = Some(conn);
+    }
+
+    /// Adds what the read under way routed to its sender's session.
+    pub(super) fn apply_routed(&mut self) {
+        let Some(sender) = self.routing.0 else {
+            return;
+        };
+        let mut batch = std::mem::take(&mut self.routing.1);
+        if let Some(ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        })) = self.conns.get_mut(&sender).map(|c| &mut c.state)
+            && !batch.is_empty()
+        {
+            session
+                .in_flight
+                .extend(batch.iter().copied().filter(|&(_, owed)| owed > 0));
+            if !session.due {
+                session.due = true;
+                self.delivered_due.push(sender);
+            }
+        }
+        batch.clear();
+        self.routing.1 = batch;
+    }
+
+    /// Ends the read under way: what it routed goes to its sender's session.
+    pub(super) fn end_routing(&mut self) {
+        self.apply_routed();
+        self.routing.0 = None;
+    }
+
+    /// Sends what waits for the clients whose acknowledgement or receipt became due
+    /// in this input (or, with `force`, for every client still waiting): its `Ack`
+    /// (how much of its stream was handled) and its receipt (`Delivered`: up to which
+    /// sequence number its messages are settled). Both ride with whatever else is
+    /// queued for the client; for a client with nothing queued they wait for
+    /// company (the next bytes queued for it, see `mark_ready`) up to `RIDER_DELAY`:
+    /// on their own they would cost a write, a wake-up and a packet each, which
+    /// doubled the relay's work when every client sends.
+    pub(super) fn flush_delivered(&mut self, now: Timestamp, force: bool) {
         let mut due = std::mem::take(&mut self.delivered_due);
+        if force {
+            due.append(&mut self.riders);
+        }
         due.sort_unstable();
         due.dedup();
         for conn in due.iter().copied() {
-            let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
-            else {
-                continue;
-            };
-            let last_seq = client.last_seq;
-            let Some(session) = client.session.as_mut() else {
-                continue;
-            };
-            while session
-                .in_flight
-                .front()
-                .is_some_and(|&(_, owed)| owed == 0)
-            {
-                session.in_flight.pop_front();
-            }
-            if session.in_flight.is_empty() && session.in_flight.capacity() > 64 {
-                session.in_flight = VecDeque::new();
-            }
-            let upto = session
-                .in_flight
-                .front()
-                .map_or(last_seq, |&(seq, _)| seq.saturating_sub(1));
-            if upto > session.delivered_sent {
-                session.delivered_sent = upto;
-                self.enqueue(conn, &Frame::Delivered { seq: upto });
-            }
+            self.emit_riders(conn, force);
         }
         due.clear();
         self.delivered_due = due;
+        self.riders_at = match (self.riders.is_empty(), self.riders_at) {
+            (true, _) => None,
+            (false, Some(at)) if !force => Some(at),
+            (false, _) => Some(now + RIDER_DELAY),
+        };
     }
 
-    /// After a read from a client: tells it how much of its stream was handled.
-    pub(super) fn send_ack(&mut self, conn: ConnId) {
-        let Some(ConnState::Admitted(Client {
-            session: Some(session),
-            ..
-        })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
-        else {
+    /// Queues client `conn`'s `Ack` and receipt if they are due and have company (or
+    /// `force`); else it waits among the riders.
+    pub(super) fn emit_riders(&mut self, conn: ConnId, force: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if session.received > session.ack_sent {
-            let received = session.received;
-            // Past the bound a new `Ack` waits for the next read (it is never what cuts
-            // a client off).
-            let sent = self
-                .conns
-                .get_mut(&conn)
-                .is_some_and(|c| c.out.push_ack(received));
-            if sent
-                && let Some(ConnState::Admitted(Client {
-                    session: Some(session),
-                    ..
-                })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
-            {
-                session.ack_sent = received;
-            }
-            self.mark_ready(conn);
+        let parked = c.parked_until.is_some();
+        let send_now = force || parked || c.out.has_queued();
+        let ConnState::Admitted(client) = &mut c.state else {
+            return;
+        };
+        let last_seq = client.last_seq;
+        let Some(session) = client.session.as_mut() else {
+            return;
+        };
+        session.due = false;
+        while session
+            .in_flight
+            .front()
+            .is_some_and(|&(_, owed)| owed == 0)
+        {
+            session.in_flight.pop_front();
         }
-        self.flush_delivered();
+        let upto = session
+            .in_flight
+            .front()
+            .map_or(last_seq, |&(seq, _)| seq.saturating_sub(1));
+        let receipt = upto > session.delivered_sent;
+        let ack = !parked && session.received > session.ack_sent;
+        if !receipt && !ack {
+            session.rider = false;
+            return;
+        }
+        if !send_now {
+            if !session.rider {
+                session.rider = true;
+                self.riders.push(conn);
+            }
+            return;
+        }
+        session.rider = false;
+        let received = session.received;
+        if receipt {
+            session.delivered_sent = upto;
+        }
+        // Past the bound a new `Ack` waits (it is never what cuts a client off).
+        if ack && c.out.push_ack(received) {
+            session.ack_sent = received;
+        } else if ack {
+            session.rider = true;
+            self.riders.push(conn);
+        }
+        if receipt {
+            self.enqueue(conn, &Frame::Delivered { seq: upto });
+        }
+        self.mark_ready(conn);
+    }
+
+    /// Now and then (with the sweep for silent clients): clients with nothing in
+    /// flight give back the memory their session bookkeeping grew to.
+    pub(super) fn release_idle_buffers(&mut self) {
+        for conn in self.clients.values() {
+            let Some(c) = self.conns.get_mut(conn) else {
+                continue;
+            };
+            c.out.release_if_idle();
+            if let ConnState::Admitted(Client {
+                session: Some(session),
+                ..
+            }) = &mut c.state
+            {
+                if session.owing.is_empty() && session.owing.capacity() > 16 {
+                    session.owing = VecDeque::new();
+                }
+                if session.in_flight.is_empty() && session.in_flight.capacity() > 16 {
+                    session.in_flight = VecDeque::new();
+                }
+            }
+        }
+    }
+
+    /// After a read from a client: its `Ack` is due (see `flush_delivered`).
+    pub(super) fn send_ack(&mut self, conn: ConnId, now: Timestamp) {
+        if self.has_session(conn) {
+            self.delivered_due.push(conn);
+        }
+        self.flush_delivered(now, false);
     }
 
     /// Client `id` left for good: the senders of the deliveries it never read are told
