@@ -455,8 +455,12 @@ impl Load<'_> {
                     self.errors
                 );
             }
-            let timeout = self.send_due();
+            let mut timeout = self.send_due();
             self.flush_acks();
+            if !self.ready.is_empty() {
+                // Senders the acknowledgements held back may go on at once.
+                timeout = Duration::ZERO;
+            }
             self.poll_once(&mut events, Some(timeout.min(deadline - now)))?;
             if self.clients.iter().all(|c| c.lost) {
                 break;
