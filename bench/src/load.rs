@@ -134,6 +134,10 @@ impl LoadReport {
 /// Most messages put into one write when sending flat out.
 const BATCH: usize = 64;
 
+/// How long an acknowledgement with no write to ride with waits (as a real
+/// client's does; 100 ms, or at once past 64 KiB).
+const ACK_DELAY: Duration = Duration::from_millis(100);
+
 /// Size of the one read buffer all clients share.
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -159,9 +163,12 @@ struct Client {
     /// A real client machine, when the dialect is [`Dialect::Machine`].
     machine: Option<Box<RelayClient>>,
     /// Bytes of the relay's session stream read, and the last `Ack` sent (framed
-    /// clients acknowledge what they read, once per read, as real ones do).
+    /// clients acknowledge what they read as real ones do: with their next write,
+    /// or within 20 ms).
     received: u64,
     acked: u64,
+    /// Since when `out` holds an acknowledgement and nothing else.
+    ack_only_since: Option<Instant>,
 }
 
 /// A sender's progress.
@@ -338,6 +345,7 @@ impl Load<'_> {
                 machine,
                 received: 0,
                 acked: 0,
+                ack_only_since: None,
             });
             // A real client says its Hello (and starts its handshake) itself.
             self.pull_machine(i);
@@ -458,8 +466,10 @@ impl Load<'_> {
             let mut timeout = self.send_due();
             self.flush_acks();
             if !self.ready.is_empty() {
-                // Senders the acknowledgements held back may go on at once.
                 timeout = Duration::ZERO;
+            } else if !self.unflushed.is_empty() {
+                // Acknowledgements waiting for a write to ride with go within 20 ms.
+                timeout = timeout.min(ACK_DELAY);
             }
             self.poll_once(&mut events, Some(timeout.min(deadline - now)))?;
             if self.clients.iter().all(|c| c.lost) {
@@ -469,21 +479,25 @@ impl Load<'_> {
         Ok(())
     }
 
-    /// Writes the acknowledgements that did not go out with a batch.
+    /// Writes the acknowledgements that waited 20 ms without a write to ride with.
     fn flush_acks(&mut self) {
+        let now = Instant::now();
         let mut unflushed = std::mem::take(&mut self.unflushed);
+        let mut keep = Vec::new();
         for &i in &unflushed {
-            if !self.clients[i].out.is_empty() {
-                self.flush(i);
-                // A sender held back by the unwritten acknowledgement may go on.
-                if self.clients[i].out.is_empty()
-                    && let Some(s) = self.sender_of.get(i).copied().flatten()
-                {
-                    self.unblock(s);
+            match self.clients[i].ack_only_since {
+                Some(since) if now - since >= ACK_DELAY => {
+                    self.clients[i].ack_only_since = None;
+                    if !self.clients[i].out.is_empty() {
+                        self.flush(i);
+                    }
                 }
+                Some(_) => keep.push(i),
+                None => {}
             }
         }
         unflushed.clear();
+        unflushed.extend(keep);
         self.unflushed = unflushed;
     }
 
@@ -548,7 +562,7 @@ impl Load<'_> {
         let client = &self.clients[sender.client];
         sender.sent < sender.quota
             && sender.in_flight < self.config.window.max(1)
-            && client.out.is_empty()
+            && (client.out.is_empty() || client.ack_only_since.is_some())
             && !client.lost
     }
 
@@ -607,6 +621,7 @@ impl Load<'_> {
         }
         self.sent += count as u64;
         self.clients[i].out = out;
+        self.clients[i].ack_only_since = None;
         self.pull_machine(i);
         self.flush(i);
     }
@@ -665,6 +680,9 @@ impl Load<'_> {
             }
         }
         client.out.drain(..written);
+        if client.out.is_empty() {
+            client.ack_only_since = None;
+        }
         if client.lost {
             client.out.clear();
             self.errors += 1;
@@ -788,9 +806,17 @@ impl Load<'_> {
         // next; whatever is still unwritten goes out at the end of the turn.
         let client = &mut self.clients[i];
         if client.received > client.acked {
+            let much = client.received - client.acked >= 64 * 1024;
             client.acked = client.received;
+            if client.out.is_empty() {
+                client.ack_only_since = Some(Instant::now());
+                self.unflushed.push(i);
+            }
             crate::dialect::encode_ack(client.received, &mut client.out);
-            self.unflushed.push(i);
+            if much {
+                // Much unacknowledged: the relay holds it for us; tell it now.
+                self.flush(i);
+            }
         }
     }
 

@@ -126,7 +126,11 @@ pub(crate) struct Link {
 }
 
 /// How long an `Ack` with nothing to ride with waits before it goes on its own.
-const ACK_DELAY: core::time::Duration = core::time::Duration::from_millis(20);
+const ACK_DELAY: core::time::Duration = core::time::Duration::from_millis(100);
+
+/// Bytes handled past the last `Ack` at which the next one goes at once, ride or
+/// not: the other side holds them until acknowledged.
+const ACK_NOW: u64 = 64 * 1024;
 
 impl Link {
     /// A link that has queued the magic. With `speak_first` false the magic (and
@@ -231,7 +235,8 @@ impl Link {
         if received <= self.ack_sent || !self.is_open() {
             return;
         }
-        if self.out.has_queued() {
+        // Much unacknowledged: the other side holds it for us; tell it now.
+        if self.out.has_queued() || received - self.ack_sent >= ACK_NOW {
             self.queue_ack(received, now);
         } else {
             let at = self.ack_owed.map_or(now + ACK_DELAY, |(_, at)| at);

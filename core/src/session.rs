@@ -64,6 +64,9 @@ impl Retained {
     /// Keeps the session frames among `frames` (whole frames, back to back, as
     /// encoded on the wire); link frames among them are skipped.
     pub(crate) fn keep_session_frames(&mut self, frames: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(frames.len().max(4 * IDLE_CAPACITY));
+        }
         let mut at = 0;
         let mut run_start = 0;
         while let Some(header) = frames.get(at..at + 5) {
@@ -94,7 +97,14 @@ impl Retained {
             self.head += (upto - self.base) as usize;
             self.base = upto;
             if self.head == self.buf.len() {
-                self.buf.clear();
+                // All acknowledged. A large buffer is given back at once (a roster
+                // alone can be 16 KiB, and a relay holds thousands of idle clients);
+                // the next burst reserves room in one go, not by doubling.
+                if self.buf.capacity() > IDLE_CAPACITY * 8 {
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.clear();
+                }
                 self.head = 0;
             } else if self.head >= 4096 && self.head >= self.buf.len() / 2 {
                 // Compact once the dropped prefix outweighs what is kept: amortised O(1).

@@ -602,8 +602,8 @@ mod tests {
         p.con.send_chat("four", T).unwrap();
         p.pump();
         assert_eq!(Pair::texts(&mut p.acc_events), ["four"]);
-        // The acknowledgement goes within 20 ms when nothing else is written.
-        p.now = T + Duration::from_millis(50);
+        // The acknowledgement goes within 100 ms when nothing else is written.
+        p.now = T + Duration::from_millis(150);
         p.acc.handle_timeout(p.now);
         p.pump();
         assert!(p.con_events.contains(&PeerEvent::Delivered { seq: 4 }));

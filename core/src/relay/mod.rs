@@ -232,10 +232,11 @@ pub struct RelayServer {
     /// The connection whose read is being handled, and what it routed so far
     /// (sequence number, acknowledgements owed): see `sessions::routed`.
     routing: (Option<ConnId>, Vec<(u64, u32)>),
-    /// Clients whose `Ack` or receipt waits for other traffic to ride with, until
-    /// `riders_at` at the latest.
-    riders: Vec<ConnId>,
-    riders_at: Option<Timestamp>,
+    /// Clients whose `Ack` or receipt waits for other traffic to ride with, each
+    /// until its time (in order: times only grow).
+    riders: VecDeque<(Timestamp, ConnId, u32)>,
+    /// The latest time an input carried.
+    now: Timestamp,
 }
 
 /// Broadcasts from one sender, encoded once, waiting to be fanned out.
@@ -290,8 +291,8 @@ impl RelayServer {
             delivered_due: Vec::new(),
             settling: Vec::new(),
             routing: (None, Vec::new()),
-            riders: Vec::new(),
-            riders_at: None,
+            riders: VecDeque::new(),
+            now: Timestamp::ZERO,
         }
     }
 
@@ -393,6 +394,7 @@ impl RelayServer {
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Timestamp) {
+        self.now = self.now.max(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -577,7 +579,7 @@ impl RelayServer {
                 // It may come back: its ID and what is sent to it are held for it.
                 let retained = c.out.take_retained();
                 self.park(client, retained, ErrorCode::ConnectionLost, now);
-                self.flush_delivered(now, false);
+                self.flush_delivered(now);
             }
             ConnState::Admitted(mut client) => {
                 self.clients.remove(&client.id);
@@ -592,7 +594,7 @@ impl RelayServer {
                 let owed = sessions::take_owed(&mut client);
                 self.announce_left(conn, client.id, client.exited, code, detail, owed);
                 self.cut_off_overflowed();
-                self.flush_delivered(now, false);
+                self.flush_delivered(now);
             }
             ConnState::Closing => {}
         }
@@ -618,8 +620,7 @@ impl RelayServer {
         }
         self.expire_parked(now);
         self.plain_text_timeouts(now);
-        let force = self.riders_at.is_some_and(|at| at <= now);
-        self.flush_delivered(now, force);
+        self.flush_delivered(now);
     }
 
     /// Cuts off every client not heard from for `idle_timeout`, then schedules the
@@ -714,7 +715,7 @@ impl RelayServer {
             self.deadlines.first().map(|&(at, _)| at),
             self.next_sweep,
             self.parked.first().map(|&(at, _)| at),
-            self.riders_at,
+            self.riders_deadline(),
             self.text_flush.first().map(|&(at, _)| at),
             self.greetings.first().map(|&(at, _)| at),
         ]

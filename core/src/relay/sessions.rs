@@ -41,7 +41,16 @@ struct Owing {
 
 /// How long an `Ack` or a receipt (`Delivered`) for a client with nothing else
 /// queued waits to ride with other traffic.
-pub(super) const RIDER_DELAY: core::time::Duration = core::time::Duration::from_millis(20);
+pub(super) const RIDER_DELAY: core::time::Duration = core::time::Duration::from_millis(250);
+
+/// When a rider queued at `now` must go: `RIDER_DELAY` on, rounded up to a whole
+/// tick of it, so that the riders of a busy relay wake it a few times a second, not
+/// once each.
+fn rider_tick(now: Timestamp) -> Timestamp {
+    let tick = RIDER_DELAY.as_micros() as u64;
+    let due = (now + RIDER_DELAY).as_micros();
+    Timestamp::from_micros(due.div_ceil(tick) * tick)
+}
 
 /// The deliveries a client had not acknowledged when it left for good.
 pub(super) type Owed = VecDeque<(ClientId, u64)>;
@@ -64,8 +73,11 @@ pub(super) struct ClientSession {
     delivered_sent: u64,
     /// Whether it is listed in `RelayServer::delivered_due` already.
     due: bool,
-    /// Whether its `Ack` or receipt waits among `RelayServer::riders`.
+    /// Whether its `Ack` or receipt waits among `RelayServer::riders`, and which of
+    /// its entries there is the live one (an entry left by one that rode along
+    /// meanwhile must not force out the next).
     pub(super) rider: bool,
+    rider_gen: u32,
 }
 
 impl ClientSession {
@@ -118,6 +130,7 @@ impl RelayServer {
             delivered_sent: 0,
             due: false,
             rider: false,
+            rider_gen: 0,
         })
     }
 
@@ -394,26 +407,40 @@ impl RelayServer {
     /// (how much of its stream was handled) and its receipt (`Delivered`: up to which
     /// sequence number its messages are settled). Both ride with whatever else is
     /// queued for the client; for a client with nothing queued they wait for
-    /// company (the next bytes queued for it, see `mark_ready`) up to `RIDER_DELAY`:
+    /// company (the next bytes queued for it, see `mark_ready`) up to `RIDER_DELAY`,
     /// on their own they would cost a write, a wake-up and a packet each, which
     /// doubled the relay's work when every client sends.
-    pub(super) fn flush_delivered(&mut self, now: Timestamp, force: bool) {
+    pub(super) fn flush_delivered(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
         let mut due = std::mem::take(&mut self.delivered_due);
-        if force {
-            due.append(&mut self.riders);
-        }
         due.sort_unstable();
         due.dedup();
         for conn in due.iter().copied() {
-            self.emit_riders(conn, force);
+            self.emit_riders(conn, false);
         }
         due.clear();
         self.delivered_due = due;
-        self.riders_at = match (self.riders.is_empty(), self.riders_at) {
-            (true, _) => None,
-            (false, Some(at)) if !force => Some(at),
-            (false, _) => Some(now + RIDER_DELAY),
-        };
+        // Those that waited their time go on their own, each at its own moment (not
+        // all at once: a burst of a thousand writes is a latency spike).
+        while let Some(&(at, conn, generation)) = self.riders.front() {
+            if at > now {
+                break;
+            }
+            self.riders.pop_front();
+            let live = matches!(
+                self.conns.get(&conn).map(|c| &c.state),
+                Some(ConnState::Admitted(Client { session: Some(s), .. }))
+                    if s.rider && s.rider_gen == generation
+            );
+            if live {
+                self.emit_riders(conn, true);
+            }
+        }
+    }
+
+    /// When the first `Ack` or receipt that waits for company must go on its own.
+    pub(super) fn riders_deadline(&self) -> Option<Timestamp> {
+        self.riders.front().map(|&(at, _, _)| at)
     }
 
     /// Queues client `conn`'s `Ack` and receipt if they are due and have company (or
@@ -423,10 +450,14 @@ impl RelayServer {
             return;
         };
         let parked = c.parked_until.is_some();
-        let send_now = force || parked || c.out.has_queued();
+        let mut send_now = force || parked || c.out.has_queued();
         let ConnState::Admitted(client) = &mut c.state else {
             return;
         };
+        // Much unacknowledged: the client holds it for us; tell it now.
+        if let Some(s) = client.session.as_ref() {
+            send_now |= s.received - s.ack_sent >= 64 * 1024;
+        }
         let last_seq = client.last_seq;
         let Some(session) = client.session.as_mut() else {
             return;
@@ -452,7 +483,9 @@ impl RelayServer {
         if !send_now {
             if !session.rider {
                 session.rider = true;
-                self.riders.push(conn);
+                session.rider_gen = session.rider_gen.wrapping_add(1);
+                self.riders
+                    .push_back((rider_tick(self.now), conn, session.rider_gen));
             }
             return;
         }
@@ -466,7 +499,9 @@ impl RelayServer {
             session.ack_sent = received;
         } else if ack {
             session.rider = true;
-            self.riders.push(conn);
+            session.rider_gen = session.rider_gen.wrapping_add(1);
+            self.riders
+                .push_back((rider_tick(self.now), conn, session.rider_gen));
         }
         if receipt {
             self.enqueue(conn, &Frame::Delivered { seq: upto });
@@ -502,7 +537,7 @@ impl RelayServer {
         if self.has_session(conn) {
             self.delivered_due.push(conn);
         }
-        self.flush_delivered(now, false);
+        self.flush_delivered(now);
     }
 
     /// Client `id` left for good: the senders of the deliveries it never read are told
