@@ -1275,7 +1275,7 @@ mod tests {
         let one = w.client(a).send_chat(ClientId(1), "confirmed", T).unwrap();
         w.client(a).send_chat(ClientId(7), "nobody", T).unwrap();
         w.pump();
-        // Acknowledgements and receipts with nothing to ride with go within 250 ms.
+        // Acknowledgements and receipts with nothing to ride with go within 200 ms.
         w.advance(T + core::time::Duration::from_millis(600));
         let events = w.take_events(a);
         // (The one for 7 never leaves: nobody by that ID has a key to seal it for.)

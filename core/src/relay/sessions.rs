@@ -41,7 +41,7 @@ struct Owing {
 
 /// How long an `Ack` or a receipt (`Delivered`) for a client with nothing else
 /// queued waits to ride with other traffic.
-pub(super) const RIDER_DELAY: core::time::Duration = core::time::Duration::from_millis(250);
+pub(super) const RIDER_DELAY: core::time::Duration = core::time::Duration::from_millis(100);
 
 /// When a rider queued at `now` must go: `RIDER_DELAY` on, rounded up to a whole
 /// tick of it, so that the riders of a busy relay wake it a few times a second, not
