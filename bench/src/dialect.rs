@@ -292,10 +292,15 @@ mod tests {
         assert_eq!(used, frame.len());
         assert_eq!(
             got,
-            vec![Incoming::Delivery {
-                from: Some(4),
-                stamp: Some(99)
-            }]
+            vec![
+                Incoming::Delivery {
+                    from: Some(4),
+                    stamp: Some(99)
+                },
+                // The whole frame is session stream, to be acknowledged; the cut one
+                // counts once it is complete.
+                Incoming::Stream(frame.len() as u64),
+            ]
         );
     }
 

@@ -312,7 +312,7 @@ impl Load<'_> {
                     ));
                 }
                 self.poll_once(&mut events, Some(Duration::from_millis(100)))?;
-            self.flush_acks();
+                self.flush_acks();
                 self.flush_acks();
             }
             let mut stream =

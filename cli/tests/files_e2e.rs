@@ -248,9 +248,17 @@ fn a_file_goes_on_across_a_cut_connection_in_both_topologies() {
 
     // Direct: the connector sends through a proxy that cuts the connection.
     let downloads = dir.join("direct");
-    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", downloads.to_str().unwrap()]);
+    let (mut l, addr) = listener(&[
+        "--auto-accept",
+        "--download-dir",
+        downloads.to_str().unwrap(),
+    ]);
     let proxy = support::CuttableProxy::start(port_in(&addr));
-    let mut c = Proc::start(&["connect", &format!("127.0.0.1:{}", proxy.port), "--no-history"]);
+    let mut c = Proc::start(&[
+        "connect",
+        &format!("127.0.0.1:{}", proxy.port),
+        "--no-history",
+    ]);
     c.expect_out_line("* connected");
     c.send(&format!("/send {}", file.display()));
     wait_for_part(&downloads.join("cut.bin.part"), 4 * MIB as u64);
@@ -282,6 +290,8 @@ fn a_file_goes_on_across_a_cut_connection_in_both_topologies() {
     b.expect_out("received", |x| {
         x.starts_with("* received cut.bin (40.0 MiB, BLAKE3 verified)")
     });
-    a.expect_out("delivered", |x| x.starts_with("* cut.bin delivered to client 1"));
+    a.expect_out("delivered", |x| {
+        x.starts_with("* cut.bin delivered to client 1")
+    });
     assert_eq!(hash(&downloads.join("cut.bin")), hash(&file));
 }

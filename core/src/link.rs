@@ -579,12 +579,9 @@ impl Link {
         }
         match &self.text {
             Some(reader) => reader.flush_at(),
-            None => Some(
-                self.ack_owed
-                    .map_or(self.keepalive.deadline(), |(_, at)| {
-                        at.min(self.keepalive.deadline())
-                    }),
-            ),
+            None => Some(self.ack_owed.map_or(self.keepalive.deadline(), |(_, at)| {
+                at.min(self.keepalive.deadline())
+            })),
         }
     }
 

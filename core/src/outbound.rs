@@ -503,7 +503,11 @@ mod tests {
         out.push_ack(9);
         let mut expected = Frame::Ack { received: 9 }.to_bytes();
         Frame::Ping(1).encode(&mut expected);
-        assert_eq!(out.take(None).unwrap(), expected, "one Ack, the latest value");
+        assert_eq!(
+            out.take(None).unwrap(),
+            expected,
+            "one Ack, the latest value"
+        );
         out.push_ack(12);
         assert_eq!(
             out.take(None).unwrap(),
