@@ -100,6 +100,97 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
         });
 }
 
+/// As `route_messages`, with the session layer on, as `p2pchat join` clients use
+/// it: the relay keeps what it sends until acknowledged, counts receipts, and every
+/// client acknowledges what it read (an `Ack` ahead of its next batch).
+#[divan::bench(args = [2, 100, 1000])]
+fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
+    use std::cell::RefCell;
+    let limits = Limits {
+        max_clients: clients,
+        max_outbound_bytes: usize::MAX / 2,
+        ..Limits::default()
+    };
+    let mut server = RelayServer::new(limits, p2pchat_core::Security::insecure());
+    let t = Timestamp::ZERO;
+    let mut hello_bytes = MAGIC.to_vec();
+    Frame::Hello(Hello {
+        min_version: 1,
+        max_version: PROTOCOL_VERSION,
+        capabilities: p2pchat_core::CAP_RESUME,
+        role: Role::RelayClient,
+        name: String::new(),
+        resuming: false,
+    })
+    .encode(&mut hello_bytes);
+    let conns: Vec<_> = (0..clients)
+        .map(|_| {
+            let c = server.handle_connected(t);
+            server.handle_bytes(c, &hello_bytes, t);
+            c
+        })
+        .collect();
+    // What the relay wrote to each client, read as that client would.
+    let index: std::collections::HashMap<_, _> =
+        conns.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+    let decoders = RefCell::new(
+        (0..clients)
+            .map(|_| (FrameDecoder::new(u32::MAX), 0u64))
+            .collect::<Vec<_>>(),
+    );
+    let written = RefCell::new(vec![Vec::new(); clients as usize]);
+    let drain = |server: &mut RelayServer| {
+        let mut written = written.borrow_mut();
+        while let Some(x) = server.poll_transmit() {
+            server.handle_written(x.conn, x.bytes.len());
+            if let Some(&i) = index.get(&x.conn) {
+                written[i].extend_from_slice(&x.bytes);
+            }
+        }
+    };
+    drain(&mut server);
+    let per_client = BATCH / clients as usize;
+    let seq = std::cell::Cell::new(1u64);
+    // Link frames, outside the session stream (docs/PROTOCOL.md 5b).
+    let link = [0x01, 0x02, 0x03, 0x31, 0x32, 0x34, 0x50, 0x51, 0x61, 0x62, 0x63, 0x64];
+    let server = RefCell::new(server);
+    bencher
+        .counter(ItemsCount::new(per_client * clients as usize))
+        .with_inputs(|| {
+            // Outside the timed part: read what the relay wrote, then each client's
+            // bytes: its acknowledgement and its batch.
+            let first = seq.get();
+            seq.set(first + per_client as u64);
+            let mut decoders = decoders.borrow_mut();
+            let mut written = written.borrow_mut();
+            (0..clients as usize)
+                .map(|i| {
+                    let (d, received) = &mut decoders[i];
+                    d.push(&written[i]);
+                    written[i].clear();
+                    while let Ok(Some(raw)) = d.next_raw() {
+                        if !link.contains(&raw.type_byte) {
+                            *received += 5 + raw.body.len() as u64;
+                        }
+                    }
+                    let mut bytes = Frame::Ack {
+                        received: *received,
+                    }
+                    .to_bytes();
+                    bytes.extend(chat_stream((i as u32 + 1) % clients, first, per_client));
+                    bytes
+                })
+                .collect::<Vec<_>>()
+        })
+        .bench_local_values(|streams| {
+            let mut server = server.borrow_mut();
+            for (&c, bytes) in conns.iter().zip(&streams) {
+                server.handle_bytes(c, bytes, t);
+            }
+            drain(&mut server);
+        });
+}
+
 /// Two relay clients and a relay, all in memory: `ann` writes to `bob` through the
 /// relay, as `p2pchat join` would (`secure`: the secure channel and end-to-end
 /// sealing, as people run it; else everything in the clear).
