@@ -806,7 +806,7 @@ impl Load<'_> {
         // next; whatever is still unwritten goes out at the end of the turn.
         let client = &mut self.clients[i];
         if client.received > client.acked {
-            let much = client.received - client.acked >= 64 * 1024;
+            let much = client.received - client.acked >= 16 * 1024;
             client.acked = client.received;
             if client.out.is_empty() {
                 client.ack_only_since = Some(Instant::now());

@@ -130,7 +130,7 @@ const ACK_DELAY: core::time::Duration = core::time::Duration::from_millis(100);
 
 /// Bytes handled past the last `Ack` at which the next one goes at once, ride or
 /// not: the other side holds them until acknowledged.
-const ACK_NOW: u64 = 64 * 1024;
+const ACK_NOW: u64 = 16 * 1024;
 
 impl Link {
     /// A link that has queued the magic. With `speak_first` false the magic (and

@@ -456,7 +456,7 @@ impl RelayServer {
         };
         // Much unacknowledged: the client holds it for us; tell it now.
         if let Some(s) = client.session.as_ref() {
-            send_now |= s.received - s.ack_sent >= 64 * 1024;
+            send_now |= s.received - s.ack_sent >= 16 * 1024;
         }
         let last_seq = client.last_seq;
         let Some(session) = client.session.as_mut() else {
