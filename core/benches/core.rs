@@ -152,7 +152,9 @@ fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
     let per_client = BATCH / clients as usize;
     let seq = std::cell::Cell::new(1u64);
     // Link frames, outside the session stream (docs/PROTOCOL.md 5b).
-    let link = [0x01, 0x02, 0x03, 0x31, 0x32, 0x34, 0x50, 0x51, 0x61, 0x62, 0x63, 0x64];
+    let link = [
+        0x01, 0x02, 0x03, 0x31, 0x32, 0x34, 0x50, 0x51, 0x61, 0x62, 0x63, 0x64,
+    ];
     let server = RefCell::new(server);
     bencher
         .counter(ItemsCount::new(per_client * clients as usize))
