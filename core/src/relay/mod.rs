@@ -801,7 +801,7 @@ impl RelayServer {
     fn admit_hello(&mut self, conn: ConnId, hello: Hello, key: Option<PublicKey>, now: Timestamp) {
         let capabilities = hello.capabilities & CAPABILITIES;
         if hello.resuming && capabilities & CAP_RESUME != 0 {
-            self.await_resume(conn, hello, key);
+            self.await_resume(conn, key);
             return;
         }
         let welcome = Welcome {

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use super::{Client, ConnState, Connection, RelayServer, ServerEvent, error_report};
 use crate::decode::FrameDecoder;
 use crate::error::ErrorCode;
-use crate::frame::{Frame, Hello, is_session_frame};
+use crate::frame::{Frame, is_session_frame};
 use crate::id::{ClientId, ConnId};
 use crate::outbound::Outbound;
 use crate::secure::PublicKey;
@@ -146,7 +146,7 @@ impl RelayServer {
 
     /// A client's `Hello` (and handshake) passed: it comes back to a session, which
     /// its `Resume` names next.
-    pub(super) fn await_resume(&mut self, conn: ConnId, _hello: Hello, key: Option<PublicKey>) {
+    pub(super) fn await_resume(&mut self, conn: ConnId, key: Option<PublicKey>) {
         if let Some(Connection {
             state: ConnState::Handshaking { resume, .. },
             ..
