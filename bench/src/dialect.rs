@@ -12,7 +12,9 @@
 
 use std::io::Write as _;
 
-use p2pchat_core::{CAP_RESUME, ClientId, Frame, Hello, MAGIC, PROTOCOL_VERSION, Role};
+use p2pchat_core::{
+    CAP_RESUME, ClientId, Frame, Hello, MAGIC, PROTOCOL_VERSION, Role, is_session_frame,
+};
 
 /// Which protocol the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +60,6 @@ const CHAT: u8 = 0x10;
 const DELIVER: u8 = 0x11;
 const ERROR: u8 = 0x33;
 const CLOSE: u8 = 0x34;
-/// Frames about the connection, not in the session stream (`docs/PROTOCOL.md` 5b).
-const LINK_FRAMES: [u8; 12] = [
-    0x01, 0x02, 0x03, 0x31, 0x32, 0x34, 0x50, 0x51, 0x61, 0x62, 0x63, 0x64,
-];
 /// Payload kind of text.
 const TEXT: u8 = 1;
 /// Largest frame the scanner accepts.
@@ -195,7 +193,7 @@ fn scan_frames(buf: &[u8], on: &mut impl FnMut(Incoming)) -> usize {
         };
         pos += 4 + len;
         let (ty, body) = (frame[0], &frame[1..]);
-        if !LINK_FRAMES.contains(&ty) {
+        if is_session_frame(ty) {
             stream += 4 + len as u64;
         }
         match ty {

@@ -179,16 +179,8 @@ pub fn connect(args: ConnectArgs) -> i32 {
             })
         };
         // Dials the listener again if the connection is lost, to resume.
-        let host = args.host.clone();
-        let redial: p2pchat_tcp::Redial = Box::new(move || {
-            let host = host.clone();
-            Box::pin(async move {
-                p2pchat_tcp::connect(&host, DEFAULT_PORT, "`p2pchat listen`")
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
-        });
-        let redial = (!args.text).then_some(redial);
+        let redial = (!args.text)
+            .then(|| p2pchat_tcp::redial_to(args.host.clone(), DEFAULT_PORT, "`p2pchat listen`"));
         let session = machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, redial));
         match session {
             Ok(session) => {

@@ -279,14 +279,8 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             code,
             reason,
             grace,
-        } => format!(
-            r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
-            json_string(reason),
-            grace.as_secs()
-        ),
-        ClientEvent::Reconnecting { attempt, .. } => {
-            format!(r#"{{"event":"reconnecting","attempt":{attempt}}}"#)
-        }
+        } => connection_lost_json(*code, reason, *grace),
+        ClientEvent::Reconnecting { attempt, .. } => reconnecting_json(*attempt),
         ClientEvent::Resumed { id } => format!(r#"{{"event":"resumed","id":{id}}}"#),
         ClientEvent::UnsupportedPayload { from, kind } => {
             format!(r#"{{"event":"unsupported","from":{from},"kind":{kind}}}"#)
@@ -317,6 +311,20 @@ fn relay_event_json(event: &ClientEvent) -> Line {
         }
     };
     Line::Out(obj)
+}
+
+/// A lost connection whose session goes on, in JSON (the same for both topologies).
+fn connection_lost_json(code: ErrorCode, reason: &str, grace: std::time::Duration) -> String {
+    format!(
+        r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
+        json_string(reason),
+        grace.as_secs()
+    )
+}
+
+/// A dial to get a lost connection back failed, in JSON.
+fn reconnecting_json(attempt: u32) -> String {
+    format!(r#"{{"event":"reconnecting","attempt":{attempt}}}"#)
 }
 
 /// How a direct-chat event is shown.
@@ -357,14 +365,8 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
                 code,
                 reason,
                 grace,
-            } => format!(
-                r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
-                json_string(reason),
-                grace.as_secs()
-            ),
-            PeerEvent::Reconnecting { attempt } => {
-                format!(r#"{{"event":"reconnecting","attempt":{attempt}}}"#)
-            }
+            } => connection_lost_json(*code, reason, *grace),
+            PeerEvent::Reconnecting { attempt } => reconnecting_json(*attempt),
             PeerEvent::Resumed => r#"{"event":"resumed"}"#.to_owned(),
             PeerEvent::Unconfirmed { seqs } => format!(
                 r#"{{"event":"unconfirmed","seqs":[{}]}}"#,

@@ -184,18 +184,8 @@ async fn session(
 ) -> Outcome {
     let clock = p2pchat_tcp::Clock::new();
     // Dials the relay again when the connection is lost, to resume the session.
-    let redial: Option<p2pchat_tcp::Redial> = (!args.no_reconnect).then(|| {
-        let host = args.host.clone();
-        let redial: p2pchat_tcp::Redial = Box::new(move || {
-            let host = host.clone();
-            Box::pin(async move {
-                p2pchat_tcp::connect(&host, DEFAULT_PORT, "`p2pchat server`")
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            })
-        });
-        redial
-    });
+    let redial = (!args.no_reconnect)
+        .then(|| p2pchat_tcp::redial_to(args.host.clone(), DEFAULT_PORT, "`p2pchat server`"));
     let session = match RelayClient::new(&args.name, Limits::default(), security, clock.now()) {
         Ok(machine) => p2pchat_tcp::prepare_with_redial(stream, machine, clock, redial),
         Err(why) => {

@@ -118,18 +118,8 @@ fn a_transfer_cut_by_killing_the_sender_resumes_on_retry() {
     ]);
     let mut c = Proc::start(&["connect", &addr, "--no-history"]);
     c.send(&format!("/send {}", file.display()));
-    // Kill -9 the sender once some, not all, of the file has arrived. Nothing announces
-    // "part of a file is on disk", so the size of the .part file is watched, briefly
-    // and with a deadline.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let held = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        if held >= 4 * MIB as u64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the transfer never started");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    // Kill -9 the sender once some, not all, of the file has arrived.
+    wait_for_part(&part, 4 * MIB as u64);
     c.kill();
     let stopped = l.expect_err("interrupted", |x| x.contains("receiving resume.bin"));
     assert!(stopped.contains("is kept"), "{stopped}");

@@ -43,12 +43,13 @@ fn decode_frames(bencher: divan::Bencher) {
     });
 }
 
-fn hello() -> Vec<u8> {
+/// A relay client's opening bytes, offering `capabilities`.
+fn hello(capabilities: u64) -> Vec<u8> {
     let mut b = MAGIC.to_vec();
     Frame::Hello(Hello {
         min_version: 1,
         max_version: PROTOCOL_VERSION,
-        capabilities: 0,
+        capabilities,
         role: Role::RelayClient,
         name: String::new(),
         resuming: false,
@@ -71,7 +72,7 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
     let conns: Vec<_> = (0..clients)
         .map(|_| {
             let c = server.handle_connected(t);
-            server.handle_bytes(c, &hello(), t);
+            server.handle_bytes(c, &hello(0), t);
             c
         })
         .collect();
@@ -113,16 +114,7 @@ fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
     };
     let mut server = RelayServer::new(limits, p2pchat_core::Security::insecure());
     let t = Timestamp::ZERO;
-    let mut hello_bytes = MAGIC.to_vec();
-    Frame::Hello(Hello {
-        min_version: 1,
-        max_version: PROTOCOL_VERSION,
-        capabilities: p2pchat_core::CAP_RESUME,
-        role: Role::RelayClient,
-        name: String::new(),
-        resuming: false,
-    })
-    .encode(&mut hello_bytes);
+    let hello_bytes = hello(p2pchat_core::CAP_RESUME);
     let conns: Vec<_> = (0..clients)
         .map(|_| {
             let c = server.handle_connected(t);
@@ -151,10 +143,6 @@ fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
     drain(&mut server);
     let per_client = BATCH / clients as usize;
     let seq = std::cell::Cell::new(1u64);
-    // Link frames, outside the session stream (docs/PROTOCOL.md 5b).
-    let link = [
-        0x01, 0x02, 0x03, 0x31, 0x32, 0x34, 0x50, 0x51, 0x61, 0x62, 0x63, 0x64,
-    ];
     let server = RefCell::new(server);
     bencher
         .counter(ItemsCount::new(per_client * clients as usize))
@@ -171,7 +159,7 @@ fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
                     d.push(&written[i]);
                     written[i].clear();
                     while let Ok(Some(raw)) = d.next_raw() {
-                        if !link.contains(&raw.type_byte) {
+                        if p2pchat_core::is_session_frame(raw.type_byte) {
                             *received += 5 + raw.body.len() as u64;
                         }
                     }

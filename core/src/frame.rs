@@ -377,8 +377,9 @@ mod ty {
 }
 
 /// Whether frames of this type belong to their sender's session stream (see
-/// `session.rs`): everything but the frames about one connection.
-pub(crate) fn is_session_frame(type_byte: u8) -> bool {
+/// `session.rs` and `docs/PROTOCOL.md` 5b): everything but the frames about one
+/// connection. A frontend that acknowledges what it read counts these.
+pub fn is_session_frame(type_byte: u8) -> bool {
     !matches!(
         type_byte,
         ty::HELLO

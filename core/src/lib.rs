@@ -41,6 +41,7 @@ pub use error::{DecodeError, ErrorCode, SendError};
 pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId};
 pub use frame::{
     ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
+    is_session_frame,
 };
 pub use handshake::{CAP_NOISE, CAP_RESUME, CAPABILITIES, validate_name};
 pub use id::{ClientId, ConnId};

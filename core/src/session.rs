@@ -18,10 +18,27 @@
 //! Counting bytes rather than frames means the retained stream is one buffer, with no
 //! per-frame bookkeeping on the hot path.
 
+use core::time::Duration;
+
 use crate::frame::is_session_frame;
 
 /// The most buffer an idle session keeps once everything is acknowledged.
 const IDLE_CAPACITY: usize = 1024;
+
+/// Pauses between dials after the first (which is at once): growing, then steady.
+const REDIAL_PAUSES_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
+
+/// How long to wait before the next dial, after `failed` dials that did not work.
+pub(crate) fn redial_pause(failed: u32) -> Duration {
+    let step = (failed as usize).min(REDIAL_PAUSES_MS.len() - 1);
+    Duration::from_millis(REDIAL_PAUSES_MS.get(step).copied().unwrap_or(0))
+}
+
+/// Whether two resume tokens are equal, in time that does not depend on where they
+/// differ (a returning side proves itself with one).
+pub(crate) fn same_token(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// The bytes of our session stream that the other side has not yet acknowledged,
 /// kept to be sent again after a lost connection.

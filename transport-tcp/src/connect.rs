@@ -83,6 +83,20 @@ pub async fn connect(
     }))
 }
 
+/// How a session dials `host` again after a lost connection (see
+/// [`crate::prepare_with_redial`]): as [`connect`], each time afresh, so that a host
+/// whose address changed is found again.
+pub fn redial_to(host: String, default_port: u16, hint: &'static str) -> crate::Redial {
+    Box::new(move || {
+        let host = host.clone();
+        Box::pin(async move {
+            connect(&host, default_port, hint)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+    })
+}
+
 /// Connections the kernel completes and queues before the program accepts them.
 ///
 /// The standard library listens with 128; a relay that faces a burst of clients (a

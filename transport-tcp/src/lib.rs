@@ -17,7 +17,7 @@ mod relay;
 mod session;
 
 pub use clock::Clock;
-pub use connect::{CONNECT_TIMEOUT, connect, listen, resolve};
+pub use connect::{CONNECT_TIMEOUT, connect, listen, redial_to, resolve};
 pub use error::{BindError, ConnectError};
 pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{

@@ -234,6 +234,15 @@ macro_rules! forward_to_inherent {
         fn wants_close(&self) -> bool {
             $machine::wants_close(self)
         }
+        fn poll_reconnect(&self) -> Option<Timestamp> {
+            $machine::poll_reconnect(self)
+        }
+        fn handle_reconnected(&mut self, now: Timestamp) {
+            $machine::handle_reconnected(self, now);
+        }
+        fn handle_reconnect_failed(&mut self, now: Timestamp) {
+            $machine::handle_reconnect_failed(self, now);
+        }
     };
 }
 
@@ -339,16 +348,6 @@ impl Machine for RelayClient {
     }
 
     forward_to_inherent!(RelayClient, ClientEvent);
-
-    fn poll_reconnect(&self) -> Option<Timestamp> {
-        RelayClient::poll_reconnect(self)
-    }
-    fn handle_reconnected(&mut self, now: Timestamp) {
-        RelayClient::handle_reconnected(self, now);
-    }
-    fn handle_reconnect_failed(&mut self, now: Timestamp) {
-        RelayClient::handle_reconnect_failed(self, now);
-    }
 }
 
 impl Machine for Peer {
@@ -429,16 +428,6 @@ impl Machine for Peer {
     }
 
     forward_to_inherent!(Peer, PeerEvent);
-
-    fn poll_reconnect(&self) -> Option<Timestamp> {
-        Peer::poll_reconnect(self)
-    }
-    fn handle_reconnected(&mut self, now: Timestamp) {
-        Peer::handle_reconnected(self, now);
-    }
-    fn handle_reconnect_failed(&mut self, now: Timestamp) {
-        Peer::handle_reconnect_failed(self, now);
-    }
 }
 
 /// A running session: send commands, receive events. Dropping it does not stop the
@@ -750,51 +739,11 @@ async fn dial<M: Machine>(
         if machine.poll_reconnect().is_none() {
             return Dialled::NotWanted;
         }
-        let deadline = [
-            Some(give_up),
-            machine.poll_timeout().map(|t| clock.instant(t)),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(give_up);
-        let take_commands = inbox.commands_open && inbox.waiting.is_none();
-        let commands = inbox.commands.clone();
-        let woke = smol::future::or(
-            async { Some(dialling.as_mut().await) },
-            smol::future::or(
-                async {
-                    if !take_commands {
-                        return std::future::pending().await;
-                    }
-                    match commands.recv().await {
-                        Ok(c) => {
-                            inbox.waiting = Some(c);
-                        }
-                        Err(_) => inbox.commands_open = false,
-                    }
-                    None
-                },
-                async {
-                    smol::Timer::at(deadline).await;
-                    None
-                },
-            ),
-        )
-        .await;
-        match woke {
+        match wait_idle(machine, clock, inbox, give_up, dialling.as_mut()).await {
             Some(Ok(stream)) => return Dialled::Connected(stream),
             Some(Err(_)) => return Dialled::Failed,
+            None if Instant::now() >= give_up => return Dialled::Failed,
             None => {}
-        }
-        if Instant::now() >= give_up {
-            return Dialled::Failed;
-        }
-        if machine
-            .poll_timeout()
-            .is_some_and(|t| clock.instant(t) <= Instant::now())
-        {
-            machine.handle_timeout(clock.now());
         }
     }
 }
@@ -818,44 +767,54 @@ async fn wait_away<M: Machine>(
         if Instant::now() >= until {
             return true;
         }
-        let deadline = [
-            Some(until),
-            machine.poll_timeout().map(|t| clock.instant(t)),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(until);
-        let take_commands = inbox.commands_open && inbox.waiting.is_none();
-        let commands = inbox.commands.clone();
-        let woke = smol::future::or(
+        wait_idle(machine, clock, inbox, until, std::future::pending::<()>()).await;
+    }
+}
+
+/// One wait with no connection, shared by [`wait_away`] and [`dial`]: until the first
+/// of `also` finishing (its output is returned), a command (kept in the inbox for the
+/// caller to apply), `until`, or the machine's next deadline (which then runs).
+async fn wait_idle<M: Machine, T>(
+    machine: &mut M,
+    clock: &Clock,
+    inbox: &mut Inbox<M>,
+    until: Instant,
+    also: impl Future<Output = T>,
+) -> Option<T> {
+    let deadline = machine
+        .poll_timeout()
+        .map_or(until, |t| clock.instant(t).min(until));
+    let take_commands = inbox.commands_open && inbox.waiting.is_none();
+    let commands = inbox.commands.clone();
+    let woke = smol::future::or(
+        async { Some(also.await) },
+        smol::future::or(
             async {
                 if !take_commands {
                     return std::future::pending().await;
                 }
                 match commands.recv().await {
-                    Ok(c) => Wake::Command(c),
-                    Err(_) => Wake::CommandsGone,
+                    Ok(c) => inbox.waiting = Some(c),
+                    Err(_) => inbox.commands_open = false,
                 }
+                None
             },
             async {
                 smol::Timer::at(deadline).await;
-                Wake::Timer
+                None
             },
-        )
-        .await;
-        match woke {
-            Wake::Command(c) => inbox.waiting = Some(c),
-            Wake::CommandsGone => inbox.commands_open = false,
-            _ => {}
-        }
-        if machine
+        ),
+    )
+    .await;
+    // A connection that came is handed over first; its machine runs what is due.
+    if woke.is_none()
+        && machine
             .poll_timeout()
             .is_some_and(|t| clock.instant(t) <= Instant::now())
-        {
-            machine.handle_timeout(clock.now());
-        }
+    {
+        machine.handle_timeout(clock.now());
     }
+    woke
 }
 
 /// Drives one connection of the session until it ends (EOF, an error, or our own

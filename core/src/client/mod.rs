@@ -25,6 +25,7 @@ use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Incoming, Link, LinkState, Received};
 use crate::secure::{self, Entropy, PublicKey, Security};
+use crate::session::redial_pause;
 use crate::time::Timestamp;
 
 /// What a relay client's user should see.
@@ -245,9 +246,6 @@ struct Away {
     /// Dials that failed.
     failed: u32,
 }
-
-/// Pauses between dials after the first (which is at once): growing, then steady.
-const REDIAL_PAUSES_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
 
 impl RelayClient {
     /// A client that introduces itself as `name` (may be empty). The magic and `Hello`
@@ -702,18 +700,9 @@ impl RelayClient {
         if let Phase::Resuming(id) = self.phase {
             self.phase = Phase::Admitted(id);
         }
-        match self.away.as_mut() {
-            Some(away) => {
-                // A dial got through but the new connection died too.
-                let pause =
-                    REDIAL_PAUSES_MS[(away.failed as usize).min(REDIAL_PAUSES_MS.len() - 1)];
-                away.failed += 1;
-                let at = now + core::time::Duration::from_millis(pause);
-                away.next_dial = Some(at);
-                let attempt = away.failed;
-                self.events
-                    .push_back(ClientEvent::Reconnecting { attempt, at });
-            }
+        match self.away {
+            // A dial got through but the new connection died too.
+            Some(_) => self.handle_reconnect_failed(now),
             None => {
                 let grace = self
                     .resume_token
@@ -746,9 +735,8 @@ impl RelayClient {
     /// A dial to the relay failed: the next one is later.
     pub fn handle_reconnect_failed(&mut self, now: Timestamp) {
         if let Some(away) = self.away.as_mut() {
-            let pause = REDIAL_PAUSES_MS[(away.failed as usize).min(REDIAL_PAUSES_MS.len() - 1)];
+            let at = now + redial_pause(away.failed);
             away.failed += 1;
-            let at = now + core::time::Duration::from_millis(pause);
             away.next_dial = Some(at);
             let attempt = away.failed;
             self.events

@@ -690,21 +690,8 @@ impl Peer {
         self.remote = Some(hello);
         if they_offer && we_offer {
             if self.side == PeerSide::Acceptor {
-                // We answer the connector's handshake, bound to its Hello.
-                let started = self.security.identity.as_ref().map(|identity| {
-                    NoiseHandshake::new(
-                        false,
-                        Pattern::Xx,
-                        identity,
-                        None,
-                        &prologue,
-                        self.entropy.next_seed(),
-                    )
-                });
-                match started {
-                    Some(Ok(handshake)) => self.link.begin_handshake(handshake),
-                    Some(Err(e)) => self.fail(ErrorCode::HandshakeFailed, e.0),
-                    None => self.fail(ErrorCode::HandshakeFailed, "no key".into()),
+                if let Err(why) = self.answer_handshake(&prologue) {
+                    self.fail(ErrorCode::HandshakeFailed, why);
                 }
             }
             // Connected once the handshake is done.
@@ -937,6 +924,23 @@ impl Peer {
             self.link.finish();
             self.end(PeerEvent::Finished);
         }
+    }
+
+    /// As the acceptor, starts answering the connector's secure handshake, bound to
+    /// its Hello (`prologue`); the error says why it could not start.
+    fn answer_handshake(&mut self, prologue: &[u8]) -> Result<(), String> {
+        let identity = self.security.identity.as_ref().ok_or("no key")?;
+        let handshake = NoiseHandshake::new(
+            false,
+            Pattern::Xx,
+            identity,
+            None,
+            prologue,
+            self.entropy.next_seed(),
+        )
+        .map_err(|e| e.0)?;
+        self.link.begin_handshake(handshake);
+        Ok(())
     }
 
     /// The other side broke the protocol: tell it why, close, and tell the user.
@@ -1196,14 +1200,7 @@ mod tests {
     #[test]
     fn a_relay_client_dialling_a_peer_is_told_it_has_the_wrong_role() {
         let now = Timestamp::ZERO;
-        let mut listener = Peer::new(
-            PeerSide::Acceptor,
-            "",
-            Limits::default(),
-            crate::test_support::party_security(1),
-            now,
-        )
-        .unwrap();
+        let mut listener = secure_listener(now);
         let mut client = crate::RelayClient::new(
             "",
             Limits::default(),
@@ -1259,6 +1256,18 @@ mod tests {
         assert!(p.b.wants_close());
     }
 
+    /// A listening side with a key and no name of its own.
+    fn secure_listener(now: Timestamp) -> Peer {
+        Peer::new(
+            PeerSide::Acceptor,
+            "",
+            Limits::default(),
+            crate::test_support::party_security(1),
+            now,
+        )
+        .unwrap()
+    }
+
     fn drain(peer: &mut Peer) -> (String, Vec<PeerEvent>) {
         let mut out = Vec::new();
         while let Some(b) = peer.poll_transmit() {
@@ -1273,14 +1282,7 @@ mod tests {
     #[test]
     fn a_plain_text_peer_is_recognised_and_talked_to_in_lines() {
         let now = Timestamp::ZERO;
-        let mut listener = Peer::new(
-            PeerSide::Acceptor,
-            "",
-            Limits::default(),
-            crate::test_support::party_security(1),
-            now,
-        )
-        .unwrap();
+        let mut listener = secure_listener(now);
         listener.handle_bytes(b"hello from nc\n", now);
         let (out, events) = drain(&mut listener);
         assert_eq!(out, "", "no binary handshake to a text peer");

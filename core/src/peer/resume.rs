@@ -23,11 +23,9 @@ use super::{Peer, PeerEvent, PeerSide};
 use crate::error::ErrorCode;
 use crate::frame::{Frame, Hello, Role};
 use crate::handshake::{CAP_NOISE, negotiate_version};
-use crate::secure::{self, NoiseHandshake, Pattern, PublicKey};
+use crate::secure::{self, PublicKey};
+use crate::session::{redial_pause, same_token};
 use crate::time::Timestamp;
-
-/// Pauses between dials after the first (which is at once): growing, then steady.
-const REDIAL_PAUSES_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
 
 /// The conversation's session state.
 #[derive(Debug, Default)]
@@ -101,11 +99,6 @@ impl PeerSession {
         self.away = None;
         self.returning = false;
     }
-}
-
-/// Whether two tokens are equal, in time that does not depend on where they differ.
-fn same_token(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Peer {
@@ -196,10 +189,10 @@ impl Peer {
     fn attempt_failed(&mut self, now: Timestamp) {
         let side = self.side;
         if let Some(away) = self.session.away.as_mut() {
-            let pause = REDIAL_PAUSES_MS[(away.failed as usize).min(REDIAL_PAUSES_MS.len() - 1)];
+            let pause = redial_pause(away.failed);
             away.failed += 1;
             away.next = Some(match side {
-                PeerSide::Connector => now + Duration::from_millis(pause),
+                PeerSide::Connector => now + pause,
                 PeerSide::Acceptor => now,
             });
             let attempt = away.failed;
@@ -305,23 +298,9 @@ impl Peer {
         self.link_hello = true;
         if they_offer && we_offer {
             if self.side == PeerSide::Acceptor {
-                let prologue = secure::hello_bytes(&hello);
-                let started = self.security.identity.as_ref().map(|identity| {
-                    NoiseHandshake::new(
-                        false,
-                        Pattern::Xx,
-                        identity,
-                        None,
-                        &prologue,
-                        self.entropy.next_seed(),
-                    )
-                });
-                match started {
-                    Some(Ok(handshake)) => self.link.begin_handshake(handshake),
-                    _ => {
-                        self.turn_away("the secure handshake could not start");
-                        return;
-                    }
+                if self.answer_handshake(&secure::hello_bytes(&hello)).is_err() {
+                    self.turn_away("the secure handshake could not start");
+                    return;
                 }
             } else {
                 self.remote = Some(hello);

@@ -20,7 +20,7 @@ use crate::frame::{Frame, is_session_frame};
 use crate::id::{ClientId, ConnId};
 use crate::outbound::Outbound;
 use crate::secure::PublicKey;
-use crate::session::Retained;
+use crate::session::{Retained, same_token};
 use crate::time::Timestamp;
 
 /// A connection whose `Hello` comes back to a session: what it proved so far, kept
@@ -107,11 +107,6 @@ pub(super) fn take_owed(client: &mut Client) -> Owed {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether two tokens are equal, in time that does not depend on where they differ.
-fn same_token(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl RelayServer {
