@@ -159,9 +159,7 @@ fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
                     d.push(&written[i]);
                     written[i].clear();
                     while let Ok(Some(raw)) = d.next_raw() {
-                        if p2pchat_core::is_session_frame(raw.type_byte) {
-                            *received += 5 + raw.body.len() as u64;
-                        }
+                        *received += raw.session_bytes();
                     }
                     let mut bytes = Frame::Ack {
                         received: *received,

@@ -7,7 +7,7 @@
 //! [`DecodeError`] on anything that is not protocol v1; it never panics.
 
 use crate::error::DecodeError;
-use crate::frame::Frame;
+use crate::frame::{Frame, is_session_frame};
 use crate::limits::MAGIC;
 
 /// Where the decoder is in the stream.
@@ -28,6 +28,19 @@ pub struct RawFrame<'a> {
     pub type_byte: u8,
     /// The body: everything after the type byte.
     pub body: &'a [u8],
+}
+
+impl RawFrame<'_> {
+    /// Bytes this frame adds to its sender's session stream (`docs/PROTOCOL.md` 5b):
+    /// all of it, header included, or 0 for a link frame. What a side acknowledges
+    /// is the sum of these over what it handled.
+    pub fn session_bytes(&self) -> u64 {
+        if is_session_frame(self.type_byte) {
+            5 + self.body.len() as u64
+        } else {
+            0
+        }
+    }
 }
 
 /// Decodes one direction of one connection: the magic, then frames.

@@ -4,6 +4,8 @@
 //! Every frame on the wire is `len: u32 BE | type: u8 | body`, where `len` counts the
 //! type byte and the body. Decoding a stream of them lives in [`crate::decode`].
 
+use core::ops::Range;
+
 use crate::error::{DecodeError, ErrorCode};
 use crate::id::ClientId;
 use crate::secure::PublicKey;
@@ -374,6 +376,21 @@ mod ty {
     pub const CLOSE: u8 = 0x34;
     pub const HANDSHAKE: u8 = 0x50;
     pub const SEALED: u8 = 0x51;
+}
+
+/// The frames in a buffer of whole encoded frames (our own output: every frame has
+/// its type byte), each as its type byte and its byte range, header included. The
+/// session layer walks its queues with it, to tell link frames from session frames.
+pub(crate) fn encoded_frames(buf: &[u8]) -> impl Iterator<Item = (u8, Range<usize>)> + '_ {
+    let mut at = 0;
+    core::iter::from_fn(move || {
+        let header = buf.get(at..at + 5)?;
+        let len = u32::from_be_bytes(header.get(..4)?.try_into().ok()?) as usize;
+        let ty = *header.get(4)?;
+        let span = at..(at + 4 + len).min(buf.len());
+        at = span.end;
+        Some((ty, span))
+    })
 }
 
 /// Whether frames of this type belong to their sender's session stream (see

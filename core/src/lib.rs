@@ -12,6 +12,17 @@
 //! The wire format is specified in `docs/PROTOCOL.md`; [`Frame`] and [`FrameDecoder`]
 //! implement it. The same inputs in the same order always give byte-identical outputs.
 #![forbid(unsafe_code)]
+// Nothing a peer sends may panic the core: outside tests, no unwrap, expect, panic
+// or unchecked indexing (checked by `cargo clippy`, which CI runs).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod client;
 mod decode;

@@ -13,7 +13,7 @@
 use crate::decode::{FrameDecoder, RawFrame};
 use crate::error::{DecodeError, ErrorCode};
 use crate::file::FileMsg;
-use crate::frame::{Envelope, Frame, PayloadKind, is_session_frame, payload_ref};
+use crate::frame::{Envelope, Frame, PayloadKind, payload_ref};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
@@ -397,9 +397,7 @@ impl Link {
                 }
                 let fed = inner.feed(plain, |raw| match incoming(raw) {
                     Ok(item) => {
-                        if is_session_frame(raw.type_byte) {
-                            *session_bytes += 5 + raw.body.len() as u64;
-                        }
+                        *session_bytes += raw.session_bytes();
                         frames.push(item);
                         true
                     }
@@ -419,13 +417,10 @@ impl Link {
                 });
                 return false;
             }
-            let size = 5 + raw.body.len() as u64;
-            let session = is_session_frame(raw.type_byte);
+            let size = raw.session_bytes();
             match incoming(raw) {
                 Ok(item) => {
-                    if session {
-                        *session_bytes += size;
-                    }
+                    *session_bytes += size;
                     frames.push(item);
                     true
                 }

@@ -11,7 +11,7 @@
 //! thrown away unsent (records are numbered; dropping one would break every later
 //! one), and frames queued before the handshake ends simply wait.
 
-use crate::frame::{ChatRef, Frame, Payload, encode_deliver, is_session_frame};
+use crate::frame::{ChatRef, Frame, Payload, encode_deliver, encoded_frames, is_session_frame};
 use crate::id::ClientId;
 use crate::secure::SecureChannel;
 use crate::session::{BeyondSent, Retained};
@@ -94,10 +94,10 @@ impl Outbound {
             && was_inner == in_inner
         {
             let target = self.target();
-            if let Some(slot) = target.get_mut(at..at + 13)
-                && slot.get(..5) == Some(&[0, 0, 0, 9, 0x61])
+            if target.get(at..at + 5) == Some(&[0, 0, 0, 9, 0x61][..])
+                && let Some(field) = target.get_mut(at + 5..at + 13)
             {
-                slot[5..].copy_from_slice(&received.to_be_bytes());
+                field.copy_from_slice(&received.to_be_bytes());
                 return true;
             }
         }
@@ -177,6 +177,7 @@ impl Outbound {
         let room = self.max.saturating_sub(pending);
         let rest = retained.bytes_from(at);
         let n = retained.whole_frames(at, room, pending == 0);
+        // `self.target()`, spelt out: `retained` is borrowed alongside.
         let target = match self.sealing {
             Sealing::Clear => &mut self.queued,
             Sealing::Hold | Sealing::Seal => &mut self.inner,
@@ -209,6 +210,7 @@ impl Outbound {
         let Some(retained) = self.retained.as_mut() else {
             return;
         };
+        // `self.target()`, spelt out: `retained` is borrowed alongside.
         let target = match self.sealing {
             Sealing::Clear => &mut self.queued,
             Sealing::Hold | Sealing::Seal => &mut self.inner,
@@ -218,14 +220,10 @@ impl Outbound {
         if !self.session_on_wire {
             // Only link frames (a Pong, an Ack, a Resume) go out now.
             let mut links = Vec::new();
-            let mut at = 0;
-            while let Some(header) = appended.get(at..at + 5) {
-                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-                let end = (at + 4 + len as usize).min(appended.len());
-                if !is_session_frame(header[4]) {
-                    links.extend_from_slice(appended.get(at..end).unwrap_or_default());
+            for (ty, span) in encoded_frames(appended) {
+                if !is_session_frame(ty) {
+                    links.extend_from_slice(appended.get(span).unwrap_or_default());
                 }
-                at = end;
             }
             target.truncate(before);
             target.extend_from_slice(&links);

@@ -20,7 +20,8 @@
 
 use core::time::Duration;
 
-use crate::frame::is_session_frame;
+use crate::frame::{encoded_frames, is_session_frame};
+use crate::time::Timestamp;
 
 /// The most buffer an idle session keeps once everything is acknowledged.
 const IDLE_CAPACITY: usize = 1024;
@@ -28,10 +29,36 @@ const IDLE_CAPACITY: usize = 1024;
 /// Pauses between dials after the first (which is at once): growing, then steady.
 const REDIAL_PAUSES_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
 
-/// How long to wait before the next dial, after `failed` dials that did not work.
-pub(crate) fn redial_pause(failed: u32) -> Duration {
-    let step = (failed as usize).min(REDIAL_PAUSES_MS.len() - 1);
-    Duration::from_millis(REDIAL_PAUSES_MS.get(step).copied().unwrap_or(0))
+/// A lost connection being got back (by a relay client, or either side of a direct
+/// conversation).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Away {
+    /// When the session is given up.
+    pub(crate) until: Timestamp,
+    /// When to open (dial, or wait for) the next connection; `None` while one is
+    /// under way.
+    pub(crate) next: Option<Timestamp>,
+    /// Attempts that failed.
+    pub(crate) failed: u32,
+}
+
+impl Away {
+    /// Lost at `now`, held for `grace`: the first attempt is at once.
+    pub(crate) fn starting(now: Timestamp, grace: Duration) -> Away {
+        Away {
+            until: now + grace,
+            next: Some(now),
+            failed: 0,
+        }
+    }
+
+    /// Counts a failed attempt; returns how long to wait before dialling again
+    /// (growing, then steady).
+    pub(crate) fn attempt_failed(&mut self) -> Duration {
+        let step = (self.failed as usize).min(REDIAL_PAUSES_MS.len() - 1);
+        self.failed += 1;
+        Duration::from_millis(REDIAL_PAUSES_MS.get(step).copied().unwrap_or(0))
+    }
 }
 
 /// Whether two resume tokens are equal, in time that does not depend on where they
@@ -86,15 +113,13 @@ impl Retained {
         }
         let mut at = 0;
         let mut run_start = 0;
-        while let Some(header) = frames.get(at..at + 5) {
-            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let end = (at + 4 + len).min(frames.len());
-            if !is_session_frame(header[4]) {
+        for (ty, span) in encoded_frames(frames) {
+            if !is_session_frame(ty) {
                 self.buf
-                    .extend_from_slice(frames.get(run_start..at).unwrap_or_default());
-                run_start = end;
+                    .extend_from_slice(frames.get(run_start..span.start).unwrap_or_default());
+                run_start = span.end;
             }
-            at = end;
+            at = span.end;
         }
         self.buf
             .extend_from_slice(frames.get(run_start..at).unwrap_or_default());
@@ -148,12 +173,11 @@ impl Retained {
     pub(crate) fn whole_frames(&self, at: u64, room: usize, one_anyway: bool) -> usize {
         let rest = self.bytes_from(at);
         let mut n = 0;
-        while let Some(header) = rest.get(n..n + 4) {
-            let len = 4 + u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            if n + len > room && !(one_anyway && n == 0) {
+        for (_, span) in encoded_frames(rest) {
+            if span.end > room && !(one_anyway && n == 0) {
                 break;
             }
-            n = (n + len).min(rest.len());
+            n = span.end;
         }
         n
     }

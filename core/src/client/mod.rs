@@ -25,7 +25,7 @@ use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Incoming, Link, LinkState, Received};
 use crate::secure::{self, Entropy, PublicKey, Security};
-use crate::session::redial_pause;
+use crate::session::Away;
 use crate::time::Timestamp;
 
 /// What a relay client's user should see.
@@ -234,17 +234,6 @@ pub struct RelayClient {
     received: u64,
     /// While the connection is lost and the session goes on.
     away: Option<Away>,
-}
-
-/// A lost connection we try to get back to.
-#[derive(Debug, Clone, Copy)]
-struct Away {
-    /// When the relay gives up on our session.
-    until: Timestamp,
-    /// When to dial next (`None` while a dial is under way).
-    next_dial: Option<Timestamp>,
-    /// Dials that failed.
-    failed: u32,
 }
 
 impl RelayClient {
@@ -707,12 +696,7 @@ impl RelayClient {
                 let grace = self
                     .resume_token
                     .map_or(core::time::Duration::ZERO, |t| t.1);
-                let until = now + grace;
-                self.away = Some(Away {
-                    until,
-                    next_dial: Some(now),
-                    failed: 0,
-                });
+                self.away = Some(Away::starting(now, grace));
                 self.events.push_back(ClientEvent::ConnectionLost {
                     code,
                     reason,
@@ -727,7 +711,7 @@ impl RelayClient {
     /// [`RelayClient::handle_reconnect_failed`].
     pub fn poll_reconnect(&self) -> Option<Timestamp> {
         match (self.phase, self.away) {
-            (Phase::Admitted(_), Some(away)) if !self.link.is_open() => away.next_dial,
+            (Phase::Admitted(_), Some(away)) if !self.link.is_open() => away.next,
             _ => None,
         }
     }
@@ -735,9 +719,8 @@ impl RelayClient {
     /// A dial to the relay failed: the next one is later.
     pub fn handle_reconnect_failed(&mut self, now: Timestamp) {
         if let Some(away) = self.away.as_mut() {
-            let at = now + redial_pause(away.failed);
-            away.failed += 1;
-            away.next_dial = Some(at);
+            let at = now + away.attempt_failed();
+            away.next = Some(at);
             let attempt = away.failed;
             self.events
                 .push_back(ClientEvent::Reconnecting { attempt, at });
@@ -755,7 +738,7 @@ impl RelayClient {
             return;
         }
         if let Some(away) = self.away.as_mut() {
-            away.next_dial = None;
+            away.next = None;
         }
         let mut link = self.link.successor(&self.limits, now, true);
         let hello = Hello {

@@ -24,7 +24,7 @@ use crate::error::ErrorCode;
 use crate::frame::{Frame, Hello, Role};
 use crate::handshake::{CAP_NOISE, negotiate_version};
 use crate::secure::{self, PublicKey};
-use crate::session::{redial_pause, same_token};
+use crate::session::{Away, same_token};
 use crate::time::Timestamp;
 
 /// The conversation's session state.
@@ -49,18 +49,6 @@ pub(super) struct PeerSession {
     /// Our chat messages not yet acknowledged: where each ends in our stream, and
     /// its sequence number.
     unacked_chat: VecDeque<(u64, u64)>,
-}
-
-/// A lost connection being got back.
-#[derive(Debug, Clone, Copy)]
-struct Away {
-    /// When the conversation is given up.
-    until: Timestamp,
-    /// When to dial (or, listening, to wait for) the next connection; `None` while
-    /// one is under way.
-    next: Option<Timestamp>,
-    /// Attempts that failed.
-    failed: u32,
 }
 
 impl PeerSession {
@@ -170,11 +158,7 @@ impl Peer {
             Some(_) => self.attempt_failed(now),
             None => {
                 let grace = self.session.grace;
-                self.session.away = Some(Away {
-                    until: now + grace,
-                    next: Some(now),
-                    failed: 0,
-                });
+                self.session.away = Some(Away::starting(now, grace));
                 self.events.push_back(PeerEvent::ConnectionLost {
                     code,
                     reason,
@@ -189,8 +173,7 @@ impl Peer {
     fn attempt_failed(&mut self, now: Timestamp) {
         let side = self.side;
         if let Some(away) = self.session.away.as_mut() {
-            let pause = redial_pause(away.failed);
-            away.failed += 1;
+            let pause = away.attempt_failed();
             away.next = Some(match side {
                 PeerSide::Connector => now + pause,
                 PeerSide::Acceptor => now,

@@ -496,7 +496,7 @@ impl RelayServer {
             Some(ConnState::Admitted(client)) => {
                 // Counted before it is handled: handling may move the session.
                 if let Some(session) = client.session.as_mut() {
-                    session.count_received(raw.type_byte, raw.body.len());
+                    session.count_received(&raw);
                 }
                 true
             }

@@ -14,9 +14,9 @@
 use std::collections::VecDeque;
 
 use super::{Client, ConnState, Connection, RelayServer, ServerEvent, error_report};
-use crate::decode::FrameDecoder;
+use crate::decode::{FrameDecoder, RawFrame};
 use crate::error::ErrorCode;
-use crate::frame::{Frame, is_session_frame};
+use crate::frame::Frame;
 use crate::id::{ClientId, ConnId};
 use crate::outbound::Outbound;
 use crate::secure::PublicKey;
@@ -82,10 +82,8 @@ pub(super) struct ClientSession {
 
 impl ClientSession {
     /// Counts a frame of the client's that is being handled.
-    pub(super) fn count_received(&mut self, type_byte: u8, body_len: usize) {
-        if is_session_frame(type_byte) {
-            self.received += 5 + body_len as u64;
-        }
+    pub(super) fn count_received(&mut self, raw: &RawFrame<'_>) {
+        self.received += raw.session_bytes();
     }
 
     /// The client now owes an acknowledgement for `from`'s message `seq`, which ends
