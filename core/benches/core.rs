@@ -58,10 +58,9 @@ fn hello(capabilities: u64) -> Vec<u8> {
     b
 }
 
-/// Messages routed per second by a `RelayServer` with `clients` connected, each
-/// batch a buffer of chats from one client to the next (ring), outputs drained.
-#[divan::bench(args = [2, 100, 1000])]
-fn route_messages(bencher: divan::Bencher, clients: u32) {
+/// A relay in the clear with `clients` admitted, each having offered
+/// `capabilities` (their Welcome and roster not yet drained).
+fn relay_with(clients: u32, capabilities: u64) -> (RelayServer, Vec<p2pchat_core::ConnId>) {
     let limits = Limits {
         max_clients: clients,
         max_outbound_bytes: usize::MAX / 2,
@@ -69,13 +68,23 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
     };
     let mut server = RelayServer::new(limits, p2pchat_core::Security::insecure());
     let t = Timestamp::ZERO;
-    let conns: Vec<_> = (0..clients)
+    let hello = hello(capabilities);
+    let conns = (0..clients)
         .map(|_| {
             let c = server.handle_connected(t);
-            server.handle_bytes(c, &hello(0), t);
+            server.handle_bytes(c, &hello, t);
             c
         })
         .collect();
+    (server, conns)
+}
+
+/// Messages routed per second by a `RelayServer` with `clients` connected, each
+/// batch a buffer of chats from one client to the next (ring), outputs drained.
+#[divan::bench(args = [2, 100, 1000])]
+fn route_messages(bencher: divan::Bencher, clients: u32) {
+    let (mut server, conns) = relay_with(clients, 0);
+    let t = Timestamp::ZERO;
     while let Some(x) = server.poll_transmit() {
         server.handle_written(x.conn, x.bytes.len());
     }
@@ -107,21 +116,8 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
 #[divan::bench(args = [2, 100, 1000])]
 fn route_messages_acknowledged(bencher: divan::Bencher, clients: u32) {
     use std::cell::RefCell;
-    let limits = Limits {
-        max_clients: clients,
-        max_outbound_bytes: usize::MAX / 2,
-        ..Limits::default()
-    };
-    let mut server = RelayServer::new(limits, p2pchat_core::Security::insecure());
+    let (mut server, conns) = relay_with(clients, p2pchat_core::CAP_RESUME);
     let t = Timestamp::ZERO;
-    let hello_bytes = hello(p2pchat_core::CAP_RESUME);
-    let conns: Vec<_> = (0..clients)
-        .map(|_| {
-            let c = server.handle_connected(t);
-            server.handle_bytes(c, &hello_bytes, t);
-            c
-        })
-        .collect();
     // What the relay wrote to each client, read as that client would.
     let index: std::collections::HashMap<_, _> =
         conns.iter().enumerate().map(|(i, &c)| (c, i)).collect();
