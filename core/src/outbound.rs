@@ -170,13 +170,13 @@ impl Outbound {
     /// Moves the next frames of the stream being resent onto the wire, as many as
     /// the bound leaves room for (at least one when the queue is empty).
     fn refill(&mut self) {
-        let (Some(at), Some(retained)) = (self.resend_at, self.retained.as_ref()) else {
-            return;
-        };
         let pending = self.pending();
         let room = self.max.saturating_sub(pending);
-        let rest = retained.bytes_from(at);
+        let (Some(at), Some(retained)) = (self.resend_at, self.retained.as_mut()) else {
+            return;
+        };
         let n = retained.whole_frames(at, room, pending == 0);
+        let rest = retained.bytes_from(at);
         // `self.target()`, spelt out: `retained` is borrowed alongside.
         let target = match self.sealing {
             Sealing::Clear => &mut self.queued,
