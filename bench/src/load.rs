@@ -135,8 +135,12 @@ impl LoadReport {
 const BATCH: usize = 64;
 
 /// How long an acknowledgement with no write to ride with waits (as a real
-/// client's does; 100 ms, or at once past 64 KiB).
+/// client's does: `core/src/link.rs`).
 const ACK_DELAY: Duration = Duration::from_millis(100);
+
+/// Bytes read past the last acknowledgement at which the next one goes at once
+/// (as a real client's does).
+const ACK_NOW: u64 = 16 * 1024;
 
 /// Size of the one read buffer all clients share.
 const READ_BUFFER: usize = 256 * 1024;
@@ -162,13 +166,25 @@ struct Client {
     lost: bool,
     /// A real client machine, when the dialect is [`Dialect::Machine`].
     machine: Option<Box<RelayClient>>,
-    /// Bytes of the relay's session stream read, and the last `Ack` sent (framed
-    /// clients acknowledge what they read as real ones do: with their next write,
-    /// or within 20 ms).
+    /// Bytes of the relay's session stream read, and what the last `Ack` put in
+    /// `out` said (framed clients acknowledge what they read as real ones do: with
+    /// their next write, within `ACK_DELAY`, or at once past `ACK_NOW`).
     received: u64,
     acked: u64,
-    /// Since when `out` holds an acknowledgement and nothing else.
-    ack_only_since: Option<Instant>,
+    /// Since when an acknowledgement is owed with nothing to ride with (it is not in
+    /// `out` yet).
+    ack_owed_since: Option<Instant>,
+}
+
+impl Client {
+    /// Puts the acknowledgement owed, if any, in `out`.
+    fn queue_ack(&mut self) {
+        self.ack_owed_since = None;
+        if self.received > self.acked && self.machine.is_none() {
+            crate::dialect::encode_ack(self.received, &mut self.out);
+            self.acked = self.received;
+        }
+    }
 }
 
 /// A sender's progress.
@@ -194,8 +210,8 @@ struct Load<'a> {
     poll: Poll,
     clients: Vec<Client>,
     read_buf: Vec<u8>,
-    /// Clients with an acknowledgement not yet written (it goes with their next
-    /// write, or at the end of the turn).
+    /// Clients owing an acknowledgement with nothing to ride with (it goes with
+    /// their next write, or after `ACK_DELAY`).
     unflushed: Vec<usize>,
     /// Admitted so far.
     admitted: usize,
@@ -345,7 +361,7 @@ impl Load<'_> {
                 machine,
                 received: 0,
                 acked: 0,
-                ack_only_since: None,
+                ack_owed_since: None,
             });
             // A real client says its Hello (and starts its handshake) itself.
             self.pull_machine(i);
@@ -468,7 +484,7 @@ impl Load<'_> {
             if !self.ready.is_empty() {
                 timeout = Duration::ZERO;
             } else if !self.unflushed.is_empty() {
-                // Acknowledgements waiting for a write to ride with go within 20 ms.
+                // Acknowledgements waiting for a write to ride with go after ACK_DELAY.
                 timeout = timeout.min(ACK_DELAY);
             }
             self.poll_once(&mut events, Some(timeout.min(deadline - now)))?;
@@ -479,18 +495,17 @@ impl Load<'_> {
         Ok(())
     }
 
-    /// Writes the acknowledgements that waited 20 ms without a write to ride with.
+    /// Writes the acknowledgements that waited `ACK_DELAY` without a write to ride
+    /// with.
     fn flush_acks(&mut self) {
         let now = Instant::now();
         let mut unflushed = std::mem::take(&mut self.unflushed);
         let mut keep = Vec::new();
         for &i in &unflushed {
-            match self.clients[i].ack_only_since {
+            match self.clients[i].ack_owed_since {
                 Some(since) if now - since >= ACK_DELAY => {
-                    self.clients[i].ack_only_since = None;
-                    if !self.clients[i].out.is_empty() {
-                        self.flush(i);
-                    }
+                    self.clients[i].queue_ack();
+                    self.flush(i);
                 }
                 Some(_) => keep.push(i),
                 None => {}
@@ -562,7 +577,7 @@ impl Load<'_> {
         let client = &self.clients[sender.client];
         sender.sent < sender.quota
             && sender.in_flight < self.config.window.max(1)
-            && (client.out.is_empty() || client.ack_only_since.is_some())
+            && client.out.is_empty()
             && !client.lost
     }
 
@@ -581,6 +596,8 @@ impl Load<'_> {
         let sender = &mut self.senders[s];
         let i = sender.client;
         let n = self.ids.len();
+        // An acknowledgement owed rides with this write.
+        self.clients[i].queue_ack();
         let mut out = std::mem::take(&mut self.clients[i].out);
         let mut count = 0;
         while count < most && sender.sent < sender.quota && sender.in_flight < window {
@@ -621,7 +638,6 @@ impl Load<'_> {
         }
         self.sent += count as u64;
         self.clients[i].out = out;
-        self.clients[i].ack_only_since = None;
         self.pull_machine(i);
         self.flush(i);
     }
@@ -680,9 +696,6 @@ impl Load<'_> {
             }
         }
         client.out.drain(..written);
-        if client.out.is_empty() {
-            client.ack_only_since = None;
-        }
         if client.lost {
             client.out.clear();
             self.errors += 1;
@@ -802,20 +815,20 @@ impl Load<'_> {
             self.on_item(i, item);
         }
         // The acknowledgement rides with the client's next write (its sender's next
-        // batch, when it sends), as a real client's goes out with whatever it writes
-        // next; whatever is still unwritten goes out at the end of the turn.
+        // batch, when it sends, or what its socket has not taken yet), as a real
+        // client's goes out with whatever it writes next; with nothing to ride with
+        // it waits ACK_DELAY, unless much is unacknowledged.
         let client = &mut self.clients[i];
         if client.received > client.acked {
-            let much = client.received - client.acked >= 16 * 1024;
-            client.acked = client.received;
-            if client.out.is_empty() {
-                client.ack_only_since = Some(Instant::now());
-                self.unflushed.push(i);
-            }
-            crate::dialect::encode_ack(client.received, &mut client.out);
-            if much {
+            if client.received - client.acked >= ACK_NOW {
                 // Much unacknowledged: the relay holds it for us; tell it now.
+                client.queue_ack();
                 self.flush(i);
+            } else if !client.out.is_empty() {
+                client.queue_ack();
+            } else if client.ack_owed_since.is_none() {
+                client.ack_owed_since = Some(Instant::now());
+                self.unflushed.push(i);
             }
         }
     }
