@@ -212,7 +212,10 @@ struct Load<'a> {
     read_buf: Vec<u8>,
     /// Clients owing an acknowledgement with nothing to ride with (it goes with
     /// their next write, or after `ACK_DELAY`).
-    unflushed: Vec<usize>,
+    /// Oldest first (each entry is when that client's wait began), so that the
+    /// ones due are at the front: with 10,000 clients a scan of all of them on
+    /// every turn cost the generator a sixth of its time.
+    unflushed: VecDeque<(Instant, usize)>,
     /// Admitted so far.
     admitted: usize,
     refused: usize,
@@ -268,7 +271,7 @@ pub fn run(
         poll,
         clients: Vec::with_capacity(n),
         read_buf: vec![0; READ_BUFFER],
-        unflushed: Vec::new(),
+        unflushed: VecDeque::new(),
         admitted: 0,
         refused: 0,
         start: now,
@@ -499,21 +502,18 @@ impl Load<'_> {
     /// with.
     fn flush_acks(&mut self) {
         let now = Instant::now();
-        let mut unflushed = std::mem::take(&mut self.unflushed);
-        let mut keep = Vec::new();
-        for &i in &unflushed {
-            match self.clients[i].ack_owed_since {
-                Some(since) if now - since >= ACK_DELAY => {
-                    self.clients[i].queue_ack();
-                    self.flush(i);
-                }
-                Some(_) => keep.push(i),
-                None => {}
+        while let Some(&(since, i)) = self.unflushed.front() {
+            if now - since < ACK_DELAY {
+                break;
+            }
+            self.unflushed.pop_front();
+            // An entry whose acknowledgement went meanwhile (it rode with a write)
+            // is stale.
+            if self.clients[i].ack_owed_since == Some(since) {
+                self.clients[i].queue_ack();
+                self.flush(i);
             }
         }
-        unflushed.clear();
-        unflushed.extend(keep);
-        self.unflushed = unflushed;
     }
 
     /// Microseconds since the start: the timestamp carried in each message.
@@ -827,8 +827,9 @@ impl Load<'_> {
             } else if !client.out.is_empty() {
                 client.queue_ack();
             } else if client.ack_owed_since.is_none() {
-                client.ack_owed_since = Some(Instant::now());
-                self.unflushed.push(i);
+                let since = Instant::now();
+                client.ack_owed_since = Some(since);
+                self.unflushed.push_back((since, i));
             }
         }
     }

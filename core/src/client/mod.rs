@@ -1246,8 +1246,9 @@ mod tests {
         let one = w.client(a).send_chat(ClientId(1), "confirmed", T).unwrap();
         w.client(a).send_chat(ClientId(7), "nobody", T).unwrap();
         w.pump();
-        // Acknowledgements and receipts with nothing to ride with go within 200 ms.
-        w.advance(T + core::time::Duration::from_millis(600));
+        // Receipts with nothing to ride with go within the relay's rider delay (1 s,
+        // on the client's phase of it).
+        w.advance(T + core::time::Duration::from_millis(2_100));
         let events = w.take_events(a);
         // (The one for 7 never leaves: nobody by that ID has a key to seal it for.)
         assert!(
