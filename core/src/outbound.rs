@@ -15,6 +15,7 @@ use crate::frame::{ChatRef, Frame, Payload, encode_deliver, encoded_frames, is_s
 use crate::id::ClientId;
 use crate::secure::SecureChannel;
 use crate::session::{BeyondSent, Retained};
+use std::sync::Arc;
 
 /// How frames are written on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,6 +401,33 @@ impl Outbound {
             }
         }
         Ok(())
+    }
+
+    /// As [`Outbound::try_push_deliveries`], for a broadcast batch that other
+    /// recipients queue too: the session layer keeps the batch itself (shared), not
+    /// a copy of it. Only while session frames go on the wire as they are queued;
+    /// otherwise (a resend under way, a lost connection) it is copied as usual.
+    pub(crate) fn try_push_shared_deliveries(
+        &mut self,
+        batch: &Arc<[u8]>,
+        ends: &[(u64, usize)],
+    ) -> Result<(), u64> {
+        if self.wire == Wire::Framed
+            && self.session_on_wire
+            && self.resend_at.is_none()
+            && self.retained.is_some()
+        {
+            let before = self.mark();
+            self.target().extend_from_slice(batch);
+            if self.pending() <= self.max && self.retained_room(batch.len()) {
+                if let Some(retained) = self.retained.as_mut() {
+                    retained.keep_shared(batch);
+                }
+                return Ok(());
+            }
+            self.target().truncate(before);
+        }
+        self.try_push_deliveries(batch, ends)
     }
 
     /// The length of the buffer a frame queued now goes to.

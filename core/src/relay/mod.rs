@@ -1125,6 +1125,12 @@ impl RelayServer {
         } = self;
         // How many acknowledgements each message of the batch waits for.
         let mut owed = vec![0u32; batch.ends.len()];
+        // One copy of the batch that every recipient's session stream keeps, and of
+        // the list of its messages that every recipient owes acknowledgements for.
+        let shared: std::sync::Arc<[u8]> = std::sync::Arc::from(batch.bytes.as_slice());
+        let messages: std::sync::Arc<[(u64, usize)]> = std::sync::Arc::from(batch.ends.as_slice());
+        // Recipients that took the whole batch (each owes all of it).
+        let mut took_all = 0u32;
         for &(id, target) in clients.as_slice() {
             if id == from {
                 continue;
@@ -1133,7 +1139,7 @@ impl RelayServer {
                 continue;
             };
             let before = t.out.stream_end();
-            match t.out.try_push_deliveries(&batch.bytes, &batch.ends) {
+            match t.out.try_push_shared_deliveries(&shared, &batch.ends) {
                 Ok(()) => {
                     if !t.in_ready && t.parked_until.is_none() {
                         t.in_ready = true;
@@ -1154,18 +1160,23 @@ impl RelayServer {
             }) = &mut t.state
             {
                 let after = t.out.stream_end();
-                for (owes, &(seq, end)) in owed.iter_mut().zip(&batch.ends) {
-                    let at = before + end as u64;
-                    if at > after {
-                        break;
+                let queued = batch
+                    .ends
+                    .iter()
+                    .take_while(|&&(_, end)| before + end as u64 <= after)
+                    .count();
+                session.owe_batch(before, from, &messages, queued);
+                if queued == batch.ends.len() {
+                    took_all += 1;
+                } else {
+                    for owes in owed.iter_mut().take(queued) {
+                        *owes += 1;
                     }
-                    session.owe(at, from, seq);
-                    *owes += 1;
                 }
             }
         }
         for (&(seq, _), &n) in batch.ends.iter().zip(&owed) {
-            self.routed(sender, seq, n);
+            self.routed(sender, seq, n + took_all);
         }
         // Keep the buffers' capacity for the next batch.
         self.batch = Broadcasts {
