@@ -206,6 +206,13 @@ impl Retained {
             self.skip = 0;
             self.pieces.pop_front();
         }
+        if self.len == 0 && self.tail.capacity() > IDLE_CAPACITY * 8 {
+            // All acknowledged. A large buffer is given back at once (a roster
+            // alone can be 16 KiB, and a relay holds thousands of idle clients:
+            // kept until the next sweep, 10,000 clients held 16 KB each); the next
+            // burst reserves room in one go, not by doubling.
+            self.tail = VecDeque::new();
+        }
         Ok(())
     }
 
