@@ -307,3 +307,43 @@ fn a_client_whose_connection_is_cut_comes_back_with_its_id_and_nothing_lost_or_r
     a.send("1 after");
     b.expect_out_line("0 after");
 }
+
+#[test]
+fn broadcasts_to_a_client_whose_connection_is_cut_arrive_once_each_in_order() {
+    // The relay keeps a broadcast batch once for all its recipients (shared, not
+    // copied into each one's session stream); a recipient that loses its link must
+    // still get every one of them resent, once, in order, beside one that did not.
+    let (_srv, port) = server(&[]);
+    let proxy = support::CuttableProxy::start(port);
+    let mut a = join(port, "a", 0);
+    let mut b = join(proxy.port, "b", 1);
+    a.expect_out_shown("* 1 b joined");
+    let mut c = join(port, "c", 2);
+    b.expect_out_shown("* 2 c joined");
+    // Many, so that the cut finds some of them between the relay and b (the relay
+    // resends those from the batches it kept).
+    for i in 0..2000 {
+        a.send(&format!("/all m{i}"));
+    }
+    b.expect_out_line("0 m3");
+    proxy.cut();
+    for i in 2000..2100 {
+        a.send(&format!("/all m{i}"));
+    }
+    b.expect_out_line("* back: you are still client 1; nothing was lost, nothing repeated");
+    b.expect_out_line("0 m2099");
+    c.expect_out_line("0 m2099");
+    assert!(proxy.connections() >= 2, "b dialled again");
+    let expected: Vec<String> = (0..2100).map(|i| format!("0 m{i}")).collect();
+    for seen in [&b.out_seen, &c.out_seen] {
+        let shown: Vec<&str> = seen
+            .iter()
+            .filter(|l| l.starts_with("0 m"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            shown,
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+}
