@@ -11,11 +11,12 @@
 //! thrown away unsent (records are numbered; dropping one would break every later
 //! one), and frames queued before the handshake ends simply wait.
 
+use std::sync::Arc;
+
 use crate::frame::{ChatRef, Frame, Payload, encode_deliver, encoded_frames, is_session_frame};
 use crate::id::ClientId;
 use crate::secure::SecureChannel;
 use crate::session::{BeyondSent, Retained};
-use std::sync::Arc;
 
 /// How frames are written on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 mod files;
 mod plain_text;
@@ -1127,8 +1128,8 @@ impl RelayServer {
         let mut owed = vec![0u32; batch.ends.len()];
         // One copy of the batch that every recipient's session stream keeps, and of
         // the list of its messages that every recipient owes acknowledgements for.
-        let shared: std::sync::Arc<[u8]> = std::sync::Arc::from(batch.bytes.as_slice());
-        let messages: std::sync::Arc<[(u64, usize)]> = std::sync::Arc::from(batch.ends.as_slice());
+        let shared: Arc<[u8]> = Arc::from(batch.bytes.as_slice());
+        let messages: Arc<[(u64, usize)]> = Arc::from(batch.ends.as_slice());
         // Recipients that took the whole batch (each owes all of it).
         let mut took_all = 0u32;
         for &(id, target) in clients.as_slice() {
