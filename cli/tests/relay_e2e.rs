@@ -290,12 +290,7 @@ fn a_client_whose_connection_is_cut_comes_back_with_its_id_and_nothing_lost_or_r
     b.expect_out_line("0 m199");
     assert!(proxy.connections() >= 2, "b dialled again");
     // Every message exactly once, in order.
-    let shown: Vec<&String> = b.out_seen.iter().filter(|l| l.starts_with("0 m")).collect();
-    let expected: Vec<String> = (0..200).map(|i| format!("0 m{i}")).collect();
-    assert_eq!(
-        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        expected.iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    assert_each_once_in_order(&b.out_seen, "0 m", 200);
     assert_eq!(
         a.out_seen
             .iter()
@@ -334,16 +329,22 @@ fn broadcasts_to_a_client_whose_connection_is_cut_arrive_once_each_in_order() {
     b.expect_out_line("0 m2099");
     c.expect_out_line("0 m2099");
     assert!(proxy.connections() >= 2, "b dialled again");
-    let expected: Vec<String> = (0..2100).map(|i| format!("0 m{i}")).collect();
     for seen in [&b.out_seen, &c.out_seen] {
-        let shown: Vec<&str> = seen
-            .iter()
-            .filter(|l| l.starts_with("0 m"))
-            .map(String::as_str)
-            .collect();
-        assert_eq!(
-            shown,
-            expected.iter().map(String::as_str).collect::<Vec<_>>()
-        );
+        assert_each_once_in_order(seen, "0 m", 2100);
     }
+}
+
+/// The lines of `seen` that start with `prefix` are `prefix0` .. `prefix{count-1}`,
+/// each once, in order.
+fn assert_each_once_in_order(seen: &[String], prefix: &str, count: usize) {
+    let shown: Vec<&str> = seen
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .map(String::as_str)
+        .collect();
+    let expected: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    assert_eq!(
+        shown,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 }

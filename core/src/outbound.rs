@@ -232,6 +232,12 @@ impl Outbound {
         }
     }
 
+    /// Whether what is queued now, `new` bytes of it just appended, stays under both
+    /// bounds: the queue's and the retained stream's.
+    fn fits(&self, new: usize) -> bool {
+        self.pending() <= self.max && self.retained_room(new)
+    }
+
     /// Whether `new` more bytes of session stream fit under the retention bound.
     fn retained_room(&self, new: usize) -> bool {
         self.retained
@@ -420,7 +426,7 @@ impl Outbound {
         {
             let before = self.mark();
             self.target().extend_from_slice(batch);
-            if self.pending() <= self.max && self.retained_room(batch.len()) {
+            if self.fits(batch.len()) {
                 if let Some(retained) = self.retained.as_mut() {
                     retained.keep_shared(batch);
                 }
@@ -443,7 +449,7 @@ impl Outbound {
     /// keeping its copy), else takes it back.
     fn keep_if_room(&mut self, before: usize) -> bool {
         let new = self.mark().saturating_sub(before);
-        if self.pending() > self.max || !self.retained_room(new) {
+        if !self.fits(new) {
             match self.wire {
                 Wire::Framed => self.target().truncate(before),
                 Wire::Text => self.queued.truncate(before),

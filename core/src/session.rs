@@ -262,10 +262,9 @@ impl Retained {
     /// alone can be 16 KiB). Called now and then, not on every acknowledgement: a
     /// busy connection keeps its buffer between bursts.
     pub(crate) fn release_if_idle(&mut self) {
-        if self.len == 0 && (self.tail.capacity() > IDLE_CAPACITY || !self.pieces.is_empty()) {
+        // With nothing kept there are no pieces (an acknowledged piece is dropped).
+        if self.len == 0 && self.tail.capacity() > IDLE_CAPACITY {
             self.tail = VecDeque::new();
-            self.pieces = VecDeque::new();
-            self.skip = 0;
         }
     }
 

@@ -60,10 +60,8 @@ struct OwedBatch {
 impl OwedBatch {
     /// Where the next message not yet acknowledged ends in the client's stream.
     fn next_end(&self) -> Option<u64> {
-        (self.next < self.queued)
-            .then(|| self.messages.get(self.next))
-            .flatten()
-            .map(|&(_, end)| self.start + end as u64)
+        let &(_, end) = self.messages.get(..self.queued)?.get(self.next)?;
+        Some(self.start + end as u64)
     }
 }
 
