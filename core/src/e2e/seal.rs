@@ -21,7 +21,7 @@
 
 use curve25519_dalek::MontgomeryPoint;
 use snow::params::CipherChoice;
-use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::resolvers::{CryptoResolver, RingResolver};
 use snow::types::Cipher;
 
 use crate::frame::PayloadKind;
@@ -131,10 +131,10 @@ pub(crate) fn pair_key(
 }
 
 /// ChaCha20-Poly1305 under `key`, as Noise runs it (the nonce is a 64-bit counter: our
-/// sequence number). Taken from snow, where it is compiled optimised even in debug
-/// builds (a generic AEAD instantiated here would crawl in the file tests).
+/// sequence number). Taken from snow's `ring` resolver, the one the channel uses
+/// (see `core/Cargo.toml` for why `ring`).
 fn cipher(key: &Key) -> Option<Box<dyn Cipher>> {
-    let mut cipher = DefaultResolver.resolve_cipher(&CipherChoice::ChaChaPoly)?;
+    let mut cipher = RingResolver.resolve_cipher(&CipherChoice::ChaChaPoly)?;
     cipher.set(key);
     Some(cipher)
 }
@@ -210,7 +210,10 @@ impl SealKey {
     /// Opens `sealed` (ciphertext and tag), bound to `header`; `None` when it was not
     /// sealed so (wrong key, changed byte, another place).
     pub(crate) fn open(&self, place: Place, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        let mut plain = vec![0; sealed.len().checked_sub(TAG_LEN)?];
+        sealed.len().checked_sub(TAG_LEN)?;
+        // Room for the tag too: `ring` opens in place, and with less room snow copies
+        // the whole message into a second buffer first.
+        let mut plain = vec![0; sealed.len()];
         let cipher = self.cipher.as_ref()?;
         let n = with_associated_data(place, header, |ad| {
             cipher.decrypt(place.seq, ad, sealed, &mut plain)

@@ -68,7 +68,9 @@ impl SecureChannel {
             return Err(OpenError);
         }
         let start = out.len();
-        out.resize(start + record.len() - TAG, 0);
+        // Room for the tag too: `ring` opens in place, and with less room snow copies
+        // the record into a second buffer first (a 64 KiB allocation per record).
+        out.resize(start + record.len(), 0);
         let opened = out
             .get_mut(start..)
             .map(|dest| self.transport.read_message(record, dest));

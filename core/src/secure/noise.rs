@@ -10,7 +10,7 @@
 use core::fmt;
 
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
-use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 
 use super::channel::SecureChannel;
@@ -64,7 +64,8 @@ pub fn password_key(password: &str) -> [u8; 32] {
     derive(b"p2pchat relay password v1", &[password.as_bytes()])
 }
 
-/// `snow`'s default primitives, with randomness from a seed.
+/// `snow`'s default primitives, with randomness from a seed and the cipher from
+/// `ring` (faster; see `core/Cargo.toml`).
 struct SeededResolver {
     seed: [u8; 32],
 }
@@ -92,7 +93,7 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        RingResolver.resolve_cipher(choice)
     }
 }
 
