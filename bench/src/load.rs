@@ -653,7 +653,11 @@ impl Load<'_> {
                 secret[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
                 let mut seed = secret;
                 seed[31] = 0x5E;
-                Security::encrypted(Identity::from_secret(secret), seed)
+                // The cipher `p2pchat join` would propose here.
+                Security {
+                    cipher: p2pchat_core::RecordCipher::fastest_here(),
+                    ..Security::encrypted(Identity::from_secret(secret), seed)
+                }
             }
             ClientKind::Insecure | ClientKind::RawFrames => Security::insecure(),
         };

@@ -112,6 +112,11 @@ pub struct ConnectArgs {
     /// benchmarks and plain-text tools, never across the internet
     #[argh(switch)]
     pub insecure: bool,
+    /// the cipher to propose: auto (the default: aes-256-gcm where this processor has
+    /// AES instructions, else chacha20-poly1305), aes-256-gcm or chacha20-poly1305;
+    /// the other side follows the proposal
+    #[argh(option, default = "CipherChoice::Auto", from_str_fn(parse_cipher))]
+    pub cipher: CipherChoice,
     /// the key fingerprint the peer must have (see `p2pchat id`); without it, the key
     /// seen at the first conversation with this address is remembered and required
     #[argh(option)]
@@ -190,6 +195,11 @@ pub struct JoinArgs {
     /// the relay's password (or set P2PCHAT_PASSWORD)
     #[argh(option)]
     pub password: Option<String>,
+    /// the cipher to propose: auto (the default: aes-256-gcm where this processor has
+    /// AES instructions, else chacha20-poly1305), aes-256-gcm or chacha20-poly1305;
+    /// the other side follows the proposal
+    #[argh(option, default = "CipherChoice::Auto", from_str_fn(parse_cipher))]
+    pub cipher: CipherChoice,
     /// the key fingerprint the relay must have (its operator's `p2pchat id`); without
     /// it, the key seen at the first visit to this address is remembered and required
     #[argh(option)]
@@ -299,4 +309,34 @@ pub struct SimArgs {
     /// print only the verdict, not the transcript
     #[argh(switch)]
     pub quiet: bool,
+}
+
+/// `--cipher`: a cipher, or the faster one on this processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherChoice {
+    /// [`p2pchat_core::RecordCipher::fastest_here`].
+    Auto,
+    /// This one.
+    Fixed(p2pchat_core::RecordCipher),
+}
+
+impl CipherChoice {
+    /// The cipher to propose.
+    pub fn resolve(self) -> p2pchat_core::RecordCipher {
+        match self {
+            CipherChoice::Auto => p2pchat_core::RecordCipher::fastest_here(),
+            CipherChoice::Fixed(cipher) => cipher,
+        }
+    }
+}
+
+fn parse_cipher(value: &str) -> Result<CipherChoice, String> {
+    if value == "auto" {
+        return Ok(CipherChoice::Auto);
+    }
+    p2pchat_core::RecordCipher::from_name(value)
+        .map(CipherChoice::Fixed)
+        .ok_or_else(|| {
+            format!("unknown cipher `{value}`: use auto, aes-256-gcm or chacha20-poly1305")
+        })
 }

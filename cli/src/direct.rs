@@ -92,6 +92,8 @@ pub fn listen(args: ListenArgs) -> i32 {
             insecure: args.insecure,
             password: None,
             expect: args.expect.clone(),
+            // Followed, not proposed: the connecting side picks.
+            cipher: p2pchat_core::RecordCipher::fastest_here(),
         };
         let security = match wishes.security(true, trust.expect()) {
             Ok(s) => s,
@@ -163,6 +165,7 @@ pub fn connect(args: ConnectArgs) -> i32 {
             insecure: args.insecure,
             password: None,
             expect: args.expect.clone(),
+            cipher: args.cipher.resolve(),
         };
         let clock = p2pchat_tcp::Clock::new();
         let machine = if args.text {

@@ -39,6 +39,7 @@ pub fn run(args: JoinArgs) -> i32 {
             insecure: args.insecure,
             password: Wishes::password_from(args.password.clone()),
             expect: args.expect.clone(),
+            cipher: args.cipher.resolve(),
         };
         let transfers = std::rc::Rc::new(std::cell::RefCell::new(Transfers::new(
             ui.clone(),

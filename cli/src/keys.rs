@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use p2pchat_core::{Encryption, Expect, Identity, PublicKey, Security};
+use p2pchat_core::{Encryption, Expect, Identity, PublicKey, RecordCipher, Security};
 
 /// The data folder, `$XDG_DATA_HOME/p2pchat` or `~/.local/share/p2pchat`.
 pub fn data_dir() -> Option<PathBuf> {
@@ -170,7 +170,7 @@ pub fn host_label(host: &str, default_port: u16) -> String {
 }
 
 /// What the user asked of a session's security.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Wishes {
     /// `--insecure`.
     pub insecure: bool,
@@ -178,6 +178,8 @@ pub struct Wishes {
     pub password: Option<String>,
     /// `--expect FINGERPRINT`.
     pub expect: Option<String>,
+    /// The cipher to propose when connecting (`--cipher`; accepting sides follow).
+    pub cipher: RecordCipher,
 }
 
 impl Wishes {
@@ -213,6 +215,7 @@ impl Wishes {
             seed: random_bytes()?,
             password: self.password.clone(),
             expect,
+            cipher: self.cipher,
         })
     }
 }

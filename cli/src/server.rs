@@ -33,6 +33,8 @@ pub fn run(args: ServerArgs) -> i32 {
         insecure: args.insecure,
         password: crate::keys::Wishes::password_from(args.password.clone()),
         expect: None,
+        // Followed, not proposed: each client picks.
+        cipher: p2pchat_core::RecordCipher::fastest_here(),
     };
     let security = match wishes.security(true, p2pchat_core::Expect::Any) {
         Ok(s) => s,

@@ -288,3 +288,45 @@ fn relay_clients_read_each_others_messages_sealed_end_to_end() {
         assert_eq!(p.wait_exit(), 0);
     }
 }
+
+#[test]
+fn either_cipher_carries_chat_direct_and_through_the_relay() {
+    // The connecting side proposes (`--cipher`), the accepting side follows; mixed
+    // proposals share one relay.
+    for (mine, theirs) in [
+        ("aes-256-gcm", "chacha20-poly1305"),
+        ("chacha20-poly1305", "aes-256-gcm"),
+    ] {
+        let (mut l, port) = listener_in(&fresh_data_dir(), 0, &[]);
+        let addr = format!("127.0.0.1:{port}");
+        let mut c = Proc::start_in(
+            &["connect", &addr, "--name", "con", "--cipher", mine],
+            &fresh_data_dir(),
+        );
+        c.expect_out_line("* connected to lis");
+        c.send(&format!("hello under {mine}"));
+        l.expect_out_line(&format!("peer: hello under {mine}"));
+        l.send("and back");
+        c.expect_out_line("peer: and back");
+
+        let (_srv, port) = server(&[]);
+        let addr = format!("127.0.0.1:{port}");
+        let mut a = Proc::start(&["join", &addr, "--cipher", mine]);
+        a.expect_out("admitted", |x| x.starts_with("* you are client 0 "));
+        let mut b = Proc::start(&["join", &addr, "--cipher", theirs]);
+        b.expect_out("admitted", |x| x.starts_with("* you are client 1 "));
+        a.send(&format!("1 from {mine} to {theirs}"));
+        b.expect_out_line(&format!("0 from {mine} to {theirs}"));
+    }
+}
+
+#[test]
+fn an_unknown_cipher_is_refused_with_the_names_that_exist() {
+    let mut c = Proc::start(&["join", "127.0.0.1:9", "--cipher", "rot13"]);
+    let line = c.expect_err("refusal", |x| x.contains("rot13"));
+    assert!(
+        line.contains("aes-256-gcm") && line.contains("chacha20-poly1305"),
+        "{line}"
+    );
+    assert_ne!(c.wait_exit(), 0);
+}

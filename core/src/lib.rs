@@ -59,7 +59,9 @@ pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};
 pub use relay::{RelayServer, ServerEvent, Transmit};
-pub use secure::{Encryption, Expect, Identity, Pattern, PublicKey, Security, password_key};
+pub use secure::{
+    Encryption, Expect, Identity, Pattern, PublicKey, RecordCipher, Security, password_key,
+};
 pub use text::{RelayLine, parse_relay_line, sanitize_for_terminal};
 pub use time::Timestamp;
 pub use wire::truncate_utf8;

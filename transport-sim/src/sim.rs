@@ -11,7 +11,7 @@ use core::time::Duration;
 
 use p2pchat_core::{
     ClientEvent, ClientId, ConnId, ErrorCode, FileEvent, Identity, Peer, PeerEvent, PeerSide,
-    RelayClient, RelayServer, Security, SendError, ServerEvent, Timestamp,
+    RecordCipher, RelayClient, RelayServer, Security, SendError, ServerEvent, Timestamp,
 };
 
 use crate::rng::Rng;
@@ -182,7 +182,8 @@ pub struct Sim {
 
 /// The security of the relay (`node` = `None`) or of a node: its own key and its own
 /// randomness, both derived from the run's seed (apart from the fault generator's, so
-/// that encryption does not change which faults happen).
+/// that encryption does not change which faults happen). Odd-numbered nodes propose
+/// AES-256-GCM and the others ChaCha20-Poly1305, so that every run has both.
 fn security(encrypted: bool, seed: u64, node: Option<usize>) -> Security {
     if !encrypted {
         return Security::insecure();
@@ -196,7 +197,14 @@ fn security(encrypted: bool, seed: u64, node: Option<usize>) -> Security {
         }
         out
     };
-    Security::encrypted(Identity::from_secret(bytes(0xA11CE)), bytes(0x5EED))
+    let cipher = match node {
+        Some(n) if n % 2 == 1 => RecordCipher::AesGcm,
+        _ => RecordCipher::ChaChaPoly,
+    };
+    Security {
+        cipher,
+        ..Security::encrypted(Identity::from_secret(bytes(0xA11CE)), bytes(0x5EED))
+    }
 }
 
 /// A relay with the run's key; `restarts` makes each restart's randomness its own

@@ -816,8 +816,8 @@ impl RelayClient {
                     relay_key: self.relay_key,
                 });
             }
-            (Phase::Handshaking | Phase::Resuming(_), Frame::Handshake { message, .. }) => {
-                self.on_handshake(&message, now);
+            (Phase::Handshaking | Phase::Resuming(_), Frame::Handshake { pattern, message }) => {
+                self.on_handshake(pattern, &message, now);
             }
             (Phase::Resuming(id), Frame::Resumed { received }) => {
                 if let Err(beyond) = self.link.resend_from(received) {
@@ -995,16 +995,19 @@ impl RelayClient {
         }
     }
 
-    /// The relay's handshake message (`XX`'s second): check its key, answer with the
-    /// third, and the channel exists.
-    fn on_handshake(&mut self, message: &[u8], now: Timestamp) {
+    /// The relay's handshake message (`XX`'s second, under `pattern`, which must be the
+    /// one we proposed): check its key, answer with the third, and the channel exists.
+    fn on_handshake(&mut self, pattern: u8, message: &[u8], now: Timestamp) {
         let Some(handshake) = self.link.handshake() else {
             let reason =
                 "the relay sent a handshake message, but this client did not offer to encrypt";
             self.fail(ErrorCode::UnexpectedFrame, reason.into());
             return;
         };
-        let step = handshake.read(message).and_then(|_| {
+        let step = handshake
+            .follow(pattern)
+            .and_then(|()| handshake.read(message));
+        let step = step.and_then(|_| {
             let key = handshake.remote_key();
             let reply = handshake.write(&[])?;
             Ok((key, reply, handshake.pattern()))

@@ -23,7 +23,7 @@ use crate::handshake::{CAP_NOISE, CAP_RESUME, negotiate_version, our_hello, vali
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Incoming, Link, LinkState, Received};
-use crate::secure::{self, Entropy, HandshakeError, NoiseHandshake, Pattern, PublicKey, Security};
+use crate::secure::{self, Entropy, HandshakeError, NoiseHandshake, PublicKey, Security};
 use crate::text::TextInput;
 use crate::time::Timestamp;
 
@@ -621,7 +621,7 @@ impl Peer {
             return;
         }
         match frame {
-            Frame::Handshake { message, .. } => self.on_handshake(&message, now),
+            Frame::Handshake { pattern, message } => self.on_handshake(pattern, &message, now),
             Frame::Message { seq, payload } => self.on_message(seq, payload, now),
             Frame::Exit => {
                 if !self.they_exited {
@@ -735,8 +735,9 @@ impl Peer {
     }
 
     /// A handshake message from the other side: `XX`'s first and third for the
-    /// accepting side, its second for the connecting side.
-    fn on_handshake(&mut self, message: &[u8], now: Timestamp) {
+    /// accepting side, its second for the connecting side. `pattern` is its number:
+    /// the first message's picks the cipher.
+    fn on_handshake(&mut self, pattern: u8, message: &[u8], now: Timestamp) {
         let remote_digest = self.remote.as_ref().map(secure::hello_digest);
         let own_digest = secure::hello_digest(&self.own_hello);
         let side = self.side;
@@ -745,7 +746,10 @@ impl Peer {
             self.fail(ErrorCode::UnexpectedFrame, reason.into());
             return;
         };
-        let step = handshake.read(message).and_then(|payload| {
+        let step = handshake
+            .follow(pattern)
+            .and_then(|()| handshake.read(message));
+        let step = step.and_then(|payload| {
             if side == PeerSide::Connector
                 && Some(payload.as_slice()) != remote_digest.as_ref().map(|d| &d[..])
             {
@@ -930,15 +934,9 @@ impl Peer {
     /// its Hello (`prologue`); the error says why it could not start.
     fn answer_handshake(&mut self, prologue: &[u8]) -> Result<(), String> {
         let identity = self.security.identity.as_ref().ok_or("no key")?;
-        let handshake = NoiseHandshake::new(
-            false,
-            Pattern::Xx,
-            identity,
-            None,
-            prologue,
-            self.entropy.next_seed(),
-        )
-        .map_err(|e| e.0)?;
+        // The connector's first message says which cipher; until then, wait for it.
+        let handshake =
+            NoiseHandshake::responder(identity, None, prologue, self.entropy.next_seed());
         self.link.begin_handshake(handshake);
         Ok(())
     }

@@ -55,6 +55,11 @@ impl PeerSession {
     /// Whether the other side speaks the session layer too (`they`).
     pub(super) fn agree(&mut self, they: bool) {
         self.agreed = they;
+        if !they {
+            // Nothing will acknowledge them: a side without the session layer sends
+            // no `Ack`s, so what was counted before its Hello came is not waited for.
+            self.unacked_chat.clear();
+        }
     }
 
     pub(super) fn resumable(&self) -> bool {
@@ -427,9 +432,10 @@ impl Peer {
     }
 
     /// The conversation ends: names our chat messages the other side never
-    /// acknowledged.
+    /// acknowledged, including those written before its Hello came (a connection
+    /// lost in the handshake), which were never acknowledged either.
     pub(super) fn name_unconfirmed(&mut self) {
-        if !self.session.agreed || self.session.unacked_chat.is_empty() {
+        if self.session.unacked_chat.is_empty() {
             return;
         }
         let seqs = std::mem::take(&mut self.session.unacked_chat)
@@ -630,6 +636,40 @@ mod tests {
         assert!(p.acc.is_away());
         p.reconnect();
         assert!(p.acc_events.contains(&PeerEvent::Resumed));
+    }
+
+    #[test]
+    fn messages_written_before_the_connection_came_up_are_named_when_it_never_does() {
+        // The simulator's seed 16111789272418456738 (split,cut --direct): the link is
+        // cut in the handshake, the connector types on, and at the peer timeout what
+        // it typed was neither delivered nor named.
+        let mut con = Peer::new(
+            PeerSide::Connector,
+            "p",
+            Limits::default(),
+            party_security(1),
+            T,
+        )
+        .unwrap();
+        let first = con.send_chat("typed while dialling", T).unwrap();
+        let second = con.send_chat("and again", T).unwrap();
+        let later = T + Limits::default().idle_timeout + core::time::Duration::from_secs(1);
+        con.handle_timeout(later);
+        let events: Vec<PeerEvent> = std::iter::from_fn(|| con.poll_event()).collect();
+        assert!(
+            events.contains(&PeerEvent::Unconfirmed {
+                seqs: vec![first, second]
+            }),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn messages_counted_before_a_hello_without_the_session_layer_are_not_waited_for() {
+        let mut session = PeerSession::default();
+        session.sent_chat(10, 1);
+        session.agree(false);
+        assert!(session.unacked_chat.is_empty());
     }
 
     #[test]

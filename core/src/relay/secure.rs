@@ -97,7 +97,7 @@ impl RelayServer {
         match std::mem::replace(&mut c.secure, ConnSecure::None) {
             ConnSecure::AwaitingHandshake(hello) => self.answer(conn, hello, pattern, message, now),
             ConnSecure::Handshake { handshake, hello } => {
-                self.complete(conn, handshake, hello, message, now)
+                self.complete(conn, handshake, hello, pattern, message, now)
             }
             other => {
                 c.secure = other;
@@ -110,12 +110,15 @@ impl RelayServer {
     /// The client's first message: checks its pattern against our password, answers.
     fn answer(&mut self, conn: ConnId, hello: Hello, pattern: u8, message: &[u8], _now: Timestamp) {
         let psk = self.security.password.as_deref().map(password_key);
-        let wanted = if psk.is_some() {
-            Pattern::XxPsk3
-        } else {
-            Pattern::Xx
+        // The client picks the cipher; the password part must be ours.
+        let Some(wanted) = Pattern::from_u8(pattern) else {
+            let reason = format!(
+                "unknown handshake pattern {pattern}: this relay speaks 1 to 4 (docs/PROTOCOL.md)"
+            );
+            self.refuse(conn, ErrorCode::HandshakeFailed, reason);
+            return;
         };
-        if Pattern::from_u8(pattern) != Some(wanted) {
+        if wanted.password != psk.is_some() {
             let (code, reason) = if psk.is_some() {
                 (
                     ErrorCode::PasswordRequired,
@@ -174,10 +177,14 @@ impl RelayServer {
         conn: ConnId,
         mut handshake: NoiseHandshake,
         hello: Hello,
+        pattern: u8,
         message: &[u8],
         now: Timestamp,
     ) {
-        let finished = handshake.read(message).and_then(|_| {
+        let finished = handshake
+            .follow(pattern)
+            .and_then(|()| handshake.read(message));
+        let finished = finished.and_then(|_| {
             let key = handshake.remote_key();
             Ok((key, handshake.into_channel()?))
         });

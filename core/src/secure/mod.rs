@@ -8,11 +8,13 @@
 //! its [`Security`].
 
 mod channel;
+mod cipher;
 mod keys;
 mod noise;
 mod policy;
 
 pub(crate) use channel::{SEALED, SecureChannel};
+pub use cipher::RecordCipher;
 pub(crate) use keys::{Entropy, derive};
 pub use keys::{Identity, PublicKey};
 pub(crate) use noise::{HandshakeError, NoiseHandshake};
@@ -37,7 +39,8 @@ pub(crate) fn hello_digest(hello: &Hello) -> [u8; 32] {
 }
 
 /// Starts the connecting side's handshake, bound to its own `hello`: the handshake, its
-/// pattern (`XXpsk3` when a password is given) and the first message to send.
+/// pattern (`XXpsk3` when a password is given, with the cipher `security` names) and
+/// the first message to send.
 pub(crate) fn initiate(
     security: &Security,
     hello: &Hello,
@@ -48,10 +51,9 @@ pub(crate) fn initiate(
         .as_ref()
         .ok_or_else(|| HandshakeError("no key to encrypt with".into()))?;
     let psk = security.password.as_deref().map(password_key);
-    let pattern = if psk.is_some() {
-        Pattern::XxPsk3
-    } else {
-        Pattern::Xx
+    let pattern = Pattern {
+        password: psk.is_some(),
+        cipher: security.cipher,
     };
     let mut handshake = NoiseHandshake::new(
         true,
@@ -63,4 +65,29 @@ pub(crate) fn initiate(
     )?;
     let first = handshake.write(&[])?;
     Ok((handshake, first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::party_security;
+
+    #[test]
+    fn the_connecting_side_proposes_the_cipher_it_was_given() {
+        let hello = crate::handshake::our_hello(crate::frame::Role::RelayClient, "a", 0);
+        for (cipher, password, number) in [
+            (RecordCipher::ChaChaPoly, None, 1),
+            (RecordCipher::ChaChaPoly, Some("pw"), 2),
+            (RecordCipher::AesGcm, None, 3),
+            (RecordCipher::AesGcm, Some("pw"), 4),
+        ] {
+            let security = Security {
+                cipher,
+                password: password.map(str::to_owned),
+                ..party_security(1)
+            };
+            let (handshake, _) = initiate(&security, &hello, [9; 32]).unwrap();
+            assert_eq!(handshake.pattern().to_u8(), number);
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::cipher::RecordCipher;
 use super::keys::{Identity, PublicKey};
 
 /// Whether a side encrypts.
@@ -49,6 +50,10 @@ pub struct Security {
     pub password: Option<String>,
     /// Whose key the other side must have.
     pub expect: Expect,
+    /// The cipher this side proposes when it is the one connecting (an accepting side
+    /// follows the other's proposal): [`RecordCipher::ChaChaPoly`] unless set;
+    /// drivers set [`RecordCipher::fastest_here`].
+    pub cipher: RecordCipher,
 }
 
 impl Security {
@@ -60,6 +65,7 @@ impl Security {
             seed: [0; 32],
             password: None,
             expect: Expect::Any,
+            cipher: RecordCipher::ChaChaPoly,
         }
     }
 
@@ -71,6 +77,7 @@ impl Security {
             seed,
             password: None,
             expect: Expect::Any,
+            cipher: RecordCipher::ChaChaPoly,
         }
     }
 
