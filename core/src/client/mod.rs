@@ -253,7 +253,11 @@ impl RelayClient {
         let mut link = Link::new(&limits, now, true);
         let offers = security.offers();
         let keyring = match (&security.identity, offers) {
-            (Some(identity), true) => Some(Keyring::new(identity.clone(), &security.seed)),
+            (Some(identity), true) => Some(Keyring::new(
+                identity.clone(),
+                &security.seed,
+                security.cipher,
+            )),
             _ => None,
         };
         let noise = if offers { CAP_NOISE } else { 0 };

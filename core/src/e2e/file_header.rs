@@ -94,12 +94,20 @@ impl FileHeader {
 mod tests {
     use super::*;
     use crate::frame::PayloadKind;
-    use crate::secure::Identity;
+    use crate::secure::{Identity, RecordCipher};
 
     /// Ann's keyring, Bob's keyring, and where a file message from ann to bob goes.
     fn parties() -> (Keyring, Keyring, Place) {
-        let ann = Keyring::new(Identity::from_secret([1; 32]), &[2; 32]);
-        let bob = Keyring::new(Identity::from_secret([3; 32]), &[4; 32]);
+        let ann = Keyring::new(
+            Identity::from_secret([1; 32]),
+            &[2; 32],
+            RecordCipher::AesGcm,
+        );
+        let bob = Keyring::new(
+            Identity::from_secret([3; 32]),
+            &[4; 32],
+            RecordCipher::ChaChaPoly,
+        );
         let place = Place {
             kind: PayloadKind::SealedFile,
             to: ClientId(1),

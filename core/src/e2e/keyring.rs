@@ -16,7 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::seal::{Envelope, Key, Place, SealKey, dh, pair_key, public_of};
 use crate::frame::PayloadKind;
 use crate::id::ClientId;
-use crate::secure::{Identity, PublicKey, derive};
+use crate::secure::{Identity, PublicKey, RecordCipher, derive};
 
 /// A `Keys` message: what one client tells another about keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,8 @@ struct InGroup {
 /// See the module documentation.
 pub(crate) struct Keyring {
     identity: Identity,
+    /// What we seal with (what our channel proposes); we open either.
+    cipher: RecordCipher,
     ephemeral: [u8; 32],
     ephemeral_public: PublicKey,
     group_key: SealKey,
@@ -117,12 +119,13 @@ impl core::fmt::Debug for Keyring {
 }
 
 impl Keyring {
-    /// The keyring of one connection, with our long-term `identity`; its ephemeral
-    /// and group keys come from `seed`.
-    pub(crate) fn new(identity: Identity, seed: &[u8; 32]) -> Keyring {
+    /// The keyring of one connection, with our long-term `identity`, sealing with
+    /// `cipher`; its ephemeral and group keys come from `seed`.
+    pub(crate) fn new(identity: Identity, seed: &[u8; 32], cipher: RecordCipher) -> Keyring {
         let ephemeral = derive(b"p2pchat e2e ephemeral v1", &[seed]);
         Keyring {
             identity,
+            cipher,
             ephemeral,
             ephemeral_public: public_of(&ephemeral),
             group_key: SealKey::new(derive(b"p2pchat e2e group v1", &[seed])),
@@ -237,8 +240,9 @@ impl Keyring {
     ) -> Result<(), String> {
         if place.to.is_broadcast() {
             self.group_used = true;
-            Envelope::Group.encode_into(out);
-            self.group_key.seal_into(place, plain, out, header_start);
+            Envelope::Group.encode_into(self.cipher, out);
+            self.group_key
+                .seal_into(self.cipher, place, plain, out, header_start);
             return Ok(());
         }
         self.prepare(place.to, recipient)?;
@@ -246,16 +250,17 @@ impl Keyring {
             return Err(format!("no pair key for client {}", place.to));
         };
         if pair.opened {
-            Envelope::Pair.encode_into(out);
+            Envelope::Pair.encode_into(self.cipher, out);
         } else {
             Envelope::PairOpen {
                 ephemeral: self.ephemeral_public,
                 sender: self.identity.public(),
             }
-            .encode_into(out);
+            .encode_into(self.cipher, out);
             pair.opened = !refusable;
         }
-        pair.key.seal_into(place, plain, out, header_start);
+        pair.key
+            .seal_into(self.cipher, place, plain, out, header_start);
         Ok(())
     }
 
@@ -269,7 +274,7 @@ impl Keyring {
         body: &[u8],
     ) -> Result<Vec<u8>, OpenError> {
         let reject = |why: &str| Err(OpenError::Rejected(why.to_owned()));
-        let Some((envelope, len)) = body.get(clear..).and_then(Envelope::parse) else {
+        let Some((envelope, cipher, len)) = body.get(clear..).and_then(Envelope::parse) else {
             return reject("its envelope is malformed");
         };
         let Some((header, sealed)) = body.split_at_checked(clear + len) else {
@@ -283,7 +288,7 @@ impl Keyring {
                 let Some(group) = self.in_groups.get_mut(&from) else {
                     return Err(OpenError::NoGroupKey);
                 };
-                let plain = group.key.open(place, header, sealed).map_or_else(
+                let plain = group.key.open(cipher, place, header, sealed).map_or_else(
                     || reject("it does not open with the sender's group key"),
                     Ok,
                 )?;
@@ -308,7 +313,7 @@ impl Keyring {
                     // offer): no new work, and the same replay check.
                     let plain = pair
                         .key
-                        .open(place, header, sealed)
+                        .open(cipher, place, header, sealed)
                         .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
                     if place.seq <= pair.last_seq {
                         return reject("it was replayed or reordered");
@@ -328,7 +333,7 @@ impl Keyring {
                     &self.identity.public(),
                 ));
                 let plain = key
-                    .open(place, header, sealed)
+                    .open(cipher, place, header, sealed)
                     .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
                 self.in_pairs.insert(
                     from,
@@ -347,7 +352,7 @@ impl Keyring {
                 };
                 let plain = pair
                     .key
-                    .open(place, header, sealed)
+                    .open(cipher, place, header, sealed)
                     .map_or_else(|| reject("it does not open with the pair key"), Ok)?;
                 if place.seq <= pair.last_seq {
                     return reject("it was replayed or reordered");
@@ -363,8 +368,15 @@ impl Keyring {
 mod tests {
     use super::*;
 
+    /// Odd numbers seal with AES-256-GCM, even ones with ChaCha20-Poly1305: every
+    /// pair of test clients mixes them.
     fn ring(n: u8) -> Keyring {
-        Keyring::new(Identity::from_secret([n; 32]), &[n + 100; 32])
+        let cipher = if n % 2 == 1 {
+            RecordCipher::AesGcm
+        } else {
+            RecordCipher::ChaChaPoly
+        };
+        Keyring::new(Identity::from_secret([n; 32]), &[n + 100; 32], cipher)
     }
 
     fn place(kind: PayloadKind, to: ClientId, seq: u64) -> Place {
@@ -438,7 +450,7 @@ mod tests {
         ann.seal(p2, &bob.public(), false, b"hi", &mut second, 0)
             .unwrap();
         assert_eq!(
-            Envelope::parse(&second).unwrap().1,
+            Envelope::parse(&second).unwrap().2,
             super::super::seal::PAIR_OPEN_LEN
         );
     }

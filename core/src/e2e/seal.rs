@@ -7,8 +7,10 @@
 //!   sender and recipient share), `PairOpen` (the same, with what the recipient needs
 //!   to compute that key: the sender's ephemeral and static public keys), or `Group`
 //!   (the sender's group key, for messages to everyone);
-//! - the ciphertext is ChaCha20-Poly1305 under that key, with the sender's sequence
-//!   number as the nonce, and as associated data the payload kind, the recipient
+//! - the ciphertext is ChaCha20-Poly1305 (or, when the mode byte has
+//!   [`mode::AES_GCM`] set, AES-256-GCM under a key derived from that key: the sender
+//!   picks, as it picks its channel's cipher) under that key, with the sender's
+//!   sequence number as the nonce, and as associated data the payload kind, the recipient
 //!   field, the sequence number and every header byte. So a relay that changes any of
 //!   them, replays a message or sends one to someone else only gets it rejected.
 //!
@@ -26,7 +28,7 @@ use snow::types::Cipher;
 
 use crate::frame::PayloadKind;
 use crate::id::ClientId;
-use crate::secure::{PublicKey, derive};
+use crate::secure::{PublicKey, RecordCipher, derive};
 
 /// Bytes the authentication tag adds to every sealed message.
 pub(crate) const TAG_LEN: usize = 16;
@@ -42,6 +44,8 @@ pub(crate) mod mode {
     pub const PAIR_OPEN: u8 = 2;
     /// Sealed with the sender's group key.
     pub const GROUP: u8 = 3;
+    /// Added to any of the above: the ciphertext is AES-256-GCM, not ChaCha20-Poly1305.
+    pub const AES_GCM: u8 = 0x10;
 }
 
 /// A 32-byte symmetric key.
@@ -75,29 +79,43 @@ pub(crate) enum Envelope {
 }
 
 impl Envelope {
-    /// Appends the envelope header.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the envelope header of a message sealed with `cipher`.
+    pub(crate) fn encode_into(&self, cipher: RecordCipher, out: &mut Vec<u8>) {
+        let flag = match cipher {
+            RecordCipher::ChaChaPoly => 0,
+            RecordCipher::AesGcm => mode::AES_GCM,
+        };
         match self {
-            Envelope::Pair => out.push(mode::PAIR),
+            Envelope::Pair => out.push(mode::PAIR | flag),
             Envelope::PairOpen { ephemeral, sender } => {
-                out.push(mode::PAIR_OPEN);
+                out.push(mode::PAIR_OPEN | flag);
                 out.extend_from_slice(&ephemeral.0);
                 out.extend_from_slice(&sender.0);
             }
-            Envelope::Group => out.push(mode::GROUP),
+            Envelope::Group => out.push(mode::GROUP | flag),
         }
     }
 
-    /// Reads the envelope header at the start of `bytes`; returns it and how many
-    /// bytes it took.
-    pub(crate) fn parse(bytes: &[u8]) -> Option<(Envelope, usize)> {
-        match *bytes.first()? {
-            mode::PAIR => Some((Envelope::Pair, 1)),
-            mode::GROUP => Some((Envelope::Group, 1)),
+    /// Reads the envelope header at the start of `bytes`; returns it, the cipher it
+    /// names and how many bytes it took.
+    pub(crate) fn parse(bytes: &[u8]) -> Option<(Envelope, RecordCipher, usize)> {
+        let first = *bytes.first()?;
+        let cipher = if first & mode::AES_GCM != 0 {
+            RecordCipher::AesGcm
+        } else {
+            RecordCipher::ChaChaPoly
+        };
+        match first & !mode::AES_GCM {
+            mode::PAIR => Some((Envelope::Pair, cipher, 1)),
+            mode::GROUP => Some((Envelope::Group, cipher, 1)),
             mode::PAIR_OPEN => {
                 let ephemeral = PublicKey(bytes.get(1..33)?.try_into().ok()?);
                 let sender = PublicKey(bytes.get(33..65)?.try_into().ok()?);
-                Some((Envelope::PairOpen { ephemeral, sender }, PAIR_OPEN_LEN))
+                Some((
+                    Envelope::PairOpen { ephemeral, sender },
+                    cipher,
+                    PAIR_OPEN_LEN,
+                ))
             }
             _ => None,
         }
@@ -130,12 +148,20 @@ pub(crate) fn pair_key(
     )
 }
 
-/// ChaCha20-Poly1305 under `key`, as Noise runs it (the nonce is a 64-bit counter: our
-/// sequence number). Taken from snow's `ring` resolver, the one the channel uses
-/// (see `core/Cargo.toml` for why `ring`).
-fn cipher(key: &Key) -> Option<Box<dyn Cipher>> {
-    let mut cipher = RingResolver.resolve_cipher(&CipherChoice::ChaChaPoly)?;
-    cipher.set(key);
+/// `choice` under `key`, as Noise runs it (the nonce is a 64-bit counter: our sequence
+/// number). Taken from snow's `ring` resolver, the one the channel uses (see
+/// `core/Cargo.toml` for why `ring`). AES-256-GCM runs under a key derived from
+/// `key`, so that no key serves two algorithms.
+fn cipher(key: &Key, choice: RecordCipher) -> Option<Box<dyn Cipher>> {
+    let (choice, key) = match choice {
+        RecordCipher::ChaChaPoly => (CipherChoice::ChaChaPoly, *key),
+        RecordCipher::AesGcm => (
+            CipherChoice::AESGCM,
+            derive(b"p2pchat e2e aes-256-gcm v1", &[key]),
+        ),
+    };
+    let mut cipher = RingResolver.resolve_cipher(&choice)?;
+    cipher.set(&key);
     Some(cipher)
 }
 
@@ -159,10 +185,11 @@ fn with_associated_data<R>(place: Place, header: &[u8], f: impl FnOnce(&[u8]) ->
     f(buf.get(..len).unwrap_or_default())
 }
 
-/// A key, with its cipher set up once: what seals and opens messages.
+/// A key, with its ciphers set up once: what seals and opens messages.
 pub(crate) struct SealKey {
     key: Key,
-    cipher: Option<Box<dyn Cipher>>,
+    chacha: Option<Box<dyn Cipher>>,
+    aes: Option<Box<dyn Cipher>>,
 }
 
 impl core::fmt::Debug for SealKey {
@@ -175,7 +202,15 @@ impl SealKey {
     pub(crate) fn new(key: Key) -> SealKey {
         SealKey {
             key,
-            cipher: cipher(&key),
+            chacha: cipher(&key, RecordCipher::ChaChaPoly),
+            aes: cipher(&key, RecordCipher::AesGcm),
+        }
+    }
+
+    fn cipher(&self, choice: RecordCipher) -> Option<&dyn Cipher> {
+        match choice {
+            RecordCipher::ChaChaPoly => self.chacha.as_deref(),
+            RecordCipher::AesGcm => self.aes.as_deref(),
         }
     }
 
@@ -184,10 +219,11 @@ impl SealKey {
         &self.key
     }
 
-    /// Appends `plain`, sealed, to `out`; the bytes of `out` from `header_start` on
-    /// are the header it is bound to.
+    /// Appends `plain`, sealed with `choice`, to `out`; the bytes of `out` from
+    /// `header_start` on are the header it is bound to.
     pub(crate) fn seal_into(
         &self,
+        choice: RecordCipher,
         place: Place,
         plain: &[u8],
         out: &mut Vec<u8>,
@@ -197,7 +233,7 @@ impl SealKey {
         out.resize(start + plain.len() + TAG_LEN, 0);
         let (before, dest) = out.split_at_mut(start);
         let header = before.get(header_start..).unwrap_or_default();
-        let written = match &self.cipher {
+        let written = match self.cipher(choice) {
             Some(cipher) => with_associated_data(place, header, |ad| {
                 cipher.encrypt(place.seq, ad, plain, dest)
             }),
@@ -207,14 +243,20 @@ impl SealKey {
         out.truncate(start + written);
     }
 
-    /// Opens `sealed` (ciphertext and tag), bound to `header`; `None` when it was not
-    /// sealed so (wrong key, changed byte, another place).
-    pub(crate) fn open(&self, place: Place, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    /// Opens `sealed` (ciphertext and tag, by `choice`), bound to `header`; `None` when
+    /// it was not sealed so (wrong key, changed byte, another place).
+    pub(crate) fn open(
+        &self,
+        choice: RecordCipher,
+        place: Place,
+        header: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
         sealed.len().checked_sub(TAG_LEN)?;
         // Room for the tag too: `ring` opens in place, and with less room snow copies
         // the whole message into a second buffer first.
         let mut plain = vec![0; sealed.len()];
-        let cipher = self.cipher.as_ref()?;
+        let cipher = self.cipher(choice)?;
         let n = with_associated_data(place, header, |ad| {
             cipher.decrypt(place.seq, ad, sealed, &mut plain)
         })
@@ -234,15 +276,22 @@ mod tests {
         seq: 9,
     };
 
-    fn open(key: &Key, place: Place, header: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        SealKey::new(*key).open(place, header, sealed)
-    }
+    const CIPHERS: [RecordCipher; 2] = [RecordCipher::ChaChaPoly, RecordCipher::AesGcm];
 
     #[test]
     fn a_message_opens_only_where_it_was_sealed() {
+        for cipher in CIPHERS {
+            opens_only_where_it_was_sealed(cipher);
+        }
+    }
+
+    fn opens_only_where_it_was_sealed(cipher: RecordCipher) {
+        let open = |key: &Key, place: Place, header: &[u8], sealed: &[u8]| {
+            SealKey::new(*key).open(cipher, place, header, sealed)
+        };
         let key = [3; 32];
         let mut body = vec![mode::PAIR];
-        SealKey::new(key).seal_into(PLACE, b"meet at noon", &mut body, 0);
+        SealKey::new(key).seal_into(cipher, PLACE, b"meet at noon", &mut body, 0);
         let (header, sealed) = body.split_at(1);
         assert_eq!(
             open(&key, PLACE, header, sealed).as_deref(),
@@ -251,7 +300,7 @@ mod tests {
         // A header longer than the stack buffer takes the other road.
         let long = vec![7u8; 300];
         let mut body = long.clone();
-        SealKey::new(key).seal_into(PLACE, b"x", &mut body, 0);
+        SealKey::new(key).seal_into(cipher, PLACE, b"x", &mut body, 0);
         assert_eq!(
             open(&key, PLACE, &long, &body[300..]).as_deref(),
             Some(&b"x"[..])
@@ -275,6 +324,12 @@ mod tests {
         flipped[0] ^= 1;
         assert_eq!(open(&key, PLACE, header, &flipped), None, "a changed byte");
         assert_eq!(open(&key, PLACE, header, &sealed[..10]), None, "cut short");
+        let other = CIPHERS.into_iter().find(|c| *c != cipher).unwrap();
+        assert_eq!(
+            SealKey::new(key).open(other, PLACE, header, sealed),
+            None,
+            "the other cipher"
+        );
     }
 
     #[test]
@@ -315,12 +370,18 @@ mod tests {
             sender: PublicKey([6; 32]),
         };
         for env in [Envelope::Pair, Envelope::Group, open_header] {
-            let mut b = Vec::new();
-            env.encode_into(&mut b);
-            assert_eq!(Envelope::parse(&b), Some((env, b.len())));
+            for cipher in CIPHERS {
+                let mut b = Vec::new();
+                env.encode_into(cipher, &mut b);
+                assert_eq!(Envelope::parse(&b), Some((env, cipher, b.len())));
+            }
         }
+        let mut b = Vec::new();
+        Envelope::Group.encode_into(RecordCipher::AesGcm, &mut b);
+        assert_eq!(b, [mode::GROUP | mode::AES_GCM]);
         assert_eq!(Envelope::parse(&[mode::PAIR_OPEN, 1, 2]), None);
         assert_eq!(Envelope::parse(&[9]), None);
+        assert_eq!(Envelope::parse(&[mode::AES_GCM]), None);
         assert_eq!(Envelope::parse(&[]), None);
     }
 }
