@@ -363,9 +363,11 @@ async fn converse(
                     }
                     vec![]
                 }
-                Typed::Send(_, path) => {
-                    transfer::started(&ui, input_transfers.borrow_mut().send(None, &path))
-                }
+                Typed::Send(_, path) => transfer::command(
+                    &ui,
+                    input_transfers.borrow_mut().send(None, &path),
+                    PeerCommand::File,
+                ),
                 Typed::Accept(n) => transfer::command(
                     &ui,
                     input_transfers.borrow_mut().accept(n),

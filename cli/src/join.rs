@@ -212,9 +212,11 @@ async fn session(
                     }
                     vec![cmd]
                 }
-                Typed::Send(to, path) => {
-                    transfer::started(ui, input_transfers.borrow_mut().send(to, &path))
-                }
+                Typed::Send(to, path) => transfer::command(
+                    ui,
+                    input_transfers.borrow_mut().send(to, &path),
+                    ClientCommand::File,
+                ),
                 Typed::Accept(n) => transfer::command(
                     ui,
                     input_transfers.borrow_mut().accept(n),

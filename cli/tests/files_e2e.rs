@@ -177,7 +177,6 @@ fn a_hostile_name_is_sanitised_and_an_existing_file_is_not_overwritten() {
             to: None,
             name: "../../evil.txt".into(),
             size: content.len() as u64,
-            hash,
         };
         s.commands.send(PeerCommand::File(offer)).await.unwrap();
         while let Ok(event) = s.events.recv().await {
@@ -195,11 +194,18 @@ fn a_hostile_name_is_sanitised_and_an_existing_file_is_not_overwritten() {
                     len,
                 } => {
                     let data = content[offset as usize..offset as usize + len].to_vec();
-                    FileCommand::Data {
+                    let last = offset as usize + len == content.len();
+                    let data = FileCommand::Data {
                         transfer,
                         offset,
                         data,
+                    };
+                    s.commands.send(PeerCommand::File(data)).await.unwrap();
+                    if !last {
+                        continue;
                     }
+                    // The hash goes after the last chunk, as `Done` carries it.
+                    FileCommand::Hashed { transfer, hash }
                 }
                 FileEvent::Delivered { .. } => break,
                 FileEvent::Failed { reason, .. } => panic!("transfer failed: {reason}"),
@@ -284,4 +290,40 @@ fn a_file_goes_on_across_a_cut_connection_in_both_topologies() {
         x.starts_with("* cut.bin delivered to client 1")
     });
     assert_eq!(hash(&downloads.join("cut.bin")), hash(&file));
+}
+
+#[test]
+fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
+    // The sender hashes as it reads, so a file that changes under way would be
+    // "verified" as a mix of two versions: the sender notices and cancels instead.
+    let dir = fresh_data_dir();
+    let downloads = dir.join("downloads");
+    let file = random_file(&dir, "draft.bin", 2 * MIB);
+    let dl = downloads.to_str().unwrap();
+    let (mut l, addr) = listener(&["--download-dir", dl]);
+    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
+    c.expect_out_line("* connected");
+    c.send(&format!("/send {}", file.display()));
+    l.expect_out("offer", |x| x.contains("offers draft.bin"));
+    // Changed after the offer, before a byte was read: same size, new contents.
+    let newer = random_file(&dir, "newer.bin", 2 * MIB);
+    std::fs::write(&file, std::fs::read(&newer).unwrap()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    l.send("/accept");
+    let err = c.expect_err("changed", |x| x.contains("changed while it was being sent"));
+    assert!(err.contains("send it again"), "{err}");
+    l.expect_err("stopped", |x| x.contains("changed while it was being sent"));
+    assert!(!downloads.join("draft.bin").exists(), "nothing passed off as received");
+    // Sent again, it arrives whole (the kept partial file is not the start of it,
+    // so it is fetched from the beginning, or resumed where it is).
+    c.send(&format!("/send {}", file.display()));
+    l.expect_out("offer", |x| x.contains("offers draft.bin"));
+    l.send("/accept");
+    l.expect_out("received", |x| x.starts_with("* received draft.bin"));
+    assert_eq!(hash(&downloads.join("draft.bin")), hash(&newer));
 }

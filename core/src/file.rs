@@ -13,6 +13,11 @@
 //! only while its outbound queue holds less than about one chunk per active transfer,
 //! so a chat line never waits behind more than one chunk per transfer.
 //!
+//! Integrity: the sender's driver hashes the file (BLAKE3) as it reads it for sending,
+//! and hands the hash over once it has read the last chunk ([`Files::hashed`]); it
+//! travels in `Done`, and the receiver's driver compares it with the hash of what it
+//! wrote. So a file starts moving at once, with no pass over it before the offer.
+//!
 //! Resume: the receiver's `Accept` says how many bytes it already holds and their
 //! BLAKE3 hash (computed by the driver); the sender's driver checks that prefix against
 //! its own file and starts from there, or from 0 if it differs (`Start` says which).
@@ -49,7 +54,6 @@ pub enum FileMsg {
     Offer {
         transfer: TransferId,
         size: u64,
-        hash: Hash,
         name: String,
     },
     /// Receiver → sender: yes; I already hold `offset` bytes whose hash is `prefix_hash`.
@@ -74,8 +78,8 @@ pub enum FileMsg {
     },
     /// Receiver → sender: everything below `received` is written.
     Ack { transfer: TransferId, received: u64 },
-    /// Sender → receiver: all bytes are sent.
-    Done { transfer: TransferId },
+    /// Sender → receiver: all bytes are sent; `hash` is the BLAKE3 of all of them.
+    Done { transfer: TransferId, hash: Hash },
     /// Receiver → sender: the hash matched (`ok`) or not.
     Result {
         transfer: TransferId,
@@ -118,7 +122,7 @@ impl FileMsg {
             | FileMsg::Start { transfer, .. }
             | FileMsg::Chunk { transfer, .. }
             | FileMsg::Ack { transfer, .. }
-            | FileMsg::Done { transfer }
+            | FileMsg::Done { transfer, .. }
             | FileMsg::Result { transfer, .. }
             | FileMsg::CancelBySender { transfer, .. }
             | FileMsg::CancelByReceiver { transfer, .. } => *transfer,
@@ -160,12 +164,10 @@ impl FileMsg {
             FileMsg::Offer {
                 transfer,
                 size,
-                hash,
                 name,
             } => {
                 head(&mut w, ty::OFFER, *transfer);
                 w.u64(*size);
-                w.rest(hash);
                 w.str16(name);
             }
             FileMsg::Accept {
@@ -198,7 +200,10 @@ impl FileMsg {
                 head(&mut w, ty::ACK, *transfer);
                 w.u64(*received);
             }
-            FileMsg::Done { transfer } => head(&mut w, ty::DONE, *transfer),
+            FileMsg::Done { transfer, hash } => {
+                head(&mut w, ty::DONE, *transfer);
+                w.rest(hash);
+            }
             FileMsg::Result {
                 transfer,
                 ok,
@@ -234,12 +239,10 @@ impl FileMsg {
         let msg = match t {
             ty::OFFER => {
                 let size = r.u64()?;
-                let hash = hash(&mut r)?;
                 let name = r.str16("file name")?;
                 FileMsg::Offer {
                     transfer,
                     size,
-                    hash,
                     name,
                 }
             }
@@ -273,7 +276,10 @@ impl FileMsg {
                 transfer,
                 received: r.u64()?,
             },
-            ty::DONE => FileMsg::Done { transfer },
+            ty::DONE => FileMsg::Done {
+                transfer,
+                hash: hash(&mut r)?,
+            },
             ty::RESULT => {
                 let ok = r.u8()? == 1;
                 FileMsg::Result {
@@ -325,7 +331,6 @@ pub enum FileEvent {
         transfer: TransferId,
         name: String,
         size: u64,
-        hash: Hash,
     },
     /// Our offer was accepted; the receiver holds `offset` bytes hashing to
     /// `prefix_hash`. Check them and call `start_sending` with `offset` or 0.
@@ -341,7 +346,9 @@ pub enum FileEvent {
         transfer: TransferId,
         reason: String,
     },
-    /// Read `len` bytes at `offset` of the file we send, and hand them to `file_data`.
+    /// Read `len` bytes at `offset` of the file we send, and hand them to `file_data`;
+    /// hash them too: once the last is handed over, give the file's hash to
+    /// `file_hashed` (at once for a file with nothing left to send).
     ReadChunk {
         transfer: TransferId,
         offset: u64,
@@ -367,8 +374,13 @@ pub enum FileEvent {
         offset: u64,
         data: Vec<u8>,
     },
-    /// Every byte arrived: check the hash, then call `finish_receiving`.
-    AllReceived { from: PeerRef, transfer: TransferId },
+    /// Every byte arrived, and the sender's hash of them is `hash`: compare it with
+    /// the hash of what was written, then call `finish_receiving`.
+    AllReceived {
+        from: PeerRef,
+        transfer: TransferId,
+        hash: Hash,
+    },
     /// Our file arrived intact: the receiver checked its hash.
     Delivered { to: PeerRef, transfer: TransferId },
     /// A transfer ended without success (cancelled by either side, hash mismatch,
@@ -392,6 +404,8 @@ struct Outgoing {
     /// A chunk read ahead, waiting for room in the outbound queue: reading the next
     /// chunk overlaps with sending this one.
     staged: Option<(u64, Vec<u8>)>,
+    /// The file's hash, once the driver has read it all.
+    hash: Option<Hash>,
     done_sent: bool,
 }
 
@@ -465,7 +479,7 @@ impl Files {
             .count()
     }
 
-    pub(crate) fn offer(&mut self, to: PeerRef, name: &str, size: u64, hash: Hash) -> TransferId {
+    pub(crate) fn offer(&mut self, to: PeerRef, name: &str, size: u64) -> TransferId {
         let transfer = TransferId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         self.outgoing.insert(
@@ -476,6 +490,7 @@ impl Files {
                 sending: None,
                 reading: false,
                 staged: None,
+                hash: None,
                 done_sent: false,
             },
         );
@@ -484,7 +499,6 @@ impl Files {
             FileMsg::Offer {
                 transfer,
                 size,
-                hash,
                 name: name.to_owned(),
             },
         ));
@@ -591,9 +605,12 @@ impl Files {
                 continue;
             }
             if *next >= out.size {
-                if *acked >= out.size || out.size == 0 {
+                if let Some(hash) = out.hash
+                    && (*acked >= out.size || out.size == 0)
+                {
                     out.done_sent = true;
-                    self.outbox.push_back((out.to, FileMsg::Done { transfer }));
+                    self.outbox
+                        .push_back((out.to, FileMsg::Done { transfer, hash }));
                 }
                 continue;
             }
@@ -626,6 +643,18 @@ impl Files {
         out.reading = false;
         out.staged = Some((offset, data));
         true
+    }
+
+    /// The driver hashed the whole of a file we send (after its last chunk). `false`
+    /// for an unknown transfer or one not yet read to its end.
+    pub(crate) fn hashed(&mut self, transfer: TransferId, hash: Hash) -> bool {
+        match self.outgoing.get_mut(&transfer) {
+            Some(out) if out.sending.is_some_and(|(next, _)| next >= out.size) => {
+                out.hash = Some(hash);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The driver wrote a chunk of a file we receive, up to `written`.
@@ -759,9 +788,7 @@ impl Files {
     pub(crate) fn on_message(&mut self, from: PeerRef, msg: FileMsg) {
         let transfer = msg.transfer();
         match msg {
-            FileMsg::Offer {
-                size, hash, name, ..
-            } => {
+            FileMsg::Offer { size, name, .. } => {
                 if self.incoming.contains_key(&(from, transfer)) {
                     return self.violation(
                         from,
@@ -784,7 +811,6 @@ impl Files {
                     transfer,
                     name,
                     size,
-                    hash,
                 });
             }
             FileMsg::Accept {
@@ -866,11 +892,14 @@ impl Files {
                     });
                 }
             }
-            FileMsg::Done { .. } => match self.incoming.get_mut(&(from, transfer)) {
+            FileMsg::Done { hash, .. } => match self.incoming.get_mut(&(from, transfer)) {
                 Some(inc) if inc.expected == Some(inc.size) => {
                     inc.all_received = true;
-                    self.events
-                        .push_back(FileEvent::AllReceived { from, transfer });
+                    self.events.push_back(FileEvent::AllReceived {
+                        from,
+                        transfer,
+                        hash,
+                    });
                 }
                 Some(_) => self.violation(from, transfer, false, "done before every byte was sent"),
                 None => {}
@@ -963,7 +992,6 @@ mod tests {
             FileMsg::Offer {
                 transfer: t,
                 size: 99,
-                hash: H,
                 name: "a b.txt".into(),
             },
             FileMsg::Accept {
@@ -988,7 +1016,10 @@ mod tests {
                 transfer: t,
                 received: 8,
             },
-            FileMsg::Done { transfer: t },
+            FileMsg::Done {
+                transfer: t,
+                hash: H,
+            },
             FileMsg::Result {
                 transfer: t,
                 ok: true,
@@ -1033,6 +1064,9 @@ mod tests {
                         transfer, offset, ..
                     } => {
                         sender.start_sending(transfer, offset);
+                        if offset == data.len() as u64 {
+                            assert!(sender.hashed(transfer, H));
+                        }
                     }
                     FileEvent::ReadChunk {
                         transfer,
@@ -1041,6 +1075,9 @@ mod tests {
                     } => {
                         let chunk = data[offset as usize..offset as usize + len].to_vec();
                         sender.file_data(transfer, offset, chunk);
+                        if offset + len as u64 == data.len() as u64 {
+                            assert!(sender.hashed(transfer, H));
+                        }
                     }
                     _ => {}
                 }
@@ -1065,8 +1102,8 @@ mod tests {
                         written.extend_from_slice(&d);
                         receiver.chunk_written(None, transfer, written.len() as u64);
                     }
-                    FileEvent::AllReceived { transfer, .. } => {
-                        let ok = written.as_slice() == data;
+                    FileEvent::AllReceived { transfer, hash, .. } => {
+                        let ok = written.as_slice() == data && hash == H;
                         receiver.finish_receiving(None, transfer, ok, "hash mismatch");
                     }
                     _ => {}
@@ -1093,7 +1130,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let (mut s, mut r) = (Files::new(1 << 20, WINDOW), Files::new(1 << 20, WINDOW));
-        s.offer(None, "f", data.len() as u64, H);
+        s.offer(None, "f", data.len() as u64);
         let mut written = Vec::new();
         let mut max_in_flight = 0;
         run(&mut s, &mut r, &data, &mut written, &mut max_in_flight);
@@ -1109,7 +1146,7 @@ mod tests {
     fn a_transfer_resumes_from_what_the_receiver_holds() {
         let data: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 13) as u8).collect();
         let (mut s, mut r) = (Files::new(1 << 20, WINDOW), Files::new(1 << 20, WINDOW));
-        s.offer(None, "f", data.len() as u64, H);
+        s.offer(None, "f", data.len() as u64);
         let mut written = data[..CHUNK_SIZE + 10].to_vec();
         let mut max = 0;
         run(&mut s, &mut r, &data, &mut written, &mut max);
@@ -1124,7 +1161,6 @@ mod tests {
             FileMsg::Offer {
                 transfer: t,
                 size,
-                hash: H,
                 name: "f".into(),
             },
         );
@@ -1198,7 +1234,7 @@ mod tests {
     fn a_hash_mismatch_is_reported_to_both_sides() {
         let data = vec![1u8; 10];
         let (mut s, mut r) = (Files::new(1 << 20, WINDOW), Files::new(1 << 20, WINDOW));
-        s.offer(None, "f", 10, H);
+        s.offer(None, "f", 10);
         // The receiver's "disk" corrupts the bytes.
         let mut written = Vec::new();
         let mut max = 0;
@@ -1223,6 +1259,9 @@ mod tests {
                             offset,
                             data[offset as usize..offset as usize + len].to_vec(),
                         );
+                        if offset + len as u64 == data.len() as u64 {
+                            s.hashed(transfer, H);
+                        }
                     }
                     FileEvent::Failed { reason, .. } => {
                         assert!(reason.contains("mismatch"));
@@ -1262,5 +1301,61 @@ mod tests {
             }
         }
         assert_eq!(max, 1, "the sender learnt of the mismatch");
+    }
+
+    #[test]
+    fn done_waits_for_the_senders_hash_and_carries_it() {
+        let data = vec![5u8; CHUNK_SIZE + 10];
+        let mut s = Files::new(1 << 20, WINDOW);
+        let t = s.offer(None, "f", data.len() as u64);
+        assert!(!s.hashed(t, H), "not before it is read to its end");
+        s.on_message(
+            None,
+            FileMsg::Accept {
+                transfer: t,
+                offset: 0,
+                prefix_hash: H,
+            },
+        );
+        s.start_sending(t, 0);
+        let mut sent = 0;
+        for _ in 0..10 {
+            s.request_reads(4);
+            while let Some(e) = s.poll_event() {
+                if let FileEvent::ReadChunk { offset, len, .. } = e {
+                    let at = offset as usize;
+                    s.file_data(t, offset, data[at..at + len].to_vec());
+                }
+            }
+            while let Some((_, m)) = s.poll_outbox() {
+                match m {
+                    FileMsg::Chunk { data: d, .. } => sent += d.len() as u64,
+                    FileMsg::Done { .. } => panic!("Done before the hash"),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(sent, data.len() as u64);
+        s.on_message(
+            None,
+            FileMsg::Ack {
+                transfer: t,
+                received: sent,
+            },
+        );
+        s.request_reads(4);
+        assert!(
+            s.poll_outbox().is_none(),
+            "everything acknowledged, still no hash"
+        );
+        assert!(s.hashed(t, [8; 32]));
+        s.request_reads(4);
+        assert_eq!(
+            s.poll_outbox().map(|(_, m)| m),
+            Some(FileMsg::Done {
+                transfer: t,
+                hash: [8; 32]
+            })
+        );
     }
 }

@@ -131,7 +131,7 @@ enum NodeState {
 }
 
 /// A file being received in the simulation: the bytes so far, the expected digest.
-type Receiving = (Vec<u8>, [u8; 32]);
+type Receiving = Vec<u8>;
 
 #[derive(Debug)]
 struct Node {
@@ -147,8 +147,10 @@ struct Node {
     stalled_until: Option<Timestamp>,
     timer: Option<Timestamp>,
     id: Option<ClientId>,
-    /// Files being received: (sender, transfer) -> (bytes so far, expected digest).
+    /// Files being received: (sender, transfer) -> bytes so far.
     receiving: BTreeMap<(Option<ClientId>, u32), Receiving>,
+    /// Files being sent: transfer -> size (the digest goes with the last chunk).
+    sending: BTreeMap<u32, u64>,
     /// When a dial back to the relay is scheduled.
     redial: Option<Timestamp>,
 }
@@ -655,13 +657,11 @@ impl Sim {
                 }
             }
             Action::SendFile { to, size } => {
-                let content = file_content(node, size);
-                let hash = digest(&content);
                 let result = match (self.nodes[node].machine.as_mut(), to) {
                     (Some(Machine::Client(c)), Target::Id(id)) => {
-                        c.offer_file(ClientId(id), "file", size, hash, now)
+                        c.offer_file(ClientId(id), "file", size, now)
                     }
-                    (Some(Machine::Peer(p)), Target::Peer) => p.offer_file("file", size, hash, now),
+                    (Some(Machine::Peer(p)), Target::Peer) => p.offer_file("file", size, now),
                     _ => Err(SendError::Closed),
                 };
                 if let Err(e) = result {
@@ -1211,26 +1211,26 @@ impl Sim {
             return;
         };
         let receiving = &mut node.receiving;
+        let sending = &mut node.sending;
         match e {
             FileEvent::Offering {
                 to, transfer, size, ..
-            } => records.push(Record::FileOffered {
-                client: n,
-                transfer: transfer.0,
-                to,
-                size,
-            }),
+            } => {
+                sending.insert(transfer.0, size);
+                records.push(Record::FileOffered {
+                    client: n,
+                    transfer: transfer.0,
+                    to,
+                    size,
+                });
+            }
             FileEvent::Offered {
                 from,
                 transfer,
                 size,
-                hash,
                 ..
             } => {
-                receiving.insert(
-                    (from, transfer.0),
-                    (Vec::with_capacity(size as usize), hash),
-                );
+                receiving.insert((from, transfer.0), Vec::with_capacity(size as usize));
                 records.push(Record::FileSeen {
                     client: n,
                     from,
@@ -1248,14 +1248,20 @@ impl Sim {
                     }
                 }
             }
-            FileEvent::Accepted { transfer, .. } => match machine {
-                Machine::Client(c) => {
-                    c.start_sending(transfer, 0, now);
+            FileEvent::Accepted { transfer, .. } => {
+                match machine {
+                    Machine::Client(c) => c.start_sending(transfer, 0, now),
+                    Machine::Peer(p) => p.start_sending(transfer, 0, now),
+                };
+                if sending.get(&transfer.0) == Some(&0) {
+                    // Nothing to read: the digest goes at once.
+                    let hash = digest(&[]);
+                    match machine {
+                        Machine::Client(c) => c.file_hashed(transfer, hash, now),
+                        Machine::Peer(p) => p.file_hashed(transfer, hash, now),
+                    };
                 }
-                Machine::Peer(p) => {
-                    p.start_sending(transfer, 0, now);
-                }
-            },
+            }
             FileEvent::ReadChunk {
                 transfer,
                 offset,
@@ -1263,12 +1269,17 @@ impl Sim {
             } => {
                 let data = content_range(n, offset, len);
                 match machine {
-                    Machine::Client(c) => {
-                        c.file_data(transfer, offset, data, now);
-                    }
-                    Machine::Peer(p) => {
-                        p.file_data(transfer, offset, data, now);
-                    }
+                    Machine::Client(c) => c.file_data(transfer, offset, data, now),
+                    Machine::Peer(p) => p.file_data(transfer, offset, data, now),
+                };
+                // The driver hashes as it reads; after the last chunk, the digest.
+                let size = sending.get(&transfer.0).copied();
+                if size == Some(offset + len as u64) {
+                    let hash = digest(&file_content(n, offset + len as u64));
+                    match machine {
+                        Machine::Client(c) => c.file_hashed(transfer, hash, now),
+                        Machine::Peer(p) => p.file_hashed(transfer, hash, now),
+                    };
                 }
             }
             FileEvent::Starting {
@@ -1276,7 +1287,7 @@ impl Sim {
                 transfer,
                 offset,
             } => {
-                if let Some((buf, _)) = receiving.get_mut(&(from, transfer.0)) {
+                if let Some(buf) = receiving.get_mut(&(from, transfer.0)) {
                     buf.truncate(offset as usize);
                 }
             }
@@ -1287,7 +1298,7 @@ impl Sim {
                 data,
             } => {
                 let written = match receiving.get_mut(&(from, transfer.0)) {
-                    Some((buf, _)) => {
+                    Some(buf) => {
                         buf.truncate(offset as usize);
                         buf.extend_from_slice(&data);
                         buf.len() as u64
@@ -1303,8 +1314,12 @@ impl Sim {
                     Machine::Peer(p) => p.chunk_written(transfer, written, now),
                 }
             }
-            FileEvent::AllReceived { from, transfer } => {
-                let Some((buf, hash)) = receiving.remove(&(from, transfer.0)) else {
+            FileEvent::AllReceived {
+                from,
+                transfer,
+                hash,
+            } => {
+                let Some(buf) = receiving.remove(&(from, transfer.0)) else {
                     return;
                 };
                 let intact = digest(&buf) == hash;
@@ -1323,28 +1338,36 @@ impl Sim {
                     Machine::Peer(p) => p.finish_receiving(transfer, intact, "hash mismatch", now),
                 }
             }
-            FileEvent::Delivered { transfer, .. } => records.push(Record::FileDelivered {
-                client: n,
-                transfer: transfer.0,
-            }),
+            FileEvent::Delivered { transfer, .. } => {
+                sending.remove(&transfer.0);
+                records.push(Record::FileDelivered {
+                    client: n,
+                    transfer: transfer.0,
+                });
+            }
             FileEvent::Declined {
                 to,
                 transfer,
                 reason,
-            } => records.push(Record::FileFailed {
-                client: n,
-                peer: to,
-                transfer: transfer.0,
-                outgoing: true,
-                reason,
-            }),
+            } => {
+                sending.remove(&transfer.0);
+                records.push(Record::FileFailed {
+                    client: n,
+                    peer: to,
+                    transfer: transfer.0,
+                    outgoing: true,
+                    reason,
+                });
+            }
             FileEvent::Failed {
                 peer,
                 transfer,
                 outgoing,
                 reason,
             } => {
-                if !outgoing {
+                if outgoing {
+                    sending.remove(&transfer.0);
+                } else {
                     receiving.remove(&(peer, transfer.0));
                 }
                 records.push(Record::FileFailed {
@@ -1400,6 +1423,7 @@ impl Node {
             timer: None,
             id: None,
             receiving: BTreeMap::new(),
+            sending: BTreeMap::new(),
             redial: None,
         }
     }

@@ -91,7 +91,7 @@ pub enum SessionEvent<E> {
 /// side's relay ID (ignored in direct chat).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileCommand {
-    /// Offer a file (its BLAKE3 hash computed by the caller).
+    /// Offer a file (its hash follows the last chunk: [`FileCommand::Hashed`]).
     Offer {
         /// The addressee (relay) or `None` (direct).
         to: PeerRef,
@@ -99,8 +99,6 @@ pub enum FileCommand {
         name: String,
         /// Size in bytes.
         size: u64,
-        /// BLAKE3 hash of the whole file.
-        hash: Hash,
     },
     /// Accept an offer, holding `offset` bytes already (resume).
     Accept {
@@ -137,6 +135,13 @@ pub enum FileCommand {
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
+    },
+    /// The BLAKE3 hash of a whole file we send, once its last chunk was handed over.
+    Hashed {
+        /// Our transfer.
+        transfer: TransferId,
+        /// BLAKE3 of every byte of the file.
+        hash: Hash,
     },
     /// A received file is written up to `written`.
     Written {
@@ -272,12 +277,9 @@ impl Machine for RelayClient {
             ClientCommand::File(cmd) => {
                 let peer = |p: PeerRef| p.ok_or(SendError::InvalidRecipient(ClientId::BROADCAST));
                 match cmd {
-                    FileCommand::Offer {
-                        to,
-                        name,
-                        size,
-                        hash,
-                    } => self.offer_file(peer(to)?, &name, size, hash, now).map(drop),
+                    FileCommand::Offer { to, name, size } => {
+                        self.offer_file(peer(to)?, &name, size, now).map(drop)
+                    }
                     FileCommand::Accept {
                         from,
                         transfer,
@@ -305,6 +307,10 @@ impl Machine for RelayClient {
                         data,
                     } => {
                         self.file_data(transfer, offset, data, now);
+                        Ok(())
+                    }
+                    FileCommand::Hashed { transfer, hash } => {
+                        self.file_hashed(transfer, hash, now);
                         Ok(())
                     }
                     FileCommand::Written {
@@ -367,9 +373,9 @@ impl Machine for Peer {
             }
             PeerCommand::File(cmd) => {
                 match cmd {
-                    FileCommand::Offer {
-                        name, size, hash, ..
-                    } => return self.offer_file(&name, size, hash, now).map(drop),
+                    FileCommand::Offer { name, size, .. } => {
+                        return self.offer_file(&name, size, now).map(drop);
+                    }
                     FileCommand::Accept {
                         transfer,
                         offset,
@@ -392,6 +398,9 @@ impl Machine for Peer {
                         data,
                     } => {
                         self.file_data(transfer, offset, data, now);
+                    }
+                    FileCommand::Hashed { transfer, hash } => {
+                        self.file_hashed(transfer, hash, now);
                     }
                     FileCommand::Written {
                         transfer, written, ..

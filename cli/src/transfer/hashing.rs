@@ -1,11 +1,12 @@
-//! BLAKE3 of files: a whole file to send, as fast as the machine allows, and the
-//! prefixes that resuming compares.
+//! BLAKE3 of files: the prefixes that resuming compares, and a whole file as fast as
+//! the machine allows (`p2pchat bench --hash-file`: the hashing speed the file
+//! figures are compared with; a file being sent is hashed chunk by chunk as it is
+//! read, in `super`).
 //!
-//! A file is hashed before it is offered (the hash identifies it, so that sending it
-//! again resumes), and the transfer waits for that: so it runs on every core, with
-//! the reading of the next piece overlapped with the hashing of the current one.
-//! Memory stays at a few pieces whatever the file's size (hashing a memory map would
-//! be as fast, but its pages would count as resident, a gigabyte for a gigabyte).
+//! A whole file is hashed on every core, with the reading of the next piece
+//! overlapped with the hashing of the current one. Memory stays at a few pieces
+//! whatever the file's size (hashing a memory map would be as fast, but its pages
+//! would count as resident, a gigabyte for a gigabyte).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -79,13 +80,6 @@ fn fill(file: &mut File, piece: &mut Vec<u8>) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Hashes the first `len` bytes of `file` from its start.
-fn hash_prefix(file: &mut File, len: u64) -> std::io::Result<Hash> {
-    let mut hasher = blake3::Hasher::new();
-    hash_into(file, len, &mut hasher)?;
-    Ok(*hasher.finalize().as_bytes())
-}
-
 /// Adds the first `len` bytes of `file` to `hasher`.
 pub(super) fn hash_into(
     file: &mut File,
@@ -105,9 +99,14 @@ pub(super) fn hash_into(
 }
 
 /// Whether the first `len` bytes of `file` hash to `expected` (a receiver's partial
-/// file is the start of ours).
-pub(super) fn prefix_matches(file: &mut File, len: u64, expected: &Hash) -> bool {
-    hash_prefix(file, len).is_ok_and(|h| &h == expected)
+/// file is the start of ours); `hasher` (new) is left holding them, to go on with.
+pub(super) fn prefix_matches(
+    file: &mut File,
+    len: u64,
+    expected: &Hash,
+    hasher: &mut blake3::Hasher,
+) -> bool {
+    hash_into(file, len, hasher).is_ok() && hasher.finalize().as_bytes() == expected
 }
 
 #[cfg(test)]
@@ -127,7 +126,17 @@ mod tests {
             let mut file = File::open(&path).unwrap();
             let half = len as u64 / 2;
             let prefix = *blake3::hash(&data[..half as usize]).as_bytes();
-            assert!(prefix_matches(&mut file, half, &prefix));
+            let mut hasher = blake3::Hasher::new();
+            assert!(prefix_matches(&mut file, half, &prefix, &mut hasher));
+            // The hasher goes on from there to the whole file's hash.
+            hasher.update(&data[half as usize..]);
+            assert_eq!(*hasher.finalize().as_bytes(), expected);
+            assert!(!prefix_matches(
+                &mut file,
+                half,
+                &[0; 32],
+                &mut blake3::Hasher::new()
+            ));
         }
         assert!(hash_whole_file(&dir.join("missing")).is_err());
         let _ = std::fs::remove_dir_all(&dir);

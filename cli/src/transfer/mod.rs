@@ -2,15 +2,18 @@
 //! reading and writing files on the core's instructions, hashing with BLAKE3, safe
 //! names, `.part` files that are renamed only once the hash matches, and resume.
 //!
-//! The sender hashes its file once, before offering it (the hash identifies the file,
-//! so that sending it again resumes), on a thread of its own and on every core, so
-//! that the chat goes on meanwhile. The receiver writes, hashes and flushes on a
+//! The sender offers a file at once and hashes it as it reads it for sending: one
+//! pass over it, and the hash goes with `Done`. It checks at the end that the file
+//! did not change meanwhile (its size and modification time), since the hash then
+//! would vouch for a mix of two versions. The receiver writes, hashes and flushes on a
 //! thread per file ([`sink`]), so it never reads the file back and the network never
-//! waits for the disk. A partial download is kept as `NAME.part` with its offer in
-//! `NAME.part.meta`; when the same file is offered again, only the rest is fetched.
+//! waits for the disk. A partial download is kept as `NAME.part` with its size in
+//! `NAME.part.meta`; when a file of that name and size is offered again, its sender
+//! checks the partial file's hash against the start of its own, and only the rest is
+//! fetched if they match.
 //!
-//! Those threads report back through one channel ([`Transfers::reports`]); the chat
-//! loop hands each [`Report`] to [`Transfers::on_report`].
+//! The writing threads report back through one channel ([`Transfers::reports`]); the
+//! chat loop hands each [`Report`] to [`Transfers::on_report`].
 
 mod hashing;
 mod names;
@@ -22,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use p2pchat_core::{FileEvent, Hash, PeerRef, TransferId};
 use p2pchat_tcp::FileCommand;
@@ -36,31 +39,8 @@ use sink::Sink;
 /// once; past it, acknowledgements wait for the disk.
 const SINK_AHEAD: u64 = 4 * 1024 * 1024;
 
-/// Files at least this large get a line saying they are being hashed.
-const ANNOUNCE_HASHING: u64 = 64 * 1024 * 1024;
-
 /// What the file threads report to the chat loop.
 pub enum Report {
-    /// A file to send is hashed: it can be offered now.
-    Hashed {
-        /// Where it is.
-        path: PathBuf,
-        /// It, open.
-        file: File,
-        /// The addressee.
-        to: PeerRef,
-        /// The name the receiver sees.
-        name: String,
-        /// Its size.
-        size: u64,
-        /// Its BLAKE3 hash.
-        hash: Hash,
-    },
-    /// A file to send could not be read.
-    HashFailed {
-        /// Why, in words.
-        reason: String,
-    },
     /// A received file is written up to here.
     Written {
         /// Its sender.
@@ -95,14 +75,31 @@ struct Outgoing {
     file: File,
     name: String,
     size: u64,
+    /// When the file was last changed, as of the offer (to notice a change under way).
+    modified: Option<SystemTime>,
     to: PeerRef,
     progress: Progress,
+    /// BLAKE3 of the file so far: the prefix the receiver held, then every chunk read.
+    hasher: blake3::Hasher,
+    /// Bytes in `hasher`: the next chunk must start here.
+    hashed: u64,
+}
+
+/// A file offered, until the machine numbers it (`Offering`).
+struct Pending {
+    path: PathBuf,
+    file: File,
+    to: PeerRef,
+    name: String,
+    size: u64,
+    modified: Option<SystemTime>,
 }
 
 struct Incoming {
     name: String,
     size: u64,
-    hash: Hash,
+    /// The sender's hash of the whole file, once `Done` brought it.
+    expected: Option<Hash>,
     part: PathBuf,
     /// Bytes of an earlier attempt found in the `.part` file when accepting.
     held: u64,
@@ -123,7 +120,6 @@ struct Waiting {
     transfer: TransferId,
     name: String,
     size: u64,
-    hash: Hash,
 }
 
 /// Sparse progress lines: at most one a second, with rate and time left.
@@ -182,15 +178,6 @@ pub fn command<C>(
     }
 }
 
-/// No command yet for a file step that goes on in the background (`/send` hashes
-/// first); shows the error if it could not start.
-pub fn started<C>(ui: &Ui, result: Result<(), String>) -> Vec<C> {
-    if let Err(e) = result {
-        ui.err(&format!("error: {e}"));
-    }
-    vec![]
-}
-
 /// `1.5 MiB` and the like.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -214,14 +201,14 @@ pub struct Transfers {
     auto_accept: bool,
     /// Files offered until the machine numbers them (`Offering`, matched by name,
     /// size and addressee; an offer the machine refused just never matches).
-    pending: Vec<(PathBuf, File, PeerRef, String, u64)>,
+    pending: Vec<Pending>,
     outgoing: BTreeMap<TransferId, Outgoing>,
     incoming: BTreeMap<(PeerRef, TransferId), Incoming>,
     waiting: Vec<Waiting>,
     next_number: usize,
     /// How to name the other side in messages.
     who: fn(PeerRef) -> String,
-    /// Where the hashing and writing threads report.
+    /// Where the writing threads report.
     reports: (
         async_channel::Sender<Report>,
         async_channel::Receiver<Report>,
@@ -255,8 +242,8 @@ impl Transfers {
         self.reports.1.clone()
     }
 
-    /// `/send PATH`: hashes the file (on other threads) and offers it once that is done.
-    pub fn send(&mut self, to: PeerRef, path: &str) -> Result<(), String> {
+    /// `/send PATH`: offers the file at once (it is hashed as it is sent).
+    pub fn send(&mut self, to: PeerRef, path: &str) -> Result<FileCommand, String> {
         let path = PathBuf::from(path);
         let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let meta = file
@@ -270,33 +257,15 @@ impl Transfers {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
-        if size >= ANNOUNCE_HASHING {
-            self.ui.out(&format!(
-                "* hashing {name} ({}) before offering it",
-                human(size)
-            ));
-        }
-        let reports = self.reports.0.clone();
-        std::thread::Builder::new()
-            .name("p2pchat-hash".into())
-            .spawn(move || {
-                let report = match hash_whole_file(&path) {
-                    Ok(hash) => Report::Hashed {
-                        hash,
-                        path,
-                        file,
-                        to,
-                        name,
-                        size,
-                    },
-                    Err(e) => Report::HashFailed {
-                        reason: format!("cannot read {}: {e}", path.display()),
-                    },
-                };
-                let _ = reports.send_blocking(report);
-            })
-            .map(drop)
-            .map_err(|e| format!("cannot start hashing: {e}"))
+        self.pending.push(Pending {
+            path,
+            file,
+            to,
+            name: name.clone(),
+            size,
+            modified: meta.modified().ok(),
+        });
+        Ok(FileCommand::Offer { to, name, size })
     }
 
     /// `/accept [N]`: the oldest waiting offer, or number N.
@@ -355,7 +324,10 @@ impl Transfers {
             .map_err(|e| format!("cannot create {}: {e}", self.download_dir.display()))?;
         let part = self.download_dir.join(format!("{name}.part"));
         let meta_path = self.download_dir.join(format!("{name}.part.meta"));
-        let meta = format!("{} {}\n", w.size, hex(&w.hash));
+        // A partial file is kept under the name; its size must match too. Whether its
+        // bytes are the start of the offered file is the sender's check (`Accept`
+        // carries their hash).
+        let meta = format!("{}\n", w.size);
         let resumable =
             std::fs::read_to_string(&meta_path).is_ok_and(|m| m == meta) && part.exists();
         let mut file = OpenOptions::new()
@@ -395,7 +367,7 @@ impl Transfers {
             Incoming {
                 name,
                 size: w.size,
-                hash: w.hash,
+                expected: None,
                 part,
                 held,
                 written: held,
@@ -425,8 +397,8 @@ impl Transfers {
                 let found = self
                     .pending
                     .iter()
-                    .position(|(_, _, t, n, s)| *t == to && *n == name && *s == size);
-                if let Some((path, file, ..)) = found.map(|i| self.pending.remove(i)) {
+                    .position(|p| p.to == to && p.name == name && p.size == size);
+                if let Some(p) = found.map(|i| self.pending.remove(i)) {
                     self.ui.out(&format!(
                         "* offering {name} ({}) to {}; waiting for an answer",
                         human(size),
@@ -435,12 +407,15 @@ impl Transfers {
                     self.outgoing.insert(
                         transfer,
                         Outgoing {
-                            path,
-                            file,
+                            path: p.path,
+                            file: p.file,
                             name,
                             size,
+                            modified: p.modified,
                             to,
                             progress: Progress::new(0),
+                            hasher: blake3::Hasher::new(),
+                            hashed: 0,
                         },
                     );
                 }
@@ -451,7 +426,6 @@ impl Transfers {
                 transfer,
                 name,
                 size,
-                hash,
             } => {
                 let number = self.next_number;
                 self.next_number += 1;
@@ -461,7 +435,6 @@ impl Transfers {
                     transfer,
                     name: name.clone(),
                     size,
-                    hash,
                 };
                 if self.auto_accept {
                     return match self.accept_offer(w) {
@@ -494,12 +467,19 @@ impl Transfers {
                 let Some(out) = self.outgoing.get_mut(&transfer) else {
                     return vec![];
                 };
-                // Resume only if the receiver's bytes are the start of our file.
-                let start = if offset > 0 && prefix_matches(&mut out.file, offset, &prefix_hash) {
+                // Resume only if the receiver's bytes are the start of our file; their
+                // hash is then the start of ours.
+                let mut hasher = blake3::Hasher::new();
+                let start = if offset > 0
+                    && prefix_matches(&mut out.file, offset, &prefix_hash, &mut hasher)
+                {
                     offset
                 } else {
+                    hasher = blake3::Hasher::new();
                     0
                 };
+                out.hasher = hasher;
+                out.hashed = start;
                 out.progress = Progress::new(start);
                 if start > 0 {
                     self.ui.out(&format!(
@@ -512,10 +492,15 @@ impl Transfers {
                     self.ui
                         .out(&format!("* {} accepted {}; sending", who(to), out.name));
                 }
-                vec![FileCommand::Start {
+                let mut cmds = vec![FileCommand::Start {
                     transfer,
                     offset: start,
-                }]
+                }];
+                if start == out.size {
+                    // Nothing left to read (an empty file, or all of it resumed).
+                    cmds.push(Self::finish_hashing(out, transfer));
+                }
+                cmds
             }
             FileEvent::Declined {
                 to,
@@ -536,17 +521,39 @@ impl Transfers {
                 let Some(out) = self.outgoing.get_mut(&transfer) else {
                     return vec![];
                 };
+                if offset != out.hashed {
+                    // The machine asks in order; a gap would leave the hash wrong.
+                    let reason = format!(
+                        "chunk at {offset} asked for, {} expected (a bug: please report it)",
+                        out.hashed
+                    );
+                    self.ui.err(&format!("error: {reason}"));
+                    return vec![FileCommand::Cancel {
+                        peer: out.to,
+                        transfer,
+                        outgoing: true,
+                        reason,
+                    }];
+                }
                 let mut data = vec![0u8; len];
                 let read = out
                     .file
                     .seek(SeekFrom::Start(offset))
                     .and_then(|_| out.file.read_exact(&mut data));
                 match read {
-                    Ok(()) => vec![FileCommand::Data {
-                        transfer,
-                        offset,
-                        data,
-                    }],
+                    Ok(()) => {
+                        out.hasher.update(&data);
+                        out.hashed += len as u64;
+                        let mut cmds = vec![FileCommand::Data {
+                            transfer,
+                            offset,
+                            data,
+                        }];
+                        if out.hashed == out.size {
+                            cmds.push(Self::finish_hashing(out, transfer));
+                        }
+                        cmds
+                    }
                     Err(e) => {
                         let reason = format!(
                             "cannot read {}: {e} (did it change or vanish?)",
@@ -614,9 +621,15 @@ impl Transfers {
                     written: end,
                 }]
             }
-            FileEvent::AllReceived { from, transfer } => {
-                // The sink thread flushes and reports `Received` with the hash.
-                if let Some(inc) = self.incoming.get(&(from, transfer)) {
+            FileEvent::AllReceived {
+                from,
+                transfer,
+                hash,
+            } => {
+                // The sink thread flushes and reports `Received` with the hash of
+                // what it wrote, to compare with the sender's.
+                if let Some(inc) = self.incoming.get_mut(&(from, transfer)) {
+                    inc.expected = Some(hash);
                     inc.sink.finish();
                 }
                 vec![]
@@ -666,31 +679,37 @@ impl Transfers {
 }
 
 impl Transfers {
-    /// Acts on what a hashing or writing thread reports; returns the commands that
-    /// follow from it.
+    /// The last byte of `out` was read: its hash, unless the file changed while it
+    /// was being sent (then the transfer is cancelled: the hash would vouch for a mix
+    /// of two versions).
+    fn finish_hashing(out: &Outgoing, transfer: TransferId) -> FileCommand {
+        let now = out.file.metadata();
+        let changed = match &now {
+            Ok(meta) => meta.len() != out.size || meta.modified().ok() != out.modified,
+            Err(_) => true,
+        };
+        if changed {
+            return FileCommand::Cancel {
+                peer: out.to,
+                transfer,
+                outgoing: true,
+                reason: format!(
+                    "{} changed while it was being sent; send it again",
+                    out.path.display()
+                ),
+            };
+        }
+        FileCommand::Hashed {
+            transfer,
+            hash: *out.hasher.finalize().as_bytes(),
+        }
+    }
+
+    /// Acts on what a writing thread reports; returns the commands that follow from
+    /// it.
     pub fn on_report(&mut self, report: Report) -> Vec<FileCommand> {
         let who = self.who;
         match report {
-            Report::Hashed {
-                path,
-                file,
-                to,
-                name,
-                size,
-                hash,
-            } => {
-                self.pending.push((path, file, to, name.clone(), size));
-                vec![FileCommand::Offer {
-                    to,
-                    name,
-                    size,
-                    hash,
-                }]
-            }
-            Report::HashFailed { reason } => {
-                self.ui.err(&format!("error: {reason}"));
-                vec![]
-            }
             Report::Written {
                 from,
                 transfer,
@@ -740,11 +759,11 @@ impl Transfers {
                 let Some(inc) = self.incoming.remove(&(from, transfer)) else {
                     return vec![];
                 };
-                if hash != inc.hash {
+                if inc.expected != Some(hash) {
                     let _ = std::fs::remove_file(&inc.part);
                     let _ = std::fs::remove_file(meta_of(&inc.part));
                     let reason =
-                        "the received file does not match the offered hash; it was discarded"
+                        "the received file does not match the sender's hash; it was discarded"
                             .to_owned();
                     self.ui.err(&format!("error: {}: {reason}", inc.name));
                     return vec![FileCommand::Finish {
@@ -796,10 +815,6 @@ fn meta_of(part: &Path) -> PathBuf {
     let mut s = part.as_os_str().to_owned();
     s.push(".meta");
     PathBuf::from(s)
-}
-
-fn hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

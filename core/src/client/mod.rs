@@ -412,13 +412,12 @@ impl RelayClient {
     }
 
     /// Offers a file to client `to`; the transfer begins when it accepts
-    /// ([`FileEvent::Accepted`]). `hash` is the file's BLAKE3 hash.
+    /// ([`FileEvent::Accepted`]). Its hash comes at the end ([`RelayClient::file_hashed`]).
     pub fn offer_file(
         &mut self,
         to: ClientId,
         name: &str,
         size: u64,
-        hash: Hash,
         now: Timestamp,
     ) -> Result<TransferId, SendError> {
         if to.is_broadcast() {
@@ -430,7 +429,7 @@ impl RelayClient {
         if self.exited {
             return Err(SendError::AlreadyExited);
         }
-        let transfer = self.files.offer(Some(to), name, size, hash);
+        let transfer = self.files.offer(Some(to), name, size);
         self.pump_files(now);
         Ok(transfer)
     }
@@ -480,6 +479,14 @@ impl RelayClient {
         now: Timestamp,
     ) -> bool {
         let ok = self.files.file_data(transfer, offset, data);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Hands over the BLAKE3 hash of the whole file sent as `transfer`, once its last
+    /// chunk was handed over (see [`FileEvent::ReadChunk`]); `Done` carries it.
+    pub fn file_hashed(&mut self, transfer: TransferId, hash: Hash, now: Timestamp) -> bool {
+        let ok = self.files.hashed(transfer, hash);
         self.pump_files(now);
         ok
     }

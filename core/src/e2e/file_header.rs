@@ -120,7 +120,6 @@ mod tests {
         FileMsg::Offer {
             transfer: TransferId(7),
             size,
-            hash: [1; 32],
             name: "plans.pdf".into(),
         }
     }
@@ -196,7 +195,6 @@ mod tests {
         let offer = FileMsg::Offer {
             transfer: TransferId(7),
             size: 1 << 40,
-            hash: [1; 32],
             name: "secret plans.pdf".into(),
         };
         let mut body = Vec::new();
@@ -208,6 +206,7 @@ mod tests {
         assert_eq!(rest, b"sealed");
         let done = FileMsg::Done {
             transfer: TransferId(7),
+            hash: [1; 32],
         };
         let mut body = Vec::new();
         FileHeader::of(&done).encode_into(&mut body);

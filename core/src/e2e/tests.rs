@@ -21,7 +21,7 @@ fn send_file(w: &mut Wire, from: usize, to: usize, name: &str, content: &[u8]) -
     let to_id = w.client(to).id().unwrap();
     let from_id = w.client(from).id().unwrap();
     w.client(from)
-        .offer_file(to_id, name, content.len() as u64, [9; 32], T)
+        .offer_file(to_id, name, content.len() as u64, T)
         .unwrap();
     let mut received = Vec::new();
     for _ in 0..1000 {
@@ -41,6 +41,9 @@ fn send_file(w: &mut Wire, from: usize, to: usize, name: &str, content: &[u8]) -
                     let start = offset as usize;
                     let chunk = content[start..(start + len).min(content.len())].to_vec();
                     w.client(from).file_data(transfer, offset, chunk, T);
+                    if start + len >= content.len() {
+                        assert!(w.client(from).file_hashed(transfer, [9; 32], T));
+                    }
                 }
                 ClientEvent::File(FileEvent::Delivered { .. }) => return received,
                 _ => {}
@@ -60,7 +63,8 @@ fn send_file(w: &mut Wire, from: usize, to: usize, name: &str, content: &[u8]) -
                     let written = received.len() as u64;
                     w.client(to).chunk_written(from_id, transfer, written, T);
                 }
-                ClientEvent::File(FileEvent::AllReceived { transfer, .. }) => {
+                ClientEvent::File(FileEvent::AllReceived { transfer, hash, .. }) => {
+                    assert_eq!(hash, [9; 32], "the sender's hash arrives with Done");
                     w.client(to)
                         .finish_receiving(from_id, transfer, true, "", T);
                 }

@@ -310,11 +310,11 @@ impl Peer {
     }
 
     /// Offers a file to the other side ([`FileEvent::Accepted`] follows if it agrees).
+    /// Its hash comes at the end ([`Peer::file_hashed`]).
     pub fn offer_file(
         &mut self,
         name: &str,
         size: u64,
-        hash: Hash,
         now: Timestamp,
     ) -> Result<TransferId, SendError> {
         if self.is_closed() {
@@ -328,7 +328,7 @@ impl Peer {
         if self.we_exited {
             return Err(SendError::AlreadyExited);
         }
-        let transfer = self.files.offer(None, name, size, hash);
+        let transfer = self.files.offer(None, name, size);
         self.pump_files(now);
         Ok(transfer)
     }
@@ -369,6 +369,14 @@ impl Peer {
         now: Timestamp,
     ) -> bool {
         let ok = self.files.file_data(transfer, offset, data);
+        self.pump_files(now);
+        ok
+    }
+
+    /// Hands over the BLAKE3 hash of the whole file sent as `transfer`, once its last
+    /// chunk was handed over (see [`FileEvent::ReadChunk`]); `Done` carries it.
+    pub fn file_hashed(&mut self, transfer: TransferId, hash: Hash, now: Timestamp) -> bool {
+        let ok = self.files.hashed(transfer, hash);
         self.pump_files(now);
         ok
     }

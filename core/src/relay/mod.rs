@@ -2302,9 +2302,7 @@ mod tests {
         let a = w.join("a");
         let b = w.join("b");
         w.take_events(a);
-        w.client(a)
-            .offer_file(ClientId(1), "big", 1001, [0; 32], T)
-            .unwrap();
+        w.client(a).offer_file(ClientId(1), "big", 1001, T).unwrap();
         w.pump();
         let events = w.take_events(a);
         assert!(events.iter().any(|e| matches!(
@@ -2322,12 +2320,8 @@ mod tests {
             "b never saw it"
         );
         // One transfer at a time: the second offer is refused while the first waits.
-        w.client(a)
-            .offer_file(ClientId(1), "one", 10, [0; 32], T)
-            .unwrap();
-        w.client(a)
-            .offer_file(ClientId(1), "two", 10, [0; 32], T)
-            .unwrap();
+        w.client(a).offer_file(ClientId(1), "one", 10, T).unwrap();
+        w.client(a).offer_file(ClientId(1), "two", 10, T).unwrap();
         w.pump();
         let events = w.take_events(a);
         assert!(events.iter().any(|e| matches!(
