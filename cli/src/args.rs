@@ -273,8 +273,8 @@ pub struct BenchArgs {
     /// with --sweep: how long each paced run lasts, in seconds (default 3)
     #[argh(option, default = "3")]
     pub paced_seconds: u64,
-    /// measure instead how fast this file is hashed (BLAKE3) the way `/send` does it,
-    /// and on one core
+    /// measure instead how fast this file is hashed (BLAKE3): on every core, and on
+    /// one core (as `/send` hashes while it sends)
     #[argh(option)]
     pub hash_file: Option<std::path::PathBuf>,
 }

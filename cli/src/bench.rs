@@ -137,8 +137,8 @@ fn sweep(args: &BenchArgs, list: &str) -> i32 {
     0
 }
 
-/// Times BLAKE3 over a file: as `/send` hashes it (every core, reading overlapped),
-/// then on one core; prints MiB/s for each.
+/// Times BLAKE3 over a file: on every core (reading overlapped), then on one core, as
+/// `/send` hashes while it sends; prints MiB/s for each.
 fn hash_speed(path: &std::path::Path) -> i32 {
     let size = match std::fs::metadata(path) {
         Ok(m) => m.len(),
@@ -166,7 +166,7 @@ fn hash_speed(path: &std::path::Path) -> i32 {
     }
     let single = started.elapsed().as_secs_f64();
     println!(
-        "BLAKE3 of {mib:.0} MiB: {:.0} MiB/s as /send hashes it (every core), {:.0} MiB/s on one core",
+        "BLAKE3 of {mib:.0} MiB: {:.0} MiB/s on every core, {:.0} MiB/s on one core (as /send hashes while it sends)",
         mib / all.max(1e-9),
         mib / single.max(1e-9)
     );
