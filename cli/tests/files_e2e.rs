@@ -318,7 +318,10 @@ fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
     let err = c.expect_err("changed", |x| x.contains("changed while it was being sent"));
     assert!(err.contains("send it again"), "{err}");
     l.expect_err("stopped", |x| x.contains("changed while it was being sent"));
-    assert!(!downloads.join("draft.bin").exists(), "nothing passed off as received");
+    assert!(
+        !downloads.join("draft.bin").exists(),
+        "nothing passed off as received"
+    );
     // Sent again, it arrives whole (the kept partial file is not the start of it,
     // so it is fetched from the beginning, or resumed where it is).
     c.send(&format!("/send {}", file.display()));
