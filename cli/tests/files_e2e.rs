@@ -306,8 +306,10 @@ fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
     c.send(&format!("/send {}", file.display()));
     l.expect_out("offer", |x| x.contains("offers draft.bin"));
     // Changed after the offer, before a byte was read: same size, new contents.
-    let newer = random_file(&dir, "newer.bin", 2 * MIB);
-    std::fs::write(&file, std::fs::read(&newer).unwrap()).unwrap();
+    let mut newer = std::fs::read(&file).unwrap();
+    newer[0] ^= 0xff;
+    newer[MIB] ^= 0xff;
+    std::fs::write(&file, &newer).unwrap();
     std::fs::File::options()
         .write(true)
         .open(&file)
@@ -328,5 +330,21 @@ fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
     l.expect_out("offer", |x| x.contains("offers draft.bin"));
     l.send("/accept");
     l.expect_out("received", |x| x.starts_with("* received draft.bin"));
-    assert_eq!(hash(&downloads.join("draft.bin")), hash(&newer));
+    assert_eq!(hash(&downloads.join("draft.bin")), blake3::hash(&newer));
+}
+
+#[test]
+fn an_empty_file_arrives_too() {
+    // Nothing to read: its hash (of no bytes) goes with the start.
+    let dir = fresh_data_dir();
+    let downloads = dir.join("downloads");
+    let file = random_file(&dir, "empty.txt", 0);
+    let dl = downloads.to_str().unwrap();
+    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", dl]);
+    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
+    c.expect_out_line("* connected");
+    c.send(&format!("/send {}", file.display()));
+    l.expect_out("received", |x| x.starts_with("* received empty.txt (0 B"));
+    c.expect_out("delivered", |x| x.starts_with("* empty.txt delivered"));
+    assert_eq!(std::fs::read(downloads.join("empty.txt")).unwrap(), b"");
 }
