@@ -21,8 +21,12 @@ use p2pchat_core::{Hash, PeerRef, TransferId};
 
 use super::Report;
 
-/// Bytes written between two requests to flush to disk.
-const FLUSH_EVERY: u64 = 32 * 1024 * 1024;
+/// Bytes written between two requests to flush to disk. The flusher coalesces
+/// requests that pile up during a flush, so a small figure only means it starts
+/// sooner and what is left for the last flush is smaller: 8 MiB took a 100 MiB
+/// direct transfer from 0.17-0.19 s to 0.15-0.16 s (32 MiB before; at 1 GiB the
+/// disk decides either way).
+const FLUSH_EVERY: u64 = 8 * 1024 * 1024;
 
 /// What the sink thread is asked to do, in order.
 enum Job {
