@@ -76,18 +76,22 @@ mod tests {
 
     #[test]
     fn picks_the_highest_common_version() {
-        assert_eq!(negotiate_version(&hello(1, 5)), Ok(2));
-        assert_eq!(negotiate_version(&hello(0, 2)), Ok(2));
+        assert_eq!(negotiate_version(&hello(1, 5)), Ok(3));
+        assert_eq!(negotiate_version(&hello(0, 3)), Ok(3));
         assert!(
             negotiate_version(&hello(0, 1)).is_err(),
             "v1 had no secure channel"
+        );
+        assert!(
+            negotiate_version(&hello(2, 2)).is_err(),
+            "v2 would misread v3's file messages"
         );
     }
 
     #[test]
     fn disjoint_ranges_fail_with_both_ranges_named() {
-        let err = negotiate_version(&hello(3, 4)).unwrap_err();
-        assert!(err.contains("2..=2") && err.contains("3..=4"), "{err}");
+        let err = negotiate_version(&hello(4, 5)).unwrap_err();
+        assert!(err.contains("3..=3") && err.contains("4..=5"), "{err}");
     }
 
     #[test]

@@ -14,11 +14,15 @@ pub const MAGIC: [u8; 4] = [0xFF, b'P', b'2', b'C'];
 
 /// The newest protocol version this build speaks. Version 2 is version 1 with the
 /// secure channel (a Noise handshake after the `Hello`s, then encrypted records) and
-/// keys in rosters.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// keys in rosters. Version 3 is version 2 with the cipher chosen by the connecting
+/// side (handshake patterns 3 and 4: AES-256-GCM), the AES-GCM flag in end-to-end
+/// envelopes, and a file's hash in `Done` instead of `Offer`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
-/// The oldest protocol version this build speaks.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build speaks: 3, since a version 2 side would
+/// misread version 3's file messages (and refuse its AES-GCM proposals) rather than
+/// say why.
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// Bounds on frames, queues and time. `Limits::default()` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]

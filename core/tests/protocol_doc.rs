@@ -66,8 +66,8 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 fn client_frames() -> Vec<Frame> {
     vec![
         Frame::Hello(Hello {
-            min_version: 2,
-            max_version: 2,
+            min_version: 3,
+            max_version: 3,
             capabilities: 0,
             role: Role::RelayClient,
             name: "ann".into(),
@@ -90,7 +90,7 @@ fn client_frames() -> Vec<Frame> {
 fn relay_frames() -> Vec<Frame> {
     vec![
         Frame::Welcome(Welcome {
-            version: 2,
+            version: 3,
             capabilities: 0,
             client_id: ClientId(0),
             max_clients: 3,

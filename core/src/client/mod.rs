@@ -1179,7 +1179,7 @@ mod tests {
             ClientEvent::Welcomed {
                 id: ClientId(0),
                 max_clients: 256,
-                version: 2,
+                version: 3,
                 relay_key: Some(_),
             }
         ));

@@ -1076,14 +1076,14 @@ mod tests {
         };
         assert!(p.a_events.contains(&PeerEvent::Connected {
             name: "bob".into(),
-            version: 2,
+            version: 3,
             plain_text: false,
             key: key(2),
         }));
         assert!(
             p.b_events.contains(&PeerEvent::Connected {
                 name: "ann".into(),
-                version: 2,
+                version: 3,
                 plain_text: false,
                 key: key(1),
             }),

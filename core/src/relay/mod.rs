@@ -2059,7 +2059,7 @@ mod tests {
         let cases = [
             (
                 Hello {
-                    min_version: 3,
+                    min_version: 4,
                     max_version: 9,
                     ..crate::handshake::our_hello(Role::RelayClient, "", 0)
                 },
