@@ -286,20 +286,11 @@ impl Outbound {
     }
 
     /// Where a frame queued now is written.
-    /// Where frames queued now go. A batch handed to the driver takes its buffer
-    /// along, so the next one starts empty: it gets room for as much as the last
-    /// held at once, instead of growing by doubling (a dozen reallocations and
-    /// copies a batch for a busy relay connection). Nothing is reserved while idle.
     fn target(&mut self) -> &mut Vec<u8> {
-        let hint = self.last_batch;
-        let target = match self.sealing {
+        match self.sealing {
             Sealing::Clear => &mut self.queued,
             Sealing::Hold | Sealing::Seal => &mut self.inner,
-        };
-        if target.capacity() == 0 && hint > 0 {
-            target.reserve(hint);
         }
-        target
     }
 
     fn encode(&mut self, frame: &Frame) {
@@ -373,6 +364,17 @@ impl Outbound {
     /// relay's hot path, which copies the payload once, from the sender's bytes into
     /// this queue.
     pub(crate) fn try_push_deliver(&mut self, from: ClientId, chat: &ChatRef<'_>) -> bool {
+        // A batch handed to the driver takes its buffer along, so the next one starts
+        // empty; a batch of deliveries gets room for as much as the last batch held,
+        // instead of growing by doubling (a dozen reallocations and copies a batch on
+        // a busy connection). Only here: a broadcast batch is appended whole (its size
+        // known), and a hint left by a large roster must not make every one of
+        // 10,000 recipients of a broadcast reserve that much.
+        let hint = self.last_batch;
+        let target = self.target();
+        if target.capacity() == 0 && hint > 0 {
+            target.reserve(hint);
+        }
         let before = self.mark();
         match self.wire {
             Wire::Framed => {
