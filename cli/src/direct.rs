@@ -415,11 +415,12 @@ async fn converse(
                         name,
                         plain_text,
                         key,
+                        cipher,
                         ..
                     } => {
                         ui.show(format::peer_event(&event, json));
                         if !plain_text {
-                            let line = trust.describe(name, *key, "the peer");
+                            let line = trust.describe(name, *key, *cipher, "the peer");
                             if !json {
                                 ui.out(&line);
                             }

@@ -4,7 +4,9 @@
 //! Text from the network is sanitised before it reaches the terminal: a control
 //! character could otherwise move the cursor, clear the screen or retitle the window.
 
-use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RosterEntry};
+use p2pchat_core::{
+    ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RecordCipher, RosterEntry,
+};
 
 /// A line of output, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,11 @@ fn key_tag(key: &Option<PublicKey>) -> String {
 /// A key as JSON: its fingerprint, or `null`.
 fn key_json(key: &Option<PublicKey>) -> String {
     key.map_or_else(|| "null".to_owned(), |k| json_string(&k.fingerprint()))
+}
+
+/// A channel's cipher as JSON: its name, or `null` in the clear.
+fn cipher_json(cipher: &Option<RecordCipher>) -> String {
+    cipher.map_or_else(|| "null".to_owned(), |c| json_string(c.name()))
 }
 
 /// A recipient as JSON: an ID, or `"all"`.
@@ -210,11 +217,13 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             max_clients,
             version,
             relay_key,
+            cipher,
         } => {
             format!(
-                r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version},"encrypted":{},"relay_key":{}}}"#,
+                r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version},"encrypted":{},"relay_key":{},"cipher":{}}}"#,
                 relay_key.is_some(),
-                key_json(relay_key)
+                key_json(relay_key),
+                cipher_json(cipher)
             )
         }
         ClientEvent::Roster { total, entries } => {
@@ -336,11 +345,13 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
                 version,
                 plain_text,
                 key,
+                cipher,
             } => format!(
-                r#"{{"event":"connected","name":{},"version":{version},"plain_text":{plain_text},"encrypted":{},"key":{}}}"#,
+                r#"{{"event":"connected","name":{},"version":{version},"plain_text":{plain_text},"encrypted":{},"key":{},"cipher":{}}}"#,
                 json_string(name),
                 key.is_some(),
-                key_json(key)
+                key_json(key),
+                cipher_json(cipher)
             ),
             PeerEvent::Message { seq, text } => {
                 format!(

@@ -255,10 +255,15 @@ async fn session(
                 .collect(),
             SessionEvent::Core(event) => {
                 match &event {
-                    ClientEvent::Welcomed { id, relay_key, .. } => {
+                    ClientEvent::Welcomed {
+                        id,
+                        relay_key,
+                        cipher,
+                        ..
+                    } => {
                         me = Some(*id);
                         ui.show(format::relay_event(&event, me, json));
-                        let line = trust.describe("", *relay_key, "the relay");
+                        let line = trust.describe("", *relay_key, *cipher, "the relay");
                         if !json {
                             ui.out(&line);
                             if let Some(was) = previous {

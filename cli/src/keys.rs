@@ -254,9 +254,20 @@ impl Trust {
         }
     }
 
-    /// The line telling the user how the session is secured; remembers a key met for
-    /// the first time (under the address, or under `name` for a listener).
-    pub fn describe(&mut self, name: &str, key: Option<PublicKey>, what: &str) -> String {
+    /// The line telling the user how the session is secured (and with which
+    /// cipher); remembers a key met for the first time (under the address, or under
+    /// `name` for a listener).
+    pub fn describe(
+        &mut self,
+        name: &str,
+        key: Option<PublicKey>,
+        cipher: Option<RecordCipher>,
+        what: &str,
+    ) -> String {
+        let enc = match cipher {
+            Some(c) => format!("* encrypted ({})", c.name()),
+            None => "* encrypted".to_owned(),
+        };
         let Some(key) = key else {
             return format!(
                 "* NOT ENCRYPTED: the conversation with {what} is in the clear (--insecure)"
@@ -264,7 +275,7 @@ impl Trust {
         };
         let fp = key.fingerprint();
         if self.pinned {
-            return format!("* encrypted; {what}'s key {fp} is the one given with --expect");
+            return format!("{enc}; {what}'s key {fp} is the one given with --expect");
         }
         let label = self
             .label
@@ -272,21 +283,21 @@ impl Trust {
             .or_else(|| (!name.is_empty()).then(|| format!("name {name}")));
         let Some(label) = label else {
             return format!(
-                "* encrypted; {what}'s key is {fp} (it gave no name, so it is not remembered)"
+                "{enc}; {what}'s key is {fp} (it gave no name, so it is not remembered)"
             );
         };
         let Some(known) = self.known.as_mut() else {
-            return format!("* encrypted; {what}'s key is {fp}");
+            return format!("{enc}; {what}'s key is {fp}");
         };
         if known.get(&label) == Some(key) {
-            return format!("* encrypted; {what}'s key {fp} is the one remembered");
+            return format!("{enc}; {what}'s key {fp} is the one remembered");
         }
         match known.remember(&label, key) {
             Ok(()) => format!(
-                "* encrypted; first contact with {what}: its key {fp} is now remembered in {} (compare it with `p2pchat id` on the other side)",
+                "{enc}; first contact with {what}: its key {fp} is now remembered in {} (compare it with `p2pchat id` on the other side)",
                 known.path().display()
             ),
-            Err(e) => format!("* encrypted; {what}'s key is {fp} (not remembered: {e})"),
+            Err(e) => format!("{enc}; {what}'s key is {fp} (not remembered: {e})"),
         }
     }
 

@@ -253,9 +253,15 @@ fn relay_clients_read_each_others_messages_sealed_end_to_end() {
     let addr = format!("127.0.0.1:{port}");
     let start = |name: &str, id: u32| {
         let mut p = Proc::start(&["join", &addr, "--name", name, "--json"]);
-        p.expect_out("welcome", |l| {
+        let welcome = p.expect_out("welcome", |l| {
             l.contains(&format!(r#""event":"welcome","id":{id}"#))
         });
+        // The channel's cipher is named (whichever this processor proposes).
+        assert!(
+            welcome.contains(r#""cipher":"aes-256-gcm""#)
+                || welcome.contains(r#""cipher":"chacha20-poly1305""#),
+            "{welcome}"
+        );
         p
     };
     let mut ann = start("ann", 0);
@@ -304,6 +310,10 @@ fn either_cipher_carries_chat_direct_and_through_the_relay() {
             &fresh_data_dir(),
         );
         c.expect_out_line("* connected to lis");
+        // Both ends say which cipher: the one the connecting side proposed.
+        let said = format!("* encrypted ({mine});");
+        c.expect_out("cipher", |x| x.starts_with(&said));
+        l.expect_out("cipher", |x| x.starts_with(&said));
         c.send(&format!("hello under {mine}"));
         l.expect_out_line(&format!("peer: hello under {mine}"));
         l.send("and back");
@@ -313,8 +323,10 @@ fn either_cipher_carries_chat_direct_and_through_the_relay() {
         let addr = format!("127.0.0.1:{port}");
         let mut a = Proc::start(&["join", &addr, "--cipher", mine]);
         a.expect_out("admitted", |x| x.starts_with("* you are client 0 "));
+        a.expect_out("cipher", |x| x.starts_with(&format!("* encrypted ({mine});")));
         let mut b = Proc::start(&["join", &addr, "--cipher", theirs]);
         b.expect_out("admitted", |x| x.starts_with("* you are client 1 "));
+        b.expect_out("cipher", |x| x.starts_with(&format!("* encrypted ({theirs});")));
         a.send(&format!("1 from {mine} to {theirs}"));
         b.expect_out_line(&format!("0 from {mine} to {theirs}"));
     }

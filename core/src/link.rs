@@ -17,7 +17,9 @@ use crate::frame::{Envelope, Frame, PayloadKind, payload_ref};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::limits::{Limits, MAGIC};
 use crate::outbound::Outbound;
-use crate::secure::{HandshakeError, NoiseHandshake, PublicKey, SEALED, SecureChannel};
+use crate::secure::{
+    HandshakeError, NoiseHandshake, PublicKey, RecordCipher, SEALED, SecureChannel,
+};
 use crate::text::{LineReader, TextInput};
 use crate::time::Timestamp;
 
@@ -544,6 +546,14 @@ impl Link {
             _ => None,
         };
         self.out.take(channel)
+    }
+
+    /// The cipher of the secure channel, once there is one.
+    pub(crate) fn cipher(&self) -> Option<RecordCipher> {
+        match &self.secure {
+            Secure::Channel(channel) => Some(channel.cipher()),
+            _ => None,
+        }
     }
 
     pub(crate) fn confirm_written(&mut self, n: usize) {

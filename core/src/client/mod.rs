@@ -24,7 +24,7 @@ use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Incoming, Link, LinkState, Received};
-use crate::secure::{self, Entropy, PublicKey, Security};
+use crate::secure::{self, Entropy, PublicKey, RecordCipher, Security};
 use crate::session::Away;
 use crate::time::Timestamp;
 
@@ -41,6 +41,9 @@ pub enum ClientEvent {
         version: u16,
         /// The relay's key, when the connection is encrypted (`None`: it is not).
         relay_key: Option<PublicKey>,
+        /// The cipher of the secure channel to the relay (ours to choose), when there
+        /// is one.
+        cipher: Option<RecordCipher>,
     },
     /// Who is online (after `Welcome`, and in answer to `/who`): `total` clients, the
     /// first of them listed (a very large relay lists only as many as fit a frame).
@@ -825,6 +828,7 @@ impl RelayClient {
                     max_clients: w.max_clients,
                     version: w.version,
                     relay_key: self.relay_key,
+                    cipher: self.link.cipher(),
                 });
             }
             (Phase::Handshaking | Phase::Resuming(_), Frame::Handshake { pattern, message }) => {
@@ -1181,6 +1185,7 @@ mod tests {
                 max_clients: 256,
                 version: 3,
                 relay_key: Some(_),
+                cipher: Some(RecordCipher::ChaChaPoly),
             }
         ));
         let b = w.join("bob");

@@ -23,7 +23,9 @@ use crate::handshake::{CAP_NOISE, CAP_RESUME, negotiate_version, our_hello, vali
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
 use crate::link::{Incoming, Link, LinkState, Received};
-use crate::secure::{self, Entropy, HandshakeError, NoiseHandshake, PublicKey, Security};
+use crate::secure::{
+    self, Entropy, HandshakeError, NoiseHandshake, PublicKey, RecordCipher, Security,
+};
 use crate::text::TextInput;
 use crate::time::Timestamp;
 
@@ -51,6 +53,9 @@ pub enum PeerEvent {
         /// The other side's key, proven by the secure handshake; `None` when the
         /// conversation is not encrypted.
         key: Option<PublicKey>,
+        /// The cipher of the secure channel (the connecting side's choice); `None`
+        /// when the conversation is not encrypted.
+        cipher: Option<RecordCipher>,
     },
     /// A chat message from the other side.
     Message {
@@ -239,6 +244,7 @@ impl Peer {
                 version: 0,
                 plain_text: true,
                 key: None,
+                cipher: None,
             });
         }
     }
@@ -734,11 +740,13 @@ impl Peer {
             .as_ref()
             .map(|h| (h.name.clone(), negotiate_version(h).unwrap_or(0)))
             .unwrap_or_default();
+        let cipher = self.link.cipher();
         self.events.push_back(PeerEvent::Connected {
             name,
             version,
             plain_text: false,
             key,
+            cipher,
         });
     }
 
@@ -1079,6 +1087,7 @@ mod tests {
             version: 3,
             plain_text: false,
             key: key(2),
+            cipher: Some(RecordCipher::ChaChaPoly),
         }));
         assert!(
             p.b_events.contains(&PeerEvent::Connected {
@@ -1086,6 +1095,7 @@ mod tests {
                 version: 3,
                 plain_text: false,
                 key: key(1),
+                cipher: Some(RecordCipher::ChaChaPoly),
             }),
             "{:?}",
             p.b_events
@@ -1300,6 +1310,7 @@ mod tests {
                     version: 0,
                     plain_text: true,
                     key: None,
+                    cipher: None,
                 },
                 PeerEvent::Message {
                     seq: 1,

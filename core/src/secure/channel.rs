@@ -10,6 +10,7 @@
 
 use core::fmt;
 
+use super::cipher::RecordCipher;
 use super::noise::MAX_NOISE_MESSAGE;
 
 /// Authentication tag per record.
@@ -28,6 +29,7 @@ pub(crate) struct OpenError;
 /// Both directions of an established channel.
 pub(crate) struct SecureChannel {
     transport: Box<snow::TransportState>,
+    cipher: RecordCipher,
 }
 
 impl fmt::Debug for SecureChannel {
@@ -37,10 +39,16 @@ impl fmt::Debug for SecureChannel {
 }
 
 impl SecureChannel {
-    pub(crate) fn new(transport: snow::TransportState) -> Self {
+    pub(crate) fn new(transport: snow::TransportState, cipher: RecordCipher) -> Self {
         SecureChannel {
             transport: Box::new(transport),
+            cipher,
         }
+    }
+
+    /// The cipher its records use.
+    pub(crate) fn cipher(&self) -> RecordCipher {
+        self.cipher
     }
 
     /// Appends `plain` to `out` as `Sealed` frames (length prefix and type included).

@@ -323,6 +323,7 @@ impl NoiseHandshake {
 
     /// The encrypted channel the finished handshake keyed.
     pub(crate) fn into_channel(self) -> Result<SecureChannel, HandshakeError> {
+        let cipher = self.pattern.cipher;
         let Stage::Running(state) = self.stage else {
             return Err(HandshakeError(
                 "the handshake did not finish: it never started".into(),
@@ -330,7 +331,7 @@ impl NoiseHandshake {
         };
         (*state)
             .into_transport_mode()
-            .map(SecureChannel::new)
+            .map(|transport| SecureChannel::new(transport, cipher))
             .map_err(|e| HandshakeError(format!("the handshake did not finish: {e}")))
     }
 }
