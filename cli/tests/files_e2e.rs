@@ -11,6 +11,18 @@ use support::{Proc, WAIT, fresh_data_dir, join, port_in, server};
 const MIB: usize = 1024 * 1024;
 
 /// A file of pseudo-random bytes (xorshift, so no two chunks are alike).
+/// Removes a test's folder (its files are up to hundreds of MiB) when the test passes;
+/// one that fails keeps it, to be looked at.
+struct RemovedOnSuccess(PathBuf);
+
+impl Drop for RemovedOnSuccess {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
     let mut state = 0x2545_F491_4F6C_DD1Du64 ^ len as u64;
     let mut bytes = Vec::with_capacity(len);
@@ -48,6 +60,7 @@ fn listener(extra: &[&str]) -> (Proc, String) {
 #[test]
 fn a_100_mib_file_arrives_intact_in_direct_chat_while_chat_goes_on() {
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "big.bin", 100 * MIB);
     let dl = downloads.to_str().unwrap();
@@ -73,6 +86,7 @@ fn a_100_mib_file_arrives_intact_in_direct_chat_while_chat_goes_on() {
 #[test]
 fn a_100_mib_file_arrives_intact_through_the_relay_while_chat_goes_on() {
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "relayed.bin", 100 * MIB);
     let (_srv, port) = server(&[]);
@@ -102,6 +116,7 @@ fn a_100_mib_file_arrives_intact_through_the_relay_while_chat_goes_on() {
 #[test]
 fn a_transfer_cut_by_killing_the_sender_resumes_on_retry() {
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "resume.bin", 100 * MIB);
     let dl = downloads.to_str().unwrap().to_owned();
@@ -148,6 +163,7 @@ fn a_transfer_cut_by_killing_the_sender_resumes_on_retry() {
 #[test]
 fn a_hostile_name_is_sanitised_and_an_existing_file_is_not_overwritten() {
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let downloads = dir.join("inside").join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     std::fs::write(downloads.join("evil.txt"), b"already here").unwrap();
@@ -240,6 +256,7 @@ fn wait_for_part(part: &Path, at_least: u64) {
 #[test]
 fn a_file_goes_on_across_a_cut_connection_in_both_topologies() {
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let file = random_file(&dir, "cut.bin", 40 * MIB);
 
     // Direct: the connector sends through a proxy that cuts the connection.
@@ -297,6 +314,7 @@ fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
     // The sender hashes as it reads, so a file that changes under way would be
     // "verified" as a mix of two versions: the sender notices and cancels instead.
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "draft.bin", 2 * MIB);
     let dl = downloads.to_str().unwrap();
@@ -337,6 +355,7 @@ fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
 fn an_empty_file_arrives_too() {
     // Nothing to read: its hash (of no bytes) goes with the start.
     let dir = fresh_data_dir();
+    let _cleanup = RemovedOnSuccess(dir.clone());
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "empty.txt", 0);
     let dl = downloads.to_str().unwrap();

@@ -323,10 +323,14 @@ fn either_cipher_carries_chat_direct_and_through_the_relay() {
         let addr = format!("127.0.0.1:{port}");
         let mut a = Proc::start(&["join", &addr, "--cipher", mine]);
         a.expect_out("admitted", |x| x.starts_with("* you are client 0 "));
-        a.expect_out("cipher", |x| x.starts_with(&format!("* encrypted ({mine});")));
+        a.expect_out("cipher", |x| {
+            x.starts_with(&format!("* encrypted ({mine});"))
+        });
         let mut b = Proc::start(&["join", &addr, "--cipher", theirs]);
         b.expect_out("admitted", |x| x.starts_with("* you are client 1 "));
-        b.expect_out("cipher", |x| x.starts_with(&format!("* encrypted ({theirs});")));
+        b.expect_out("cipher", |x| {
+            x.starts_with(&format!("* encrypted ({theirs});"))
+        });
         a.send(&format!("1 from {mine} to {theirs}"));
         b.expect_out_line(&format!("0 from {mine} to {theirs}"));
     }
