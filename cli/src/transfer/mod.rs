@@ -85,6 +85,33 @@ struct Outgoing {
     hashed: u64,
 }
 
+impl Outgoing {
+    /// The last byte was read: the file's hash, unless the file changed while it was
+    /// being sent (then the transfer is cancelled: the hash would vouch for a mix of
+    /// two versions).
+    fn finish_hashing(&self, transfer: TransferId) -> FileCommand {
+        let changed = match self.file.metadata() {
+            Ok(meta) => meta.len() != self.size || meta.modified().ok() != self.modified,
+            Err(_) => true,
+        };
+        if changed {
+            return FileCommand::Cancel {
+                peer: self.to,
+                transfer,
+                outgoing: true,
+                reason: format!(
+                    "{} changed while it was being sent; send it again",
+                    self.path.display()
+                ),
+            };
+        }
+        FileCommand::Hashed {
+            transfer,
+            hash: *self.hasher.finalize().as_bytes(),
+        }
+    }
+}
+
 /// A file offered, until the machine numbers it (`Offering`).
 struct Pending {
     path: PathBuf,
@@ -498,7 +525,7 @@ impl Transfers {
                 }];
                 if start == out.size {
                     // Nothing left to read (an empty file, or all of it resumed).
-                    cmds.push(Self::finish_hashing(out, transfer));
+                    cmds.push(out.finish_hashing(transfer));
                 }
                 cmds
             }
@@ -550,7 +577,7 @@ impl Transfers {
                             data,
                         }];
                         if out.hashed == out.size {
-                            cmds.push(Self::finish_hashing(out, transfer));
+                            cmds.push(out.finish_hashing(transfer));
                         }
                         cmds
                     }
@@ -679,32 +706,6 @@ impl Transfers {
 }
 
 impl Transfers {
-    /// The last byte of `out` was read: its hash, unless the file changed while it
-    /// was being sent (then the transfer is cancelled: the hash would vouch for a mix
-    /// of two versions).
-    fn finish_hashing(out: &Outgoing, transfer: TransferId) -> FileCommand {
-        let now = out.file.metadata();
-        let changed = match &now {
-            Ok(meta) => meta.len() != out.size || meta.modified().ok() != out.modified,
-            Err(_) => true,
-        };
-        if changed {
-            return FileCommand::Cancel {
-                peer: out.to,
-                transfer,
-                outgoing: true,
-                reason: format!(
-                    "{} changed while it was being sent; send it again",
-                    out.path.display()
-                ),
-            };
-        }
-        FileCommand::Hashed {
-            transfer,
-            hash: *out.hasher.finalize().as_bytes(),
-        }
-    }
-
     /// Acts on what a writing thread reports; returns the commands that follow from
     /// it.
     pub fn on_report(&mut self, report: Report) -> Vec<FileCommand> {
