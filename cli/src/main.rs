@@ -9,6 +9,7 @@ mod chat;
 mod commands;
 mod direct;
 mod format;
+mod heap;
 mod history;
 mod join;
 mod keys;
@@ -20,6 +21,7 @@ mod ui;
 use args::{Cli, Command};
 
 fn main() {
+    heap::keep_freed_memory();
     let cli: Cli = argh::from_env();
     let status = match cli.command {
         Command::Listen(a) => direct::listen(a),
