@@ -392,12 +392,12 @@ impl Link {
             if raw.type_byte == SEALED
                 && let Secure::Channel(channel) = secure
             {
-                plain.clear();
-                if channel.open(raw.body, plain).is_err() {
+                let Ok(n) = channel.open(raw.body, plain) else {
                     bad_frame = Some(DecodeError::DecryptFailed);
                     return false;
-                }
-                let fed = inner.feed(plain, |raw| match incoming(raw) {
+                };
+                let opened = plain.get(..n).unwrap_or_default();
+                let fed = inner.feed(opened, |raw| match incoming(raw) {
                     Ok(item) => {
                         *session_bytes += raw.session_bytes();
                         frames.push(item);

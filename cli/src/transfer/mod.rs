@@ -562,11 +562,23 @@ impl Transfers {
                         reason,
                     }];
                 }
-                let mut data = vec![0u8; len];
+                // Read into fresh capacity: `read_to_end` fills it without zeroing it
+                // first (a `vec![0; len]` cost a `memset` per byte sent).
+                let mut data = Vec::with_capacity(len);
                 let read = out
                     .file
                     .seek(SeekFrom::Start(offset))
-                    .and_then(|_| out.file.read_exact(&mut data));
+                    .and_then(|_| (&mut out.file).take(len as u64).read_to_end(&mut data))
+                    .and_then(|n| {
+                        if n == len {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("it ended {} bytes early", len - n),
+                            ))
+                        }
+                    });
                 match read {
                     Ok(()) => {
                         out.hasher.update(&data);

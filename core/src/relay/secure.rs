@@ -223,8 +223,8 @@ impl RelayServer {
         inner: &mut FrameDecoder,
         now: Timestamp,
     ) -> Result<bool, DecodeError> {
+        // Taken for the call (`on_raw_frame` borrows `self`), given back at the end.
         let mut plain = std::mem::take(&mut self.plain);
-        plain.clear();
         let opened = match self.conns.get_mut(&conn).map(|c| c.secure.channel()) {
             Some(Some(channel)) => channel
                 .open(record, &mut plain)
@@ -234,14 +234,19 @@ impl RelayServer {
                 problem: "a record before the secure channel exists",
             }),
         };
-        let mut result = opened.map(|()| true);
+        let (mut result, n) = match opened {
+            Ok(n) => (Ok(true), n),
+            Err(e) => (Err(e), 0),
+        };
         if result.is_ok() {
             let mut bad_frame = None;
-            let fed = inner.feed(&plain, |raw| match self.on_raw_frame(conn, raw, now) {
-                Ok(go_on) => go_on,
-                Err(e) => {
-                    bad_frame = Some(e);
-                    false
+            let fed = inner.feed(plain.get(..n).unwrap_or_default(), |raw| {
+                match self.on_raw_frame(conn, raw, now) {
+                    Ok(go_on) => go_on,
+                    Err(e) => {
+                        bad_frame = Some(e);
+                        false
+                    }
                 }
             });
             if let Some(e) = bad_frame.or(fed.err()) {
