@@ -115,6 +115,11 @@ def relay_insecure(path, size, work):
 
 def main():
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1024]
+    missing = [tool for tool in ("socat", "/usr/bin/time") if not shutil.which(tool)]
+    if missing:
+        sys.exit(f"file_bench: {' and '.join(missing)} not found (apt-get install socat time)")
+    if not os.access(BIN, os.X_OK):
+        sys.exit(f"file_bench: {BIN} not found (cargo build --release -p p2pchat, or set P2PCHAT_BIN)")
     work = tempfile.mkdtemp(prefix="p2pchat-filebench-")
     try:
         print("| size | path | seconds | MiB/s | vs raw | vs raw + sync | peak RSS (KiB) |")

@@ -56,23 +56,49 @@ fn parse_identity(text: &str) -> Option<Identity> {
     Some(Identity::from_secret(unhex(lines.next()?.trim())?))
 }
 
+/// Creates the identity file, or, when another p2pchat process created it first (two
+/// started at once on a new machine), gives that one's identity: the file is written
+/// under a temporary name and linked into place, so that no reader ever sees it half
+/// written and the first of two creators wins for both.
 fn create_identity(path: &Path) -> Result<Identity, String> {
     let secret = random_bytes()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    // A name of this call's own (threads share the process number).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = path.with_file_name(format!("identity.{}.{call}.new", std::process::id()));
+    // A leftover of a crashed process with the same name must not lend its mode.
+    let _ = std::fs::remove_file(&temporary);
+    let written = write_owner_only(
+        &temporary,
+        &format!("{IDENTITY_HEADER}\n{}\n", hex(&secret)),
+    );
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(Identity::from_secret(secret)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            parse_identity(&text)
+                .ok_or_else(|| format!("{} is not a p2pchat identity file", path.display()))
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// Writes `text` to a new file only its owner may read, and flushes it to disk.
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    writeln!(file, "{IDENTITY_HEADER}\n{}", hex(&secret))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(Identity::from_secret(secret))
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -354,5 +380,30 @@ mod tests {
         let text = format!("{IDENTITY_HEADER}\n{}\n", hex(&[9; 32]));
         assert_eq!(parse_identity(&text).map(|i| i.public()), Some(id.public()));
         assert!(parse_identity("garbage").is_none());
+    }
+
+    #[test]
+    fn processes_creating_the_identity_at_once_all_get_the_first_ones() {
+        let dir = std::env::temp_dir().join(format!("p2pchat-identity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("identity");
+        let start = std::sync::Barrier::new(8);
+        let keys: Vec<_> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        create_identity(&path).map(|i| i.public())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let on_disk = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| parse_identity(&t));
+        let _ = std::fs::remove_dir_all(&dir);
+        let on_disk = on_disk.expect("the identity file is whole").public();
+        assert!(keys.iter().all(|k| k.as_ref() == Ok(&on_disk)), "{keys:?}");
     }
 }
