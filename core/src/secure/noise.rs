@@ -393,6 +393,26 @@ mod tests {
     }
 
     #[test]
+    fn a_short_record_after_a_long_one_opens_to_its_own_bytes_only() {
+        // The scratch buffer is never cleared: what a longer record left in it must
+        // not show through a shorter one.
+        let (i, r) = pair(XX, None, None);
+        let (mut a, mut b) = run(i, r, None).unwrap();
+        let long = vec![7u8; 40_000];
+        let mut scratch = Vec::new();
+        for plain in [&long[..], b"short", b"x"] {
+            let mut records = Vec::new();
+            a.seal(plain, &mut records);
+            let n = b.open(&records[5..], &mut scratch).unwrap();
+            assert_eq!(&scratch[..n], plain);
+        }
+        assert!(
+            scratch.len() >= long.len(),
+            "the scratch buffer keeps its size"
+        );
+    }
+
+    #[test]
     fn xx_keys_a_channel_and_each_side_learns_the_other() {
         let (i, r) = pair(XX, None, None);
         let (mut a, mut b) = run(i, r, None).unwrap();
