@@ -57,6 +57,14 @@ fn listener(extra: &[&str]) -> (Proc, String) {
     (l, format!("127.0.0.1:{}", port_in(&line)))
 }
 
+/// A listener started with `extra` and a connector connected to it, both talking.
+fn connected_pair(extra: &[&str]) -> (Proc, Proc) {
+    let (l, addr) = listener(extra);
+    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
+    c.expect_out_line("* connected");
+    (l, c)
+}
+
 #[test]
 fn a_100_mib_file_arrives_intact_in_direct_chat_while_chat_goes_on() {
     let dir = fresh_data_dir();
@@ -64,9 +72,7 @@ fn a_100_mib_file_arrives_intact_in_direct_chat_while_chat_goes_on() {
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "big.bin", 100 * MIB);
     let dl = downloads.to_str().unwrap();
-    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", dl]);
-    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
-    c.expect_out_line("* connected");
+    let (mut l, mut c) = connected_pair(&["--auto-accept", "--download-dir", dl]);
     c.send(&format!("/send {}", file.display()));
     c.expect_out("sending", |x| x.contains("accepted big.bin; sending"));
     c.send("a chat line during the transfer");
@@ -318,9 +324,7 @@ fn a_file_changed_while_it_is_sent_is_not_passed_off_as_intact() {
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "draft.bin", 2 * MIB);
     let dl = downloads.to_str().unwrap();
-    let (mut l, addr) = listener(&["--download-dir", dl]);
-    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
-    c.expect_out_line("* connected");
+    let (mut l, mut c) = connected_pair(&["--download-dir", dl]);
     c.send(&format!("/send {}", file.display()));
     l.expect_out("offer", |x| x.contains("offers draft.bin"));
     // Changed after the offer, before a byte was read: same size, new contents.
@@ -359,9 +363,7 @@ fn an_empty_file_arrives_too() {
     let downloads = dir.join("downloads");
     let file = random_file(&dir, "empty.txt", 0);
     let dl = downloads.to_str().unwrap();
-    let (mut l, addr) = listener(&["--auto-accept", "--download-dir", dl]);
-    let mut c = Proc::start(&["connect", &addr, "--no-history"]);
-    c.expect_out_line("* connected");
+    let (mut l, mut c) = connected_pair(&["--auto-accept", "--download-dir", dl]);
     c.send(&format!("/send {}", file.display()));
     l.expect_out("received", |x| x.starts_with("* received empty.txt (0 B"));
     c.expect_out("delivered", |x| x.starts_with("* empty.txt delivered"));
