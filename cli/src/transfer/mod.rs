@@ -95,20 +95,36 @@ impl Outgoing {
             Err(_) => true,
         };
         if changed {
-            return FileCommand::Cancel {
-                peer: self.to,
+            return self.cancel(
                 transfer,
-                outgoing: true,
-                reason: format!(
+                format!(
                     "{} changed while it was being sent; send it again",
                     self.path.display()
                 ),
-            };
+            );
         }
         FileCommand::Hashed {
             transfer,
             hash: *self.hasher.finalize().as_bytes(),
         }
+    }
+
+    /// Cancels sending it, for `reason`.
+    fn cancel(&self, transfer: TransferId, reason: String) -> FileCommand {
+        FileCommand::Cancel {
+            peer: self.to,
+            transfer,
+            outgoing: true,
+            reason,
+        }
+    }
+
+    /// Why sending it stops when reading it failed with `e`.
+    fn read_failure(&self, e: &std::io::Error) -> String {
+        format!(
+            "cannot read {}: {e} (did it change or vanish?)",
+            self.path.display()
+        )
     }
 }
 
@@ -507,6 +523,13 @@ impl Transfers {
                 };
                 out.hasher = hasher;
                 out.hashed = start;
+                // Chunks are read in order from here on (`ReadChunk` checks), so this
+                // is the one seek.
+                if let Err(e) = out.file.seek(SeekFrom::Start(start)) {
+                    let reason = out.read_failure(&e);
+                    self.ui.err(&format!("error: {reason}"));
+                    return vec![out.cancel(transfer, reason)];
+                }
                 out.progress = Progress::new(start);
                 if start > 0 {
                     self.ui.out(&format!(
@@ -555,20 +578,15 @@ impl Transfers {
                         out.hashed
                     );
                     self.ui.err(&format!("error: {reason}"));
-                    return vec![FileCommand::Cancel {
-                        peer: out.to,
-                        transfer,
-                        outgoing: true,
-                        reason,
-                    }];
+                    return vec![out.cancel(transfer, reason)];
                 }
+                // The file is where the last chunk ended (seeking once, at `Accepted`).
                 // Read into fresh capacity: `read_to_end` fills it without zeroing it
                 // first (a `vec![0; len]` cost a `memset` per byte sent).
                 let mut data = Vec::with_capacity(len);
-                let read = out
-                    .file
-                    .seek(SeekFrom::Start(offset))
-                    .and_then(|_| (&mut out.file).take(len as u64).read_to_end(&mut data))
+                let read = (&mut out.file)
+                    .take(len as u64)
+                    .read_to_end(&mut data)
                     .and_then(|n| {
                         if n == len {
                             Ok(())
@@ -594,17 +612,9 @@ impl Transfers {
                         cmds
                     }
                     Err(e) => {
-                        let reason = format!(
-                            "cannot read {}: {e} (did it change or vanish?)",
-                            out.path.display()
-                        );
+                        let reason = out.read_failure(&e);
                         self.ui.err(&format!("error: {reason}"));
-                        vec![FileCommand::Cancel {
-                            peer: out.to,
-                            transfer,
-                            outgoing: true,
-                            reason,
-                        }]
+                        vec![out.cancel(transfer, reason)]
                     }
                 }
             }
