@@ -309,6 +309,23 @@ pub struct SimArgs {
     /// print only the verdict, not the transcript
     #[argh(switch)]
     pub quiet: bool,
+    /// run plain-text senders (nc-like, --clients of them, --messages lines each)
+    /// against a relay (or with --direct a listener) whose driver runs behind its
+    /// sockets, and check that no line is split or merged
+    #[argh(switch)]
+    pub plain_text: bool,
+    /// with --plain-text: how far behind its sockets the receiver may run, in
+    /// milliseconds (default 2000)
+    #[argh(option, default = "2000")]
+    pub lag_ms: u64,
+    /// with --plain-text: the most bytes one read takes, 1 for byte-by-byte reads, 0
+    /// for everything waiting (default 0)
+    #[argh(option, default = "0")]
+    pub max_read: usize,
+    /// with --plain-text: one more sender that speaks as the original app did (each
+    /// message one send, no newline)
+    #[argh(switch)]
+    pub original_app: bool,
 }
 
 /// `--cipher`: a cipher, or the faster one on this processor.

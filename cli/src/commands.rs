@@ -93,8 +93,11 @@ pub fn relay_line(line: &str) -> Typed<ClientCommand> {
         return typed;
     }
     match parse_relay_line(line) {
-        RelayLine::Send { to, text } => Typed::Command(ClientCommand::Send { to, text }),
-        RelayLine::Broadcast(text) => Typed::Command(ClientCommand::Broadcast(text)),
+        RelayLine::Send { to, text } => Typed::Command(ClientCommand::Send {
+            to,
+            text: text.to_owned(),
+        }),
+        RelayLine::Broadcast(text) => Typed::Command(ClientCommand::Broadcast(text.to_owned())),
         RelayLine::Who => Typed::Command(ClientCommand::Who),
         RelayLine::Exit => Typed::Command(ClientCommand::Exit),
         RelayLine::Quit => Typed::Command(ClientCommand::Leave),

@@ -3,12 +3,15 @@
 
 use std::io::Write;
 
-use p2pchat_sim::{FaultSet, RandomSpec};
+use p2pchat_sim::{FaultSet, RandomSpec, TextSpec};
 
 use crate::args::SimArgs;
 
 /// Runs the scenario; returns 0 when every invariant holds, 1 otherwise.
 pub fn run(args: SimArgs) -> i32 {
+    if args.plain_text {
+        return run_plain_text(&args);
+    }
     let faults: FaultSet = match args.faults.parse() {
         Ok(f) => f,
         Err(e) => {
@@ -57,4 +60,29 @@ pub fn run(args: SimArgs) -> i32 {
         }
         1
     }
+}
+
+/// `--plain-text`: lines against a lagging driver; 0 when none was split or merged.
+fn run_plain_text(args: &SimArgs) -> i32 {
+    let spec = TextSpec {
+        seed: args.seed,
+        senders: args.clients,
+        lines: args.messages,
+        original_app: args.original_app,
+        max_lag: std::time::Duration::from_millis(args.lag_ms),
+        max_read: args.max_read,
+        direct: args.direct,
+    };
+    let run = p2pchat_sim::run_plain_text(&spec);
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        let _ = writeln!(out, "# {}", run.command);
+        let verdict = run.to_string();
+        for line in verdict.lines().skip_while(|l| !l.starts_with("verdict")) {
+            let _ = writeln!(out, "{line}");
+        }
+    } else {
+        let _ = write!(out, "{run}");
+    }
+    i32::from(!run.violations.is_empty())
 }

@@ -6,6 +6,8 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::thread;
+use std::time::Duration;
 
 use support::{Proc, WAIT, fresh_data_dir, join, port_in, server};
 
@@ -188,15 +190,52 @@ fn a_plain_text_client_and_a_p2pchat_client_chat_both_ways_through_the_relay() {
     joined.expect_out("cannot read", |l| {
         l.starts_with("* 1 has no key and cannot read messages to everyone")
     });
-    // The original app's peer: no newline at all, one send per message.
-    nc.send("0 no newline");
-    joined.expect_out_line("1 no newline");
+    // The original app's client: no newline ever, one send() per message, a person's
+    // pause between them.
+    let mut app = Nc::connect(port);
+    app.send("0 no newline");
+    app.expect("welcome", |l| l.starts_with("* you are client 2 "));
+    joined.expect_out_line("2 no newline");
+    thread::sleep(Duration::from_millis(500));
+    app.send("0 and a second one");
+    joined.expect_out_line("2 and a second one");
+    thread::sleep(Duration::from_millis(500));
+    app.send("exit");
+    joined.expect_out_line("* 2 said exit");
     // Exit works for the text client too; it is closed when everyone has exited.
     nc.send("exit\n");
     joined.expect_out_line("* 1 said exit");
     joined.send("exit");
     nc.expect("goodbye", |l| l.starts_with("* everyone has said exit"));
+    app.expect("goodbye", |l| l.starts_with("* everyone has said exit"));
     assert_eq!(joined.wait_exit(), 0);
+}
+
+#[test]
+fn the_original_apps_peer_chats_with_listen_without_newlines() {
+    let mut l = Proc::start(&[
+        "listen",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-history",
+    ]);
+    let line = l.expect_out("listening", |x| x.starts_with("* listening on"));
+    let mut app = Nc::connect(port_in(&line));
+    app.send("hello, no newline");
+    l.expect_out_line("peer: hello, no newline");
+    thread::sleep(Duration::from_millis(500));
+    app.send("a second message");
+    l.expect_out_line("peer: a second message");
+    l.send("hi app");
+    app.expect("reply", |x| x == "hi app");
+    thread::sleep(Duration::from_millis(500));
+    app.send("exit");
+    l.expect_out("peer exit", |x| x.starts_with("* peer said exit"));
+    l.send("exit");
+    app.expect("our exit", |x| x == "exit");
+    assert_eq!(l.wait_exit(), 0);
 }
 
 #[test]

@@ -56,7 +56,9 @@ pub struct Limits {
     /// `total` still counts everyone).
     pub max_roster_bytes: usize,
     /// Plain text: a pause this long after bytes without a newline ends the line (the
-    /// original app sent messages without newlines).
+    /// original app sent messages without newlines), for a sender that has never sent
+    /// a newline, and only once the driver reads the connection and finds nothing
+    /// more (`RelayServer::read_idle_check`, docs/PROTOCOL.md section 10).
     pub text_pause: Duration,
     /// Relay server: a new connection silent this long is greeted in plain text, so
     /// that someone on `nc` learns what to type. Framed clients speak at once.

@@ -336,7 +336,7 @@ impl Link {
         self.keepalive.on_received(now);
         if let Some(reader) = self.text.as_mut() {
             return Received {
-                lines: reader.push(bytes, now),
+                lines: reader.push_collect(bytes, now),
                 ..Received::default()
             };
         }
@@ -489,9 +489,26 @@ impl Link {
         self.out.release_in_clear();
     }
 
-    /// On a plain-text link, the partial line whose pause has passed.
-    pub(crate) fn text_timeout(&mut self, now: Timestamp) -> Option<TextInput> {
-        self.text.as_mut().and_then(|r| r.on_timeout(now))
+    /// On a plain-text link, when the driver should look whether the connection has
+    /// more to read (see [`LineReader::idle_check_at`]).
+    pub(crate) fn read_idle_check(&self) -> Option<Timestamp> {
+        match self.state {
+            LinkState::Open => self.text.as_ref().and_then(LineReader::idle_check_at),
+            _ => None,
+        }
+    }
+
+    /// On a plain-text link, the partial line a pause the driver saw has ended.
+    pub(crate) fn on_read_idle(&mut self, now: Timestamp) -> Option<TextInput> {
+        if !self.is_open() {
+            return None;
+        }
+        self.text.as_mut().and_then(|r| r.on_read_idle(now))
+    }
+
+    /// On a plain-text link whose transport ended, its unfinished last line.
+    pub(crate) fn finish_text(&mut self) -> Option<TextInput> {
+        self.text.as_mut().and_then(LineReader::finish)
     }
 
     /// Queues a frame that `encode` writes (a `Message` or a `Chat`), whatever the
@@ -583,7 +600,8 @@ impl Link {
             return None;
         }
         match &self.text {
-            Some(reader) => reader.flush_at(),
+            // A plain-text link's only deadline is the driver's: its idle check.
+            Some(_) => None,
             None => Some(self.ack_owed.map_or(self.keepalive.deadline(), |(_, at)| {
                 at.min(self.keepalive.deadline())
             })),

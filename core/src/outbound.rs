@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::frame::{ChatRef, Frame, Payload, encode_deliver, encoded_frames, is_session_frame};
+use crate::frame::{ChatRef, Frame, encode_deliver, encoded_frames, is_session_frame};
 use crate::id::ClientId;
 use crate::secure::SecureChannel;
 use crate::session::{BeyondSent, Retained};
@@ -380,15 +380,7 @@ impl Outbound {
             Wire::Framed => {
                 encode_deliver(self.target(), from, chat.to, chat.seq, chat.kind, chat.body)
             }
-            Wire::Text => self.encode(&Frame::Deliver {
-                from,
-                to: chat.to,
-                seq: chat.seq,
-                payload: Payload {
-                    kind: chat.kind,
-                    body: chat.body.to_vec(),
-                },
-            }),
+            Wire::Text => crate::text::render_deliver(&mut self.queued, from, chat.kind, chat.body),
         }
         self.keep_if_room(before)
     }

@@ -8,9 +8,12 @@
 //!
 //! - [`Scenario`]: the script (built by hand or by [`random_scenario`]);
 //! - [`run`]: plays it and returns a [`Transcript`], one line per event;
-//! - [`check`]: the invariant checker that judges a transcript.
+//! - [`check`]: the invariant checker that judges a transcript;
+//! - [`run_plain_text`]: plain-text senders against a relay or listener whose driver
+//!   runs seconds behind its sockets (the proof that a pause never splits a line).
 
 mod check;
+mod plain_text;
 mod random;
 mod rng;
 mod scenario;
@@ -18,6 +21,7 @@ mod sim;
 mod transcript;
 
 pub use check::{Violation, check};
+pub use plain_text::{TextLineSeen, TextRun, TextSpec, run_plain_text};
 pub use random::{FaultSet, RandomSpec, random_scenario};
 pub use rng::Rng;
 pub use scenario::{Action, ClientPlan, NetworkConfig, Scenario, Target, Topology, ms};

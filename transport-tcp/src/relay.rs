@@ -219,9 +219,29 @@ async fn accept_loop(hub: Rc<RefCell<Hub>>, listener: smol::net::TcpListener) {
 /// Waits for bytes on one connection and hands each read to the core. A client
 /// over the relay's message rate is not read from until the core says (TCP then
 /// slows the client down; nothing is dropped).
+///
+/// When the core asks for an idle check (a plain-text client that never sent a
+/// newline has a partial line), the reader also wakes at that time and reads: bytes
+/// that were waiting go to the core as usual, and only a read that finds nothing is
+/// reported as a pause. However late this task runs, the sender's pause is never
+/// confused with bytes the relay has not got to yet.
 async fn read_loop(hub: Rc<RefCell<Hub>>, conn: ConnId, stream: Arc<Async<TcpStream>>) {
     loop {
-        if stream.readable().await.is_err() {
+        let check = {
+            let h = hub.borrow();
+            h.server.read_idle_check(conn).map(|t| h.clock.instant(t))
+        };
+        let readable = match check {
+            None => stream.readable().await,
+            Some(at) => {
+                smol::future::or(stream.readable(), async {
+                    Timer::at(at).await;
+                    Ok(())
+                })
+                .await
+            }
+        };
+        if readable.is_err() {
             break;
         }
         let pause = {
@@ -236,14 +256,15 @@ async fn read_loop(hub: Rc<RefCell<Hub>>, conn: ConnId, stream: Arc<Async<TcpStr
                     h.flush();
                     h.server.read_paused_until(conn).map(|t| h.clock.instant(t))
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if check.is_some() {
+                        let now = h.clock.now();
+                        h.server.handle_read_idle(conn, now);
+                        h.flush();
+                    }
                     None
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
                 Err(_) => break,
             }
         };

@@ -54,6 +54,13 @@ pub trait Machine: Send + 'static {
     fn handle_closed(&mut self, now: Timestamp);
     /// A deadline passed.
     fn handle_timeout(&mut self, now: Timestamp);
+    /// When to look whether the connection has more to read, and report
+    /// [`Machine::handle_read_idle`] if not (see [`Peer::read_idle_check`]).
+    fn read_idle_check(&self) -> Option<Timestamp> {
+        None
+    }
+    /// A read found nothing more to read.
+    fn handle_read_idle(&mut self, _now: Timestamp) {}
     /// Bytes to write.
     fn poll_transmit(&mut self) -> Option<Vec<u8>>;
     /// An event for the user.
@@ -434,6 +441,14 @@ impl Machine for Peer {
             }
             _ => true,
         }
+    }
+
+    fn read_idle_check(&self) -> Option<Timestamp> {
+        Peer::read_idle_check(self)
+    }
+
+    fn handle_read_idle(&mut self, now: Timestamp) {
+        Peer::handle_read_idle(self, now);
     }
 
     forward_to_inherent!(Peer, PeerEvent);
@@ -885,9 +900,11 @@ async fn drive_connection<M: Machine>(
             inbox.waiting = Some(cmd);
         }
 
+        let idle_check = machine.read_idle_check().map(|t| clock.instant(t));
         let deadline = [
             machine.poll_timeout().map(|t| clock.instant(t)),
             socket.force_close_at(),
+            idle_check,
         ]
         .into_iter()
         .flatten()
@@ -953,6 +970,18 @@ async fn drive_connection<M: Machine>(
             Wake::Command(cmd) => inbox.waiting = Some(cmd),
             Wake::CommandsGone => inbox.commands_open = false,
             Wake::Timer => {}
+        }
+        // A plain-text sender's pause counts only if a read finds nothing: bytes that
+        // waited while this task was busy are read first (docs/PROTOCOL.md, 10).
+        if idle_check.is_some_and(|at| Instant::now() >= at) {
+            match socket.read() {
+                Read::Bytes(n) => {
+                    let bytes = socket.read_buf.get(..n).unwrap_or_default();
+                    machine.handle_bytes(bytes, clock.now());
+                }
+                Read::Nothing => machine.handle_read_idle(clock.now()),
+                Read::Closed => break,
+            }
         }
         // Deadlines are checked after every wake-up, for the same reason as commands.
         if deadline.is_some_and(|at| Instant::now() >= at) {

@@ -545,6 +545,10 @@ impl Peer {
             return;
         }
         if self.link.is_plain_text() {
+            // Its unfinished last line is its last word.
+            if let Some(input) = self.link.finish_text() {
+                self.on_text_input(input);
+            }
             // A plain-text peer has no exit handshake: closing is its goodbye.
             let event = if self.we_exited {
                 PeerEvent::Finished
@@ -569,15 +573,31 @@ impl Peer {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.last_now = self.last_now.max(now);
         self.link.poll_ack(now);
-        if let Some(input) = self.link.text_timeout(now) {
-            self.on_text_input(input);
-        }
         if let KeepaliveAction::Expired = self.link.poll_keepalive(now) {
             let reason = self.link.silence_message();
             self.link.finish();
             self.lose_connection(ErrorCode::PeerTimeout, reason, now);
         }
         self.away_timeout(now);
+    }
+
+    /// When the driver should look whether the connection has anything more to read,
+    /// and report [`Peer::handle_read_idle`] if not: while a plain-text peer that never
+    /// sent a newline (the original app) has a partial line, a pause after its last
+    /// bytes. `None` otherwise.
+    pub fn read_idle_check(&self) -> Option<Timestamp> {
+        self.link.read_idle_check()
+    }
+
+    /// A read at `now` found nothing more to read. A plain-text peer's partial line
+    /// ends here if it never sent a newline and its last bytes came a pause ago
+    /// (docs/PROTOCOL.md, section 10): only the driver can tell the sender's pause
+    /// from bytes it has not read yet.
+    pub fn handle_read_idle(&mut self, now: Timestamp) {
+        self.last_now = self.last_now.max(now);
+        if let Some(input) = self.link.on_read_idle(now) {
+            self.on_text_input(input);
+        }
     }
 
     /// The next bytes to write to the other side.
@@ -1321,12 +1341,11 @@ mod tests {
         listener.send_chat("hi nc", now).unwrap();
         listener.exit(now);
         assert_eq!(drain(&mut listener).0, "hi nc\nexit\n");
-        // The original app: no newline, then a pause.
         listener.handle_bytes(b"one more", now);
-        let due = listener.poll_timeout().unwrap();
-        listener.handle_timeout(due);
-        listener.handle_bytes(b"exit", now);
-        listener.handle_timeout(listener.poll_timeout().unwrap());
+        let later = now + Duration::from_secs(10);
+        assert_eq!(listener.read_idle_check(), None, "nc sent a newline");
+        listener.handle_read_idle(later);
+        listener.handle_bytes(b"\nexit\n", later);
         let (_, events) = drain(&mut listener);
         assert_eq!(
             events,
@@ -1334,6 +1353,36 @@ mod tests {
                 PeerEvent::Message {
                     seq: 2,
                     text: "one more".into()
+                },
+                PeerEvent::PeerExited,
+                PeerEvent::Finished,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_original_apps_messages_end_at_a_pause_the_driver_saw() {
+        // The original app: one send() per message, no newline ever.
+        let now = Timestamp::ZERO;
+        let mut listener = secure_listener(now);
+        listener.exit(now);
+        listener.handle_bytes(b"one ", now);
+        assert_eq!(listener.poll_timeout(), None, "no timer: the driver looks");
+        let due = listener.read_idle_check().unwrap();
+        listener.handle_bytes(b"message", due);
+        listener.handle_read_idle(due);
+        assert_eq!(drain(&mut listener).1.len(), 1, "only Connected so far");
+        let due = listener.read_idle_check().unwrap();
+        listener.handle_read_idle(due);
+        listener.handle_bytes(b"exit", due);
+        listener.handle_read_idle(due + Duration::from_secs(1));
+        let (_, events) = drain(&mut listener);
+        assert_eq!(
+            events,
+            vec![
+                PeerEvent::Message {
+                    seq: 1,
+                    text: "one message".into()
                 },
                 PeerEvent::PeerExited,
                 PeerEvent::Finished,

@@ -170,8 +170,6 @@ struct Connection {
     received_any: bool,
     /// The line splitter of a plain-text connection.
     text: Option<LineReader>,
-    /// When its partial line counts as complete (a key of `RelayServer::text_flush`).
-    text_flush_at: Option<Timestamp>,
     /// A session held for a client whose connection was lost: no transport behind
     /// it (the driver never knew this handle), given up at this time.
     parked_until: Option<Timestamp>,
@@ -210,8 +208,6 @@ pub struct RelayServer {
     /// Admitted clients that have not said exit: when it drops to zero, everyone is
     /// told that the conversation is over (`AllExited`).
     still_sending: usize,
-    /// Plain-text connections with a partial line, by when it counts as complete.
-    text_flush: BTreeSet<(Timestamp, ConnId)>,
     /// Silent new connections, by when to greet them in plain text.
     greetings: BTreeSet<(Timestamp, ConnId)>,
     /// File transfers under way through the relay: (sender, transfer) -> receiver, to
@@ -281,7 +277,6 @@ impl RelayServer {
             overflowed: Vec::new(),
             next_sweep: None,
             still_sending: 0,
-            text_flush: BTreeSet::new(),
             greetings: BTreeSet::new(),
             transfers: BTreeMap::new(),
             shutting_down: false,
@@ -369,7 +364,6 @@ impl RelayServer {
                 in_ready: false,
                 received_any: false,
                 text: None,
-                text_flush_at: None,
                 parked_until: None,
                 lost_by: ErrorCode::Normal,
             },
@@ -551,8 +545,11 @@ impl RelayServer {
     }
 
     /// The transport connection ended (EOF, reset, or the close the server asked for).
-    /// The handle is forgotten afterwards.
+    /// The handle is forgotten afterwards. A plain-text client's unfinished last line
+    /// is sent first: the sender said all it will say.
     pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
+        self.now = self.now.max(now);
+        self.finish_text(conn);
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
@@ -563,9 +560,6 @@ impl RelayServer {
             if *n == 0 {
                 self.per_address.remove(&a);
             }
-        }
-        if let Some(at) = c.text_flush_at {
-            self.text_flush.remove(&(at, conn));
         }
         match c.state {
             ConnState::Handshaking { deadline, .. } => {
@@ -717,7 +711,6 @@ impl RelayServer {
             self.next_sweep,
             self.parked.first().map(|&(at, _)| at),
             self.riders_deadline(),
-            self.text_flush.first().map(|&(at, _)| at),
             self.greetings.first().map(|&(at, _)| at),
         ]
         .into_iter()
@@ -2114,20 +2107,52 @@ mod tests {
     }
 
     #[test]
-    fn a_line_without_newline_is_sent_after_a_pause() {
+    fn a_line_without_newline_is_sent_after_a_pause_the_driver_saw() {
         let mut w = Wire::new(limits(3));
         let framed = w.join("ann");
         let nc = w.server.handle_connected(T);
         w.server.handle_bytes(nc, b"0 no newline here", T);
         w.pump();
         assert!(w.take_messages(framed).is_empty(), "not before the pause");
-        let due = w.server.poll_timeout().unwrap();
-        assert!(due <= T + Duration::from_millis(200));
-        w.server.handle_timeout(due);
+        let due = w.server.read_idle_check(nc).unwrap();
+        assert_eq!(due, T + Duration::from_millis(200));
+        // A timer alone ends nothing: the rest of the line may be waiting unread.
+        w.server.handle_timeout(due + Duration::from_secs(5));
+        w.pump();
+        assert!(w.take_messages(framed).is_empty(), "a timer is not a pause");
+        w.server
+            .handle_read_idle(nc, due - Duration::from_millis(1));
+        w.pump();
+        assert!(w.take_messages(framed).is_empty(), "not a pause yet");
+        w.server.handle_read_idle(nc, due);
         w.pump();
         assert_eq!(
             w.take_messages(framed),
             vec![(1, "no newline here".to_owned())]
+        );
+        assert_eq!(w.server.read_idle_check(nc), None);
+    }
+
+    #[test]
+    fn a_client_that_sent_a_newline_is_never_cut_by_a_pause() {
+        let mut w = Wire::new(limits(3));
+        let framed = w.join("ann");
+        let nc = w.server.handle_connected(T);
+        w.server.handle_bytes(nc, b"\n0 first\n0 sec", T);
+        assert_eq!(w.server.read_idle_check(nc), None);
+        let later = T + Duration::from_secs(30);
+        w.server.handle_read_idle(nc, later);
+        w.server
+            .handle_bytes(nc, b"ond\n0 last, cut by the close", later);
+        w.server.handle_closed(nc, later);
+        w.pump();
+        assert_eq!(
+            w.take_messages(framed),
+            vec![
+                (1, "first".to_owned()),
+                (1, "second".to_owned()),
+                (1, "last, cut by the close".to_owned())
+            ]
         );
     }
 

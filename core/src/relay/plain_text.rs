@@ -10,7 +10,7 @@ use super::{ConnState, RelayServer};
 use crate::error::ErrorCode;
 use crate::frame::{ChatRef, ErrorReport, Frame, PayloadKind};
 use crate::id::{ClientId, ConnId};
-use crate::text::{LineReader, RelayLine, TextInput, parse_relay_line};
+use crate::text::{LineReader, RelayLine, TextLine, parse_relay_line};
 use crate::time::Timestamp;
 
 /// What a silent new connection is told.
@@ -50,46 +50,78 @@ impl RelayServer {
         });
     }
 
-    /// Bytes from a plain-text client: split into lines and act on each.
+    /// Bytes from a plain-text client: split into lines and act on each, straight
+    /// from the bytes read.
     pub(super) fn on_text_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Timestamp) {
-        let Some(reader) = self.conns.get_mut(&conn).and_then(|c| c.text.as_mut()) else {
+        // The reader is taken out while its lines are handled (they borrow from it).
+        let Some(mut reader) = self.conns.get_mut(&conn).and_then(|c| c.text.take()) else {
             return;
         };
-        let inputs = reader.push(bytes, now);
-        self.rearm_text_flush(conn);
-        for input in inputs {
-            self.on_text_input(conn, input, now);
+        reader.push(bytes, now, |line| {
+            self.on_text_line(conn, line);
+            self.conns
+                .get(&conn)
+                .is_some_and(|c| matches!(c.state, ConnState::Admitted(_)))
+        });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.text = Some(reader);
         }
     }
 
-    /// Keeps `text_flush` pointing at the connection's partial-line deadline.
-    fn rearm_text_flush(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let next = c.text.as_ref().and_then(LineReader::flush_at);
-        if let Some(old) = c.text_flush_at.take() {
-            self.text_flush.remove(&(old, conn));
-        }
-        if let Some(at) = next {
-            c.text_flush_at = Some(at);
-            self.text_flush.insert((at, conn));
+    /// When the driver should look whether plain-text connection `conn` has more to
+    /// read, and report [`RelayServer::handle_read_idle`] if it has not: while a
+    /// client that never sent a newline (the original app) has a partial line, a
+    /// pause (`Limits::text_pause`) after its last bytes. `None` otherwise.
+    pub fn read_idle_check(&self, conn: ConnId) -> Option<Timestamp> {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.text.as_ref())
+            .and_then(LineReader::idle_check_at)
+    }
+
+    /// A read of `conn` at `now` found nothing more to read: everything it sent so far
+    /// was handed over. A partial line of a client that never sent a newline ends
+    /// here if its last bytes came a pause ago (docs/PROTOCOL.md, section 10). This is
+    /// the only way a pause ends a line: a timer cannot tell the sender's pause from
+    /// bytes the driver has not read yet.
+    pub fn handle_read_idle(&mut self, conn: ConnId, now: Timestamp) {
+        self.now = self.now.max(now);
+        let input = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.text.as_mut())
+            .and_then(|r| r.on_read_idle(now));
+        if let Some(input) = input {
+            self.on_text_line(conn, input.as_line());
+            self.cut_off_overflowed();
         }
     }
 
-    fn on_text_input(&mut self, conn: ConnId, input: TextInput, _now: Timestamp) {
+    /// The connection ended: its partial line, if any, is its last.
+    pub(super) fn finish_text(&mut self, conn: ConnId) {
+        let input = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.text.as_mut())
+            .and_then(LineReader::finish);
+        if let Some(input) = input {
+            self.on_text_line(conn, input.as_line());
+        }
+    }
+
+    fn on_text_line(&mut self, conn: ConnId, input: TextLine<'_>) {
         let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
         else {
             return;
         };
         let next_seq = client.last_seq + 1;
         let line = match input {
-            TextInput::Line(line) => line,
-            TextInput::InvalidUtf8 => {
+            TextLine::Line(line) => line,
+            TextLine::InvalidUtf8 => {
                 self.tell(conn, "that line is not valid UTF-8; it was not sent".into());
                 return;
             }
-            TextInput::TooLong => {
+            TextLine::TooLong => {
                 let max = self.limits.max_text_len;
                 let detail = format!("your line is longer than {max} bytes; disconnected");
                 self.close_client(conn, ErrorCode::MessageTooLong, detail, false);
@@ -104,10 +136,10 @@ impl RelayServer {
                 body: text.as_bytes(),
             }
         }
-        match parse_relay_line(&line) {
-            RelayLine::Send { to, text } => self.on_chat(conn, chat(to, next_seq, &text)),
+        match parse_relay_line(line) {
+            RelayLine::Send { to, text } => self.on_chat(conn, chat(to, next_seq, text)),
             RelayLine::Broadcast(text) => {
-                self.on_chat(conn, chat(ClientId::BROADCAST, next_seq, &text))
+                self.on_chat(conn, chat(ClientId::BROADCAST, next_seq, text))
             }
             RelayLine::Who => {
                 let roster = self.roster();
@@ -132,7 +164,8 @@ impl RelayServer {
         self.enqueue(conn, &report);
     }
 
-    /// Greets silent connections and completes partial lines whose pause has passed.
+    /// Greets silent connections: someone on `nc` who has not typed yet learns what
+    /// to type.
     pub(super) fn plain_text_timeouts(&mut self, now: Timestamp) {
         while let Some(&(at, conn)) = self.greetings.first() {
             if at > now {
@@ -147,19 +180,5 @@ impl RelayServer {
                 self.mark_ready(conn);
             }
         }
-        while let Some(&(at, conn)) = self.text_flush.first() {
-            if at > now {
-                break;
-            }
-            self.text_flush.remove(&(at, conn));
-            let input = self.conns.get_mut(&conn).and_then(|c| {
-                c.text_flush_at = None;
-                c.text.as_mut().and_then(|r| r.on_timeout(now))
-            });
-            if let Some(input) = input {
-                self.on_text_input(conn, input, now);
-            }
-        }
-        self.cut_off_overflowed();
     }
 }

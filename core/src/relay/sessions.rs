@@ -673,7 +673,6 @@ impl RelayServer {
                 in_ready: false,
                 received_any: true,
                 text: None,
-                text_flush_at: None,
                 parked_until: Some(until),
                 lost_by: code,
             },
