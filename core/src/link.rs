@@ -506,8 +506,12 @@ impl Link {
         self.text.as_mut().and_then(|r| r.on_read_idle(now))
     }
 
-    /// On a plain-text link whose transport ended, its unfinished last line.
+    /// On an open plain-text link whose other side finished sending, its unfinished
+    /// last line.
     pub(crate) fn finish_text(&mut self) -> Option<TextInput> {
+        if !self.is_open() {
+            return None;
+        }
         self.text.as_mut().and_then(LineReader::finish)
     }
 

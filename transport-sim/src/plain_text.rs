@@ -489,8 +489,14 @@ impl TextSim {
         self.sockets[s].closed = true;
         let now = self.now;
         match &mut self.receiver {
-            Receiver::Relay { server, conns, .. } => server.handle_closed(conns[s], now),
-            Receiver::Direct(peer) => peer.handle_closed(now),
+            Receiver::Relay { server, conns, .. } => {
+                server.handle_end_of_stream(conns[s], now);
+                server.handle_closed(conns[s], now);
+            }
+            Receiver::Direct(peer) => {
+                peer.handle_end_of_stream(now);
+                peer.handle_closed(now);
+            }
         }
         self.collect_output();
     }

@@ -61,6 +61,8 @@ pub trait Machine: Send + 'static {
     }
     /// A read found nothing more to read.
     fn handle_read_idle(&mut self, _now: Timestamp) {}
+    /// The other side finished sending (EOF, not a reset); `handle_closed` follows.
+    fn handle_end_of_stream(&mut self, _now: Timestamp) {}
     /// Bytes to write.
     fn poll_transmit(&mut self) -> Option<Vec<u8>>;
     /// An event for the user.
@@ -451,6 +453,10 @@ impl Machine for Peer {
         Peer::handle_read_idle(self, now);
     }
 
+    fn handle_end_of_stream(&mut self, now: Timestamp) {
+        Peer::handle_end_of_stream(self, now);
+    }
+
     forward_to_inherent!(Peer, PeerEvent);
 }
 
@@ -576,7 +582,10 @@ struct Socket {
 enum Read {
     Bytes(usize),
     Nothing,
-    Closed,
+    /// The other side finished sending.
+    End,
+    /// The connection failed (reset, or another error).
+    Failed,
 }
 
 impl Socket {
@@ -621,7 +630,7 @@ impl Socket {
 
     fn read(&mut self) -> Read {
         match self.stream.get_ref().read(&mut self.read_buf) {
-            Ok(0) => Read::Closed,
+            Ok(0) => Read::End,
             Ok(n) => Read::Bytes(n),
             Err(e)
                 if matches!(
@@ -631,7 +640,7 @@ impl Socket {
             {
                 Read::Nothing
             }
-            Err(_) => Read::Closed,
+            Err(_) => Read::Failed,
         }
     }
 
@@ -959,7 +968,11 @@ async fn drive_connection<M: Machine>(
                     machine.handle_bytes(bytes, now);
                 }
                 Read::Nothing => {}
-                Read::Closed => break,
+                Read::End => {
+                    machine.handle_end_of_stream(now);
+                    break;
+                }
+                Read::Failed => break,
             },
             Wake::Writable => {
                 let written = socket.drain();
@@ -980,7 +993,11 @@ async fn drive_connection<M: Machine>(
                     machine.handle_bytes(bytes, clock.now());
                 }
                 Read::Nothing => machine.handle_read_idle(clock.now()),
-                Read::Closed => break,
+                Read::End => {
+                    machine.handle_end_of_stream(clock.now());
+                    break;
+                }
+                Read::Failed => break,
             }
         }
         // Deadlines are checked after every wake-up, for the same reason as commands.

@@ -545,10 +545,6 @@ impl Peer {
             return;
         }
         if self.link.is_plain_text() {
-            // Its unfinished last line is its last word.
-            if let Some(input) = self.link.finish_text() {
-                self.on_text_input(input);
-            }
             // A plain-text peer has no exit handshake: closing is its goodbye.
             let event = if self.we_exited {
                 PeerEvent::Finished
@@ -596,6 +592,16 @@ impl Peer {
     pub fn handle_read_idle(&mut self, now: Timestamp) {
         self.last_now = self.last_now.max(now);
         if let Some(input) = self.link.on_read_idle(now) {
+            self.on_text_input(input);
+        }
+    }
+
+    /// The other side finished sending (a clean end of stream, not a reset): a
+    /// plain-text peer's unfinished last line is delivered, since it said all it will
+    /// say. Report [`Peer::handle_closed`] as usual afterwards.
+    pub fn handle_end_of_stream(&mut self, now: Timestamp) {
+        self.last_now = self.last_now.max(now);
+        if let Some(input) = self.link.finish_text() {
             self.on_text_input(input);
         }
     }

@@ -545,11 +545,8 @@ impl RelayServer {
     }
 
     /// The transport connection ended (EOF, reset, or the close the server asked for).
-    /// The handle is forgotten afterwards. A plain-text client's unfinished last line
-    /// is sent first: the sender said all it will say.
+    /// The handle is forgotten afterwards.
     pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
-        self.now = self.now.max(now);
-        self.finish_text(conn);
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };

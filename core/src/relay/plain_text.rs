@@ -97,8 +97,13 @@ impl RelayServer {
         }
     }
 
-    /// The connection ended: its partial line, if any, is its last.
-    pub(super) fn finish_text(&mut self, conn: ConnId) {
+    /// The other side finished sending (a clean end of stream, not a reset): a
+    /// plain-text client's unfinished last line is delivered, since it said all it
+    /// will say (the original app sent its last message and closed). After a reset
+    /// the line may be cut short, so the driver does not call this then. The driver
+    /// reports [`RelayServer::handle_closed`] as usual afterwards.
+    pub fn handle_end_of_stream(&mut self, conn: ConnId, now: Timestamp) {
+        self.now = self.now.max(now);
         let input = self
             .conns
             .get_mut(&conn)
@@ -106,6 +111,7 @@ impl RelayServer {
             .and_then(LineReader::finish);
         if let Some(input) = input {
             self.on_text_line(conn, input.as_line());
+            self.cut_off_overflowed();
         }
     }
 
