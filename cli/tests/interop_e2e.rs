@@ -202,6 +202,11 @@ fn a_plain_text_client_and_a_p2pchat_client_chat_both_ways_through_the_relay() {
     thread::sleep(Duration::from_millis(500));
     app.send("exit");
     joined.expect_out_line("* 2 said exit");
+    // One message and at once the end of the stream: the message is not lost.
+    let mut brief = Nc::connect(port);
+    brief.send("0 hello and goodbye");
+    brief.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    joined.expect_out_line("3 hello and goodbye");
     // Exit works for the text client too; it is closed when everyone has exited.
     nc.send("exit\n");
     joined.expect_out_line("* 1 said exit");

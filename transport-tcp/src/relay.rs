@@ -248,7 +248,12 @@ async fn read_loop(hub: Rc<RefCell<Hub>>, conn: ConnId, stream: Arc<Async<TcpStr
             let mut h = hub.borrow_mut();
             let h = &mut *h;
             match stream.get_ref().read(&mut h.read_buf) {
-                Ok(0) => break,
+                Ok(0) => {
+                    // The other side finished sending: its last line is complete.
+                    let now = h.clock.now();
+                    h.server.handle_end_of_stream(conn, now);
+                    break;
+                }
                 Ok(n) => {
                     let now = h.clock.now();
                     let bytes = h.read_buf.get(..n).unwrap_or_default();

@@ -2140,7 +2140,8 @@ mod tests {
         let later = T + Duration::from_secs(30);
         w.server.handle_read_idle(nc, later);
         w.server
-            .handle_bytes(nc, b"ond\n0 last, cut by the close", later);
+            .handle_bytes(nc, b"ond\n0 last, then the end of the stream", later);
+        w.server.handle_end_of_stream(nc, later);
         w.server.handle_closed(nc, later);
         w.pump();
         assert_eq!(
@@ -2148,7 +2149,7 @@ mod tests {
             vec![
                 (1, "first".to_owned()),
                 (1, "second".to_owned()),
-                (1, "last, cut by the close".to_owned())
+                (1, "last, then the end of the stream".to_owned())
             ]
         );
     }
