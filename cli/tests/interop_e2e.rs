@@ -6,8 +6,6 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::thread;
-use std::time::Duration;
 
 use support::{Proc, WAIT, fresh_data_dir, join, port_in, server};
 
@@ -191,15 +189,13 @@ fn a_plain_text_client_and_a_p2pchat_client_chat_both_ways_through_the_relay() {
         l.starts_with("* 1 has no key and cannot read messages to everyone")
     });
     // The original app's client: no newline ever, one send() per message, a person's
-    // pause between them.
+    // pause between them (each is shown before the next is typed).
     let mut app = Nc::connect(port);
     app.send("0 no newline");
     app.expect("welcome", |l| l.starts_with("* you are client 2 "));
     joined.expect_out_line("2 no newline");
-    thread::sleep(Duration::from_millis(500));
     app.send("0 and a second one");
     joined.expect_out_line("2 and a second one");
-    thread::sleep(Duration::from_millis(500));
     app.send("exit");
     joined.expect_out_line("* 2 said exit");
     // One message and at once the end of the stream: the message is not lost.
@@ -230,12 +226,10 @@ fn the_original_apps_peer_chats_with_listen_without_newlines() {
     let mut app = Nc::connect(port_in(&line));
     app.send("hello, no newline");
     l.expect_out_line("peer: hello, no newline");
-    thread::sleep(Duration::from_millis(500));
     app.send("a second message");
     l.expect_out_line("peer: a second message");
     l.send("hi app");
     app.expect("reply", |x| x == "hi app");
-    thread::sleep(Duration::from_millis(500));
     app.send("exit");
     l.expect_out("peer exit", |x| x.starts_with("* peer said exit"));
     l.send("exit");
