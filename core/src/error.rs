@@ -82,6 +82,9 @@ pub enum ErrorCode {
     /// A message the relay routed did not reach its recipient: the recipient left
     /// (its connection lost for good, cut off, or gone) before it read it.
     Undelivered,
+    /// The connection kept sending what the relay cannot use (lines that are not
+    /// UTF-8 or not commands, messages it must refuse): cut off after too many.
+    TooManyErrors,
     /// A code from a newer version; kept so it can be shown and passed on.
     Other(u16),
 }
@@ -123,6 +126,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 30,
             ErrorCode::ResumeFailed => 31,
             ErrorCode::Undelivered => 32,
+            ErrorCode::TooManyErrors => 33,
             ErrorCode::Other(n) => n,
         }
     }
@@ -163,6 +167,7 @@ impl ErrorCode {
             30 => ErrorCode::RateLimited,
             31 => ErrorCode::ResumeFailed,
             32 => ErrorCode::Undelivered,
+            33 => ErrorCode::TooManyErrors,
             other => ErrorCode::Other(other),
         }
     }
@@ -217,6 +222,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::ResumeFailed => "resume-failed",
             ErrorCode::Undelivered => "undelivered",
+            ErrorCode::TooManyErrors => "too-many-errors",
             ErrorCode::Other(_) => "unknown-code",
         }
     }
@@ -343,10 +349,10 @@ mod tests {
 
     #[test]
     fn known_codes_have_distinct_names() {
-        let mut names: Vec<_> = (0..=32u16).map(|n| ErrorCode::from_u16(n).name()).collect();
+        let mut names: Vec<_> = (0..=33u16).map(|n| ErrorCode::from_u16(n).name()).collect();
         assert!(!names.contains(&"unknown-code"));
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 34);
     }
 }

@@ -94,6 +94,13 @@ pub struct Limits {
     /// connected this is what is in flight; while away, what was typed meanwhile.
     /// Chat past it is refused until acknowledgements free room.
     pub max_unacked_bytes: usize,
+    /// Relay server: what a client may send that the relay cannot use (lines that are
+    /// not UTF-8, not a message or a command; messages after its exit, repeated
+    /// sequence numbers), each answered, before it is disconnected
+    /// (`too-many-errors`): more than this many in `bad_input_window`. 0: no limit.
+    pub max_bad_inputs: u32,
+    /// Relay server: the window of `max_bad_inputs` (strikes drain at that rate).
+    pub bad_input_window: Duration,
 }
 
 impl Default for Limits {
@@ -121,6 +128,8 @@ impl Default for Limits {
             direct_file_window: 64,
             resume_grace: Duration::from_secs(60),
             max_unacked_bytes: 4 * 1024 * 1024,
+            max_bad_inputs: 20,
+            bad_input_window: Duration::from_secs(10),
         }
     }
 }

@@ -153,3 +153,69 @@ fn a_flooding_client_is_slowed_and_told_while_others_are_not_and_nothing_is_lost
         }
     });
 }
+
+#[test]
+fn a_connection_sending_random_bytes_is_told_why_and_cut_off_while_two_clients_chat() {
+    smol::block_on(async {
+        let (addr, _shutdown, log) = start_relay_with(Limits {
+            max_clients: 8,
+            ..Limits::default()
+        })
+        .await;
+        let clients = [join(addr, "ann", 0).await, join(addr, "bob", 1).await];
+        ring_chat(&clients, "before").await;
+
+        // 64 KiB of noise (its first byte not the magic's, so it is taken for a
+        // plain-text client, the case that used to be answered forever).
+        let mut noise = vec![0u8; 64 * 1024];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for b in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        noise[0] = b'~';
+        let mut garbage = TcpStream::connect(addr).expect("a loopback connection");
+        garbage.set_read_timeout(Some(WAIT)).unwrap();
+        let writer = {
+            let mut w = garbage.try_clone().unwrap();
+            std::thread::spawn(move || {
+                // The relay may close before taking it all; that is fine.
+                let _ = std::io::Write::write_all(&mut w, &noise);
+            })
+        };
+        let mut told = Vec::new();
+        garbage
+            .read_to_end(&mut told)
+            .expect("the relay closes the connection (no timeout)");
+        writer.join().unwrap();
+        let told = String::from_utf8_lossy(&told);
+        let last = told.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(
+                "* disconnected: more than 20 lines or messages in 10 s could not be used"
+            ),
+            "last line {last:?} of {told:?}"
+        );
+        assert!(
+            told.lines().count() <= 23,
+            "the welcome, the roster, at most 20 answers and the reason: {told:?}"
+        );
+
+        // The relay's log names it; the others never noticed anything but its
+        // arrival and departure.
+        let mut logged = false;
+        while let Ok(line) = log.try_recv() {
+            logged |= matches!(
+                line.event,
+                ServerEvent::Left {
+                    code: ErrorCode::TooManyErrors,
+                    ..
+                }
+            );
+        }
+        assert!(logged, "the relay logged the cut-off");
+        ring_chat(&clients, "after").await;
+    });
+}

@@ -20,6 +20,7 @@ mod rate;
 mod routes;
 mod secure;
 mod sessions;
+mod strikes;
 
 use rustc_hash::FxHashMap;
 
@@ -143,6 +144,8 @@ struct Client {
     plain_text: bool,
     /// How fast it may send.
     bucket: rate::TokenBucket,
+    /// What it sent that could not be used, draining over time.
+    strikes: strikes::Strikes,
     /// Its session (capability `CAP_RESUME`): what it acknowledged, what it may
     /// resume. `None` for a plain-text client or one without the session layer.
     session: Option<Box<sessions::ClientSession>>,
@@ -865,6 +868,7 @@ impl RelayServer {
                 last_heard: now,
                 plain_text,
                 bucket: rate::TokenBucket::new(self.limits.message_burst, now),
+                strikes: strikes::Strikes::default(),
                 session: None,
             });
             welcome(id, &mut c.out);
@@ -983,7 +987,9 @@ impl RelayServer {
                 Some(to),
                 "you said exit, so the relay accepts no more messages from you".into(),
             );
-            self.enqueue(conn, &report);
+            if !self.strike(conn, "a message after exit") {
+                self.enqueue(conn, &report);
+            }
             return;
         }
         if seq <= client.last_seq {
@@ -992,7 +998,9 @@ impl RelayServer {
                 client.last_seq
             );
             let report = error_report(ErrorCode::BadSequence, seq, Some(to), message);
-            self.enqueue(conn, &report);
+            if !self.strike(conn, "a repeated sequence number") {
+                self.enqueue(conn, &report);
+            }
             return;
         }
         client.last_seq = seq;
@@ -2189,6 +2197,65 @@ mod tests {
             id: ClientId(1),
             code: ErrorCode::MessageTooLong
         }));
+        assert!(!w.client(framed).is_closed());
+    }
+
+    #[test]
+    fn a_client_that_keeps_sending_what_cannot_be_used_is_cut_off_with_a_reason() {
+        let mut w = Wire::new(limits(3));
+        let framed = w.join("ann");
+        let nc = w.server.handle_connected(T);
+        // Twenty mistakes (answered, each one) and a good line: still there.
+        for k in 0..20 {
+            let bad: &[u8] = if k % 2 == 0 {
+                b"hello\n"
+            } else {
+                b"0 caf\xe9\n"
+            };
+            w.server.handle_bytes(nc, bad, T);
+        }
+        w.server.handle_bytes(nc, b"0 still here\n", T);
+        let out = text_out(&mut w, nc);
+        assert_eq!(
+            out.matches("* start the line with the ID").count(),
+            10,
+            "{out}"
+        );
+        assert_eq!(out.matches("not valid UTF-8").count(), 10, "{out}");
+        assert_eq!(w.take_messages(framed), vec![(1, "still here".to_owned())]);
+        // The twenty-first at once: told why, and disconnected.
+        w.server
+            .handle_bytes(nc, b"\xff\xfe garbage\n0 never routed\n", T);
+        let out = text_out(&mut w, nc);
+        assert!(
+            out.contains("* disconnected: more than 20 lines or messages in 10 s could not be used (the last: a line that is not valid UTF-8)"),
+            "{out}"
+        );
+        assert_eq!(w.server.client_id(nc), None);
+        let events = w.take_events(framed);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Message { .. })),
+            "nothing after the cut-off: {events:?}"
+        );
+        assert!(
+            events.contains(&ClientEvent::Left {
+                id: ClientId(1),
+                code: ErrorCode::TooManyErrors
+            }),
+            "{events:?}"
+        );
+        let logged = w.server_events.iter().any(|e| {
+            matches!(
+                e,
+                ServerEvent::Left {
+                    code: ErrorCode::TooManyErrors,
+                    ..
+                }
+            )
+        });
+        assert!(logged, "the server's log says so");
         assert!(!w.client(framed).is_closed());
     }
 

@@ -124,7 +124,9 @@ impl RelayServer {
         let line = match input {
             TextLine::Line(line) => line,
             TextLine::InvalidUtf8 => {
-                self.tell(conn, "that line is not valid UTF-8; it was not sent".into());
+                if !self.strike(conn, "a line that is not valid UTF-8") {
+                    self.tell(conn, "that line is not valid UTF-8; it was not sent".into());
+                }
                 return;
             }
             TextLine::TooLong => {
@@ -155,7 +157,11 @@ impl RelayServer {
             RelayLine::Quit => self.close_client(conn, ErrorCode::Normal, "goodbye".into(), false),
             RelayLine::Help => self.tell(conn, HELP.to_owned()),
             RelayLine::Empty => {}
-            RelayLine::Invalid(why) => self.tell(conn, why),
+            RelayLine::Invalid(why) => {
+                if !self.strike(conn, "a line that is neither a message nor a command") {
+                    self.tell(conn, why);
+                }
+            }
         }
     }
 
