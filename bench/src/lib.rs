@@ -51,6 +51,11 @@ pub struct BenchReport {
     pub end: Usage,
     /// Server CPU time spent during the load phase, in ms.
     pub load_cpu_ms: u64,
+    /// Server CPU time of the whole run, in ms: connecting, the load, and the
+    /// clients closing. The load phase ends with the generator's last delivery, so
+    /// work the relay still does for it afterwards (the last acknowledgements) is
+    /// counted here only; compare relays on this figure.
+    pub run_cpu_ms: u64,
 }
 
 impl BenchReport {
@@ -79,11 +84,13 @@ impl BenchReport {
         );
         if self.rss_idle_kib > 0 {
             s.push_str(&format!(
-                " | server RSS idle {} KiB ({} B/conn), peak {} KiB, CPU {} ms during load",
+                " | server RSS idle {} KiB ({} B/conn), peak {} KiB, CPU {} ms during load, {} ms in all ({:.0} ns a message)",
                 self.rss_idle_kib,
                 self.rss_per_idle_connection(),
                 self.end.peak_rss_kib,
-                self.load_cpu_ms
+                self.load_cpu_ms,
+                self.run_cpu_ms,
+                self.run_cpu_ms as f64 * 1e6 / l.delivered.max(1) as f64
             ));
         }
         s
@@ -149,11 +156,20 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
         },
         || end = server.as_ref().map(|s| s.usage()).unwrap_or_default(),
     )?;
+    // The clients are closed: let the relay see them go before the last reading.
+    let after = server
+        .as_ref()
+        .map(|s| {
+            std::thread::sleep(Duration::from_millis(300));
+            s.usage()
+        })
+        .unwrap_or_default();
     Ok(BenchReport {
         load,
         rss_before_kib: before.rss_kib,
         rss_idle_kib: idle.rss_kib,
         end,
         load_cpu_ms: end.cpu_ms.saturating_sub(idle.cpu_ms),
+        run_cpu_ms: after.cpu_ms.saturating_sub(before.cpu_ms),
     })
 }

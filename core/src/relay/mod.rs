@@ -967,7 +967,13 @@ impl RelayServer {
 
     /// Routes a chat from an admitted client: to one client, or to everyone else.
     fn on_chat(&mut self, conn: ConnId, chat: ChatRef<'_>) {
-        if let Some((code, detail)) = self.check_text(&chat) {
+        self.on_checked_chat(conn, chat, false);
+    }
+
+    /// [`RelayServer::on_chat`], for a chat whose text is known to be UTF-8 when
+    /// `utf8_known` (a plain-text client's line was checked as it was split off).
+    fn on_checked_chat(&mut self, conn: ConnId, chat: ChatRef<'_>, utf8_known: bool) {
+        if let Some((code, detail)) = self.check_text(&chat, utf8_known) {
             self.close_client(conn, code, detail, false);
             return;
         }
@@ -1206,7 +1212,7 @@ impl RelayServer {
         }
     }
 
-    fn check_text(&self, chat: &ChatRef<'_>) -> Option<(ErrorCode, String)> {
+    fn check_text(&self, chat: &ChatRef<'_>, utf8_known: bool) -> Option<(ErrorCode, String)> {
         if chat.kind != PayloadKind::Text {
             return None;
         }
@@ -1220,7 +1226,7 @@ impl RelayServer {
                 ),
             ));
         }
-        if core::str::from_utf8(chat.body).is_err() {
+        if !utf8_known && core::str::from_utf8(chat.body).is_err() {
             return Some((
                 ErrorCode::InvalidUtf8,
                 "message text is not valid UTF-8".into(),

@@ -145,9 +145,11 @@ impl RelayServer {
             }
         }
         match parse_relay_line(line) {
-            RelayLine::Send { to, text } => self.on_chat(conn, chat(to, next_seq, text)),
+            RelayLine::Send { to, text } => {
+                self.on_checked_chat(conn, chat(to, next_seq, text), true)
+            }
             RelayLine::Broadcast(text) => {
-                self.on_chat(conn, chat(ClientId::BROADCAST, next_seq, text))
+                self.on_checked_chat(conn, chat(ClientId::BROADCAST, next_seq, text), true)
             }
             RelayLine::Who => {
                 let roster = self.roster();
