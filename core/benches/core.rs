@@ -110,6 +110,52 @@ fn route_messages(bencher: divan::Bencher, clients: u32) {
         });
 }
 
+/// Lines routed per second by a `RelayServer` with `clients` plain-text clients
+/// (`nc`): each batch a buffer of `TO TEXT` lines from one client to the next (ring),
+/// outputs drained. The text path's ceiling, beside `route_messages`.
+#[divan::bench(args = [2, 100, 1000])]
+fn route_text_lines(bencher: divan::Bencher, clients: u32) {
+    let limits = Limits {
+        max_clients: clients,
+        max_outbound_bytes: usize::MAX / 2,
+        message_rate: 0,
+        max_connections_per_address: 0,
+        ..Limits::default()
+    };
+    let mut server = RelayServer::new(limits, p2pchat_core::Security::insecure());
+    let t = Timestamp::ZERO;
+    let conns: Vec<_> = (0..clients)
+        .map(|_| {
+            let c = server.handle_connected(t);
+            server.handle_bytes(c, b"\n", t);
+            c
+        })
+        .collect();
+    while let Some(x) = server.poll_transmit() {
+        server.handle_written(x.conn, x.bytes.len());
+    }
+    let per_client = BATCH / clients as usize;
+    let text = "x".repeat(64);
+    let streams: Vec<Vec<u8>> = (0..clients)
+        .map(|i| {
+            let to = (i + 1) % clients;
+            (0..per_client)
+                .flat_map(|_| format!("{to} {text}\n").into_bytes())
+                .collect()
+        })
+        .collect();
+    bencher
+        .counter(ItemsCount::new(per_client * clients as usize))
+        .bench_local(|| {
+            for (&c, bytes) in conns.iter().zip(&streams) {
+                server.handle_bytes(c, bytes, t);
+            }
+            while let Some(x) = server.poll_transmit() {
+                server.handle_written(x.conn, x.bytes.len());
+            }
+        });
+}
+
 /// As `route_messages`, with the session layer on, as `p2pchat join` clients use
 /// it: the relay keeps what it sends until acknowledged, counts receipts, and every
 /// client acknowledges what it read (an `Ack` ahead of its next batch).

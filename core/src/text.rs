@@ -238,6 +238,9 @@ pub enum RelayLine<'a> {
 
 /// Parses one line typed on a relay.
 pub fn parse_relay_line(line: &str) -> RelayLine<'_> {
+    if let Some(send) = parse_plain_send(line) {
+        return send;
+    }
     let trimmed = line.trim();
     if trimmed.is_empty() {
         return RelayLine::Empty;
@@ -272,6 +275,31 @@ pub fn parse_relay_line(line: &str) -> RelayLine<'_> {
                 .into(),
         ),
     }
+}
+
+/// The common line, `ID text` in ASCII digits, one space or tab and no space around
+/// it, read without looking at the text's characters: what [`parse_relay_line`]
+/// would make of it, or `None` for any other line (which takes the general path).
+fn parse_plain_send(line: &str) -> Option<RelayLine<'_>> {
+    let bytes = line.as_bytes();
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (&sep, rest) = bytes.get(digits..)?.split_first()?;
+    let first = *rest.first()?;
+    let last = *rest.last()?;
+    // Anything the general path would trim or treat otherwise: no fast path.
+    let plain = |b: u8| b.is_ascii() && !b.is_ascii_whitespace();
+    if !(1..=10).contains(&digits) || (sep != b' ' && sep != b'\t') || !plain(first) || !plain(last)
+    {
+        return None;
+    }
+    let id: u32 = line.get(..digits)?.parse().ok()?;
+    if id == u32::MAX {
+        return None;
+    }
+    Some(RelayLine::Send {
+        to: ClientId(id),
+        text: line.get(digits + 1..)?,
+    })
 }
 
 /// Replaces control characters with `�`, so that one user cannot drive another's
@@ -516,6 +544,57 @@ mod tests {
         });
         assert_eq!(seen.len(), 1);
         assert_eq!(r.finish(), None, "the rest was dropped with the connection");
+    }
+
+    #[test]
+    fn the_fast_path_parses_as_the_general_one_does() {
+        for line in [
+            "1 hello",
+            "12\tx",
+            "0 a b  c",
+            "1  two spaces",
+            " 1 lead",
+            "1 trail ",
+            "1 ",
+            "1",
+            "01 zero",
+            "4294967295 max",
+            "4294967296 over",
+            "1 \u{3000}ideo",
+            "1 é",
+            "1 x\u{3000}",
+            "x 1",
+            "/all hi",
+            "",
+            "99999999999 long",
+        ] {
+            let general = {
+                let trimmed = line.trim();
+                let (first, rest) = trimmed
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((trimmed, ""));
+                match first.parse::<u32>() {
+                    Ok(id) if id != u32::MAX && !rest.trim_start().is_empty() => {
+                        Some((id, rest.trim_start()))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(RelayLine::Send { to, text }) = parse_plain_send(line) {
+                assert_eq!(Some((to.0, text)), general, "{line:?}");
+            }
+            let parsed = parse_relay_line(line);
+            if let Some((id, text)) = general {
+                assert_eq!(
+                    parsed,
+                    RelayLine::Send {
+                        to: ClientId(id),
+                        text
+                    },
+                    "{line:?}"
+                );
+            }
+        }
     }
 
     #[test]
