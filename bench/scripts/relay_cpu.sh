@@ -9,8 +9,13 @@
 # text). Every relay is driven by GENERATOR's `p2pchat bench --server`, so the load
 # is the same; the relay's CPU (user + system, from /proc) covers the whole bench
 # run: connecting, the load, and the clients closing. Prints one line per run and
-# the medians per label.
+# the medians per label. With PIN=1 the relay runs on CPU 0 and the generator on
+# CPU 1 (taskset), so that neither takes the other's core: on two cores, how often
+# the relay finds work waiting (and so its cost per message) otherwise depends on
+# how fast the generator is.
 set -u
+relay_cpu=""; gen_cpu=""
+if [ "${PIN:-0}" = 1 ]; then relay_cpu="taskset -c 0"; gen_cpu="taskset -c 1"; fi
 rounds=$1; clients=$2; messages=$3; gen=$4; shift 4
 results=$(mktemp)
 for r in $(seq 1 "$rounds"); do
@@ -25,9 +30,9 @@ for r in $(seq 1 "$rounds"); do
     esac
     log=$(mktemp)
     if [ "$mode" = ref ]; then
-      "$bin" bench --serve-reference 2>"$log" &
+      $relay_cpu "$bin" bench --serve-reference 2>"$log" &
     else
-      "$bin" server --bind 127.0.0.1 --port 0 --max-clients $((clients + 16)) \
+      $relay_cpu "$bin" server --bind 127.0.0.1 --port 0 --max-clients $((clients + 16)) \
         --max-per-address 0 --message-rate 0 $ins 2>"$log" </dev/null &
     fi
     pid=$!
@@ -35,7 +40,7 @@ for r in $(seq 1 "$rounds"); do
     addr=$(grep -o 'listening on [0-9.]*:[0-9]*' "$log" | head -1 | awk '{print $3}')
     cpu() { awk '{print ($14 + $15) * 10}' "/proc/$pid/stat"; }
     before=$(cpu)
-    line=$("$gen" bench --server "$addr" --clients "$clients" --messages "$messages" $flags 2>&1 | tail -1)
+    line=$($gen_cpu "$gen" bench --server "$addr" --clients "$clients" --messages "$messages" $flags 2>&1 | tail -1)
     sleep 0.3
     after=$(cpu)
     kill -TERM "$pid"; wait "$pid" 2>/dev/null; rm -f "$log"
