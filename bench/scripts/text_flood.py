@@ -85,14 +85,16 @@ def run_once(binary, kind, clients, lines):
             if not m or int(m.group(1)) != i:
                 sys.exit(f"text_flood: client {i} got another ID: {buf[:200]!r}")
             s.setblocking(False)
-            socks.append(s)
+            # What came after the welcome (the roster line, which at 800+ clients
+            # is longer than one read) is read on as the start of the stream.
+            socks.append((s, buf))
         cpu_before = cpu_ms(proc.pid)
         sel = selectors.DefaultSelector()
         state = []
-        for i, s in enumerate(socks):
+        for i, (s, joined) in enumerate(socks):
             st = {
                 "i": i, "to": (i + 1) % clients, "from": (i - 1) % clients,
-                "next_seq": 0, "out": b"", "sent": 0, "inbuf": b"", "got": 0,
+                "next_seq": 0, "out": b"", "sent": 0, "inbuf": joined, "got": 0,
             }
             state.append(st)
             sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, st)
@@ -162,7 +164,7 @@ def run_once(binary, kind, clients, lines):
             "cpu": cpu_after - cpu_before, "p50": p50, "p99": p99, "total": total,
         }
     finally:
-        for s in socks:
+        for s, _ in socks:
             s.close()
         proc.terminate()
         try:
