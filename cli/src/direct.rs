@@ -396,7 +396,7 @@ async fn converse(
             },
             Input::Eof => {
                 input_log.borrow_mut().we_exited = true;
-                vec![PeerCommand::Exit]
+                vec![PeerCommand::EndOfInput]
             }
             Input::Interrupt => vec![PeerCommand::Leave],
         },

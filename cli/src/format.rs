@@ -4,6 +4,8 @@
 //! Text from the network is sanitised before it reaches the terminal: a control
 //! character could otherwise move the cursor, clear the screen or retitle the window.
 
+use std::time::Duration;
+
 use p2pchat_core::{
     ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RecordCipher, RosterEntry,
 };
@@ -55,6 +57,11 @@ fn who(id: ClientId, name: &str) -> String {
     } else {
         format!("{id} {}", sanitize(name))
     }
+}
+
+/// A wait in whole seconds, rounded up (0.4 s left is not "0 s").
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000) as u64
 }
 
 fn departure(code: ErrorCode) -> String {
@@ -125,6 +132,9 @@ fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> Str
             if e.exited {
                 s.push_str(" (said exit)");
             }
+            if e.away {
+                s.push_str(" (away)");
+            }
             s
         })
         .collect();
@@ -153,6 +163,16 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
         }
         ClientEvent::Left { id, code } => Line::Out(format!("* {id} left{}", departure(*code))),
         ClientEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
+        ClientEvent::Away { id, code, wait } => Line::Out(format!(
+            "* {id} is away ({}); messages to it wait up to {} s",
+            code.in_words(),
+            whole_seconds(*wait)
+        )),
+        ClientEvent::Back { id } => Line::Out(format!("* {id} is back")),
+        ClientEvent::Held { to, seq, wait } => Line::Out(format!(
+            "* {to} is away: your message {seq} (and what you send it next) waits up to {} s for it to come back; you will be told if it does not",
+            whole_seconds(*wait)
+        )),
         ClientEvent::Message { from, text, .. } => Line::Out(format!("{from} {}", sanitize(text))),
         ClientEvent::NotEndToEnd {
             id,
@@ -174,7 +194,7 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
             reason,
             grace,
         } => Line::Out(format!(
-            "* {} ({code}); getting back to the relay, which holds your ID and messages for {} s; what you type meanwhile is sent once back",
+            "* {} ({code}); getting back to the relay, which holds your ID and messages for {} s; what you type meanwhile is sent once back; /quit gives up now",
             sanitize(reason),
             grace.as_secs()
         )),
@@ -231,10 +251,11 @@ fn relay_event_json(event: &ClientEvent) -> Line {
                 .iter()
                 .map(|e| {
                     format!(
-                        r#"{{"id":{},"name":{},"exited":{},"key":{}}}"#,
+                        r#"{{"id":{},"name":{},"exited":{},"away":{},"key":{}}}"#,
                         e.id,
                         json_string(&e.name),
                         e.exited,
+                        e.away,
                         key_json(&e.key)
                     )
                 })
@@ -253,6 +274,15 @@ fn relay_event_json(event: &ClientEvent) -> Line {
             format!(r#"{{"event":"left","id":{id},"reason":"{code}"}}"#)
         }
         ClientEvent::Exited { id } => format!(r#"{{"event":"exited","id":{id}}}"#),
+        ClientEvent::Away { id, code, wait } => format!(
+            r#"{{"event":"away","id":{id},"reason":"{code}","wait_ms":{}}}"#,
+            wait.as_millis()
+        ),
+        ClientEvent::Back { id } => format!(r#"{{"event":"back","id":{id}}}"#),
+        ClientEvent::Held { to, seq, wait } => format!(
+            r#"{{"event":"held","to":{to},"seq":{seq},"wait_ms":{}}}"#,
+            wait.as_millis()
+        ),
         ClientEvent::Message {
             from,
             to,
@@ -421,7 +451,7 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
             reason,
             grace,
         } => Line::Out(format!(
-            "* {} ({code}); the conversation waits {} s to be resumed; what you type meanwhile is sent once it is",
+            "* {} ({code}); the conversation waits up to {} s for the peer to come back; what you type meanwhile is sent once it does; /quit ends it now",
             sanitize(reason),
             grace.as_secs()
         )),

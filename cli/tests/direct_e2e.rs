@@ -71,6 +71,37 @@ fn a_peer_killed_mid_conversation_is_reported_without_hanging() {
 }
 
 #[test]
+fn a_vanished_peer_is_waited_for_with_quit_offered_unless_input_has_ended() {
+    // The default grace (60 s): a side that waited it out would fail `wait_exit`.
+    let (mut l, mut c) = pair();
+    c.send("hi");
+    l.expect_out_line("peer: hi");
+    c.kill();
+    l.expect_out("how long, and /quit", |x| {
+        x.contains("the conversation waits up to 60 s for the peer to come back")
+            && x.ends_with("/quit ends it now")
+    });
+    l.send("/quit");
+    assert_eq!(l.wait_exit(), 0);
+
+    // Input ended (a script's stdin), everything sent confirmed: no wait at all.
+    let (mut l, mut c) = pair();
+    l.send("last words");
+    c.expect_out_line("peer: last words");
+    // The answer carries the acknowledgement of "last words": once l shows it,
+    // nothing of l's is unconfirmed.
+    c.send("noted");
+    l.expect_out_line("peer: noted");
+    l.close_stdin();
+    c.expect_out("peer exit", |x| x.starts_with("* peer said exit"));
+    c.kill();
+    l.expect_out("no wait", |x| {
+        x.contains("your input has ended and everything you sent was confirmed delivered")
+    });
+    assert_eq!(l.wait_exit(), 0);
+}
+
+#[test]
 fn connecting_to_nothing_names_the_listener_to_start() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -119,7 +150,7 @@ fn a_cut_connection_resumes_the_conversation_with_nothing_lost_or_repeated() {
     }
     for p in [&mut l, &mut c] {
         p.expect_out("lost", |x| {
-            x.contains("waits") && x.contains("to be resumed")
+            x.contains("waits up to") && x.contains("for the peer to come back")
         });
         p.expect_out_line("* back: the conversation goes on; nothing was lost, nothing repeated");
     }

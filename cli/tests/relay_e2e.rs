@@ -99,6 +99,60 @@ fn a_client_killed_mid_conversation_is_reported_and_the_rest_go_on() {
 }
 
 #[test]
+fn a_killed_client_is_seen_away_at_once_and_a_message_to_it_is_answered() {
+    // The default grace: 60 s. Every expectation below comes long before it ends,
+    // so a relay that said nothing until then would fail them all.
+    let (_srv, port) = server(&[]);
+    let mut a = join(port, "a", 0);
+    let mut b = join(port, "b", 1);
+    let mut c = join(port, "c", 2);
+    // A plain-text client (nc) joins too, as client 3.
+    let mut nc = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    nc.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    nc.write_all(b"\n").unwrap();
+    let mut nc_lines = std::io::BufReader::new(nc.try_clone().unwrap());
+    let mut nc_expect = |what: &str| {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut nc_lines, &mut line).unwrap();
+            assert!(
+                n > 0,
+                "the relay closed the plain-text client before {what:?}"
+            );
+            // A wait counted down may read 59 s instead of 60 s.
+            if line.trim_end().replace("59 s", "60 s") == what {
+                return;
+            }
+        }
+    };
+    nc_expect(
+        "* you are client 3 (at most 256 online); ID MESSAGE sends to client ID; /all MESSAGE to everyone; /who lists who is online; exit stops your sending; /quit leaves",
+    );
+    c.expect_out_shown("* 3 joined");
+    b.expect_out_shown("* 3 joined");
+
+    b.kill(); // SIGKILL: no goodbye
+    c.expect_out_line("* 1 is away (connection lost); messages to it wait up to 60 s");
+    nc_expect("* 1 is away (connection lost); messages to it wait up to 60 s");
+    a.expect_out_line("* 1 is away (connection lost); messages to it wait up to 60 s");
+    a.send("1 are you there");
+    let held = a.expect_out("the held notice", |l| {
+        l.starts_with("* 1 is away: your message 1 ")
+    });
+    assert!(
+        held.contains("waits up to") && held.contains("s for it to come back"),
+        "{held}"
+    );
+    c.send("/who");
+    c.expect_out_shown("* online: 0 a, 1 b (away), 2 c (you), 3");
+    nc.write_all(b"1 anyone?\n").unwrap();
+    nc_expect("* 1 is away; your messages to it wait up to 60 s more for it to come back");
+    nc.write_all(b"/who\n").unwrap();
+    nc_expect("* online: 0 a, 1 b (away), 2 c, 3");
+}
+
+#[test]
 fn garbage_and_an_endless_line_are_cut_off_and_others_keep_chatting() {
     let (mut srv, port) = server(&[]);
     let mut a = join(port, "a", 0);

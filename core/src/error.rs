@@ -228,6 +228,13 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code in words, for a sentence ("connection lost", "peer timeout").
+    pub fn in_words(self) -> String {
+        self.name().replace('-', " ")
+    }
+}
+
 impl core::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {

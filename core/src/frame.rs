@@ -184,6 +184,9 @@ pub struct RosterEntry {
     pub id: ClientId,
     /// Whether the client has said `exit` (it still receives).
     pub exited: bool,
+    /// Whether its connection is lost and the relay holds its session for it to come
+    /// back (messages to it wait; see [`Frame::Away`]).
+    pub away: bool,
     /// The client's nickname, possibly empty.
     pub name: String,
     /// The client's long-term key, as its secure handshake with the relay proved it
@@ -267,6 +270,33 @@ pub enum Frame {
     /// 0x17: every online client has said `exit`: nobody will send anything more, so
     /// the receiver (which has said exit too) can leave.
     AllExited,
+    /// 0x1A: a client's connection was lost; the relay holds its session for it to
+    /// come back within `grace_ms`. Messages to it wait meanwhile. Followed by
+    /// [`Frame::Back`], or by [`Frame::Left`] when the grace ends.
+    Away {
+        /// Its ID.
+        id: ClientId,
+        /// How the connection was lost (`ConnectionLost`, `PeerTimeout`, ...).
+        code: ErrorCode,
+        /// How long, from now, the relay holds its session, in milliseconds.
+        grace_ms: u32,
+    },
+    /// 0x1B: a client that was away resumed its session.
+    Back {
+        /// Its ID.
+        id: ClientId,
+    },
+    /// 0x1C: relay to a sender: its message `seq` to client `to`, which is away, is
+    /// held for it; it is delivered if `to` comes back within `wait_ms`, and
+    /// reported undelivered otherwise. Told once per sender while `to` is away.
+    Held {
+        /// The away recipient.
+        to: ClientId,
+        /// The sender's sequence number of the message held.
+        seq: u64,
+        /// How long, from now, it can wait, in milliseconds.
+        wait_ms: u32,
+    },
     /// 0x18: client asks the relay who client `id` is (its key above all, to encrypt
     /// to it when no roster listed it); answered with `Profile`, or an `Error`
     /// (`UnknownRecipient`) when no such client is online.
@@ -363,6 +393,9 @@ mod ty {
     pub const ALL_EXITED: u8 = 0x17;
     pub const LOOKUP: u8 = 0x18;
     pub const PROFILE: u8 = 0x19;
+    pub const AWAY: u8 = 0x1A;
+    pub const BACK: u8 = 0x1B;
+    pub const HELD: u8 = 0x1C;
     pub const ACK: u8 = 0x61;
     pub const RESUME: u8 = 0x62;
     pub const RESUMED: u8 = 0x63;
@@ -427,10 +460,15 @@ const NO_SUBJECT: u32 = u32::MAX;
 /// Roster-entry and `Joined` flag: a 32-byte key follows.
 const FLAG_KEY: u8 = 0b10;
 
+/// Roster-entry flag: the client is away (its session held for it).
+const FLAG_AWAY: u8 = 0b100;
+
 /// Appends one roster entry (in a `Roster` or a `Profile`): ID, flags, name, key.
 fn roster_entry(w: &mut Writer<'_>, e: &RosterEntry) {
     w.u32(e.id.0);
-    w.u8(u8::from(e.exited) | if e.key.is_some() { FLAG_KEY } else { 0 });
+    w.u8(u8::from(e.exited)
+        | if e.key.is_some() { FLAG_KEY } else { 0 }
+        | if e.away { FLAG_AWAY } else { 0 });
     w.str8(&e.name);
     if let Some(key) = &e.key {
         w.rest(&key.0);
@@ -450,6 +488,7 @@ fn read_roster_entry(r: &mut Reader<'_>) -> Result<RosterEntry, DecodeError> {
     Ok(RosterEntry {
         id,
         exited: flags & 1 == 1,
+        away: flags & FLAG_AWAY != 0,
         name,
         key,
     })
@@ -629,6 +668,9 @@ impl Frame {
             Frame::AllExited => "AllExited",
             Frame::Lookup { .. } => "Lookup",
             Frame::Profile(_) => "Profile",
+            Frame::Away { .. } => "Away",
+            Frame::Back { .. } => "Back",
+            Frame::Held { .. } => "Held",
             Frame::Ack { .. } => "Ack",
             Frame::Resume { .. } => "Resume",
             Frame::Resumed { .. } => "Resumed",
@@ -660,6 +702,9 @@ impl Frame {
             Frame::AllExited => ty::ALL_EXITED,
             Frame::Lookup { .. } => ty::LOOKUP,
             Frame::Profile(_) => ty::PROFILE,
+            Frame::Away { .. } => ty::AWAY,
+            Frame::Back { .. } => ty::BACK,
+            Frame::Held { .. } => ty::HELD,
             Frame::Ack { .. } => ty::ACK,
             Frame::Resume { .. } => ty::RESUME,
             Frame::Resumed { .. } => ty::RESUMED,
@@ -761,7 +806,17 @@ impl Frame {
                 w.u32(id.0);
                 w.u16(code.to_u16());
             }
-            Frame::Exited { id } => w.u32(id.0),
+            Frame::Exited { id } | Frame::Back { id } => w.u32(id.0),
+            Frame::Away { id, code, grace_ms } => {
+                w.u32(id.0);
+                w.u16(code.to_u16());
+                w.u32(*grace_ms);
+            }
+            Frame::Held { to, seq, wait_ms } => {
+                w.u32(to.0);
+                w.u64(*seq);
+                w.u32(*wait_ms);
+            }
             Frame::Message { seq, payload } => {
                 w.u64(*seq);
                 w.u8(payload.kind.to_u8());
@@ -955,6 +1010,34 @@ impl Frame {
                 let mut r = Reader::new(body, "Exited");
                 let f = Frame::Exited {
                     id: ClientId(r.u32()?),
+                };
+                r.finish()?;
+                f
+            }
+            ty::BACK => {
+                let mut r = Reader::new(body, "Back");
+                let f = Frame::Back {
+                    id: ClientId(r.u32()?),
+                };
+                r.finish()?;
+                f
+            }
+            ty::AWAY => {
+                let mut r = Reader::new(body, "Away");
+                let f = Frame::Away {
+                    id: ClientId(r.u32()?),
+                    code: ErrorCode::from_u16(r.u16()?),
+                    grace_ms: r.u32()?,
+                };
+                r.finish()?;
+                f
+            }
+            ty::HELD => {
+                let mut r = Reader::new(body, "Held");
+                let f = Frame::Held {
+                    to: ClientId(r.u32()?),
+                    seq: r.u64()?,
+                    wait_ms: r.u32()?,
                 };
                 r.finish()?;
                 f

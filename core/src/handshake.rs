@@ -76,8 +76,8 @@ mod tests {
 
     #[test]
     fn picks_the_highest_common_version() {
-        assert_eq!(negotiate_version(&hello(1, 5)), Ok(3));
-        assert_eq!(negotiate_version(&hello(0, 3)), Ok(3));
+        assert_eq!(negotiate_version(&hello(1, 5)), Ok(4));
+        assert_eq!(negotiate_version(&hello(0, 4)), Ok(4));
         assert!(
             negotiate_version(&hello(0, 1)).is_err(),
             "v1 had no secure channel"
@@ -86,12 +86,16 @@ mod tests {
             negotiate_version(&hello(2, 2)).is_err(),
             "v2 would misread v3's file messages"
         );
+        assert!(
+            negotiate_version(&hello(3, 3)).is_err(),
+            "v3 does not know away notices"
+        );
     }
 
     #[test]
     fn disjoint_ranges_fail_with_both_ranges_named() {
-        let err = negotiate_version(&hello(4, 5)).unwrap_err();
-        assert!(err.contains("3..=3") && err.contains("4..=5"), "{err}");
+        let err = negotiate_version(&hello(5, 6)).unwrap_err();
+        assert!(err.contains("4..=4") && err.contains("5..=6"), "{err}");
     }
 
     #[test]

@@ -16,13 +16,14 @@ pub const MAGIC: [u8; 4] = [0xFF, b'P', b'2', b'C'];
 /// secure channel (a Noise handshake after the `Hello`s, then encrypted records) and
 /// keys in rosters. Version 3 is version 2 with the cipher chosen by the connecting
 /// side (handshake patterns 3 and 4: AES-256-GCM), the AES-GCM flag in end-to-end
-/// envelopes, and a file's hash in `Done` instead of `Offer`.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// envelopes, and a file's hash in `Done` instead of `Offer`. Version 4 is version 3
+/// with away presence (`Away`, `Back`, `Held`, and the away flag in roster entries).
+pub const PROTOCOL_VERSION: u16 = 4;
 
-/// The oldest protocol version this build speaks: 3, since a version 2 side would
-/// misread version 3's file messages (and refuse its AES-GCM proposals) rather than
-/// say why.
-pub const MIN_PROTOCOL_VERSION: u16 = 3;
+/// The oldest protocol version this build speaks: 4, since a version 3 client would
+/// take the relay's away notices for frames it does not know and drop the
+/// connection, rather than say why (version negotiation says it plainly).
+pub const MIN_PROTOCOL_VERSION: u16 = 4;
 
 /// Bounds on frames, queues and time. `Limits::default()` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]

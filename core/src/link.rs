@@ -20,6 +20,7 @@ use crate::outbound::Outbound;
 use crate::secure::{
     HandshakeError, NoiseHandshake, PublicKey, RecordCipher, SEALED, SecureChannel,
 };
+use crate::session::Retained;
 use crate::text::{LineReader, TextInput};
 use crate::time::Timestamp;
 
@@ -288,6 +289,21 @@ impl Link {
         }
         self.detached = true;
         self.out.hold_session_frames();
+    }
+
+    /// A lost link that carries a saved session stream (`retained`), for a client
+    /// restarted from its saved session: nothing goes out on it; its successor
+    /// resends from where the other side says.
+    pub(crate) fn restored(limits: &Limits, now: Timestamp, retained: Retained) -> Link {
+        let mut link = Link::new(limits, now, true);
+        link.out.adopt_retained(retained, limits.max_unacked_bytes);
+        link.detach();
+        link
+    }
+
+    /// Our session stream kept for the other side: where it starts, and its bytes.
+    pub(crate) fn retained_bytes(&mut self) -> Option<(u64, &[u8])> {
+        self.out.retained_bytes()
     }
 
     /// Whether the link was lost with its session going on.

@@ -200,6 +200,14 @@ impl Outbound {
         }
     }
 
+    /// The session stream kept, from its first unacknowledged byte: where that is,
+    /// and the bytes (for a saved session).
+    pub(crate) fn retained_bytes(&mut self) -> Option<(u64, &[u8])> {
+        let retained = self.retained.as_mut()?;
+        let base = retained.base();
+        Some((base, retained.bytes_from(base)))
+    }
+
     /// Takes the kept session stream away (to carry it to the next connection).
     pub(crate) fn take_retained(&mut self) -> Option<Retained> {
         self.retained.take()

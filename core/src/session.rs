@@ -119,6 +119,16 @@ pub(crate) struct BeyondSent {
 }
 
 impl Retained {
+    /// A stream restored from a saved session: `bytes` from offset `base` on.
+    pub(crate) fn restored(base: u64, bytes: &[u8]) -> Retained {
+        Retained {
+            base,
+            tail: bytes.iter().copied().collect(),
+            len: bytes.len(),
+            ..Retained::default()
+        }
+    }
+
     /// Bytes kept.
     pub(crate) fn len(&self) -> usize {
         self.len

@@ -20,6 +20,7 @@
 
 use core::time::Duration;
 
+use crate::error::ErrorCode;
 use crate::frame::{Frame, PayloadKind};
 use crate::id::ClientId;
 use crate::time::Timestamp;
@@ -379,6 +380,11 @@ fn push_decimal(out: &mut Vec<u8>, n: u32) {
     out.extend_from_slice(digits.get(i..).unwrap_or_default());
 }
 
+/// Milliseconds as whole seconds, rounded up (a wait of 0.4 s is not "0 s").
+pub(crate) fn whole_seconds(ms: u32) -> u32 {
+    ms.div_ceil(1000)
+}
+
 fn who(id: ClientId, name: &str) -> String {
     if name.is_empty() {
         id.to_string()
@@ -424,7 +430,16 @@ pub(crate) fn render(frame: &Frame, out: &mut Vec<u8>) {
         }
         Frame::Exit => line(out, "exit"),
         Frame::Roster { total, entries } => {
-            let list: Vec<String> = entries.iter().map(|e| who(e.id, &e.name)).collect();
+            let list: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let mut who = who(e.id, &e.name);
+                    if e.away {
+                        who.push_str(" (away)");
+                    }
+                    who
+                })
+                .collect();
             let more = (*total as usize).saturating_sub(entries.len());
             let tail = if more > 0 {
                 format!(" and {more} more")
@@ -434,7 +449,27 @@ pub(crate) fn render(frame: &Frame, out: &mut Vec<u8>) {
             line(out, &format!("* online: {}{tail}", list.join(", ")));
         }
         Frame::Joined { id, name, .. } => line(out, &format!("* {} joined", who(*id, name))),
-        Frame::Left { id, .. } => line(out, &format!("* {id} left")),
+        Frame::Left {
+            id,
+            code: ErrorCode::Normal,
+        } => line(out, &format!("* {id} left")),
+        Frame::Left { id, code } => line(out, &format!("* {id} left ({})", code.in_words())),
+        Frame::Away { id, code, grace_ms } => line(
+            out,
+            &format!(
+                "* {id} is away ({}); messages to it wait up to {} s",
+                code.in_words(),
+                whole_seconds(*grace_ms)
+            ),
+        ),
+        Frame::Back { id } => line(out, &format!("* {id} is back")),
+        Frame::Held { to, wait_ms, .. } => line(
+            out,
+            &format!(
+                "* {to} is away; your messages to it wait up to {} s more for it to come back",
+                whole_seconds(*wait_ms)
+            ),
+        ),
         Frame::Exited { id } => line(out, &format!("* {id} said exit")),
         Frame::AllExited => line(out, "* everyone has said exit; goodbye"),
         Frame::Error(e) => line(out, &format!("* {}", sanitize_for_terminal(&e.message))),

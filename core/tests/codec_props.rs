@@ -8,6 +8,23 @@ use p2pchat_core::{
 };
 use proptest::prelude::*;
 
+fn arb_entry() -> impl Strategy<Value = RosterEntry> {
+    (
+        arb_id(),
+        any::<bool>(),
+        any::<bool>(),
+        arb_name(),
+        arb_key(),
+    )
+        .prop_map(|(id, exited, away, name, key)| RosterEntry {
+            id,
+            exited,
+            away,
+            name,
+            key,
+        })
+}
+
 fn arb_code() -> impl Strategy<Value = ErrorCode> {
     any::<u16>().prop_map(ErrorCode::from_u16)
 }
@@ -94,31 +111,21 @@ pub fn arb_frame() -> impl Strategy<Value = Frame> {
             }
         }),
         Just(Frame::Who),
-        (
-            any::<u32>(),
-            proptest::collection::vec((arb_id(), any::<bool>(), arb_name(), arb_key()), 0..6)
-        )
-            .prop_map(|(total, v)| Frame::Roster {
-                total,
-                entries: v
-                    .into_iter()
-                    .map(|(id, exited, name, key)| RosterEntry {
-                        id,
-                        exited,
-                        name,
-                        key
-                    })
-                    .collect(),
-            }),
+        (any::<u32>(), proptest::collection::vec(arb_entry(), 0..6))
+            .prop_map(|(total, entries)| Frame::Roster { total, entries }),
         Just(Frame::AllExited),
         arb_id().prop_map(|id| Frame::Lookup { id }),
-        (arb_id(), any::<bool>(), arb_name(), arb_key()).prop_map(|(id, exited, name, key)| {
-            Frame::Profile(RosterEntry {
-                id,
-                exited,
-                name,
-                key,
-            })
+        arb_entry().prop_map(Frame::Profile),
+        (arb_id(), arb_code(), any::<u32>()).prop_map(|(id, code, grace_ms)| Frame::Away {
+            id,
+            code,
+            grace_ms
+        }),
+        arb_id().prop_map(|id| Frame::Back { id }),
+        (arb_id(), any::<u64>(), any::<u32>()).prop_map(|(to, seq, wait_ms)| Frame::Held {
+            to,
+            seq,
+            wait_ms
         }),
         (arb_id(), arb_name(), arb_key()).prop_map(|(id, name, key)| Frame::Joined {
             id,

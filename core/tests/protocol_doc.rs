@@ -66,8 +66,8 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 fn client_frames() -> Vec<Frame> {
     vec![
         Frame::Hello(Hello {
-            min_version: 3,
-            max_version: 3,
+            min_version: 4,
+            max_version: 4,
             capabilities: 0,
             role: Role::RelayClient,
             name: "ann".into(),
@@ -90,7 +90,7 @@ fn client_frames() -> Vec<Frame> {
 fn relay_frames() -> Vec<Frame> {
     vec![
         Frame::Welcome(Welcome {
-            version: 3,
+            version: 4,
             capabilities: 0,
             client_id: ClientId(0),
             max_clients: 3,
@@ -100,6 +100,7 @@ fn relay_frames() -> Vec<Frame> {
             entries: vec![RosterEntry {
                 id: ClientId(0),
                 exited: false,
+                away: false,
                 name: "ann".into(),
                 key: None,
             }],

@@ -1457,6 +1457,18 @@ fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
             client,
             text: format!("{id} said exit"),
         },
+        ClientEvent::Away { id, code, wait } => Record::Notice {
+            client,
+            text: format!("{id} away ({code}) for {} ms", wait.as_millis()),
+        },
+        ClientEvent::Back { id } => Record::Notice {
+            client,
+            text: format!("{id} back"),
+        },
+        ClientEvent::Held { to, seq, wait } => Record::Notice {
+            client,
+            text: format!("{seq} to {to} held for {} ms", wait.as_millis()),
+        },
         ClientEvent::Message {
             from,
             to,

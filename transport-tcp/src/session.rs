@@ -214,6 +214,9 @@ pub enum PeerCommand {
     Send(String),
     /// Say exit: send no more, keep receiving.
     Exit,
+    /// The user's input ended: say exit, and do not wait for a lost peer when
+    /// nothing sent is unconfirmed ([`Peer::end_of_input`]).
+    EndOfInput,
     /// Leave now.
     Leave,
     /// A file-transfer step.
@@ -374,6 +377,10 @@ impl Machine for Peer {
             PeerCommand::Send(text) => self.send_chat(&text, now).map(drop),
             PeerCommand::Exit => {
                 self.exit(now);
+                Ok(())
+            }
+            PeerCommand::EndOfInput => {
+                self.end_of_input(now);
                 Ok(())
             }
             PeerCommand::Leave => {

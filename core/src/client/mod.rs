@@ -9,7 +9,10 @@
 //! ([`sending`]), and what they send it is opened the same way ([`receiving`]).
 
 mod receiving;
+mod saved;
 mod sending;
+
+pub use saved::{RestoreError, SavePoint};
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -73,6 +76,33 @@ pub enum ClientEvent {
     Exited {
         /// Its ID.
         id: ClientId,
+    },
+    /// A client's connection was lost; the relay holds its session for it to come
+    /// back, and messages to it wait, for up to `wait`. Then [`ClientEvent::Back`],
+    /// or [`ClientEvent::Left`] when it did not come back.
+    Away {
+        /// Its ID.
+        id: ClientId,
+        /// How its connection was lost.
+        code: ErrorCode,
+        /// How long the relay holds its session, from now.
+        wait: core::time::Duration,
+    },
+    /// A client that was away resumed its session.
+    Back {
+        /// Its ID.
+        id: ClientId,
+    },
+    /// Our message `seq` to client `to`, which is away, waits for it (told once per
+    /// absence): it is delivered if `to` comes back within `wait`, and reported
+    /// undelivered otherwise.
+    Held {
+        /// The away recipient.
+        to: ClientId,
+        /// Our sequence number of the message.
+        seq: u64,
+        /// How long it can still wait, from now.
+        wait: core::time::Duration,
     },
     /// A chat message for us.
     Message {
@@ -910,6 +940,7 @@ impl RelayClient {
                 let entry = RosterEntry {
                     id,
                     exited: false,
+                    away: false,
                     name: name.clone(),
                     key,
                 };
@@ -963,6 +994,23 @@ impl RelayClient {
                     e.exited = true;
                 }
                 self.events.push_back(ClientEvent::Exited { id });
+            }
+            Frame::Away { id, code, grace_ms } => {
+                if let Some(e) = self.roster.get_mut(&id) {
+                    e.away = true;
+                }
+                let wait = core::time::Duration::from_millis(u64::from(grace_ms));
+                self.events.push_back(ClientEvent::Away { id, code, wait });
+            }
+            Frame::Back { id } => {
+                if let Some(e) = self.roster.get_mut(&id) {
+                    e.away = false;
+                }
+                self.events.push_back(ClientEvent::Back { id });
+            }
+            Frame::Held { to, seq, wait_ms } => {
+                let wait = core::time::Duration::from_millis(u64::from(wait_ms));
+                self.events.push_back(ClientEvent::Held { to, seq, wait });
             }
             Frame::Deliver {
                 from,
@@ -1183,7 +1231,7 @@ mod tests {
             ClientEvent::Welcomed {
                 id: ClientId(0),
                 max_clients: 256,
-                version: 3,
+                version: 4,
                 relay_key: Some(_),
                 cipher: Some(RecordCipher::ChaChaPoly),
             }

@@ -14,9 +14,11 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::seal::{Envelope, Key, Place, SealKey, dh, pair_key, public_of};
+use crate::error::DecodeError;
 use crate::frame::PayloadKind;
 use crate::id::ClientId;
 use crate::secure::{Identity, PublicKey, RecordCipher, derive};
+use crate::wire::{Reader, Writer};
 
 /// A `Keys` message: what one client tells another about keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +92,9 @@ struct InGroup {
 /// See the module documentation.
 pub(crate) struct Keyring {
     identity: Identity,
+    /// Where the ephemeral and group keys came from: what a saved session keeps of
+    /// them (see [`Keyring::save`]).
+    seed: [u8; 32],
     /// What we seal with (what our channel proposes); we open either.
     cipher: RecordCipher,
     ephemeral: [u8; 32],
@@ -125,6 +130,7 @@ impl Keyring {
         let ephemeral = derive(b"p2pchat e2e ephemeral v1", &[seed]);
         Keyring {
             identity,
+            seed: *seed,
             cipher,
             ephemeral,
             ephemeral_public: public_of(&ephemeral),
@@ -136,6 +142,108 @@ impl Keyring {
             in_pairs: FxHashMap::default(),
             in_groups: FxHashMap::default(),
         }
+    }
+
+    /// Appends what a restarted client needs to go on with the same keys: the
+    /// seed of our own keys, who holds our group key, the keys of the others, and
+    /// each stream's last sequence number (so that nothing opens twice). The
+    /// identity is not saved: it lives in the key store.
+    pub(crate) fn save(&self, w: &mut Writer<'_>) {
+        w.rest(&self.seed);
+        w.u8(u8::from(self.group_used));
+        let mut holders: Vec<ClientId> = self.group_holders.iter().copied().collect();
+        holders.sort_unstable();
+        w.u32(holders.len() as u32);
+        for id in holders {
+            w.u32(id.0);
+        }
+        let mut known: Vec<_> = self.known.iter().collect();
+        known.sort_unstable_by_key(|(id, _)| **id);
+        w.u32(known.len() as u32);
+        for (id, key) in known {
+            w.u32(id.0);
+            match key {
+                Some(key) => {
+                    w.u8(1);
+                    w.rest(&key.0);
+                }
+                None => w.u8(0),
+            }
+        }
+        let mut out: Vec<_> = self.out_pairs.iter().collect();
+        out.sort_unstable_by_key(|(id, _)| **id);
+        w.u32(out.len() as u32);
+        for (id, pair) in out {
+            w.u32(id.0);
+            w.rest(pair.key.bytes());
+            w.u8(u8::from(pair.opened));
+        }
+        let mut pairs: Vec<_> = self.in_pairs.iter().collect();
+        pairs.sort_unstable_by_key(|(id, _)| **id);
+        w.u32(pairs.len() as u32);
+        for (id, pair) in pairs {
+            w.u32(id.0);
+            w.rest(pair.key.bytes());
+            w.rest(&pair.ephemeral.0);
+            w.u64(pair.last_seq);
+        }
+        let mut groups: Vec<_> = self.in_groups.iter().collect();
+        groups.sort_unstable_by_key(|(id, _)| **id);
+        w.u32(groups.len() as u32);
+        for (id, group) in groups {
+            w.u32(id.0);
+            w.rest(group.key.bytes());
+            w.u64(group.last_seq);
+        }
+    }
+
+    /// The keyring [`Keyring::save`] wrote, for `identity`, sealing with `cipher`.
+    pub(crate) fn restore(
+        identity: Identity,
+        cipher: RecordCipher,
+        r: &mut Reader<'_>,
+    ) -> Result<Keyring, DecodeError> {
+        let seed: [u8; 32] = r.array()?;
+        let mut ring = Keyring::new(identity, &seed, cipher);
+        ring.group_used = r.u8()? != 0;
+        for _ in 0..r.u32()? {
+            ring.group_holders.insert(ClientId(r.u32()?));
+        }
+        for _ in 0..r.u32()? {
+            let id = ClientId(r.u32()?);
+            let key = match r.u8()? {
+                0 => None,
+                _ => Some(PublicKey(r.array()?)),
+            };
+            ring.known.insert(id, key);
+        }
+        for _ in 0..r.u32()? {
+            let id = ClientId(r.u32()?);
+            let key = SealKey::new(r.array()?);
+            let opened = r.u8()? != 0;
+            ring.out_pairs.insert(id, OutPair { key, opened });
+        }
+        for _ in 0..r.u32()? {
+            let id = ClientId(r.u32()?);
+            let key = SealKey::new(r.array()?);
+            let ephemeral = PublicKey(r.array()?);
+            let last_seq = r.u64()?;
+            ring.in_pairs.insert(
+                id,
+                InPair {
+                    key,
+                    ephemeral,
+                    last_seq,
+                },
+            );
+        }
+        for _ in 0..r.u32()? {
+            let id = ClientId(r.u32()?);
+            let key = SealKey::new(r.array()?);
+            let last_seq = r.u64()?;
+            ring.in_groups.insert(id, InGroup { key, last_seq });
+        }
+        Ok(ring)
     }
 
     /// Our long-term public key.

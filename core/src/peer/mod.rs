@@ -128,6 +128,9 @@ pub struct Peer {
     /// The other side's `Hello`, once it arrived.
     remote: Option<Hello>,
     we_exited: bool,
+    /// Our user's input ended (`end_of_input`): a lost connection with nothing of
+    /// ours unconfirmed is not waited for.
+    input_ended: bool,
     they_exited: bool,
     next_seq: u64,
     last_remote_seq: u64,
@@ -203,6 +206,7 @@ impl Peer {
             link,
             remote: None,
             we_exited: false,
+            input_ended: false,
             they_exited: false,
             next_seq: 1,
             last_remote_seq: 0,
@@ -450,6 +454,18 @@ impl Peer {
         self.we_exited = true;
         self.link.send(&Frame::Exit, now);
         self.finish_if_both_exited();
+    }
+
+    /// Our user's input ended (end of stdin): says `exit`, and from now on a lost
+    /// connection is not waited for when everything we sent was confirmed
+    /// delivered: nobody is left to type, and nothing of ours is at stake. (With
+    /// something unconfirmed the conversation still waits, to deliver it.)
+    pub fn end_of_input(&mut self, now: Timestamp) {
+        self.input_ended = true;
+        self.exit(now);
+        if self.is_away() {
+            self.end_if_nothing_to_wait_for();
+        }
     }
 
     /// Leaves now without waiting for the other side (Ctrl-C): tells it and closes.
@@ -1110,7 +1126,7 @@ mod tests {
         };
         assert!(p.a_events.contains(&PeerEvent::Connected {
             name: "bob".into(),
-            version: 3,
+            version: 4,
             plain_text: false,
             key: key(2),
             cipher: Some(RecordCipher::ChaChaPoly),
@@ -1118,7 +1134,7 @@ mod tests {
         assert!(
             p.b_events.contains(&PeerEvent::Connected {
                 name: "ann".into(),
-                version: 3,
+                version: 4,
                 plain_text: false,
                 key: key(1),
                 cipher: Some(RecordCipher::ChaChaPoly),

@@ -169,7 +169,22 @@ impl Peer {
                     reason,
                     grace,
                 });
+                if self.input_ended {
+                    self.end_if_nothing_to_wait_for();
+                }
             }
+        }
+    }
+
+    /// Ends a conversation whose connection is lost after our input ended, when
+    /// nothing we sent is unconfirmed (see [`Peer::end_of_input`]).
+    pub(super) fn end_if_nothing_to_wait_for(&mut self) {
+        if self.session.unacked_chat.is_empty() && self.files.is_idle() && !self.over {
+            self.link.finish();
+            self.end(PeerEvent::Disconnected {
+                code: ErrorCode::Normal,
+                reason: "your input has ended and everything you sent was confirmed delivered, so the conversation does not wait for the peer to come back".into(),
+            });
         }
     }
 

@@ -22,7 +22,7 @@ mod secure;
 mod sessions;
 mod strikes;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::decode::{FrameDecoder, RawFrame};
 use crate::error::{DecodeError, ErrorCode};
@@ -237,6 +237,9 @@ pub struct RelayServer {
     riders: VecDeque<(Timestamp, ConnId, u32)>,
     /// The latest time an input carried.
     now: Timestamp,
+    /// (away client, sender) pairs whose sender was told its messages wait
+    /// (`Held`), so that it is told once per absence, not once per message.
+    told_held: FxHashSet<(ClientId, ClientId)>,
 }
 
 /// Broadcasts from one sender, encoded once, waiting to be fanned out.
@@ -292,6 +295,7 @@ impl RelayServer {
             routing: (None, Vec::new()),
             riders: VecDeque::new(),
             now: Timestamp::ZERO,
+            told_held: FxHashSet::default(),
         }
     }
 
@@ -1061,6 +1065,7 @@ impl RelayServer {
             return 0;
         };
         if t.out.try_push_deliver(from, chat) {
+            let away_until = t.parked_until;
             let owes = match &mut t.state {
                 ConnState::Admitted(Client {
                     session: Some(session),
@@ -1072,11 +1077,32 @@ impl RelayServer {
                 _ => 0,
             };
             self.mark_ready(target);
+            if let Some(until) = away_until {
+                self.tell_held(sender, from, to, chat.seq, until);
+            }
             owes
         } else {
             self.did_not_fit(sender, target, to, chat.seq);
             0
         }
+    }
+
+    /// Tells the sender of a message to an away client, once while it is away, that
+    /// the message waits for it and until when (`Held`).
+    fn tell_held(
+        &mut self,
+        sender: ConnId,
+        from: ClientId,
+        to: ClientId,
+        seq: u64,
+        until: Timestamp,
+    ) {
+        if !self.told_held.insert((to, from)) {
+            return;
+        }
+        let wait = until.saturating_duration_since(self.now);
+        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        self.enqueue(sender, &Frame::Held { to, seq, wait_ms });
     }
 
     /// Routes one chat to every online client but its sender. The `Deliver` is the
@@ -1363,6 +1389,7 @@ impl RelayServer {
         owed: sessions::Owed,
     ) {
         self.report_undelivered(id, code, owed);
+        self.told_held.retain(|&(away, _)| away != id);
         let partners = self.forget_transfers(id);
         self.events.push_back(ServerEvent::Left {
             conn,
@@ -1425,20 +1452,15 @@ impl RelayServer {
         // Frame header: length, type, total, count.
         let mut size = 4 + 1 + 4 + 4;
         let mut entries = Vec::new();
-        for conn in self.clients.values() {
-            let Some(ConnState::Admitted(c)) = self.conns.get(conn).map(|c| &c.state) else {
+        for &conn in self.clients.values() {
+            let Some(entry) = self.roster_entry(conn) else {
                 continue;
             };
-            size += 4 + 1 + 1 + c.name.len() + if c.key.is_some() { 32 } else { 0 };
+            size += 4 + 1 + 1 + entry.name.len() + if entry.key.is_some() { 32 } else { 0 };
             if size > self.limits.max_roster_bytes {
                 break;
             }
-            entries.push(RosterEntry {
-                id: c.id,
-                exited: c.exited,
-                name: c.name.clone(),
-                key: c.key,
-            });
+            entries.push(entry);
         }
         Frame::Roster {
             total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
@@ -1446,21 +1468,28 @@ impl RelayServer {
         }
     }
 
+    /// What a roster says of the client on `conn` (online or away).
+    fn roster_entry(&self, conn: ConnId) -> Option<RosterEntry> {
+        let c = self.conns.get(&conn)?;
+        let ConnState::Admitted(client) = &c.state else {
+            return None;
+        };
+        Some(RosterEntry {
+            id: client.id,
+            exited: client.exited,
+            away: c.parked_until.is_some(),
+            name: client.name.clone(),
+            key: client.key,
+        })
+    }
+
     /// The answer to a `Lookup` of client `id`: its roster entry, or an error naming
     /// who is online.
     fn profile(&self, id: ClientId) -> Frame {
-        let entry =
-            self.clients
-                .get(&id)
-                .and_then(|conn| match self.conns.get(conn).map(|c| &c.state) {
-                    Some(ConnState::Admitted(c)) => Some(RosterEntry {
-                        id: c.id,
-                        exited: c.exited,
-                        name: c.name.clone(),
-                        key: c.key,
-                    }),
-                    _ => None,
-                });
+        let entry = self
+            .clients
+            .get(&id)
+            .and_then(|&conn| self.roster_entry(conn));
         match entry {
             Some(entry) => Frame::Profile(entry),
             None => error_report(
@@ -2063,7 +2092,7 @@ mod tests {
         let cases = [
             (
                 Hello {
-                    min_version: 4,
+                    min_version: 5,
                     max_version: 9,
                     ..crate::handshake::our_hello(Role::RelayClient, "", 0)
                 },

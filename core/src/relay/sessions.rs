@@ -331,6 +331,10 @@ impl RelayServer {
         self.clients.insert(id, conn);
         self.mark_ready(conn);
         self.events.push_back(ServerEvent::Resumed { conn, id });
+        self.told_held.retain(|&(away, _)| away != id);
+        if self.presence_on() {
+            self.notify_others(id, &Frame::Back { id });
+        }
         // What it holds counts as acknowledged.
         self.settle_acknowledged(conn, received);
     }
@@ -681,6 +685,10 @@ impl RelayServer {
         self.parked.insert((until, handle));
         self.events
             .push_back(ServerEvent::Parked { id, code, until });
+        if self.presence_on() {
+            let grace_ms = u32::try_from(self.limits.resume_grace.as_millis()).unwrap_or(u32::MAX);
+            self.notify_others(id, &Frame::Away { id, code, grace_ms });
+        }
     }
 
     /// A client with a session went silent: its connection is closed without a word
@@ -783,6 +791,79 @@ mod tests {
         w.pump();
         assert_eq!(texts(&mut w, b), vec![(0, "five".to_owned())]);
         assert_eq!(w.client(b).id(), Some(ClientId(1)));
+    }
+
+    #[test]
+    fn an_away_client_is_announced_marked_in_rosters_and_its_senders_told_once() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let b = w.join("b");
+        let c = w.join("c");
+        w.pump();
+        w.take_events(a);
+        w.take_events(c);
+        w.cut(b);
+        let grace = Limits::default().resume_grace;
+        let away = ClientEvent::Away {
+            id: ClientId(1),
+            code: ErrorCode::ConnectionLost,
+            wait: grace,
+        };
+        assert!(w.take_events(c).contains(&away), "c sees b away at once");
+        assert!(w.take_events(a).contains(&away));
+        // Two messages to b: the sender is told once that they wait, and until when.
+        let seq = w.client(a).send_chat(ClientId(1), "one", T).unwrap();
+        w.client(a).send_chat(ClientId(1), "two", T).unwrap();
+        w.pump();
+        let held: Vec<ClientEvent> = w
+            .take_events(a)
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::Held { .. }))
+            .collect();
+        assert_eq!(
+            held,
+            vec![ClientEvent::Held {
+                to: ClientId(1),
+                seq,
+                wait: grace
+            }]
+        );
+        assert!(
+            w.take_events(c)
+                .iter()
+                .all(|e| !matches!(e, ClientEvent::Held { .. })),
+            "only the sender is told"
+        );
+        // `/who` marks it.
+        w.client(c).request_roster(T);
+        w.pump();
+        let roster = w.take_events(c).into_iter().find_map(|e| match e {
+            ClientEvent::Roster { entries, .. } => Some(entries),
+            _ => None,
+        });
+        let marks: Vec<(u32, bool)> = roster
+            .unwrap_or_default()
+            .iter()
+            .map(|e| (e.id.0, e.away))
+            .collect();
+        assert_eq!(marks, vec![(0, false), (1, true), (2, false)]);
+        // Back: everyone is told, and b gets what waited.
+        w.reconnect(b);
+        assert!(
+            w.take_events(c)
+                .contains(&ClientEvent::Back { id: ClientId(1) })
+        );
+        let got: Vec<String> = w.take_messages(b).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(got, ["one", "two"]);
+        // A later absence tells the sender again.
+        w.cut(b);
+        w.client(a).send_chat(ClientId(1), "three", T).unwrap();
+        w.pump();
+        assert!(
+            w.take_events(a)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Held { .. }))
+        );
     }
 
     #[test]

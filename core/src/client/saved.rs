@@ -1,0 +1,336 @@
+//! A relay client's session, saved so that a client whose process died (a crash,
+//! `kill -9`, a closed laptop) can be started again and come back to it: same ID,
+//! nothing lost, nothing repeated.
+//!
+//! The relay already holds a lost client's session for its grace period (see
+//! `crate::session`); what died with the process is the client's half: the resume
+//! token, how much of the relay's stream it handled, its own stream not yet
+//! acknowledged, its sequence numbers, its unconfirmed messages and its end-to-end
+//! keys. [`RelayClient::save`] writes exactly that, and [`RelayClient::restore`]
+//! builds a client that is away from its session, ready to dial and `Resume`.
+//!
+//! The core decides *what* is saved and *when it changed*
+//! ([`RelayClient::save_point`]); the driver decides where it goes, and must save
+//! before it writes anything the machine queued, so that the relay never holds
+//! bytes (or acknowledgements) the saved session does not know of. The saved bytes
+//! end in a hash of the rest: a torn or foreign file is refused as
+//! [`RestoreError::Damaged`], never half read.
+
+use std::collections::BTreeMap;
+
+use super::{Phase, RelayClient};
+use crate::e2e::Keyring;
+use crate::error::DecodeError;
+use crate::id::ClientId;
+use crate::limits::Limits;
+use crate::link::Link;
+use crate::secure::{PublicKey, Security, derive};
+use crate::session::{Away, Retained};
+use crate::time::Timestamp;
+use crate::wire::{Reader, Writer};
+
+/// The first bytes of a saved relay-client session (and its format's version).
+const MAGIC: &[u8; 8] = b"p2pcS\x00\x01R";
+
+/// Bytes of the hash at the end.
+const HASH_LEN: usize = 32;
+
+/// What changes a saved session: when it differs from the last one saved, the
+/// session must be saved again before anything more is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavePoint {
+    received: u64,
+    sent: u64,
+    next_seq: u64,
+    unconfirmed: usize,
+    exited: bool,
+    id: u32,
+}
+
+/// Why a saved session could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The bytes are not a whole saved session (torn by a crash mid-write, or not
+    /// one at all).
+    #[error("the saved session is damaged or incomplete ({0})")]
+    Damaged(String),
+    /// It belongs to another identity (another key) than the one starting now.
+    #[error("the saved session belongs to another identity (key {saved}); this one is {now}")]
+    OtherIdentity {
+        /// The key it was saved with.
+        saved: String,
+        /// The key starting now.
+        now: String,
+    },
+    /// The name or limits it was saved with are not valid now.
+    #[error("the saved session cannot be used: {0}")]
+    Invalid(String),
+}
+
+impl From<DecodeError> for RestoreError {
+    fn from(e: DecodeError) -> Self {
+        RestoreError::Damaged(e.to_string())
+    }
+}
+
+impl RelayClient {
+    /// Where the session stands, for the driver to tell whether it must be saved
+    /// again; `None` while there is no session to save (not yet admitted, a relay
+    /// without the session layer, or over).
+    pub fn save_point(&self) -> Option<SavePoint> {
+        let id = self.session_id()?;
+        Some(SavePoint {
+            received: self.received,
+            sent: self.link.stream_end(),
+            next_seq: self.next_seq,
+            unconfirmed: self.unconfirmed.len(),
+            exited: self.exited,
+            id: id.0,
+        })
+    }
+
+    /// Our ID, while there is a session the relay would let us resume.
+    fn session_id(&self) -> Option<ClientId> {
+        if !self.resumable || self.resume_token.is_none() {
+            return None;
+        }
+        match self.phase {
+            Phase::Admitted(id) | Phase::Resuming(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The session, saved: what [`RelayClient::restore`] needs in another process to
+    /// come back to it. `None` when [`RelayClient::save_point`] is `None`.
+    pub fn save(&mut self) -> Option<Vec<u8>> {
+        let id = self.session_id()?;
+        let (token, grace) = self.resume_token?;
+        let mut out = Vec::with_capacity(256 + self.link.unacked());
+        out.extend_from_slice(MAGIC);
+        let mut w = Writer::new(&mut out);
+        w.u32(id.0);
+        w.rest(&token);
+        w.u64(grace.as_millis() as u64);
+        w.str8(&self.hello.name);
+        w.u64(self.next_seq);
+        w.u64(self.received);
+        w.u8(u8::from(self.exited));
+        match self.security.identity.as_ref() {
+            Some(identity) => {
+                w.u8(1);
+                w.rest(&identity.public().0);
+            }
+            None => w.u8(0),
+        }
+        w.u32(self.unconfirmed.len() as u32);
+        for (&seq, to) in &self.unconfirmed {
+            w.u64(seq);
+            w.u32(to.0);
+        }
+        match &self.keyring {
+            Some(ring) => {
+                w.u8(1);
+                ring.save(&mut w);
+            }
+            None => w.u8(0),
+        }
+        let (base, bytes) = self.link.retained_bytes().unwrap_or((self.received, &[]));
+        let mut w = Writer::new(&mut out);
+        w.u64(base);
+        w.u32(bytes.len() as u32);
+        w.rest(bytes);
+        let hash = derive(b"p2pchat saved session v1", &[&out]);
+        out.extend_from_slice(&hash);
+        Some(out)
+    }
+
+    /// A client restored from `saved` ([`RelayClient::save`]), away from its session
+    /// and ready to come back to it: connect, then call
+    /// [`RelayClient::handle_reconnected`] and drive it as usual. If the relay no
+    /// longer holds the session, it ends with `resume-failed` (naming what was not
+    /// confirmed delivered), as after a long absence.
+    ///
+    /// `security` must carry the same identity as when it was saved; its seed is
+    /// fresh (handshakes never reuse randomness), the end-to-end keys are the saved
+    /// ones.
+    pub fn restore(
+        saved: &[u8],
+        limits: Limits,
+        security: Security,
+        now: Timestamp,
+    ) -> Result<RelayClient, RestoreError> {
+        let Some(body_len) = saved.len().checked_sub(HASH_LEN) else {
+            return Err(RestoreError::Damaged("too short".into()));
+        };
+        let (body, hash) = saved.split_at(body_len);
+        if derive(b"p2pchat saved session v1", &[body]) != hash {
+            return Err(RestoreError::Damaged("its hash does not match".into()));
+        }
+        let Some(body) = body.strip_prefix(MAGIC.as_slice()) else {
+            return Err(RestoreError::Damaged(
+                "not a saved relay session of this version".into(),
+            ));
+        };
+        let mut r = Reader::new(body, "saved session");
+        let id = ClientId(r.u32()?);
+        let token: [u8; 16] = r.array()?;
+        let grace = core::time::Duration::from_millis(r.u64()?);
+        let name = r.str8("saved name")?;
+        let next_seq = r.u64()?;
+        let received = r.u64()?;
+        let exited = r.u8()? != 0;
+        let saved_key = match r.u8()? {
+            0 => None,
+            _ => Some(PublicKey(r.array()?)),
+        };
+        let now_key = security.identity.as_ref().map(|i| i.public());
+        if saved_key != now_key {
+            let show = |k: Option<PublicKey>| k.map_or("none".to_owned(), |k| k.to_string());
+            return Err(RestoreError::OtherIdentity {
+                saved: show(saved_key),
+                now: show(now_key),
+            });
+        }
+        let mut unconfirmed = BTreeMap::new();
+        for _ in 0..r.u32()? {
+            let seq = r.u64()?;
+            unconfirmed.insert(seq, ClientId(r.u32()?));
+        }
+        let keyring = match (r.u8()?, &security.identity) {
+            (0, _) => None,
+            (_, Some(identity)) => {
+                Some(Keyring::restore(identity.clone(), security.cipher, &mut r)?)
+            }
+            (_, None) => {
+                return Err(RestoreError::Invalid(
+                    "it has end-to-end keys but no identity".into(),
+                ));
+            }
+        };
+        let base = r.u64()?;
+        let len = r.u32()? as usize;
+        let bytes = r.rest();
+        if bytes.len() != len {
+            return Err(RestoreError::Damaged(format!(
+                "its stream holds {} bytes, not {len}",
+                bytes.len()
+            )));
+        }
+        let retained = Retained::restored(base, bytes);
+        let mut client =
+            RelayClient::new(&name, limits, security, now).map_err(RestoreError::Invalid)?;
+        client.link = Link::restored(&client.limits, now, retained);
+        client.phase = Phase::Admitted(id);
+        client.resumable = true;
+        client.resume_token = Some((token, grace));
+        client.next_seq = next_seq;
+        client.received = received;
+        client.exited = exited;
+        client.unconfirmed = unconfirmed;
+        if keyring.is_some() {
+            client.keyring = keyring;
+        }
+        client.away = Some(Away::starting(now, grace));
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::{Wire, party_security};
+    use crate::{ClientEvent, ClientId, Limits, RelayClient, RestoreError, Timestamp};
+
+    const T: Timestamp = Timestamp::ZERO;
+
+    fn texts(events: &[ClientEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_client_restored_from_its_saved_session_resumes_with_nothing_lost_or_repeated() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let b = w.join("b");
+        // Keys are exchanged both ways, pair and group.
+        w.client(a).send_chat(ClientId(1), "one", T).unwrap();
+        w.client(b).send_chat(ClientId(0), "hi a", T).unwrap();
+        w.client(a).broadcast("to all, before", T).unwrap();
+        w.pump();
+        assert_eq!(texts(&w.take_events(b)), ["one", "to all, before"]);
+        assert_eq!(texts(&w.take_events(a)), ["hi a"]);
+        // b stops reading: what it sends is not acknowledged, what it is sent waits.
+        w.clients[b].stalled = true;
+        w.client(b)
+            .send_chat(ClientId(0), "from b, unacknowledged", T)
+            .unwrap();
+        w.client(a).send_chat(ClientId(1), "two", T).unwrap();
+        w.pump();
+        let saved = w.client(b).save().expect("b has a session to save");
+        // b's process dies; a writes on.
+        w.cut(b);
+        w.client(a).send_chat(ClientId(1), "three", T).unwrap();
+        w.client(a).broadcast("to all, while b is away", T).unwrap();
+        w.pump();
+        // A new process: same identity, fresh randomness.
+        let mut security = party_security(2);
+        security.seed = [77; 32];
+        let restored = RelayClient::restore(&saved, Limits::default(), security, w.now).unwrap();
+        assert_eq!(restored.id(), Some(ClientId(1)));
+        w.clients[b].client = restored;
+        w.clients[b].events.clear();
+        w.reconnect(b);
+        let events = w.take_events(b);
+        assert!(
+            events.contains(&ClientEvent::Resumed { id: ClientId(1) }),
+            "{events:?}"
+        );
+        assert_eq!(
+            texts(&events),
+            ["two", "three", "to all, while b is away"],
+            "{events:?}"
+        );
+        assert_eq!(texts(&w.take_events(a)), ["from b, unacknowledged"]);
+        // And on as before: pair keys and sequence numbers carried over.
+        w.client(b).send_chat(ClientId(0), "after", T).unwrap();
+        w.client(a)
+            .send_chat(ClientId(1), "welcome back", T)
+            .unwrap();
+        w.pump();
+        assert_eq!(texts(&w.take_events(a)), ["after"]);
+        assert_eq!(texts(&w.take_events(b)), ["welcome back"]);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_saved_session_is_refused_with_the_reason() {
+        let mut w = Wire::new(Limits::default());
+        let a = w.join("a");
+        let saved = w.client(a).save().unwrap();
+        let restore = |bytes: &[u8], n: u8| {
+            RelayClient::restore(bytes, Limits::default(), party_security(n), T).map(|_| ())
+        };
+        assert_eq!(restore(&saved, 1), Ok(()));
+        // Torn anywhere: the hash says so.
+        for cut in [0, 1, 8, saved.len() / 2, saved.len() - 1] {
+            assert!(
+                matches!(restore(&saved[..cut], 1), Err(RestoreError::Damaged(_))),
+                "cut at {cut}"
+            );
+        }
+        let mut flipped = saved.clone();
+        flipped[20] ^= 1;
+        assert!(matches!(
+            restore(&flipped, 1),
+            Err(RestoreError::Damaged(_))
+        ));
+        assert!(matches!(
+            restore(&saved, 9),
+            Err(RestoreError::OtherIdentity { .. })
+        ));
+    }
+}
