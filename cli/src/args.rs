@@ -209,6 +209,11 @@ pub struct JoinArgs {
     /// longer holds it, joins again as a new client, for up to two minutes)
     #[argh(switch)]
     pub no_reconnect: bool,
+    /// start a new session instead of resuming the one a previous `join` to the same
+    /// relay left when its process died (it is saved under the data folder, in
+    /// sessions/)
+    #[argh(switch)]
+    pub new_session: bool,
 }
 
 /// Measure a relay over 127.0.0.1: throughput, latency, server memory and CPU.

@@ -25,6 +25,11 @@ pub struct Handlers<I, E, F> {
     pub on_event: E,
     /// A report of a file thread.
     pub on_file: F,
+    /// Where the handlers show things (bursts of events are shown in one write).
+    pub ui: crate::ui::Ui,
+    /// The saved session's commit, made right before a burst is shown (see
+    /// `p2pchat_tcp::SessionStore`).
+    pub commit: Option<crate::saved::Committer>,
 }
 
 /// Runs until the session ends. `replay` holds input that arrived before the session
@@ -98,7 +103,19 @@ async fn converse<M, I, E, F>(
                 inputs_open = false;
                 Vec::new()
             }
-            Next::Event(event) => (handlers.on_event)(event),
+            Next::Event(event) => {
+                // A burst of events is shown in one write (see Ui::hold).
+                handlers.ui.hold();
+                let mut commands = (handlers.on_event)(event);
+                while let Ok(event) = session.events.try_recv() {
+                    commands.extend((handlers.on_event)(event));
+                }
+                if let Some(commit) = &handlers.commit {
+                    commit.commit();
+                }
+                handlers.ui.release();
+                commands
+            }
             Next::File(report) => (handlers.on_file)(report),
             Next::SessionOver => return,
         };

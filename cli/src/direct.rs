@@ -114,7 +114,9 @@ pub fn listen(args: ListenArgs) -> i32 {
             security,
             clock.now(),
         );
-        match machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, Some(redial))) {
+        match machine
+            .map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, Some(redial), None))
+        {
             Ok(session) => {
                 let peer = Remote {
                     address: peer.ip().to_string(),
@@ -184,7 +186,8 @@ pub fn connect(args: ConnectArgs) -> i32 {
         // Dials the listener again if the connection is lost, to resume.
         let redial = (!args.text)
             .then(|| p2pchat_tcp::redial_to(args.host.clone(), DEFAULT_PORT, "`p2pchat listen`"));
-        let session = machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, redial));
+        let session =
+            machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, redial, None));
         match session {
             Ok(session) => {
                 let peer = Remote {
@@ -463,6 +466,8 @@ async fn converse(
                 .map(PeerCommand::File)
                 .collect()
         },
+        ui: ui.clone(),
+        commit: None,
     };
     crate::chat::run(session, inputs, files, replay, handlers).await;
     status

@@ -18,6 +18,7 @@ use crate::args::JoinArgs;
 use crate::commands::{self, RELAY_HELP, Typed};
 use crate::format;
 use crate::keys::{self, Trust, Wishes};
+use crate::saved::SessionSlot;
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
@@ -47,6 +48,29 @@ pub fn run(args: JoinArgs) -> i32 {
             args.auto_accept,
             |peer| peer.map_or("someone".to_owned(), |id| format!("client {id}")),
         )));
+        // The session is saved as it goes, so that this command started again after
+        // its process died resumes it (crate::saved).
+        let slot = match SessionSlot::claim("join", &keys::host_with_port(&args.host, DEFAULT_PORT))
+        {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                ui.err(&format!(
+                    "warning: {e}; if this process dies, starting it again will not resume its session"
+                ));
+                None
+            }
+        };
+        let mut saved = match &slot {
+            Some(slot) if args.new_session => {
+                slot.clear();
+                None
+            }
+            Some(slot) => slot.load().unwrap_or_else(|e| {
+                ui.err(&format!("warning: {e}; starting a new session"));
+                None
+            }),
+            None => None,
+        };
         let mut previous: Option<ClientId> = None;
         let mut first = true;
         loop {
@@ -61,10 +85,17 @@ pub fn run(args: JoinArgs) -> i32 {
                     return 1;
                 }
             };
-            let outcome = session(
-                &args, &ui, &inputs, &mut trust, &transfers, stream, security, previous,
-            )
-            .await;
+            let start = Start {
+                security,
+                previous,
+                saved: saved.take(),
+                slot: slot.as_ref(),
+            };
+            let outcome = session(&args, &ui, &inputs, &mut trust, &transfers, stream, start).await;
+            // Over for good, or a new session follows: nothing to resume either way.
+            if let Some(slot) = &slot {
+                slot.clear();
+            }
             match outcome {
                 Outcome::Over(status) => return status,
                 Outcome::Lost(id) => {
@@ -171,8 +202,55 @@ async fn wait_away(ui: &Ui, inputs: &Receiver<Input>, pause: Duration) -> bool {
     }
 }
 
+/// How one session with the relay starts.
+struct Start<'a> {
+    security: p2pchat_core::Security,
+    /// Our ID in the previous session, if this one follows one that ended.
+    previous: Option<ClientId>,
+    /// A session saved by a process that died, to resume.
+    saved: Option<Vec<u8>>,
+    /// Where the session is saved as it goes.
+    slot: Option<&'a SessionSlot>,
+}
+
+/// The client for a new session: the saved one, restored and dialling back (with a
+/// note of it), or else a new one. `Err` is the exit status.
+fn machine(
+    args: &JoinArgs,
+    ui: &Ui,
+    start: &mut Start<'_>,
+    now: p2pchat_core::Timestamp,
+) -> Result<RelayClient, i32> {
+    if let (Some(saved), Some(slot)) = (start.saved.take(), start.slot) {
+        match RelayClient::restore(&saved, Limits::default(), start.security.clone(), now) {
+            Ok(mut machine) => {
+                machine.handle_reconnected(now);
+                if !args.json
+                    && let Some(id) = machine.id()
+                {
+                    ui.out(&format!(
+                        "* resuming the session this command left when its process ended, as client {id} (saved in {})",
+                        slot.path().display()
+                    ));
+                }
+                return Ok(machine);
+            }
+            Err(e) => {
+                ui.err(&format!(
+                    "note: {}: {e}; it is set aside and a new session starts",
+                    slot.path().display()
+                ));
+                slot.clear();
+            }
+        }
+    }
+    RelayClient::new(&args.name, Limits::default(), start.security.clone(), now).map_err(|why| {
+        ui.err(&format!("p2pchat: --name: {why}"));
+        2
+    })
+}
+
 /// One session with the relay, from its handshake to its end.
-#[allow(clippy::too_many_arguments)] // the client's state, lent to one session
 async fn session(
     args: &JoinArgs,
     ui: &Ui,
@@ -180,22 +258,21 @@ async fn session(
     trust: &mut Trust,
     transfers: &std::rc::Rc<std::cell::RefCell<Transfers>>,
     stream: smol::net::TcpStream,
-    security: p2pchat_core::Security,
-    previous: Option<ClientId>,
+    mut start: Start<'_>,
 ) -> Outcome {
     let clock = p2pchat_tcp::Clock::new();
     // Dials the relay again when the connection is lost, to resume the session.
     let redial = (!args.no_reconnect)
         .then(|| p2pchat_tcp::redial_to(args.host.clone(), DEFAULT_PORT, "`p2pchat server`"));
-    let session = match RelayClient::new(&args.name, Limits::default(), security, clock.now()) {
-        Ok(machine) => p2pchat_tcp::prepare_with_redial(stream, machine, clock, redial),
-        Err(why) => {
-            ui.err(&format!("p2pchat: --name: {why}"));
-            return Outcome::Over(2);
-        }
+    let machine = match machine(args, ui, &mut start, clock.now()) {
+        Ok(machine) => machine,
+        Err(status) => return Outcome::Over(status),
     };
+    let previous = start.previous;
+    let mut me = machine.id();
+    let (store, commit) = start.slot.map(SessionSlot::store).unzip();
+    let session = p2pchat_tcp::prepare_with_redial(stream, machine, clock, redial, store);
     let json = args.json;
-    let mut me = None;
     let mut status = 0;
     let mut refused = false;
     let mut lost = false;
@@ -320,6 +397,8 @@ async fn session(
                 .map(ClientCommand::File)
                 .collect()
         },
+        ui: ui.clone(),
+        commit,
     };
     crate::chat::run(session, inputs.clone(), files, Vec::new(), handlers).await;
     if lost {

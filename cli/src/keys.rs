@@ -182,7 +182,13 @@ impl KnownPeers {
 
 /// The label a dialled host is remembered by: `host HOST:PORT`.
 pub fn host_label(host: &str, default_port: u16) -> String {
-    let with_port = if host
+    format!("host {}", host_with_port(host, default_port))
+}
+
+/// `host` as `HOST:PORT`, with `default_port` when it names none (`[ADDR]:PORT` for
+/// an IPv6 address).
+pub fn host_with_port(host: &str, default_port: u16) -> String {
+    if host
         .rsplit_once(':')
         .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok() || h.ends_with(']'))
     {
@@ -191,8 +197,7 @@ pub fn host_label(host: &str, default_port: u16) -> String {
         format!("[{host}]:{default_port}")
     } else {
         format!("{host}:{default_port}")
-    };
-    format!("host {with_port}")
+    }
 }
 
 /// What the user asked of a session's security.

@@ -13,6 +13,7 @@ mod heap;
 mod history;
 mod join;
 mod keys;
+mod saved;
 mod server;
 mod sim;
 mod transfer;

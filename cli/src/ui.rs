@@ -30,6 +30,8 @@ pub struct Ui {
     printer: Option<Arc<Mutex<Printer>>>,
     /// A transcript file (`join --log`): every line shown, with its UTC time.
     log: Option<Arc<Mutex<std::fs::File>>>,
+    /// Standard-output lines held back to be written together (see [`Ui::hold`]).
+    held: Arc<Mutex<Option<String>>>,
 }
 
 impl Ui {
@@ -54,6 +56,7 @@ impl Ui {
             Ui {
                 printer: printer.map(|p| Arc::new(Mutex::new(p))),
                 log: None,
+                held: Arc::new(Mutex::new(None)),
             },
             rx,
         )
@@ -87,8 +90,40 @@ impl Ui {
         {
             return;
         }
+        if let Ok(mut held) = self.held.lock()
+            && let Some(held) = held.as_mut()
+        {
+            held.push_str(line);
+            held.push('\n');
+            return;
+        }
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+
+    /// Holds standard-output lines back until [`Ui::release`], which writes them in
+    /// one go: a burst of events shown together is one write, so a process killed
+    /// while showing them has shown all of them or none (what a resumed session
+    /// shows again, or not, depends on it: see `crate::saved`).
+    pub fn hold(&self) {
+        if let Ok(mut held) = self.held.lock()
+            && held.is_none()
+        {
+            *held = Some(String::new());
+        }
+    }
+
+    /// Writes what [`Ui::hold`] held back, in one write, and stops holding.
+    pub fn release(&self) {
+        let Some(lines) = self.held.lock().ok().and_then(|mut held| held.take()) else {
+            return;
+        };
+        if lines.is_empty() {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(lines.as_bytes());
         let _ = stdout.flush();
     }
 

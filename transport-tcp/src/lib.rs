@@ -22,8 +22,8 @@ pub use error::{BindError, ConnectError};
 pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{
     ClientCommand, ClientSession, Driver, FileCommand, Machine, PeerCommand, PeerSession, Redial,
-    Session, SessionEvent, prepare, prepare_with_redial, start, start_client, start_peer,
-    start_plain_text_peer,
+    Session, SessionEvent, SessionStore, prepare, prepare_with_redial, start, start_client,
+    start_peer, start_plain_text_peer,
 };
 
 /// The port the original app used, and p2pchat's default.

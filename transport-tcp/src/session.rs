@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use p2pchat_core::{
-    ClientEvent, ClientId, Limits, Peer, PeerEvent, PeerSide, RelayClient, Security, SendError,
-    Timestamp,
+    ClientEvent, ClientId, Limits, Peer, PeerEvent, PeerSide, RelayClient, SavePoint, Security,
+    SendError, Timestamp,
 };
 use p2pchat_core::{Hash, PeerRef, TransferId};
 use smol::Async;
@@ -78,6 +78,15 @@ pub trait Machine: Send + 'static {
     }
     /// A new transport is open for the session.
     fn handle_reconnected(&mut self, _now: Timestamp) {}
+    /// Where the session stands for saving (see [`RelayClient::save_point`]);
+    /// `None` while there is nothing to save.
+    fn save_point(&self) -> Option<SavePoint> {
+        None
+    }
+    /// The session, saved (see [`RelayClient::save`]).
+    fn save(&mut self) -> Option<Vec<u8>> {
+        None
+    }
     /// Opening a new transport failed.
     fn handle_reconnect_failed(&mut self, _now: Timestamp) {}
 }
@@ -269,6 +278,14 @@ const FRAME_OVERHEAD: usize = 32;
 impl Machine for RelayClient {
     type Event = ClientEvent;
     type Command = ClientCommand;
+
+    fn save_point(&self) -> Option<SavePoint> {
+        RelayClient::save_point(self)
+    }
+
+    fn save(&mut self) -> Option<Vec<u8>> {
+        RelayClient::save(self)
+    }
 
     fn apply(&mut self, command: ClientCommand, now: Timestamp) -> Result<(), SendError> {
         match command {
@@ -467,6 +484,25 @@ impl Machine for Peer {
     forward_to_inherent!(Peer, PeerEvent);
 }
 
+/// Where a driver keeps a machine's saved session, so that a process started again
+/// after this one died can come back to it (see [`RelayClient::save`]).
+///
+/// Saving is in two steps. Whenever the session changed, the driver *prepares* the
+/// new saved session (written durably beside the one in place), hands on the events
+/// that changed it, lets the frontend run, and *commits* it (puts it in place,
+/// atomically) before it writes anything more to the network: so what the other
+/// side holds of ours, and what we acknowledged, are never ahead of what is saved.
+/// A frontend that shows events may commit itself, right before it shows them
+/// (`commit` is then a no-op for the driver): a process killed at any instant has
+/// then either shown an event and saved it as received, or neither, but for the
+/// instant between those two calls.
+pub trait SessionStore: Send {
+    /// Writes `saved` durably, beside the saved session in place.
+    fn prepare(&mut self, saved: &[u8]);
+    /// Puts the last prepared session in place; nothing if none waits.
+    fn commit(&mut self);
+}
+
 /// A running session: send commands, receive events. Dropping it does not stop the
 /// session; send the machine's leave command for that.
 #[derive(Debug)]
@@ -526,21 +562,24 @@ pub fn start<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> Session
 /// message or file chunk crosses threads between the two. The session is over when
 /// the driver returns.
 pub fn prepare<M: Machine>(stream: TcpStream, machine: M, clock: Clock) -> (Session<M>, Driver) {
-    prepare_with_redial(stream, machine, clock, None)
+    prepare_with_redial(stream, machine, clock, None, None)
 }
 
 /// Like [`prepare`], for a machine that can get back to its session after a lost
-/// connection: `redial` opens the next connection when the machine asks for one.
+/// connection: `redial` opens the next connection when the machine asks for one,
+/// and `store`, if given, keeps the session saved so that a new process can come
+/// back to it after this one died.
 pub fn prepare_with_redial<M: Machine>(
     stream: TcpStream,
     machine: M,
     clock: Clock,
     redial: Option<Redial>,
+    store: Option<Box<dyn SessionStore>>,
 ) -> (Session<M>, Driver) {
     let (command_tx, command_rx) = async_channel::bounded(COMMAND_QUEUE);
     let (event_tx, event_rx) = async_channel::unbounded();
     let driver = Driver(Box::pin(drive(
-        stream, machine, clock, command_rx, event_tx, redial,
+        stream, machine, clock, command_rx, event_tx, redial, store,
     )));
     let session = Session {
         commands: command_tx,
@@ -678,14 +717,49 @@ struct Inbox<M: Machine> {
     /// A command taken but not yet carried out (waiting for room).
     waiting: Option<M::Command>,
     commands_open: bool,
+    /// Where the session is saved, and where it stood when last saved.
+    store: Option<Box<dyn SessionStore>>,
+    saved_at: Option<SavePoint>,
 }
 
 impl<M: Machine> Inbox<M> {
-    /// Forwards the machine's events.
+    /// Saves the session if it changed since it was last saved.
+    fn checkpoint(&mut self, machine: &mut M) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let point = machine.save_point();
+        if point.is_none() || point == self.saved_at {
+            return;
+        }
+        if let Some(saved) = machine.save() {
+            store.prepare(&saved);
+            self.saved_at = point;
+        }
+    }
+
+    /// Puts the prepared session in place (before anything goes out).
+    fn commit(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            store.commit();
+        }
+    }
+
+    /// Forwards the machine's events (after saving what they changed).
     async fn forward(&mut self, machine: &mut M) {
+        self.checkpoint(machine);
+        let mut any = false;
         while let Some(e) = machine.poll_event() {
             let _ = self.events.send(SessionEvent::Core(e)).await;
+            any = true;
         }
+        if any && self.store.is_some() {
+            // Let the frontend show them (and commit) now, before this task goes
+            // on: what is saved as received and what was shown must not drift
+            // apart, or a process killed in between would resume without them.
+            smol::future::yield_now().await;
+        }
+        self.commit();
     }
 
     /// Carries out the commands that are there (and have room), without waiting.
@@ -719,12 +793,15 @@ async fn drive<M: Machine>(
     commands: Receiver<M::Command>,
     events: Sender<SessionEvent<M::Event>>,
     redial: Option<Redial>,
+    store: Option<Box<dyn SessionStore>>,
 ) {
     let mut inbox = Inbox::<M> {
         commands,
         events,
         waiting: None,
         commands_open: true,
+        store,
+        saved_at: None,
     };
     let mut stream = Some(stream);
     loop {
@@ -874,6 +951,8 @@ async fn drive_connection<M: Machine>(
         fin_sent: None,
     };
     loop {
+        // Nothing goes out that the saved session does not know of.
+        inbox.forward(machine).await;
         // Carry out what the machine asks.
         while let Some(bytes) = machine.poll_transmit() {
             let written = socket.send(bytes);

@@ -146,6 +146,23 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// After the process ended: takes every line it wrote that was not read yet (up
+    /// to the end of its output, at most [`WAIT`]) into `out_seen` and `err_seen`.
+    pub fn drain(&mut self) {
+        let until = std::time::Instant::now() + WAIT;
+        for (rx, seen) in [
+            (&self.out, &mut self.out_seen),
+            (&self.err, &mut self.err_seen),
+        ] {
+            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok(line) => seen.push(line),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
     /// SIGTERM (a clean shutdown request, like Ctrl-C).
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")

@@ -745,10 +745,10 @@ impl Peer {
         self.link_hello = true;
         self.remote = Some(hello);
         if they_offer && we_offer {
-            if self.side == PeerSide::Acceptor {
-                if let Err(why) = self.answer_handshake(&prologue) {
-                    self.fail(ErrorCode::HandshakeFailed, why);
-                }
+            if self.side == PeerSide::Acceptor
+                && let Err(why) = self.answer_handshake(&prologue)
+            {
+                self.fail(ErrorCode::HandshakeFailed, why);
             }
             // Connected once the handshake is done.
             return;

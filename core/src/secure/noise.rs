@@ -56,7 +56,7 @@ impl Pattern {
             _ => return None,
         };
         Some(Pattern {
-            password: n % 2 == 0,
+            password: n.is_multiple_of(2),
             cipher,
         })
     }
