@@ -74,6 +74,11 @@ pub struct ListenArgs {
         default = "p2pchat_core::Limits::default().resume_grace.as_secs()"
     )]
     pub resume_grace: u64,
+    /// start a new conversation instead of resuming the one a previous `listen` on
+    /// this address left when its process died (saved under the data folder, in
+    /// sessions/)
+    #[argh(switch)]
+    pub new_session: bool,
 }
 
 /// Connect to a peer running `p2pchat listen` and chat with it (direct chat).
@@ -121,6 +126,11 @@ pub struct ConnectArgs {
     /// seen at the first conversation with this address is remembered and required
     #[argh(option)]
     pub expect: Option<String>,
+    /// start a new conversation instead of resuming the one a previous `connect` to
+    /// the same peer left when its process died (saved under the data folder, in
+    /// sessions/)
+    #[argh(switch)]
+    pub new_session: bool,
 }
 
 /// Run a relay server that many `p2pchat join` clients connect to.

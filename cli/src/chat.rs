@@ -27,8 +27,8 @@ pub struct Handlers<I, E, F> {
     pub on_file: F,
     /// Where the handlers show things (bursts of events are shown in one write).
     pub ui: crate::ui::Ui,
-    /// The saved session's commit, made right before a burst is shown (see
-    /// `p2pchat_tcp::SessionStore`).
+    /// The saved session's commit, made right after a burst is shown (see
+    /// `p2pchat_tcp::SessionStore` and `crate::saved`).
     pub commit: Option<crate::saved::Committer>,
 }
 
@@ -110,10 +110,10 @@ async fn converse<M, I, E, F>(
                 while let Ok(event) = session.events.try_recv() {
                     commands.extend((handlers.on_event)(event));
                 }
+                handlers.ui.release();
                 if let Some(commit) = &handlers.commit {
                     commit.commit();
                 }
-                handlers.ui.release();
                 commands
             }
             Next::File(report) => (handlers.on_file)(report),

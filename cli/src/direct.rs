@@ -14,6 +14,7 @@ use crate::commands::{self, DIRECT_HELP, Typed};
 use crate::format::{self, json_string, sanitize};
 use crate::history::{Direction, History};
 use crate::keys::{self, Trust, Wishes};
+use crate::saved::{self, Committer, SessionSlot};
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
@@ -56,6 +57,9 @@ pub fn listen(args: ListenArgs) -> i32 {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // The conversation is saved as it goes, so that this command started again
+        // on the same address after its process died resumes it (crate::saved).
+        let (slot, saved) = saved::open_slot(&ui, "listen", &local, args.new_session);
         if !args.json {
             ui.out(&format!(
                 "* listening on {local}; waiting for a peer (`p2pchat connect HOST:PORT`)"
@@ -107,22 +111,34 @@ pub fn listen(args: ListenArgs) -> i32 {
             resume_grace: std::time::Duration::from_secs(args.resume_grace),
             ..Limits::default()
         };
-        let machine = Peer::new(
-            PeerSide::Acceptor,
-            &args.name,
-            limits,
-            security,
-            clock.now(),
-        );
-        match machine
-            .map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, Some(redial), None))
-        {
-            Ok(session) => {
+        let now = clock.now();
+        let restored = restore_peer(&ui, slot.as_ref(), saved, args.json, now, |bytes| {
+            Peer::restore(bytes, limits.clone(), security.clone(), now)
+        });
+        let resumed = restored.is_some();
+        let machine = match restored {
+            Some(machine) => Ok(machine),
+            None => Peer::new(PeerSide::Acceptor, &args.name, limits, security, now),
+        };
+        let (store, commit) = slot.as_ref().map(SessionSlot::store).unzip();
+        match machine.map(|m| {
+            let peer_name = resumed.then(|| m.remote_name().unwrap_or_default().to_owned());
+            let session = p2pchat_tcp::prepare_with_redial(stream, m, clock, Some(redial), store);
+            (session, peer_name)
+        }) {
+            Ok((session, resumed)) => {
                 let peer = Remote {
                     address: peer.ip().to_string(),
                     trust,
+                    resumed,
+                    commit,
                 };
-                converse(session, ui, inputs, replay, args.json, peer, history).await
+                let status = converse(session, ui, inputs, replay, args.json, peer, history).await;
+                // Over: nothing to resume.
+                if let Some(slot) = &slot {
+                    slot.clear();
+                }
+                status
             }
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
@@ -170,31 +186,59 @@ pub fn connect(args: ConnectArgs) -> i32 {
             cipher: args.cipher.resolve(),
         };
         let clock = p2pchat_tcp::Clock::new();
+        let now = clock.now();
+        // The conversation is saved as it goes, so that this command started again
+        // after its process died resumes it (crate::saved); not in plain text.
+        let target = keys::host_with_port(&args.host, DEFAULT_PORT);
+        let (slot, saved) = if args.text {
+            (None, None)
+        } else {
+            saved::open_slot(&ui, "connect", &target, args.new_session)
+        };
+        let mut resumed = None;
         let machine = if args.text {
-            Ok(Peer::new_plain_text(Limits::default(), clock.now()))
+            Ok(Peer::new_plain_text(Limits::default(), now))
         } else {
             wishes.security(false, trust.expect()).and_then(|security| {
-                Peer::new(
-                    PeerSide::Connector,
-                    &args.name,
-                    Limits::default(),
-                    security,
-                    clock.now(),
-                )
+                let restored = restore_peer(&ui, slot.as_ref(), saved, args.json, now, |bytes| {
+                    Peer::restore(bytes, Limits::default(), security.clone(), now)
+                });
+                match restored {
+                    Some(machine) => {
+                        resumed = Some(machine.remote_name().unwrap_or_default().to_owned());
+                        Ok(machine)
+                    }
+                    None => Peer::new(
+                        PeerSide::Connector,
+                        &args.name,
+                        Limits::default(),
+                        security,
+                        now,
+                    ),
+                }
             })
         };
         // Dials the listener again if the connection is lost, to resume.
         let redial = (!args.text)
             .then(|| p2pchat_tcp::redial_to(args.host.clone(), DEFAULT_PORT, "`p2pchat listen`"));
+        let (store, commit) = slot.as_ref().map(SessionSlot::store).unzip();
         let session =
-            machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, redial, None));
+            machine.map(|m| p2pchat_tcp::prepare_with_redial(stream, m, clock, redial, store));
         match session {
             Ok(session) => {
                 let peer = Remote {
                     address: remote,
                     trust,
+                    resumed,
+                    commit,
                 };
-                converse(session, ui, inputs, Vec::new(), args.json, peer, history).await
+                let status =
+                    converse(session, ui, inputs, Vec::new(), args.json, peer, history).await;
+                // Over: nothing to resume.
+                if let Some(slot) = &slot {
+                    slot.clear();
+                }
+                status
             }
             Err(why) => {
                 ui.err(&format!("p2pchat: --name: {why}"));
@@ -308,6 +352,33 @@ struct Remote {
     address: String,
     /// Its key, as checked and remembered.
     trust: Trust,
+    /// Its name, when the conversation is one resumed from a saved session (no
+    /// `Connected` then: the history starts when it is `Resumed`).
+    resumed: Option<String>,
+    /// The saved session's commit, made right before events are shown.
+    commit: Option<Committer>,
+}
+
+/// The conversation `saved` restored (see [`saved::restored`]) and turned towards
+/// its next connection (already open), with a line that says so.
+fn restore_peer(
+    ui: &Ui,
+    slot: Option<&SessionSlot>,
+    saved: Option<Vec<u8>>,
+    json: bool,
+    now: p2pchat_core::Timestamp,
+    restore: impl FnOnce(&[u8]) -> Result<Peer, p2pchat_core::RestoreError>,
+) -> Option<Peer> {
+    let slot = slot?;
+    let mut machine = saved::restored(slot, ui, saved, restore)?;
+    machine.handle_reconnected(now);
+    if !json {
+        ui.out(&format!(
+            "* resuming the conversation this command left when its process ended (saved in {})",
+            slot.path().display()
+        ));
+    }
+    Some(machine)
 }
 
 async fn converse(
@@ -322,6 +393,8 @@ async fn converse(
     let Remote {
         address: remote,
         mut trust,
+        resumed,
+        commit,
     } = remote;
     let mut status = 0;
     let transfers = Rc::new(RefCell::new(Transfers::new(
@@ -339,6 +412,7 @@ async fn converse(
     let input_log = log.clone();
     let files = transfers.borrow().reports();
     let file_transfers = transfers.clone();
+    let shown = commit.clone();
     let handlers = crate::chat::Handlers {
         on_input: |input| match input {
             Input::Line(line) => match commands::direct_line(&line) {
@@ -437,8 +511,22 @@ async fn converse(
                         log.borrow_mut().start(&peer, &ui, json);
                         return vec![];
                     }
+                    // Shown by the process that died before this one resumed.
+                    PeerEvent::Message { seq, .. }
+                        if shown.as_ref().is_some_and(|s| !s.fresh(0, *seq)) =>
+                    {
+                        return vec![];
+                    }
                     PeerEvent::Message { text, .. } => {
                         log.borrow_mut().append(&ui, Direction::Received, text)
+                    }
+                    PeerEvent::Resumed if log.borrow().history.is_none() => {
+                        // A conversation resumed from its saved session: its history
+                        // starts here (by the peer's name, or its address).
+                        if let Some(name) = &resumed {
+                            let peer = if name.is_empty() { &remote } else { name };
+                            log.borrow_mut().start(peer, &ui, json);
+                        }
                     }
                     PeerEvent::File(e) => {
                         return transfers
@@ -467,7 +555,7 @@ async fn converse(
                 .collect()
         },
         ui: ui.clone(),
-        commit: None,
+        commit,
     };
     crate::chat::run(session, inputs, files, replay, handlers).await;
     status

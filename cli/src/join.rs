@@ -18,7 +18,7 @@ use crate::args::JoinArgs;
 use crate::commands::{self, RELAY_HELP, Typed};
 use crate::format;
 use crate::keys::{self, Trust, Wishes};
-use crate::saved::SessionSlot;
+use crate::saved::{self, SessionSlot};
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
 
@@ -50,27 +50,8 @@ pub fn run(args: JoinArgs) -> i32 {
         )));
         // The session is saved as it goes, so that this command started again after
         // its process died resumes it (crate::saved).
-        let slot = match SessionSlot::claim("join", &keys::host_with_port(&args.host, DEFAULT_PORT))
-        {
-            Ok(slot) => Some(slot),
-            Err(e) => {
-                ui.err(&format!(
-                    "warning: {e}; if this process dies, starting it again will not resume its session"
-                ));
-                None
-            }
-        };
-        let mut saved = match &slot {
-            Some(slot) if args.new_session => {
-                slot.clear();
-                None
-            }
-            Some(slot) => slot.load().unwrap_or_else(|e| {
-                ui.err(&format!("warning: {e}; starting a new session"));
-                None
-            }),
-            None => None,
-        };
+        let target = keys::host_with_port(&args.host, DEFAULT_PORT);
+        let (slot, mut saved) = saved::open_slot(&ui, "join", &target, args.new_session);
         let mut previous: Option<ClientId> = None;
         let mut first = true;
         loop {
@@ -221,27 +202,21 @@ fn machine(
     start: &mut Start<'_>,
     now: p2pchat_core::Timestamp,
 ) -> Result<RelayClient, i32> {
-    if let (Some(saved), Some(slot)) = (start.saved.take(), start.slot) {
-        match RelayClient::restore(&saved, Limits::default(), start.security.clone(), now) {
-            Ok(mut machine) => {
-                machine.handle_reconnected(now);
-                if !args.json
-                    && let Some(id) = machine.id()
-                {
-                    ui.out(&format!(
-                        "* resuming the session this command left when its process ended, as client {id} (saved in {})",
-                        slot.path().display()
-                    ));
-                }
-                return Ok(machine);
-            }
-            Err(e) => {
-                ui.err(&format!(
-                    "note: {}: {e}; it is set aside and a new session starts",
+    if let Some(slot) = start.slot {
+        let restored = saved::restored(slot, ui, start.saved.take(), |bytes| {
+            RelayClient::restore(bytes, Limits::default(), start.security.clone(), now)
+        });
+        if let Some(mut machine) = restored {
+            machine.handle_reconnected(now);
+            if !args.json
+                && let Some(id) = machine.id()
+            {
+                ui.out(&format!(
+                    "* resuming the session this command left when its process ended, as client {id} (saved in {})",
                     slot.path().display()
                 ));
-                slot.clear();
             }
+            return Ok(machine);
         }
     }
     RelayClient::new(&args.name, Limits::default(), start.security.clone(), now).map_err(|why| {
@@ -280,6 +255,7 @@ async fn session(
     let files = transfers.borrow().reports();
     let file_transfers = transfers.clone();
     let event_transfers = transfers.clone();
+    let shown = commit.clone();
     let handlers = crate::chat::Handlers {
         on_input: |input| match input {
             Input::Line(line) => match commands::relay_line(&line) {
@@ -332,6 +308,12 @@ async fn session(
                 .collect(),
             SessionEvent::Core(event) => {
                 match &event {
+                    // Shown by the process that died before this one resumed.
+                    ClientEvent::Message { from, seq, .. }
+                        if shown.as_ref().is_some_and(|s| !s.fresh(from.0, *seq)) =>
+                    {
+                        return vec![];
+                    }
                     ClientEvent::Welcomed {
                         id,
                         relay_key,

@@ -17,9 +17,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use p2pchat_core::RestoreError;
 use p2pchat_tcp::SessionStore;
 
 use crate::keys;
+use crate::ui::Ui;
 
 /// How many sessions to the same relay one data folder keeps side by side.
 const SLOTS: usize = 16;
@@ -96,6 +98,7 @@ impl SessionSlot {
     /// Forgets the saved session (it ended, or cannot be used).
     pub fn clear(&self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(shown_path(&self.path));
     }
 
     /// What the driver saves through, and what the frontend commits with right
@@ -106,9 +109,61 @@ impl SessionSlot {
             prepared: false,
             renamed: false,
             warned: false,
+            shown: Shown::load(&shown_path(&self.path)),
         }));
         (Box::new(Committer(file.clone())), Committer(file))
     }
+}
+
+/// The session `saved` (read from `slot`) restored with `restore`, with a line
+/// that says so; `None` without one, or when it cannot be used (then a note says
+/// why, and the file is set aside).
+pub fn restored<M>(
+    slot: &SessionSlot,
+    ui: &Ui,
+    saved: Option<Vec<u8>>,
+    restore: impl FnOnce(&[u8]) -> Result<M, RestoreError>,
+) -> Option<M> {
+    match restore(&saved?) {
+        Ok(machine) => Some(machine),
+        Err(e) => {
+            ui.err(&format!(
+                "note: {}: {e}; it is set aside and a new session starts",
+                slot.path().display()
+            ));
+            slot.clear();
+            None
+        }
+    }
+}
+
+/// Claims a slot for sessions of `kind` with `target` and reads what it holds (none
+/// with `new_session`, which forgets it). Without a slot (no data folder, all
+/// taken) the session is not saved, and a warning says so.
+pub fn open_slot(
+    ui: &Ui,
+    kind: &str,
+    target: &str,
+    new_session: bool,
+) -> (Option<SessionSlot>, Option<Vec<u8>>) {
+    let slot = match SessionSlot::claim(kind, target) {
+        Ok(slot) => slot,
+        Err(e) => {
+            ui.err(&format!(
+                "warning: {e}; if this process dies, starting it again will not resume its session"
+            ));
+            return (None, None);
+        }
+    };
+    if new_session {
+        slot.clear();
+        return (Some(slot), None);
+    }
+    let saved = slot.load().unwrap_or_else(|e| {
+        ui.err(&format!("warning: {e}; starting a new session"));
+        None
+    });
+    (Some(slot), saved)
 }
 
 /// Writes a saved session to its file: durably to a temporary name, then renamed
@@ -121,6 +176,101 @@ struct SessionFile {
     renamed: bool,
     /// Whether a failure was reported (once is enough).
     warned: bool,
+    /// The messages shown so far.
+    shown: Shown,
+}
+
+/// Where the record of shown messages of the session saved at `path` is kept.
+fn shown_path(path: &Path) -> PathBuf {
+    path.with_extension("shown")
+}
+
+/// The last message shown from each sender (its sequence number), kept beside the
+/// saved session and written right after each burst is shown, before the saved
+/// session that covers it is put in place. A process killed between the two is
+/// resumed from the session before, and is sent that burst again: what this record
+/// says was shown is not shown twice. (Not flushed to disk: it must survive the
+/// process, not the machine.)
+struct Shown {
+    path: PathBuf,
+    /// The record, open once written.
+    file: Option<File>,
+    /// Whether a whole record was read at the start.
+    loaded: bool,
+    last: std::collections::BTreeMap<u32, u64>,
+    /// Shown since last written.
+    dirty: bool,
+}
+
+/// How the record of shown messages ends (a torn one is not read).
+const SHOWN_END: &str = "end";
+
+impl Shown {
+    /// The record at `path` (empty if missing, torn or unreadable: then a burst may
+    /// be shown twice, never lost).
+    fn load(path: &Path) -> Shown {
+        let mut last = std::collections::BTreeMap::new();
+        let mut loaded = false;
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.lines().last() == Some(SHOWN_END)
+        {
+            loaded = true;
+            for line in text.lines() {
+                if let Some((from, seq)) = line.split_once(' ')
+                    && let (Ok(from), Ok(seq)) = (from.parse(), seq.parse())
+                {
+                    last.insert(from, seq);
+                }
+            }
+        }
+        Shown {
+            path: path.to_owned(),
+            file: None,
+            loaded,
+            last,
+            dirty: false,
+        }
+    }
+
+    /// Whether message `seq` from `from` is new (then it counts as shown).
+    fn fresh(&mut self, from: u32, seq: u64) -> bool {
+        let last = self.last.entry(from).or_insert(0);
+        if seq <= *last {
+            return false;
+        }
+        *last = seq;
+        self.dirty = true;
+        true
+    }
+
+    fn write(&mut self) -> std::io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (from, seq) in &self.last {
+            text.push_str(&format!("{from} {seq}\n"));
+        }
+        text.push_str(SHOWN_END);
+        text.push('\n');
+        // One write over the old record, never truncated first: a process killed
+        // at any instant leaves the old record or the new one. (Entries are only
+        // added and numbers only grow, so the new one is never shorter.)
+        let file = match &mut self.file {
+            Some(file) => file,
+            // A record that did not load (missing, torn) is started afresh.
+            None => self.file.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(!self.loaded)
+                    .write(true)
+                    .open(&self.path)?,
+            ),
+        };
+        std::os::unix::fs::FileExt::write_all_at(file, text.as_bytes(), 0)?;
+        self.dirty = false;
+        Ok(())
+    }
 }
 
 impl SessionFile {
@@ -150,6 +300,8 @@ impl SessionFile {
     }
 
     fn commit(&mut self) -> std::io::Result<()> {
+        // What was shown is recorded before the session that covers it is in place.
+        self.shown.write()?;
         if !self.prepared {
             return Ok(());
         }
@@ -176,7 +328,17 @@ impl SessionFile {
 pub struct Committer(std::sync::Arc<std::sync::Mutex<SessionFile>>);
 
 impl Committer {
-    /// Puts the prepared session in place, if one waits.
+    /// Whether message `seq` from `from` (0 for a direct peer) is to be shown: not
+    /// if a process that died before this one showed it (it comes again because
+    /// the session it saved last was from before). It then counts as shown.
+    pub fn fresh(&self, from: u32, seq: u64) -> bool {
+        self.0
+            .lock()
+            .map_or(true, |mut file| file.shown.fresh(from, seq))
+    }
+
+    /// Records what was shown, then puts the prepared session in place, if one
+    /// waits.
     pub fn commit(&self) {
         if let Ok(mut file) = self.0.lock()
             && let Err(e) = file.commit()
@@ -197,6 +359,10 @@ impl SessionStore for Committer {
 
     fn commit(&mut self) {
         Committer::commit(self);
+    }
+
+    fn is_pending(&self) -> bool {
+        self.0.lock().is_ok_and(|file| file.prepared)
     }
 }
 

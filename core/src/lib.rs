@@ -38,6 +38,7 @@ mod link;
 mod outbound;
 mod peer;
 mod relay;
+mod saved;
 mod secure;
 mod session;
 #[cfg(test)]
@@ -46,7 +47,7 @@ mod text;
 mod time;
 mod wire;
 
-pub use client::{ClientEvent, RelayClient, RestoreError, SavePoint};
+pub use client::{ClientEvent, RelayClient};
 pub use decode::{FrameDecoder, RawFrame};
 pub use error::{DecodeError, ErrorCode, SendError};
 pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId};
@@ -59,6 +60,7 @@ pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};
 pub use relay::{RelayServer, ServerEvent, Transmit};
+pub use saved::{RestoreError, SavePoint};
 pub use secure::{
     Encryption, Expect, Identity, Pattern, PublicKey, RecordCipher, Security, password_key,
 };

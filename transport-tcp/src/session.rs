@@ -10,6 +10,7 @@
 //! Commands are taken only while the outbound queue has room, so a user (or a script)
 //! typing faster than the network carries waits instead of losing messages.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, Read as _, Write as _};
 use std::net::Shutdown;
@@ -34,6 +35,11 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Capacity of the command channel.
 const COMMAND_QUEUE: usize = 64;
+
+/// How many commands the driver takes early, beyond the channel's, so that a
+/// frontend stuck handing one over can show what it was handed (see
+/// `Inbox::let_frontend_commit`): a user pasting a few thousand lines at once.
+const COMMAND_BACKLOG: usize = 4096;
 
 /// The driver-facing surface shared by [`RelayClient`] and [`Peer`].
 pub trait Machine: Send + 'static {
@@ -389,6 +395,14 @@ impl Machine for Peer {
     type Event = PeerEvent;
     type Command = PeerCommand;
 
+    fn save_point(&self) -> Option<SavePoint> {
+        Peer::save_point(self)
+    }
+
+    fn save(&mut self) -> Option<Vec<u8>> {
+        Peer::save(self)
+    }
+
     fn apply(&mut self, command: PeerCommand, now: Timestamp) -> Result<(), SendError> {
         match command {
             PeerCommand::Send(text) => self.send_chat(&text, now).map(drop),
@@ -501,7 +515,13 @@ pub trait SessionStore: Send {
     fn prepare(&mut self, saved: &[u8]);
     /// Puts the last prepared session in place; nothing if none waits.
     fn commit(&mut self);
+    /// Whether a prepared session waits to be committed.
+    fn is_pending(&self) -> bool;
 }
+
+/// How many times the driver lets the frontend run, waiting for it to show what it
+/// was handed and commit, before it commits itself (see [`SessionStore`]).
+const COMMIT_WAITS: usize = 64;
 
 /// A running session: send commands, receive events. Dropping it does not stop the
 /// session; send the machine's leave command for that.
@@ -720,9 +740,30 @@ struct Inbox<M: Machine> {
     /// Where the session is saved, and where it stood when last saved.
     store: Option<Box<dyn SessionStore>>,
     saved_at: Option<SavePoint>,
+    /// Commands taken early, to unblock a frontend (see `let_frontend_commit`);
+    /// they come before the channel's.
+    backlog: VecDeque<M::Command>,
 }
 
 impl<M: Machine> Inbox<M> {
+    /// Takes the next command, if there is one and none is waiting already.
+    fn try_take(&mut self) {
+        if self.waiting.is_some() {
+            return;
+        }
+        if let Some(cmd) = self.backlog.pop_front() {
+            self.waiting = Some(cmd);
+            return;
+        }
+        if self.commands_open {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.waiting = Some(cmd),
+                Err(async_channel::TryRecvError::Closed) => self.commands_open = false,
+                Err(async_channel::TryRecvError::Empty) => {}
+            }
+        }
+    }
+
     /// Saves the session if it changed since it was last saved.
     fn checkpoint(&mut self, machine: &mut M) {
         let Some(store) = self.store.as_mut() else {
@@ -753,25 +794,37 @@ impl<M: Machine> Inbox<M> {
             let _ = self.events.send(SessionEvent::Core(e)).await;
             any = true;
         }
-        if any && self.store.is_some() {
-            // Let the frontend show them (and commit) now, before this task goes
-            // on: what is saved as received and what was shown must not drift
-            // apart, or a process killed in between would resume without them.
-            smol::future::yield_now().await;
+        if any {
+            self.let_frontend_commit().await;
         }
         self.commit();
+    }
+
+    /// Lets the frontend (on this thread) show what it was handed and commit the
+    /// saved session right before, so that what is saved as received and what was
+    /// shown do not drift apart: a process killed between the two would resume
+    /// without showing them. A frontend that is stuck handing over a command gets
+    /// it taken. Bounded: then the driver commits itself.
+    async fn let_frontend_commit(&mut self) {
+        for _ in 0..COMMIT_WAITS {
+            if !self.store.as_ref().is_some_and(|s| s.is_pending()) {
+                return;
+            }
+            // A frontend stuck handing over a command could not show anything.
+            while self.backlog.len() < COMMAND_BACKLOG {
+                match self.commands.try_recv() {
+                    Ok(cmd) => self.backlog.push_back(cmd),
+                    Err(_) => break,
+                }
+            }
+            smol::future::yield_now().await;
+        }
     }
 
     /// Carries out the commands that are there (and have room), without waiting.
     async fn apply_ready(&mut self, machine: &mut M, clock: &Clock) {
         loop {
-            if self.waiting.is_none() && self.commands_open {
-                match self.commands.try_recv() {
-                    Ok(cmd) => self.waiting = Some(cmd),
-                    Err(async_channel::TryRecvError::Closed) => self.commands_open = false,
-                    Err(async_channel::TryRecvError::Empty) => {}
-                }
-            }
+            self.try_take();
             let Some(cmd) = self.waiting.take() else {
                 return;
             };
@@ -802,6 +855,7 @@ async fn drive<M: Machine>(
         commands_open: true,
         store,
         saved_at: None,
+        backlog: VecDeque::new(),
     };
     let mut stream = Some(stream);
     loop {
@@ -978,13 +1032,7 @@ async fn drive_connection<M: Machine>(
         inbox.forward(machine).await;
         // Commands are taken whenever they are there, not only when nothing else woke
         // the loop: a socket that is always readable must not starve them.
-        if inbox.waiting.is_none() && inbox.commands_open {
-            match inbox.commands.try_recv() {
-                Ok(cmd) => inbox.waiting = Some(cmd),
-                Err(async_channel::TryRecvError::Closed) => inbox.commands_open = false,
-                Err(async_channel::TryRecvError::Empty) => {}
-            }
-        }
+        inbox.try_take();
         if let Some(cmd) = inbox.waiting.take() {
             if machine.has_room_for(&cmd) {
                 if let Err(e) = machine.apply(cmd, clock.now()) {

@@ -12,8 +12,6 @@ mod receiving;
 mod saved;
 mod sending;
 
-pub use saved::{RestoreError, SavePoint};
-
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashSet;

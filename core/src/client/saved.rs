@@ -20,58 +20,19 @@ use std::collections::BTreeMap;
 
 use super::{Phase, RelayClient};
 use crate::e2e::Keyring;
-use crate::error::DecodeError;
 use crate::id::ClientId;
 use crate::limits::Limits;
 use crate::link::Link;
-use crate::secure::{PublicKey, Security, derive};
-use crate::session::{Away, Retained};
+use crate::saved::{
+    RestoreError, SavePoint, check_identity, open, read_stream, save_identity, save_stream, seal,
+};
+use crate::secure::Security;
+use crate::session::Away;
 use crate::time::Timestamp;
-use crate::wire::{Reader, Writer};
+use crate::wire::Writer;
 
 /// The first bytes of a saved relay-client session (and its format's version).
 const MAGIC: &[u8; 8] = b"p2pcS\x00\x01R";
-
-/// Bytes of the hash at the end.
-const HASH_LEN: usize = 32;
-
-/// What changes a saved session: when it differs from the last one saved, the
-/// session must be saved again before anything more is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SavePoint {
-    received: u64,
-    sent: u64,
-    next_seq: u64,
-    unconfirmed: usize,
-    exited: bool,
-    id: u32,
-}
-
-/// Why a saved session could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RestoreError {
-    /// The bytes are not a whole saved session (torn by a crash mid-write, or not
-    /// one at all).
-    #[error("the saved session is damaged or incomplete ({0})")]
-    Damaged(String),
-    /// It belongs to another identity (another key) than the one starting now.
-    #[error("the saved session belongs to another identity (key {saved}); this one is {now}")]
-    OtherIdentity {
-        /// The key it was saved with.
-        saved: String,
-        /// The key starting now.
-        now: String,
-    },
-    /// The name or limits it was saved with are not valid now.
-    #[error("the saved session cannot be used: {0}")]
-    Invalid(String),
-}
-
-impl From<DecodeError> for RestoreError {
-    fn from(e: DecodeError) -> Self {
-        RestoreError::Damaged(e.to_string())
-    }
-}
 
 impl RelayClient {
     /// Where the session stands, for the driver to tell whether it must be saved
@@ -115,13 +76,7 @@ impl RelayClient {
         w.u64(self.next_seq);
         w.u64(self.received);
         w.u8(u8::from(self.exited));
-        match self.security.identity.as_ref() {
-            Some(identity) => {
-                w.u8(1);
-                w.rest(&identity.public().0);
-            }
-            None => w.u8(0),
-        }
+        save_identity(&mut w, &self.security);
         w.u32(self.unconfirmed.len() as u32);
         for (&seq, to) in &self.unconfirmed {
             w.u64(seq);
@@ -134,14 +89,8 @@ impl RelayClient {
             }
             None => w.u8(0),
         }
-        let (base, bytes) = self.link.retained_bytes().unwrap_or((self.received, &[]));
-        let mut w = Writer::new(&mut out);
-        w.u64(base);
-        w.u32(bytes.len() as u32);
-        w.rest(bytes);
-        let hash = derive(b"p2pchat saved session v1", &[&out]);
-        out.extend_from_slice(&hash);
-        Some(out)
+        save_stream(&mut out, &mut self.link);
+        Some(seal(out))
     }
 
     /// A client restored from `saved` ([`RelayClient::save`]), away from its session
@@ -159,19 +108,7 @@ impl RelayClient {
         security: Security,
         now: Timestamp,
     ) -> Result<RelayClient, RestoreError> {
-        let Some(body_len) = saved.len().checked_sub(HASH_LEN) else {
-            return Err(RestoreError::Damaged("too short".into()));
-        };
-        let (body, hash) = saved.split_at(body_len);
-        if derive(b"p2pchat saved session v1", &[body]) != hash {
-            return Err(RestoreError::Damaged("its hash does not match".into()));
-        }
-        let Some(body) = body.strip_prefix(MAGIC.as_slice()) else {
-            return Err(RestoreError::Damaged(
-                "not a saved relay session of this version".into(),
-            ));
-        };
-        let mut r = Reader::new(body, "saved session");
+        let mut r = open(saved, MAGIC, "relay")?;
         let id = ClientId(r.u32()?);
         let token: [u8; 16] = r.array()?;
         let grace = core::time::Duration::from_millis(r.u64()?);
@@ -179,18 +116,7 @@ impl RelayClient {
         let next_seq = r.u64()?;
         let received = r.u64()?;
         let exited = r.u8()? != 0;
-        let saved_key = match r.u8()? {
-            0 => None,
-            _ => Some(PublicKey(r.array()?)),
-        };
-        let now_key = security.identity.as_ref().map(|i| i.public());
-        if saved_key != now_key {
-            let show = |k: Option<PublicKey>| k.map_or("none".to_owned(), |k| k.to_string());
-            return Err(RestoreError::OtherIdentity {
-                saved: show(saved_key),
-                now: show(now_key),
-            });
-        }
+        check_identity(&mut r, &security)?;
         let mut unconfirmed = BTreeMap::new();
         for _ in 0..r.u32()? {
             let seq = r.u64()?;
@@ -207,16 +133,7 @@ impl RelayClient {
                 ));
             }
         };
-        let base = r.u64()?;
-        let len = r.u32()? as usize;
-        let bytes = r.rest();
-        if bytes.len() != len {
-            return Err(RestoreError::Damaged(format!(
-                "its stream holds {} bytes, not {len}",
-                bytes.len()
-            )));
-        }
-        let retained = Retained::restored(base, bytes);
+        let retained = read_stream(&mut r)?;
         let mut client =
             RelayClient::new(&name, limits, security, now).map_err(RestoreError::Invalid)?;
         client.link = Link::restored(&client.limits, now, retained);

@@ -11,6 +11,7 @@
 //! connecting side dials again and both resume where they were ([`resume`]).
 
 mod resume;
+mod saved;
 
 use std::collections::VecDeque;
 

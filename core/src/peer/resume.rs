@@ -20,12 +20,13 @@ use std::collections::VecDeque;
 use core::time::Duration;
 
 use super::{Peer, PeerEvent, PeerSide};
-use crate::error::ErrorCode;
+use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{Frame, Hello, Role};
 use crate::handshake::{CAP_NOISE, negotiate_version};
 use crate::secure::{self, PublicKey};
 use crate::session::{Away, same_token};
 use crate::time::Timestamp;
+use crate::wire::{Reader, Writer};
 
 /// The conversation's session state.
 #[derive(Debug, Default)]
@@ -91,6 +92,68 @@ impl PeerSession {
     pub(super) fn end(&mut self) {
         self.away = None;
         self.returning = false;
+    }
+
+    /// Whether there is a session another process could come back to: agreed,
+    /// with a token, and with the other side's key known.
+    pub(super) fn is_saveable(&self) -> bool {
+        self.agreed && self.token.is_some() && self.remote_key.is_some()
+    }
+
+    /// How many of our chat messages wait for their acknowledgement.
+    pub(super) fn unconfirmed(&self) -> usize {
+        self.unacked_chat.len()
+    }
+
+    pub(super) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Appends what [`PeerSession::restore`] reads (see `super::saved`).
+    pub(super) fn save(&self, w: &mut Writer<'_>) {
+        w.rest(&self.token.unwrap_or_default());
+        w.u64(self.grace.as_millis() as u64);
+        w.u64(self.received);
+        match self.remote_key {
+            Some(Some(key)) => {
+                w.u8(2);
+                w.rest(&key.0);
+            }
+            Some(None) => w.u8(1),
+            None => w.u8(0),
+        }
+        w.u32(u32::try_from(self.unacked_chat.len()).unwrap_or(u32::MAX));
+        for &(end, seq) in &self.unacked_chat {
+            w.u64(end);
+            w.u64(seq);
+        }
+    }
+
+    /// A session [`PeerSession::save`] wrote, lost at `now`: waiting to be resumed.
+    pub(super) fn restore(r: &mut Reader<'_>, now: Timestamp) -> Result<PeerSession, DecodeError> {
+        let token: [u8; 16] = r.array()?;
+        let grace = Duration::from_millis(r.u64()?);
+        let received = r.u64()?;
+        let remote_key = match r.u8()? {
+            2 => Some(Some(PublicKey(r.array()?))),
+            1 => Some(None),
+            _ => None,
+        };
+        let mut unacked_chat = VecDeque::new();
+        for _ in 0..r.u32()? {
+            let end = r.u64()?;
+            unacked_chat.push_back((end, r.u64()?));
+        }
+        Ok(PeerSession {
+            agreed: true,
+            token: Some(token),
+            grace,
+            received,
+            away: Some(Away::starting(now, grace)),
+            returning: false,
+            remote_key,
+            unacked_chat,
+        })
     }
 }
 
@@ -556,6 +619,61 @@ mod tests {
                     _ => None,
                 })
                 .collect()
+        }
+    }
+
+    #[test]
+    fn either_side_restored_from_its_saved_conversation_resumes_it() {
+        for dying in [PeerSide::Connector, PeerSide::Acceptor] {
+            let mut p = Pair::new();
+            p.con.send_chat("c1", T).unwrap();
+            p.acc.send_chat("a1", T).unwrap();
+            p.pump();
+            assert_eq!(Pair::texts(&mut p.acc_events), ["c1"]);
+            assert_eq!(Pair::texts(&mut p.con_events), ["a1"]);
+            let (me, other) = match dying {
+                PeerSide::Connector => (&mut p.con, &mut p.acc),
+                PeerSide::Acceptor => (&mut p.acc, &mut p.con),
+            };
+            // It sends; its driver saves before writing; the process dies with the
+            // bytes still on their way.
+            me.send_chat("from the dying side", T).unwrap();
+            let saved = me.save().expect("a conversation to save");
+            other.send_chat("sent while it was dead", T).unwrap();
+            p.cut();
+            // A new process: same identity, fresh randomness.
+            let n = match dying {
+                PeerSide::Connector => 1,
+                PeerSide::Acceptor => 2,
+            };
+            let mut security = party_security(n);
+            security.seed = [99; 32];
+            let restored = Peer::restore(&saved, Limits::default(), security, T).unwrap();
+            match dying {
+                PeerSide::Connector => p.con = restored,
+                PeerSide::Acceptor => p.acc = restored,
+            }
+            p.con_events.clear();
+            p.acc_events.clear();
+            p.reconnect();
+            for events in [&p.con_events, &p.acc_events] {
+                assert!(
+                    events.contains(&PeerEvent::Resumed),
+                    "{dying:?}: {events:?}"
+                );
+            }
+            let (mine, theirs) = match dying {
+                PeerSide::Connector => (&mut p.con_events, &mut p.acc_events),
+                PeerSide::Acceptor => (&mut p.acc_events, &mut p.con_events),
+            };
+            assert_eq!(Pair::texts(mine), ["sent while it was dead"], "{dying:?}");
+            assert_eq!(Pair::texts(theirs), ["from the dying side"], "{dying:?}");
+            // And on: sequence numbers and keys carried over.
+            p.con.send_chat("c2", T).unwrap();
+            p.acc.send_chat("a2", T).unwrap();
+            p.pump();
+            assert_eq!(Pair::texts(&mut p.acc_events), ["c2"]);
+            assert_eq!(Pair::texts(&mut p.con_events), ["a2"]);
         }
     }
 
