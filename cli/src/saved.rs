@@ -163,6 +163,10 @@ pub fn open_slot(
         ui.err(&format!("warning: {e}; starting a new session"));
         None
     });
+    if saved.is_none() {
+        // A new session: what an earlier one showed says nothing about it.
+        slot.clear();
+    }
     (Some(slot), saved)
 }
 
@@ -363,6 +367,14 @@ impl SessionStore for Committer {
 
     fn is_pending(&self) -> bool {
         self.0.lock().is_ok_and(|file| file.prepared)
+    }
+
+    fn clear(&mut self) {
+        if let Ok(mut file) = self.0.lock() {
+            file.prepared = false;
+            let _ = std::fs::remove_file(file.temporary());
+            let _ = std::fs::remove_file(&file.path);
+        }
     }
 }
 

@@ -517,6 +517,9 @@ pub trait SessionStore: Send {
     fn commit(&mut self);
     /// Whether a prepared session waits to be committed.
     fn is_pending(&self) -> bool;
+    /// Forgets the saved session: there is none another process could resume now
+    /// (it ended, or a file transfer is under way).
+    fn clear(&mut self);
 }
 
 /// How many times the driver lets the frontend run, waiting for it to show what it
@@ -770,7 +773,12 @@ impl<M: Machine> Inbox<M> {
             return;
         };
         let point = machine.save_point();
-        if point.is_none() || point == self.saved_at {
+        if point == self.saved_at {
+            return;
+        }
+        if point.is_none() {
+            store.clear();
+            self.saved_at = None;
             return;
         }
         if let Some(saved) = machine.save() {

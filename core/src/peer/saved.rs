@@ -27,9 +27,15 @@ const MAGIC: &[u8; 8] = b"p2pcS\x00\x01D";
 impl Peer {
     /// Where the conversation stands, for the driver to tell whether it must be
     /// saved again; `None` while there is nothing another process could resume (no
-    /// session layer, no token yet, plain text, or over).
+    /// session layer, no token yet, plain text, over, or a file under way): the
+    /// driver then forgets what it saved.
     pub fn save_point(&self) -> Option<SavePoint> {
-        if self.over || self.link.is_plain_text() || !self.session.is_saveable() {
+        // Not while a file is under way (see `RelayClient::save_point`).
+        if self.over
+            || self.link.is_plain_text()
+            || !self.session.is_saveable()
+            || !self.files.is_idle()
+        {
             return None;
         }
         Some(SavePoint {
