@@ -453,6 +453,61 @@ impl Files {
         self.outbox.pop_front()
     }
 
+    /// Appends what a saved session keeps of the transfers: the next ID (a restarted
+    /// process must not reuse one the other side may still know) and those under
+    /// way (a restarted process ends them: their state died with the process).
+    pub(crate) fn save(&self, w: &mut Writer<'_>) {
+        w.u32(self.next_id);
+        let under_way: Vec<(PeerRef, TransferId, bool)> = self
+            .outgoing
+            .iter()
+            .map(|(&id, o)| (o.to, id, true))
+            .chain(self.incoming.keys().map(|&(peer, id)| (peer, id, false)))
+            .collect();
+        w.u32(u32::try_from(under_way.len()).unwrap_or(u32::MAX));
+        for (peer, id, outgoing) in under_way {
+            w.u32(peer.map_or(u32::MAX, |p| p.0));
+            w.u32(id.0);
+            w.u8(u8::from(outgoing));
+        }
+    }
+
+    /// Reads what [`Files::save`] wrote, into the transfers of a restarted process:
+    /// each transfer that was under way is ended, the other side told (a cancel)
+    /// and the user too (`Failed`).
+    pub(crate) fn restore(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        self.next_id = r.u32()?;
+        for _ in 0..r.u32()? {
+            let peer = match r.u32()? {
+                u32::MAX => None,
+                p => Some(ClientId(p)),
+            };
+            let transfer = TransferId(r.u32()?);
+            let outgoing = r.u8()? != 0;
+            let reason =
+                "it was interrupted: the p2pchat at this end was stopped and started again; send the file again to resume it".to_owned();
+            let msg = if outgoing {
+                FileMsg::CancelBySender {
+                    transfer,
+                    reason: reason.clone(),
+                }
+            } else {
+                FileMsg::CancelByReceiver {
+                    transfer,
+                    reason: reason.clone(),
+                }
+            };
+            self.outbox.push_back((peer, msg));
+            self.events.push_back(FileEvent::Failed {
+                peer,
+                transfer,
+                outgoing,
+                reason,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether no transfer is under way in either direction.
     pub(crate) fn is_idle(&self) -> bool {
         self.outgoing.is_empty() && self.incoming.is_empty()

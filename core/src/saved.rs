@@ -28,6 +28,8 @@ pub struct SavePoint {
     pub(crate) unconfirmed: usize,
     pub(crate) exited: bool,
     pub(crate) id: u32,
+    /// A file is under way: `received` counts chat messages, `sent` is not followed.
+    pub(crate) files_busy: bool,
 }
 
 /// Why a saved session could not be used.
@@ -48,6 +50,18 @@ pub enum RestoreError {
     /// The name or limits it was saved with are not valid now.
     #[error("the saved session cannot be used: {0}")]
     Invalid(String),
+    /// It was saved before the other side gave the token that resuming needs (the
+    /// process died right after joining): it cannot be resumed, but the messages
+    /// it had not seen confirmed are named.
+    #[error(
+        "the saved session cannot be resumed (it ended before the relay gave it a resume token); {} of its messages were not confirmed delivered: {}",
+        unconfirmed.len(),
+        unconfirmed.iter().map(|(seq, to)| format!("{seq} (to {to})")).collect::<Vec<_>>().join(", ")
+    )]
+    NotResumable {
+        /// Each message's sequence number and recipient.
+        unconfirmed: Vec<(u64, crate::id::ClientId)>,
+    },
 }
 
 impl From<DecodeError> for RestoreError {

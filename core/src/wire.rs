@@ -81,7 +81,7 @@ impl<'a> Reader<'a> {
         Reader { bytes, frame }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.bytes.len() < n {
             return Err(DecodeError::Malformed {
                 frame: self.frame,

@@ -13,7 +13,7 @@ fn cases(default: u32) -> u32 {
 }
 
 fn arb_faults() -> impl Strategy<Value = FaultSet> {
-    proptest::array::uniform8(any::<bool>()).prop_map(FaultSet::from_flags)
+    proptest::array::uniform9(any::<bool>()).prop_map(FaultSet::from_flags)
 }
 
 /// Runs the spec and fails with the replay command if any invariant breaks.

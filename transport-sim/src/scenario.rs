@@ -56,6 +56,10 @@ pub enum Action {
     Vanish,
     /// The user connects again as a new client (after a reset, a cut, leaving...).
     Reconnect,
+    /// The client's process is killed (`kill -9`: its connection ends, its memory is
+    /// gone) and started again after this long, with nothing but the session it
+    /// saved (see `RelayClient::save`), as `p2pchat join` or `connect`/`listen` are.
+    Crash(Duration),
 }
 
 /// One client's part in the scenario.

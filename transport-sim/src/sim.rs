@@ -11,7 +11,8 @@ use core::time::Duration;
 
 use p2pchat_core::{
     ClientEvent, ClientId, ConnId, ErrorCode, FileEvent, Identity, Peer, PeerEvent, PeerSide,
-    RecordCipher, RelayClient, RelayServer, Security, SendError, ServerEvent, Timestamp,
+    RecordCipher, RelayClient, RelayServer, RestoreError, SavePoint, Security, SendError,
+    ServerEvent, Timestamp,
 };
 
 use crate::rng::Rng;
@@ -57,6 +58,8 @@ enum Ev {
     ServerDown(Duration),
     /// The relay process is back, knowing nothing of before.
     ServerUp,
+    /// A client process killed earlier is started again, from its saved session.
+    Restart(usize),
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +156,12 @@ struct Node {
     sending: BTreeMap<u32, u64>,
     /// When a dial back to the relay is scheduled.
     redial: Option<Timestamp>,
+    /// What the process keeps on disk to come back after it was killed (as
+    /// `p2pchat join` does), and where the session stood when it was saved.
+    saved: Option<Vec<u8>>,
+    saved_at: Option<SavePoint>,
+    /// How many times the process was killed (each new process's randomness differs).
+    crashes: u64,
 }
 
 /// A simulated network running one scenario.
@@ -180,6 +189,9 @@ pub struct Sim {
     transcript: Transcript,
     max_queued: usize,
     events_processed: u64,
+    /// Whether clients save their sessions (the scenario kills client processes):
+    /// saving costs, so only then.
+    saving: bool,
 }
 
 /// The security of the relay (`node` = `None`) or of a node: its own key and its own
@@ -256,7 +268,12 @@ impl Sim {
             encrypted: scenario.encrypted,
             ..Transcript::default()
         };
+        let saving = scenario
+            .clients
+            .iter()
+            .any(|c| c.actions.iter().any(|(_, a)| matches!(a, Action::Crash(_))));
         let mut sim = Sim {
+            saving,
             seed,
             rng: Rng::new(seed),
             now: Timestamp::ZERO,
@@ -391,6 +408,7 @@ impl Sim {
             Ev::Linger(node, link) => self.close_node(node, link),
             Ev::Redial(node) => self.redial(node),
             Ev::Rejoin(plan) => self.rejoin(plan),
+            Ev::Restart(node) => self.restart_node(node),
             Ev::ServerDown(downtime) => self.server_down(downtime),
             Ev::ServerUp => {
                 self.restarts += 1;
@@ -407,6 +425,90 @@ impl Sim {
 
     /// The user of scenario client `plan`, whose session ended for good, joins again
     /// as a new client (a new node), as `p2pchat join` does.
+    /// A client process killed earlier is started again, with nothing but what it
+    /// saved: it resumes its session (dialling as a lost connection does), or, with
+    /// nothing saved (not yet admitted, or a file was under way), joins as a new
+    /// client, as `p2pchat join` does.
+    fn restart_node(&mut self, node: usize) {
+        if self.nodes[node].state != NodeState::Vanished {
+            return;
+        }
+        let now = self.now;
+        self.nodes[node].crashes += 1;
+        let mut security = security(self.scenario.encrypted, self.seed, Some(node));
+        // A new process draws new randomness.
+        let crashes = self.nodes[node].crashes;
+        for (i, b) in security.seed.iter_mut().enumerate() {
+            *b ^= (crashes.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (8 * (i % 8))) as u8;
+        }
+        let limits = self.scenario.limits.clone();
+        let saved = self.nodes[node].saved.take();
+        self.nodes[node].saved_at = None;
+        let restored = saved.and_then(|bytes| match self.scenario.topology {
+            Topology::Relay => match RelayClient::restore(&bytes, limits, security, now) {
+                Ok(c) => Some(Machine::Client(Box::new(c))),
+                Err(RestoreError::NotResumable { unconfirmed }) => {
+                    // Saved before its token came: what it sent is named, as
+                    // `p2pchat join` names it at the next start.
+                    self.record(Record::Unconfirmed {
+                        client: node,
+                        seqs: unconfirmed.into_iter().map(|(seq, _)| seq).collect(),
+                    });
+                    None
+                }
+                Err(_) => None,
+            },
+            Topology::Direct => Peer::restore(&bytes, limits, security, now)
+                .ok()
+                .map(|p| Machine::Peer(Box::new(p))),
+        });
+        let Some(machine) = restored else {
+            self.fault(node, "started again with nothing saved".into());
+            if self.scenario.topology == Topology::Relay {
+                let plan = self.nodes[node].plan;
+                self.nodes[node].state = NodeState::Closed;
+                let fresh = self.nodes.len();
+                let name = self.nodes[node].name.clone();
+                self.nodes.push(Node::new(plan, &name));
+                self.incarnation[plan] = fresh;
+                self.join(fresh);
+            }
+            return;
+        };
+        self.fault(node, "started again from its saved session".into());
+        let node_ref = &mut self.nodes[node];
+        node_ref.machine = Some(machine);
+        node_ref.state = NodeState::Active;
+        // Files under way died with the process (nothing is saved while one is).
+        node_ref.receiving.clear();
+        node_ref.sending.clear();
+        self.drain(End::Node(node));
+    }
+
+    /// Saves `n`'s session if it changed, as the TCP driver does before it writes
+    /// anything (see `p2pchat_tcp::SessionStore`); forgets it when there is none to
+    /// save.
+    fn checkpoint(&mut self, n: usize) {
+        if !self.saving {
+            return;
+        }
+        let node = &mut self.nodes[n];
+        let point = match node.machine.as_ref() {
+            Some(Machine::Client(c)) => c.save_point(),
+            Some(Machine::Peer(p)) => p.save_point(),
+            None => return,
+        };
+        if point == node.saved_at {
+            return;
+        }
+        node.saved = match node.machine.as_mut() {
+            Some(Machine::Client(c)) => c.save(),
+            Some(Machine::Peer(p)) => p.save(),
+            None => None,
+        };
+        node.saved_at = point;
+    }
+
     fn rejoin(&mut self, plan: usize) {
         let old = self.incarnation[plan];
         let fresh = self.nodes.len();
@@ -703,6 +805,22 @@ impl Sim {
                 self.fault(node, "vanishes".into());
                 self.cut(node);
                 self.nodes[node].state = NodeState::Vanished;
+            }
+            Action::Crash(down) => {
+                self.fault(
+                    node,
+                    format!("process killed, started again in {} ms", down.as_millis()),
+                );
+                // Its memory is gone; the kernel closes its socket (what it wrote
+                // still goes out, then a FIN).
+                let n = &mut self.nodes[node];
+                n.machine = None;
+                n.state = NodeState::Vanished;
+                n.redial = None;
+                n.timer = None;
+                self.abandon_link(node);
+                self.schedule(self.now + down, Ev::Restart(node));
+                return;
             }
             Action::Reconnect => {
                 if self.scenario.topology != Topology::Relay {
@@ -1116,6 +1234,8 @@ impl Sim {
                 self.on_file_event(n, e, &mut records);
             }
         }
+        // Nothing goes out that the saved session does not know of.
+        self.checkpoint(n);
         let mut out = Vec::new();
         let (wants_close, timeout) = match self.nodes[n].machine.as_mut() {
             Some(Machine::Client(c)) => {
@@ -1425,6 +1545,9 @@ impl Node {
             receiving: BTreeMap::new(),
             sending: BTreeMap::new(),
             redial: None,
+            saved: None,
+            saved_at: None,
+            crashes: 0,
         }
     }
 }

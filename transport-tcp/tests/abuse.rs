@@ -10,7 +10,7 @@ use std::net::TcpStream;
 
 use p2pchat_core::{ClientEvent, ClientId, ErrorCode, Limits, ServerEvent};
 use p2pchat_tcp::ClientCommand;
-use support::{WAIT, expect, is_message, join, start_relay_with};
+use support::{WAIT, expect, is_message, join, next_logged, start_relay_with};
 
 /// Ten clients in a ring, each sending `text` to the next, and each reading it.
 async fn ring_chat(clients: &[p2pchat_tcp::ClientSession], text: &str) {
@@ -73,11 +73,7 @@ fn a_thousand_silent_connections_are_closed_by_the_handshake_deadline_while_ten_
         let mut timed_out = 0;
         let give_up = std::time::Instant::now() + WAIT;
         while timed_out < 1000 {
-            let next = smol::future::or(async { log.recv().await.ok() }, async {
-                smol::Timer::at(give_up).await;
-                None
-            });
-            let Some(line) = next.await else {
+            let Some(line) = next_logged(&log, give_up).await else {
                 break;
             };
             if let ServerEvent::Dropped {
@@ -216,9 +212,12 @@ fn a_connection_sending_random_bytes_is_told_why_and_cut_off_while_two_clients_c
 
         // The relay's log names it; the others never noticed anything but its
         // arrival and departure.
+        // (Logged after the close, so waited for: a `try_recv` here once found
+        // nothing yet.)
         let mut logged = false;
-        while let Ok(line) = log.try_recv() {
-            logged |= matches!(
+        let give_up = std::time::Instant::now() + WAIT;
+        while !logged && let Some(line) = next_logged(&log, give_up).await {
+            logged = matches!(
                 line.event,
                 ServerEvent::Left {
                     code: ErrorCode::TooManyErrors,

@@ -265,6 +265,9 @@ pub struct RelayClient {
     received: u64,
     /// While the connection is lost and the session goes on.
     away: Option<Away>,
+    /// Chat messages received (what a session saved while a file is under way
+    /// follows, instead of every byte: see `saved.rs`).
+    chat_seen: u64,
 }
 
 impl RelayClient {
@@ -332,6 +335,7 @@ impl RelayClient {
             resume_token: None,
             received: 0,
             away: None,
+            chat_seen: 0,
         })
     }
 
@@ -864,11 +868,13 @@ impl RelayClient {
             }
             (Phase::Resuming(id), Frame::Resumed { received }) => {
                 if let Err(beyond) = self.link.resend_from(received) {
+                    // Only a session saved while a file was under way, and resumed by
+                    // a new process, can be behind what the relay holds.
                     let reason = format!(
-                        "the relay claims {} bytes of our session stream; we sent {}",
+                        "the relay holds {} bytes of this session's stream, more than the {} this client kept (saved while a file was under way); join again as a new client",
                         beyond.claimed, beyond.sent
                     );
-                    self.fail(ErrorCode::MalformedFrame, reason);
+                    self.fail(ErrorCode::ResumeFailed, reason);
                     return;
                 }
                 self.phase = Phase::Admitted(id);

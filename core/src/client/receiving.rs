@@ -16,11 +16,12 @@ use rustc_hash::FxHashMap;
 
 use super::{ClientEvent, RelayClient};
 use crate::e2e::{KeysMsg, OpenError, Place, open_file};
-use crate::error::ErrorCode;
+use crate::error::{DecodeError, ErrorCode};
 use crate::file::FileMsg;
 use crate::frame::{Payload, PayloadKind};
 use crate::id::ClientId;
 use crate::time::Timestamp;
+use crate::wire::{Reader, Writer};
 
 /// A message from a client whose group key we wait for.
 #[derive(Debug)]
@@ -56,6 +57,89 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// Appends what a saved session keeps of the held messages (they were counted
+    /// as received: a restarted client must still show them once the keys come).
+    pub(super) fn save(&self, w: &mut Writer<'_>) {
+        let mut senders: Vec<_> = self.by_sender.iter().collect();
+        senders.sort_unstable_by_key(|(id, _)| **id);
+        w.u32(u32::try_from(senders.len()).unwrap_or(u32::MAX));
+        for (from, items) in senders {
+            w.u32(from.0);
+            let kept: Vec<&HeldItem> = items
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        i,
+                        HeldItem::Sealed { .. } | HeldItem::Opened(ClientEvent::Message { .. })
+                    )
+                })
+                .collect();
+            w.u32(u32::try_from(kept.len()).unwrap_or(u32::MAX));
+            for item in kept {
+                match item {
+                    HeldItem::Sealed { to, seq, body } => {
+                        w.u8(0);
+                        w.u32(to.0);
+                        w.u64(*seq);
+                        w.u32(u32::try_from(body.len()).unwrap_or(u32::MAX));
+                        w.rest(body);
+                    }
+                    HeldItem::Opened(ClientEvent::Message {
+                        to,
+                        seq,
+                        text,
+                        encrypted,
+                        ..
+                    }) => {
+                        w.u8(1 | u8::from(*encrypted) << 1);
+                        w.u32(to.0);
+                        w.u64(*seq);
+                        w.u32(u32::try_from(text.len()).unwrap_or(u32::MAX));
+                        w.rest(text.as_bytes());
+                    }
+                    HeldItem::Opened(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The held messages [`Held::save`] wrote, and the senders whose keys to ask
+    /// for again.
+    pub(super) fn restore(r: &mut Reader<'_>) -> Result<(Held, Vec<ClientId>), DecodeError> {
+        let mut held = Held::default();
+        let mut senders = Vec::new();
+        for _ in 0..r.u32()? {
+            let from = ClientId(r.u32()?);
+            senders.push(from);
+            let mut items = VecDeque::new();
+            for _ in 0..r.u32()? {
+                let tag = r.u8()?;
+                let to = ClientId(r.u32()?);
+                let seq = r.u64()?;
+                let len = r.u32()? as usize;
+                let bytes = r.take(len)?.to_vec();
+                held.bytes += bytes.len();
+                items.push_back(if tag & 1 == 0 {
+                    HeldItem::Sealed {
+                        to,
+                        seq,
+                        body: bytes,
+                    }
+                } else {
+                    HeldItem::Opened(ClientEvent::Message {
+                        from,
+                        to,
+                        seq,
+                        text: String::from_utf8_lossy(&bytes).into_owned(),
+                        encrypted: tag & 2 != 0,
+                    })
+                });
+            }
+            held.by_sender.insert(from, items);
+        }
+        Ok((held, senders))
+    }
+
     fn is_holding(&self, from: ClientId) -> bool {
         self.by_sender.contains_key(&from)
     }
@@ -171,6 +255,7 @@ impl RelayClient {
         }
         match String::from_utf8(text) {
             Ok(text) => {
+                self.chat_seen += 1;
                 let event = ClientEvent::Message {
                     from,
                     to,

@@ -40,18 +40,27 @@ impl RelayClient {
     /// without the session layer, over, or a file transfer under way): the driver
     /// then forgets what it saved.
     pub fn save_point(&self) -> Option<SavePoint> {
-        // Not while a file is under way: its chunks would be saved, and fsync'd,
-        // again and again (a 100 MiB transfer took 3x as long). A process killed
-        // mid-transfer starts a new session; the partial file resumes when sent
-        // again.
-        if !self.files.is_idle() {
-            return None;
-        }
         let id = self.session_id()?;
+        // While a file is under way, its chunks are not what a save waits for (they
+        // would be saved, and fsync'd, again and again: a 100 MiB transfer took 3x
+        // as long); chat is. A process killed then cannot resume (the other side
+        // holds more of the stream than was saved) but loses nothing unreported:
+        // its unconfirmed messages are named, and what it was shown was saved.
+        let files_busy = !self.files.is_idle();
         Some(SavePoint {
-            received: self.received,
-            sent: self.link.stream_end(),
-            next_seq: self.next_seq,
+            received: if files_busy {
+                self.chat_seen
+            } else {
+                self.received
+            },
+            // Our chat, not the transfer's messages (each takes a sequence number).
+            sent: if files_busy {
+                self.unconfirmed.keys().next_back().copied().unwrap_or(0)
+            } else {
+                self.link.stream_end()
+            },
+            files_busy,
+            next_seq: if files_busy { 0 } else { self.next_seq },
             unconfirmed: self.unconfirmed.len(),
             exited: self.exited,
             id: id.0,
@@ -60,11 +69,11 @@ impl RelayClient {
 
     /// Our ID, while there is a session the relay would let us resume.
     fn session_id(&self) -> Option<ClientId> {
-        if !self.resumable || self.resume_token.is_none() {
-            return None;
-        }
         match self.phase {
-            Phase::Admitted(id) | Phase::Resuming(id) => Some(id),
+            Phase::Admitted(id) | Phase::Resuming(id) if self.resumable => Some(id),
+            // Before the relay admitted us (or gave its token), a session cannot be
+            // resumed, but what was sent meanwhile is named at the next start.
+            Phase::Handshaking if !self.unconfirmed.is_empty() => Some(ClientId(u32::MAX)),
             _ => None,
         }
     }
@@ -74,13 +83,18 @@ impl RelayClient {
     pub fn save(&mut self) -> Option<Vec<u8>> {
         self.save_point()?;
         let id = self.session_id()?;
-        let (token, grace) = self.resume_token?;
         let mut out = Vec::with_capacity(256 + self.link.unacked());
         out.extend_from_slice(MAGIC);
         let mut w = Writer::new(&mut out);
         w.u32(id.0);
-        w.rest(&token);
-        w.u64(grace.as_millis() as u64);
+        match self.resume_token {
+            Some((token, grace)) => {
+                w.u8(1);
+                w.rest(&token);
+                w.u64(grace.as_millis() as u64);
+            }
+            None => w.u8(0),
+        }
         w.str8(&self.hello.name);
         w.u64(self.next_seq);
         w.u64(self.received);
@@ -98,6 +112,9 @@ impl RelayClient {
             }
             None => w.u8(0),
         }
+        self.files.save(&mut w);
+        self.held.save(&mut w);
+        self.outbox.save(&mut w);
         save_stream(&mut out, &mut self.link);
         Some(seal(out))
     }
@@ -119,8 +136,13 @@ impl RelayClient {
     ) -> Result<RelayClient, RestoreError> {
         let mut r = open(saved, MAGIC, "relay")?;
         let id = ClientId(r.u32()?);
-        let token: [u8; 16] = r.array()?;
-        let grace = core::time::Duration::from_millis(r.u64()?);
+        let token = match r.u8()? {
+            0 => None,
+            _ => Some((
+                r.array::<16>()?,
+                core::time::Duration::from_millis(r.u64()?),
+            )),
+        };
         let name = r.str8("saved name")?;
         let next_seq = r.u64()?;
         let received = r.u64()?;
@@ -131,6 +153,11 @@ impl RelayClient {
             let seq = r.u64()?;
             unconfirmed.insert(seq, ClientId(r.u32()?));
         }
+        let Some((token, grace)) = token else {
+            return Err(RestoreError::NotResumable {
+                unconfirmed: unconfirmed.into_iter().collect(),
+            });
+        };
         let keyring = match (r.u8()?, &security.identity) {
             (0, _) => None,
             (_, Some(identity)) => {
@@ -142,6 +169,11 @@ impl RelayClient {
                 ));
             }
         };
+        let mut files =
+            crate::file::Files::new(limits.max_outbound_bytes, limits.relay_file_window);
+        files.restore(&mut r)?;
+        let (held, waiting_for_keys) = super::receiving::Held::restore(&mut r)?;
+        let outbox = super::sending::Outbox::restore(&mut r)?;
         let retained = read_stream(&mut r)?;
         let mut client =
             RelayClient::new(&name, limits, security, now).map_err(RestoreError::Invalid)?;
@@ -157,6 +189,27 @@ impl RelayClient {
             client.keyring = keyring;
         }
         client.away = Some(Away::starting(now, grace));
+        client.files = files;
+        // The transfers that died with the process are ended: their cancels wait in
+        // the session stream for the resume.
+        client.pump_files(now);
+        // Key exchange that was under way died with the process too (what we owed
+        // others, and our requests): messages still held wait for keys asked for
+        // again, and, if we wrote to everyone, our group key goes to everyone again.
+        client.held = held;
+        client.outbox = outbox;
+        client.look_up_again(now);
+        for from in waiting_for_keys {
+            client.owe_key_request(from, now);
+        }
+        let keyed: Vec<ClientId> = client
+            .keyring
+            .as_ref()
+            .map(|ring| ring.keyed_clients().collect())
+            .unwrap_or_default();
+        for id in keyed {
+            client.owe_group_key(id, now);
+        }
         Ok(client)
     }
 }

@@ -22,12 +22,13 @@ use rustc_hash::FxHashMap;
 
 use super::{ClientEvent, RelayClient};
 use crate::e2e::{FileHeader, KeysMsg, Place};
-use crate::error::ErrorCode;
+use crate::error::{DecodeError, ErrorCode};
 use crate::file::FileMsg;
 use crate::frame::{ErrorReport, Frame, PayloadKind, encode_chat_with};
 use crate::id::ClientId;
 use crate::secure::PublicKey;
 use crate::time::Timestamp;
+use crate::wire::{Reader, Writer};
 
 /// Something to send, with its sequence number already given.
 #[derive(Debug)]
@@ -114,6 +115,63 @@ const MESSAGE_OVERHEAD: usize = 160;
 const KEY_SEQS_KEPT: usize = 4096;
 
 impl Outbox {
+    /// Appends what a saved session keeps of what waits: the user's messages (and
+    /// exit) not yet sent for want of a key. (Key exchange and file messages are
+    /// not kept: a restarted client owes its keys again and ends its transfers.)
+    pub(super) fn save(&self, w: &mut Writer<'_>) {
+        let kept: Vec<&Outgoing> = self
+            .waiting
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Outgoing::Chat {
+                        kind: PayloadKind::Text,
+                        ..
+                    } | Outgoing::Exit
+                )
+            })
+            .collect();
+        w.u32(u32::try_from(kept.len()).unwrap_or(u32::MAX));
+        for item in kept {
+            match item {
+                Outgoing::Chat { to, seq, plain, .. } => {
+                    w.u8(1);
+                    w.u32(to.0);
+                    w.u64(*seq);
+                    w.u32(u32::try_from(plain.len()).unwrap_or(u32::MAX));
+                    w.rest(plain);
+                }
+                _ => w.u8(0),
+            }
+        }
+    }
+
+    /// What [`Outbox::save`] wrote, waiting again (lookups are asked anew).
+    pub(super) fn restore(r: &mut Reader<'_>) -> Result<Outbox, DecodeError> {
+        let mut outbox = Outbox::default();
+        for _ in 0..r.u32()? {
+            let item = match r.u8()? {
+                0 => Outgoing::Exit,
+                _ => {
+                    let to = ClientId(r.u32()?);
+                    let seq = r.u64()?;
+                    let len = r.u32()? as usize;
+                    let plain = r.take(len)?.to_vec();
+                    Outgoing::Chat {
+                        to,
+                        seq,
+                        kind: PayloadKind::Text,
+                        plain,
+                    }
+                }
+            };
+            outbox.bytes += item.len();
+            outbox.waiting.push_back(item);
+        }
+        Ok(outbox)
+    }
+
     /// Bytes of plaintext waiting.
     pub(super) fn bytes(&self) -> usize {
         self.bytes
@@ -294,6 +352,27 @@ impl RelayClient {
         {
             self.outbox.looking_up.insert(id, self.next_seq);
             self.link.send(&Frame::Lookup { id }, now);
+        }
+    }
+
+    /// After a restore: what waits for a key is looked up anew. The relay's stream
+    /// resent on resume may still hold answers to the dead process's lookups, which
+    /// could not tell which messages they speak for: such a lookup is marked as
+    /// speaking for none (an old "not online" fails nothing; a fresh lookup follows).
+    pub(super) fn look_up_again(&mut self, now: Timestamp) {
+        let mut ids: Vec<ClientId> = self
+            .outbox
+            .waiting
+            .iter()
+            .filter_map(Outgoing::to)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            if !self.knows_key_of(Some(id)) {
+                self.outbox.looking_up.insert(id, 0);
+                self.link.send(&Frame::Lookup { id }, now);
+            }
         }
     }
 

@@ -147,6 +147,8 @@ pub struct Peer {
     /// Whether the current link has seen the other side's `Hello` (each new link of
     /// a resumed conversation starts with one).
     link_hello: bool,
+    /// Chat messages received (see `RelayClient`'s, and `saved.rs`).
+    chat_seen: u64,
 }
 
 impl Peer {
@@ -218,6 +220,7 @@ impl Peer {
             last_now: now,
             session: resume::PeerSession::default(),
             link_hello: false,
+            chat_seen: 0,
         }
     }
 
@@ -901,7 +904,10 @@ impl Peer {
                     return;
                 }
                 match String::from_utf8(payload.body) {
-                    Ok(text) => self.events.push_back(PeerEvent::Message { seq, text }),
+                    Ok(text) => {
+                        self.chat_seen += 1;
+                        self.events.push_back(PeerEvent::Message { seq, text });
+                    }
                     Err(_) => self.fail(
                         ErrorCode::InvalidUtf8,
                         "the other side sent text that is not valid UTF-8".into(),

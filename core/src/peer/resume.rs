@@ -105,6 +105,11 @@ impl PeerSession {
         self.unacked_chat.len()
     }
 
+    /// The sequence number of our latest chat message not yet acknowledged (0: none).
+    pub(super) fn last_unconfirmed(&self) -> u64 {
+        self.unacked_chat.back().map_or(0, |&(_, seq)| seq)
+    }
+
     pub(super) fn received(&self) -> u64 {
         self.received
     }
@@ -454,11 +459,13 @@ impl Peer {
             return;
         }
         if let Err(beyond) = self.link.resend_from(received) {
+            // Only a conversation saved while a file was under way, and resumed by a
+            // new process, can be behind what the other side holds.
             let reason = format!(
-                "the other side claims {} bytes of our stream; we sent {}",
+                "the other side holds {} bytes of this conversation's stream, more than the {} this side kept (saved while a file was under way); it cannot be resumed",
                 beyond.claimed, beyond.sent
             );
-            self.fail(ErrorCode::MalformedFrame, reason);
+            self.fail(ErrorCode::ResumeFailed, reason);
             return;
         }
         self.resumed(received, now);

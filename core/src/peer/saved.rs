@@ -30,18 +30,26 @@ impl Peer {
     /// session layer, no token yet, plain text, over, or a file under way): the
     /// driver then forgets what it saved.
     pub fn save_point(&self) -> Option<SavePoint> {
-        // Not while a file is under way (see `RelayClient::save_point`).
-        if self.over
-            || self.link.is_plain_text()
-            || !self.session.is_saveable()
-            || !self.files.is_idle()
-        {
+        if self.over || self.link.is_plain_text() || !self.session.is_saveable() {
             return None;
         }
+        // While a file is under way, chat is what a save waits for, not its chunks
+        // (see `RelayClient::save_point`).
+        let files_busy = !self.files.is_idle();
         Some(SavePoint {
-            received: self.session.received(),
-            sent: self.link.stream_end(),
-            next_seq: self.next_seq,
+            received: if files_busy {
+                self.chat_seen
+            } else {
+                self.session.received()
+            },
+            // Our chat, not the transfer's messages (each takes a sequence number).
+            sent: if files_busy {
+                self.session.last_unconfirmed()
+            } else {
+                self.link.stream_end()
+            },
+            files_busy,
+            next_seq: if files_busy { 0 } else { self.next_seq },
             unconfirmed: self.session.unconfirmed(),
             exited: self.we_exited,
             id: u32::from(self.they_exited),
@@ -65,6 +73,7 @@ impl Peer {
         w.u64(self.last_remote_seq);
         w.u8(u8::from(self.we_exited) | u8::from(self.they_exited) << 1);
         self.session.save(&mut w);
+        self.files.save(&mut w);
         save_stream(&mut out, &mut self.link);
         Some(seal(out))
     }
@@ -91,6 +100,9 @@ impl Peer {
         let last_remote_seq = r.u64()?;
         let exits = r.u8()?;
         let session = PeerSession::restore(&mut r, now)?;
+        let mut files =
+            crate::file::Files::new(limits.max_outbound_bytes, limits.direct_file_window);
+        files.restore(&mut r)?;
         let retained = read_stream(&mut r)?;
         let mut peer =
             Peer::new(side, &name, limits, security, now).map_err(RestoreError::Invalid)?;
@@ -102,6 +114,9 @@ impl Peer {
         peer.session = session;
         // Who it is (its name, for the history), until its returning Hello says again.
         peer.remote = Some(our_hello(Role::DirectPeer, &remote_name, 0));
+        // The transfers that died with the process are ended (see `Files::restore`).
+        peer.files = files;
+        peer.pump_files(now);
         Ok(peer)
     }
 }

@@ -1039,7 +1039,11 @@ impl RelayServer {
             self.broadcast(conn, from, &chat);
         } else if let Some(&target) = self.clients.get(&to) {
             let owed = self.deliver(conn, from, target, to, &chat);
+            // Counted before the notice below, which a receipt may ride with.
             self.routed(conn, seq, owed);
+            if let Some(until) = self.conns.get(&target).and_then(|t| t.parked_until) {
+                self.tell_held(conn, from, to, seq, until);
+            }
         } else {
             let message = self.unknown_recipient_message(to);
             let report = error_report(ErrorCode::UnknownRecipient, seq, Some(to), message);
@@ -1065,7 +1069,6 @@ impl RelayServer {
             return 0;
         };
         if t.out.try_push_deliver(from, chat) {
-            let away_until = t.parked_until;
             let owes = match &mut t.state {
                 ConnState::Admitted(Client {
                     session: Some(session),
@@ -1077,9 +1080,6 @@ impl RelayServer {
                 _ => 0,
             };
             self.mark_ready(target);
-            if let Some(until) = away_until {
-                self.tell_held(sender, from, to, chat.seq, until);
-            }
             owes
         } else {
             self.did_not_fit(sender, target, to, chat.seq);

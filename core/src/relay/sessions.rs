@@ -532,6 +532,12 @@ impl RelayServer {
     /// Queues client `conn`'s `Ack` and receipt if they are due and have company (or
     /// `force`); else it waits among the riders.
     pub(super) fn emit_riders(&mut self, conn: ConnId, force: bool) {
+        if self.routing.0 == Some(conn) {
+            // A notice to this client in the middle of routing its read (a `Held`)
+            // makes its receipt ride along: the messages of the read routed so far
+            // must be counted first, or the receipt would cover them unsettled.
+            self.apply_routed();
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

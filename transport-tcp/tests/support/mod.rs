@@ -58,6 +58,20 @@ pub async fn start_relay_with(limits: Limits) -> (SocketAddr, ShutdownHandle, Re
     (addr, handle, log_rx)
 }
 
+/// The relay's next log entry, waiting for it until `give_up` (the relay logs some
+/// things after closing a socket: a test that reads the log right after a socket
+/// ended must wait, not `try_recv`).
+pub async fn next_logged(
+    log: &Receiver<RelayLog>,
+    give_up: std::time::Instant,
+) -> Option<RelayLog> {
+    smol::future::or(async { log.recv().await.ok() }, async {
+        smol::Timer::at(give_up).await;
+        None
+    })
+    .await
+}
+
 /// A relay admitting `max_clients`, with a per-connection bound.
 pub async fn start_relay(
     max_clients: u32,
