@@ -1260,7 +1260,7 @@ impl Sim {
                 Record::Disconnected {
                     code: ErrorCode::ResumeFailed,
                     ..
-                } => {
+                } if self.scenario.topology == Topology::Relay => {
                     // The relay no longer holds our session: join again as a new
                     // client, as `p2pchat join` does (at once, so that what the user
                     // does next reaches the new client).
