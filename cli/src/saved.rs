@@ -1,7 +1,7 @@
-//! Saved sessions on disk: what lets `join` (started again after its process died)
-//! come back to its session on the relay, with its ID and nothing lost.
+//! Saved sessions on disk: what lets `join`, `connect` or `listen` (started again
+//! after its process died) come back to its session, with its ID and nothing lost.
 //!
-//! One file per session under the data folder (`sessions/join-HOST_PORT-N.session`),
+//! One file per session under the data folder (`sessions/KIND-TARGET-N.session`),
 //! written whole to a temporary name, flushed to disk (`fsync`) and renamed into
 //! place, so that a crash leaves either the old or the new file, never a mix; the
 //! core adds a hash, so a damaged file is noticed and set aside with a note, never
@@ -12,6 +12,11 @@
 //! machine) finds slot 0 taken and uses slot 1: it neither steals the first one's
 //! session nor is refused. A process that dies releases its lock with it, so the
 //! next start takes that slot and resumes.
+//!
+//! Beside it, `.shown` records the last message shown from each sender, written
+//! right after a burst is shown and before the saved session covering it is put in
+//! place: a restarted process skips what was shown, so a message is never lost and
+//! is shown twice only if the process dies between those two writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
