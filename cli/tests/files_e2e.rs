@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::{Proc, WAIT, fresh_data_dir, join, port_in, server};
+use support::{Proc, WAIT, fresh_data_dir, join, listener, port_in, server};
 
 const MIB: usize = 1024 * 1024;
 
@@ -40,21 +40,6 @@ fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
 
 fn hash(path: &Path) -> blake3::Hash {
     blake3::hash(&std::fs::read(path).unwrap())
-}
-
-fn listener(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec![
-        "listen",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-history",
-    ];
-    args.extend_from_slice(extra);
-    let mut l = Proc::start(&args);
-    let line = l.expect_out("listening", |x| x.starts_with("* listening on"));
-    (l, format!("127.0.0.1:{}", port_in(&line)))
 }
 
 /// A listener started with `extra` and a connector connected to it, both talking.

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 
-use support::{Proc, WAIT, fresh_data_dir, join, port_in, server};
+use support::{Proc, WAIT, fresh_data_dir, join, listener, port_in, server};
 
 /// A plain-text client: write lines, read lines, like `nc`.
 struct Nc {
@@ -214,16 +214,8 @@ fn a_plain_text_client_and_a_p2pchat_client_chat_both_ways_through_the_relay() {
 
 #[test]
 fn the_original_apps_peer_chats_with_listen_without_newlines() {
-    let mut l = Proc::start(&[
-        "listen",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-history",
-    ]);
-    let line = l.expect_out("listening", |x| x.starts_with("* listening on"));
-    let mut app = Nc::connect(port_in(&line));
+    let (mut l, addr) = listener(&[]);
+    let mut app = Nc::connect(port_in(&addr));
     app.send("hello, no newline");
     l.expect_out_line("peer: hello, no newline");
     app.send("a second message");
@@ -239,16 +231,8 @@ fn the_original_apps_peer_chats_with_listen_without_newlines() {
 
 #[test]
 fn a_plain_text_peer_chats_with_p2pchat_listen() {
-    let mut l = Proc::start(&[
-        "listen",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-history",
-    ]);
-    let line = l.expect_out("listening", |x| x.starts_with("* listening on"));
-    let mut nc = Nc::connect(port_in(&line));
+    let (mut l, addr) = listener(&[]);
+    let mut nc = Nc::connect(port_in(&addr));
     nc.send("hi from a plain socket\n");
     l.expect_out("plain text", |x| {
         x.starts_with("* connected to a plain-text peer")

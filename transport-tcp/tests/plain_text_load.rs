@@ -55,6 +55,8 @@ fn join(addr: SocketAddr, id: usize, first: &[u8]) -> (TcpStream, BufReader<TcpS
         line.starts_with(&format!("* you are client {id} ")),
         "client {id} was told {line:?}"
     );
+    // Not a wait: the first line arrives in two pieces with a gap between them (the
+    // load this test is about), before the relay knows this client sends newlines.
     thread::sleep(Duration::from_millis(20));
     stream.write_all(&first[cut..]).unwrap();
     (stream, reader)

@@ -242,6 +242,23 @@ pub fn server(extra: &[&str]) -> (Proc, u16) {
     (p, port_in(&line))
 }
 
+/// Starts `p2pchat listen` (no history) on a free loopback port, with `extra`
+/// options; returns it and its `127.0.0.1:PORT`.
+pub fn listener(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "listen",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-history",
+    ];
+    args.extend_from_slice(extra);
+    let mut l = Proc::start(&args);
+    let line = l.expect_out("listening", |x| x.starts_with("* listening on"));
+    (l, format!("127.0.0.1:{}", port_in(&line)))
+}
+
 /// The port in the first `127.0.0.1:PORT` of a line.
 pub fn port_in(line: &str) -> u16 {
     let at = line.find("127.0.0.1:").expect("an address in the line") + "127.0.0.1:".len();
