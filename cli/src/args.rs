@@ -312,7 +312,7 @@ pub struct SimArgs {
     #[argh(option)]
     pub max_clients: Option<u32>,
     /// faults to inject: all, none, or a list of split, jitter, reset, stall, cut,
-    /// vanish, reconnect (default none)
+    /// vanish, reconnect, restart, crash (default none)
     #[argh(option, default = "String::from(\"none\")")]
     pub faults: String,
     /// number of files sent (up to 200 KB each) beside the messages (default 0)
@@ -321,6 +321,19 @@ pub struct SimArgs {
     /// simulate a direct conversation between two peers instead of a relay
     #[argh(switch)]
     pub direct: bool,
+    /// how messages are addressed: uniform (random pairs, 1 in 10 to everyone) or
+    /// chat (a few partners each, a few announcers; for thousands of clients)
+    /// (default uniform)
+    #[argh(option, default = "String::from(\"uniform\")")]
+    pub traffic: String,
+    /// run a swarm instead of one run: every seed of A..B (B excluded), each with its
+    /// own size, faults and traffic drawn from the seed, on every core; a failure
+    /// prints the command that replays it
+    #[argh(option)]
+    pub seeds: Option<String>,
+    /// with --seeds: threads to run on (default: one per core)
+    #[argh(option)]
+    pub jobs: Option<usize>,
     /// print only the verdict, not the transcript
     #[argh(switch)]
     pub quiet: bool,

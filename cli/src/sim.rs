@@ -1,21 +1,40 @@
-//! `p2pchat sim`: one simulated run, its transcript and the invariant checker's verdict.
-//! This is how a failing property test is replayed: it prints this exact command.
+//! `p2pchat sim`: one simulated run, its transcript and the invariant checker's
+//! verdict, or a swarm of seeds (`--seeds A..B`). This is how a failing property
+//! test or swarm seed is replayed: it prints this exact command.
+//!
+//! The run is judged as it goes (`p2pchat_sim::run_judged`): the transcript is
+//! printed line by line and never kept, so runs of millions of events need no more
+//! memory than their machines. Stdout is a pure function of the flags (the
+//! transcript, its hash, the workload figures, the verdict); wall-clock figures go to
+//! stderr.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
+use std::time::Instant;
 
-use p2pchat_sim::{FaultSet, RandomSpec, TextSpec};
+use p2pchat_sim::{Entry, FaultSet, JudgedRun, Observer, RandomSpec, TextSpec, Traffic};
 
 use crate::args::SimArgs;
 
-/// Runs the scenario; returns 0 when every invariant holds, 1 otherwise.
+/// Runs the scenario (or the swarm); returns 0 when every invariant holds, 1
+/// otherwise, 2 for bad flags.
 pub fn run(args: SimArgs) -> i32 {
     if args.plain_text {
         return run_plain_text(&args);
+    }
+    if let Some(seeds) = &args.seeds {
+        return run_swarm(seeds, args.jobs);
     }
     let faults: FaultSet = match args.faults.parse() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("p2pchat: --faults: {e}");
+            return 2;
+        }
+    };
+    let traffic: Traffic = match args.traffic.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("p2pchat: --traffic: {e}");
             return 2;
         }
     };
@@ -27,39 +46,114 @@ pub fn run(args: SimArgs) -> i32 {
         faults,
         direct: args.direct,
         files: args.files,
+        traffic,
     };
-    let scenario = p2pchat_sim::random_scenario(&spec);
-    let started = std::time::Instant::now();
-    let (transcript, events) = p2pchat_sim::run_counting(&scenario, spec.seed);
-    let simulated = started.elapsed();
-    let violations = p2pchat_sim::check(&transcript);
-    let checked = started.elapsed() - simulated;
-    // Wall-clock figures go to stderr: stdout stays a pure function of the flags.
+    let started = Instant::now();
+    let mut printer = Printer(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()));
+    let run = if args.quiet {
+        p2pchat_sim::run_judged(&spec, None)
+    } else {
+        p2pchat_sim::run_judged(&spec, Some(&mut printer))
+    };
+    let wall = started.elapsed();
+    let mut out = printer.0;
+    print_verdict(&mut out, &run);
+    let _ = out.flush();
     eprintln!(
-        "p2pchat sim: {events} events in {:.2} s ({:.0} events/s), checked in {:.2} s",
-        simulated.as_secs_f64(),
-        events as f64 / simulated.as_secs_f64().max(1e-9),
-        checked.as_secs_f64()
+        "p2pchat sim: {} events, {:.1} s simulated, in {:.2} s of wall time ({:.0} events/s)",
+        run.stats.events,
+        run.stats.simulated.as_secs_f64(),
+        wall.as_secs_f64(),
+        run.stats.events as f64 / wall.as_secs_f64().max(1e-9)
     );
-    let mut out = std::io::stdout().lock();
-    if !args.quiet {
-        let _ = write!(out, "{transcript}");
+    i32::from(!run.ok())
+}
+
+/// Prints each entry as it happens.
+struct Printer<W: Write>(W);
+
+impl<W: Write> Observer for Printer<W> {
+    fn observe(&mut self, entry: &Entry) {
+        let _ = writeln!(self.0, "{entry}");
     }
-    let _ = writeln!(out, "# {}", spec.command());
-    if violations.is_empty() {
+}
+
+/// The replay command, the workload, the hash and the verdict.
+fn print_verdict(out: &mut impl Write, run: &JudgedRun) {
+    let _ = writeln!(out, "# {}", run.spec.command());
+    let _ = writeln!(out, "# {}", run.verdict.workload);
+    let _ = writeln!(
+        out,
+        "# transcript: {} lines, hash {}",
+        run.entries, run.hash
+    );
+    if run.ok() {
         let _ = writeln!(
             out,
-            "verdict: ok ({} transcript lines, {events} simulator events)",
-            transcript.entries.len()
+            "verdict: ok ({} transcript lines, {} simulator events)",
+            run.entries, run.stats.events
         );
-        0
     } else {
-        let _ = writeln!(out, "verdict: {} violation(s)", violations.len());
-        for v in &violations {
+        let _ = writeln!(
+            out,
+            "verdict: {} violation(s)",
+            run.verdict.violations.len()
+        );
+        for v in run.verdict.violations.iter().take(50) {
             let _ = writeln!(out, "  {v}");
         }
-        1
+        if run.verdict.violations.len() > 50 {
+            let _ = writeln!(out, "  ... and {} more", run.verdict.violations.len() - 50);
+        }
     }
+}
+
+/// `--seeds A..B`: every seed on every core; each failure with its replay command.
+fn run_swarm(seeds: &str, jobs: Option<usize>) -> i32 {
+    let range = match p2pchat_sim::parse_seeds(seeds) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("p2pchat: --seeds: {e}");
+            return 2;
+        }
+    };
+    let jobs = jobs
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    println!(
+        "swarm: seeds {}..{} ({} runs) on {jobs} threads",
+        range.start,
+        range.end,
+        range.end - range.start
+    );
+    let started = Instant::now();
+    let report = p2pchat_sim::run_swarm(range.clone(), jobs, &|run| {
+        if !run.ok() {
+            eprintln!("swarm: seed {} FAILED", run.spec.seed);
+        }
+    });
+    let wall = started.elapsed();
+    for run in &report.failures {
+        println!(
+            "FAILED seed {}: replay with\n    {}\n  transcript hash {}",
+            run.spec.seed,
+            run.spec.command(),
+            run.hash
+        );
+        for v in run.verdict.violations.iter().take(5) {
+            println!("  {v}");
+        }
+    }
+    println!(
+        "swarm: {} runs, {} failed, {} messages delivered, {} events in {:.1} s ({:.0} events/s)",
+        report.runs,
+        report.failures.len(),
+        report.delivered,
+        report.events,
+        wall.as_secs_f64(),
+        report.events as f64 / wall.as_secs_f64().max(1e-9)
+    );
+    i32::from(!report.failures.is_empty())
 }
 
 /// `--plain-text`: lines against a lagging driver; 0 when none was split or merged.

@@ -57,7 +57,7 @@ pub use frame::{
 };
 pub use handshake::{CAP_NOISE, CAP_RESUME, CAPABILITIES, validate_name};
 pub use id::{ClientId, ConnId};
-pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PRESENCE_NOTICE_BYTES, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};
 pub use relay::{RelayServer, ServerEvent, Transmit};
 pub use saved::{RestoreError, SavePoint};

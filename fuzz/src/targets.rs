@@ -135,7 +135,7 @@ pub fn relay_server(input: &[u8]) {
         }
         while let Some(t) = server.poll_transmit() {
             assert!(
-                server.pending_bytes(t.conn) <= limits.max_outbound_bytes + 2 * MAX_FRAME as usize,
+                server.pending_bytes(t.conn) <= limits.relay_queue_bytes() + 2 * MAX_FRAME as usize,
                 "a connection's queue passed its bound"
             );
             server.handle_written(t.conn, t.bytes.len());

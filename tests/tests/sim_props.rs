@@ -2,7 +2,7 @@
 //! kind, must keep every invariant. A failure prints the `p2pchat sim` command that
 //! replays the exact run; `PROPTEST_CASES=N` runs more cases (see README.md).
 
-use p2pchat_sim::{FaultSet, RandomSpec, check, random_scenario, run};
+use p2pchat_sim::{FaultSet, RandomSpec, Traffic, check, random_scenario, run};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> u32 {
@@ -47,17 +47,17 @@ proptest! {
     ) {
         // Sometimes room for everyone, sometimes not.
         let max_clients = (clients + spare).saturating_sub(short).max(1);
-        holds(&RandomSpec { seed, clients, messages, max_clients, faults, direct: false, files })?;
+        holds(&RandomSpec { seed, clients, messages, max_clients, faults, direct: false, files, traffic: Traffic::Uniform })?;
     }
 
     #[test]
     fn relay_invariants_hold_with_every_fault_on(seed in any::<u64>(), clients in 2u32..12, messages in 0u32..120, files in 0u32..4) {
-        holds(&RandomSpec { seed, clients, messages, max_clients: clients, faults: FaultSet::all(), direct: false, files })?;
+        holds(&RandomSpec { seed, clients, messages, max_clients: clients, faults: FaultSet::all(), direct: false, files, traffic: Traffic::Uniform })?;
     }
 
     #[test]
     fn direct_invariants_hold_with_random_faults(seed in any::<u64>(), messages in 0u32..80, faults in arb_faults(), files in 0u32..4) {
-        holds(&RandomSpec { seed, clients: 2, messages, max_clients: 2, faults, direct: true, files })?;
+        holds(&RandomSpec { seed, clients: 2, messages, max_clients: 2, faults, direct: true, files, traffic: Traffic::Uniform })?;
     }
 }
 
@@ -71,6 +71,7 @@ fn a_run_is_a_pure_function_of_scenario_and_seed() {
         faults: FaultSet::all(),
         direct: false,
         files: 4,
+        traffic: Traffic::Uniform,
     };
     let scenario = random_scenario(&spec);
     let first = run(&scenario, spec.seed).to_string();
@@ -95,6 +96,7 @@ fn one_byte_reads_and_no_coalescing_still_deliver_everything() {
             faults: FaultSet::default(),
             direct: false,
             files: 1,
+            traffic: Traffic::Uniform,
         });
         scenario.network.max_chunk = 1;
         scenario.network.coalesce = false;

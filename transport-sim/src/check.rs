@@ -13,12 +13,13 @@
 //! A relay that restarts starts its IDs at 0 again, so IDs are read per *epoch*
 //! (the stretch between two restarts).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use p2pchat_core::{ClientId, ErrorCode, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::scenario::Target;
-use crate::transcript::{Record, Transcript};
+use crate::transcript::{Entry, Record, Transcript};
 
 /// One broken rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,110 +41,300 @@ impl std::fmt::Display for Violation {
 /// Slack over the outbound bound: the final `Close` frame may go past it.
 const CLOSE_SLACK: usize = 1024;
 
+/// From this many scripted messages on, a run in which fewer than half were
+/// delivered is a failed run (`workload-collapsed`). Below it, one fault may
+/// legitimately take most of a small run away (the one sender vanishes).
+pub const COLLAPSE_MIN_MESSAGES: u64 = 200;
+
+/// What the checker needs to know about a run besides its records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunInfo {
+    /// The relay's client limit during the run.
+    pub max_clients: u32,
+    /// The bound on bytes queued towards one connection during the run.
+    pub max_outbound_bytes: usize,
+    /// Whether the run was a direct conversation.
+    pub direct: bool,
+    /// Whether the run was encrypted (then relay clients seal end to end).
+    pub encrypted: bool,
+    /// Messages the scenario asked its users to send.
+    pub scripted: u64,
+}
+
+/// How much of its workload a run exercised: a verdict of `ok` means little when
+/// most messages were never sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Workload {
+    /// Messages the scenario asked for.
+    pub scripted: u64,
+    /// Messages a client machine took (each has a sequence number).
+    pub sent: u64,
+    /// Messages a machine refused at once, saying why (after exit, queue full...).
+    pub refused: u64,
+    /// Sent messages that reached their addressee (a message to everyone: at least
+    /// one of them).
+    pub delivered: u64,
+    /// Sent messages that did not, and whose sender was told (an error naming it,
+    /// named unconfirmed, or reported unreadable by its reader).
+    pub reported: u64,
+    /// Sent messages that did not, whose sender's machine vanished (nobody is left
+    /// to tell).
+    pub lost_with_sender: u64,
+    /// Deliveries in all (a message to everyone counts once per reader).
+    pub deliveries: u64,
+    /// Sessions that ended other than normally, by error code (`slow-consumer`,
+    /// `idle-timeout`, ...), refusals included.
+    pub cut_off: BTreeMap<String, u64>,
+}
+
+impl Workload {
+    /// Delivered messages as a share of the scripted ones (1.0 for an empty script).
+    pub fn delivered_share(&self) -> f64 {
+        if self.scripted == 0 {
+            1.0
+        } else {
+            self.delivered as f64 / self.scripted as f64
+        }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "messages: {} scripted, {} sent, {} refused at once, {} delivered ({:.1}%), {} reported to their senders, {} lost with a vanished sender; {} deliveries",
+            self.scripted,
+            self.sent,
+            self.refused,
+            self.delivered,
+            100.0 * self.delivered_share(),
+            self.reported,
+            self.lost_with_sender,
+            self.deliveries,
+        )?;
+        let cut: u64 = self.cut_off.values().sum();
+        write!(f, "; sessions ended early: {cut}")?;
+        if cut > 0 {
+            let why: Vec<String> = self
+                .cut_off
+                .iter()
+                .map(|(code, n)| format!("{n} {code}"))
+                .collect();
+            write!(f, " ({})", why.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The checker's judgement of a whole run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// Every broken rule, in the order found (empty: the run was correct).
+    pub violations: Vec<Violation>,
+    /// How much of the workload happened.
+    pub workload: Workload,
+}
+
+/// What the checker keeps of one sent message until the end of the run.
 struct Sent {
     at: Timestamp,
     to: Target,
-    text: String,
+    /// A hash of the text: deliveries are compared with it.
+    text: u64,
+    deliveries: u32,
 }
 
-/// Checks every invariant; an empty list means the run was correct.
-pub fn check(t: &Transcript) -> Vec<Violation> {
-    let mut v = Vec::new();
-    let end_at = t.entries.last().map_or(Timestamp::ZERO, |e| e.at);
-    let faulted: BTreeSet<usize> = t.faulted.iter().copied().collect();
-    let vanished: BTreeSet<usize> = t
-        .entries
-        .iter()
-        .filter_map(|e| match &e.record {
-            Record::Fault { client, what } if what == "vanishes" => Some(*client),
-            _ => None,
-        })
-        .collect();
-    let mut finished = BTreeSet::new();
-    let mut exit_at = BTreeMap::new();
+/// The streaming invariant checker: fed one entry at a time, in the order of the
+/// run, it keeps only what judging the rest needs (per message a record of a few
+/// words, per pair of clients the last sequence number seen, per client its
+/// identity), so a run of millions of events is judged without its transcript.
+pub struct Checker {
+    info: RunInfo,
+    v: Vec<Violation>,
+    last_at: Timestamp,
+    faulted: BTreeSet<usize>,
+    vanished: BTreeSet<usize>,
+    finished: BTreeSet<usize>,
+    connected: BTreeSet<usize>,
+    exit_at: FxHashMap<usize, Timestamp>,
     // IDs by epoch (a restarted relay numbers from 0 again).
-    let mut id_node: BTreeMap<(u32, ClientId), usize> = BTreeMap::new();
-    let mut node_id: BTreeMap<usize, ClientId> = BTreeMap::new();
-    let mut node_epoch: BTreeMap<usize, u32> = BTreeMap::new();
-    let mut admitted_at: BTreeMap<(u32, ClientId), Timestamp> = BTreeMap::new();
-    let mut left_at: BTreeMap<(u32, ClientId), Timestamp> = BTreeMap::new();
-    let mut sent: BTreeMap<(usize, u64), Sent> = BTreeMap::new();
-    let mut refused_clients = BTreeSet::new();
-    let mut unconfirmed: BTreeSet<(usize, u64)> = BTreeSet::new();
+    id_node: FxHashMap<(u32, ClientId), usize>,
+    node_id: FxHashMap<usize, ClientId>,
+    node_epoch: FxHashMap<usize, u32>,
+    admitted_at: FxHashMap<(u32, ClientId), Timestamp>,
+    left_at: FxHashMap<(u32, ClientId), Timestamp>,
+    sent: FxHashMap<(usize, u64), Sent>,
+    /// Refused clients, when first refused; those the relay crashed after refusing.
+    refused: BTreeMap<usize, Timestamp>,
+    crashed_after_refusal: BTreeSet<usize>,
+    told_refusal: BTreeSet<usize>,
+    unconfirmed: FxHashSet<(usize, u64)>,
+    online: u32,
+    last_id: Option<ClientId>,
+    epoch: u32,
+    /// (reader, sender, seq) of every delivery, and the last seq per (reader, sender).
+    delivered: FxHashSet<(usize, usize, u64)>,
+    last_seq: FxHashMap<(usize, usize), u64>,
+    errors: FxHashMap<(usize, u64), (Timestamp, ErrorCode)>,
+    /// Failures reported about one recipient: (sender, seq, the recipient's ID).
+    failed_for: FxHashSet<(usize, u64, ClientId)>,
+    /// Messages their reader could not open, and said so: (reader, sender, seq).
+    unreadable: FxHashSet<(usize, usize, u64)>,
+    files: FileLog,
+    end: Option<(Vec<usize>, usize, usize)>,
+    work: Workload,
+}
 
-    // Pass 1: identities, admissions, limits, exits.
-    let mut online = 0u32;
-    let mut last_id: Option<ClientId> = None;
-    let mut epoch = 0u32;
+/// Checks every invariant of a transcript kept whole; an empty list means the run
+/// was correct (the workload figures are left out: see [`Checker`]).
+pub fn check(t: &Transcript) -> Vec<Violation> {
+    judge(t).violations
+}
+
+/// Checks a transcript kept whole: the violations and the workload figures.
+pub fn judge(t: &Transcript) -> Verdict {
+    let mut checker = Checker::new(t.info());
     for e in &t.entries {
+        checker.observe(e);
+    }
+    checker.finish()
+}
+
+/// A 64-bit FNV-1a hash: enough to tell an altered text from the one sent.
+fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+    })
+}
+
+impl Checker {
+    /// A checker for a run described by `info`.
+    pub fn new(info: RunInfo) -> Self {
+        let work = Workload {
+            scripted: info.scripted,
+            ..Workload::default()
+        };
+        Checker {
+            info,
+            v: Vec::new(),
+            last_at: Timestamp::ZERO,
+            faulted: BTreeSet::new(),
+            vanished: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            connected: BTreeSet::new(),
+            exit_at: FxHashMap::default(),
+            id_node: FxHashMap::default(),
+            node_id: FxHashMap::default(),
+            node_epoch: FxHashMap::default(),
+            admitted_at: FxHashMap::default(),
+            left_at: FxHashMap::default(),
+            sent: FxHashMap::default(),
+            refused: BTreeMap::new(),
+            crashed_after_refusal: BTreeSet::new(),
+            told_refusal: BTreeSet::new(),
+            unconfirmed: FxHashSet::default(),
+            online: 0,
+            last_id: None,
+            epoch: 0,
+            delivered: FxHashSet::default(),
+            last_seq: FxHashMap::default(),
+            errors: FxHashMap::default(),
+            failed_for: FxHashSet::default(),
+            unreadable: FxHashSet::default(),
+            files: FileLog::default(),
+            end: None,
+            work,
+        }
+    }
+
+    /// The violations found so far (most rules can only be judged at the end).
+    pub fn violations_so_far(&self) -> usize {
+        self.v.len()
+    }
+
+    fn push(&mut self, rule: &'static str, at: Timestamp, detail: String) {
+        self.v.push(violation(rule, at, detail));
+    }
+
+    /// The sender of `seq` delivered to `client` as coming from relay ID `from`.
+    fn node_named(&self, client: usize, from: ClientId) -> Option<usize> {
+        self.node_epoch
+            .get(&client)
+            .and_then(|&ep| self.id_node.get(&(ep, from)))
+            .copied()
+    }
+
+    /// Takes the next entry of the run.
+    pub fn observe(&mut self, e: &Entry) {
+        self.last_at = e.at;
+        self.files.observe(e);
         match &e.record {
+            Record::Connect { client } => {
+                self.connected.insert(*client);
+            }
+            Record::Fault { client, what } => {
+                self.faulted.insert(*client);
+                if what == "vanishes" {
+                    self.vanished.insert(*client);
+                }
+            }
             Record::ServerDown => {
-                epoch += 1;
-                online = 0;
-                last_id = None;
+                self.epoch += 1;
+                self.online = 0;
+                self.last_id = None;
+                let refused: Vec<usize> = self.refused.keys().copied().collect();
+                self.crashed_after_refusal.extend(refused);
             }
             Record::Unconfirmed { client, seqs } => {
-                unconfirmed.extend(seqs.iter().map(|&s| (*client, s)));
+                self.unconfirmed.extend(seqs.iter().map(|&s| (*client, s)));
             }
-            Record::ServerAdmitted { client, id } => {
-                if last_id.is_some_and(|last| *id <= last) {
-                    v.push(violation(
-                        "ids-increase",
-                        e.at,
-                        format!("{id} admitted after {last_id:?}"),
-                    ));
-                }
-                last_id = Some(*id);
-                if id_node.insert((epoch, *id), *client).is_some() {
-                    v.push(violation(
-                        "ids-unique",
-                        e.at,
-                        format!("{id} assigned twice"),
-                    ));
-                }
-                node_id.insert(*client, *id);
-                node_epoch.insert(*client, epoch);
-                admitted_at.insert((epoch, *id), e.at);
-                online += 1;
-                if online > t.max_clients {
-                    v.push(violation(
-                        "limit",
-                        e.at,
-                        format!("{online} clients admitted, limit {}", t.max_clients),
-                    ));
-                }
-            }
+            Record::ServerAdmitted { client, id } => self.admitted(e.at, *client, *id),
             Record::ServerLeft { id, .. } => {
-                online = online.saturating_sub(1);
-                left_at.insert((epoch, *id), e.at);
+                self.online = self.online.saturating_sub(1);
+                self.left_at.insert((self.epoch, *id), e.at);
             }
             Record::ServerRefused { client, code } => {
-                refused_clients.insert(*client);
-                if *code == ErrorCode::ServerFull && online < t.max_clients {
-                    v.push(violation(
-                        "refusal-justified",
-                        e.at,
-                        format!(
-                            "c{client} refused as full with {online} of {} online",
-                            t.max_clients
-                        ),
-                    ));
+                self.refused.entry(*client).or_insert(e.at);
+                if *code == ErrorCode::ServerFull && self.online < self.info.max_clients {
+                    let detail = format!(
+                        "c{client} refused as full with {} of {} online",
+                        self.online, self.info.max_clients
+                    );
+                    self.push("refusal-justified", e.at, detail);
                 }
             }
+            Record::Refused {
+                client,
+                code,
+                reason,
+            } => {
+                if !reason.is_empty() {
+                    self.told_refusal.insert(*client);
+                }
+                *self.work.cut_off.entry(code.to_string()).or_default() += 1;
+            }
+            Record::Disconnected {
+                client,
+                code,
+                reason,
+            } => {
+                // A refused resume ends the session with its reason.
+                if *code == ErrorCode::ResumeFailed && !reason.is_empty() {
+                    self.told_refusal.insert(*client);
+                }
+                *self.work.cut_off.entry(code.to_string()).or_default() += 1;
+            }
             Record::Welcomed { client, id }
-                if node_id.get(client).is_some_and(|known| known != id) =>
+                if self.node_id.get(client).is_some_and(|known| known != id) =>
             {
-                v.push(violation(
-                    "ids-agree",
-                    e.at,
-                    format!("c{client} welcomed as {id}, admitted as another"),
-                ));
+                let detail = format!("c{client} welcomed as {id}, admitted as another");
+                self.push("ids-agree", e.at, detail);
             }
             Record::Finished { client } => {
-                finished.insert(*client);
+                self.finished.insert(*client);
             }
             Record::SaidExit { client } => {
-                exit_at.entry(*client).or_insert(e.at);
+                self.exit_at.entry(*client).or_insert(e.at);
             }
             Record::Sent {
                 client,
@@ -151,79 +342,25 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                 seq,
                 text,
             } => {
-                if exit_at.get(client).is_some_and(|&x| x < e.at) {
-                    v.push(violation(
-                        "no-send-after-exit",
-                        e.at,
-                        format!("c{client} sent seq {seq} after exit"),
-                    ));
+                self.work.sent += 1;
+                if self.exit_at.get(client).is_some_and(|&x| x < e.at) {
+                    let detail = format!("c{client} sent seq {seq} after exit");
+                    self.push("no-send-after-exit", e.at, detail);
                 }
-                sent.insert(
-                    (*client, *seq),
-                    Sent {
-                        at: e.at,
-                        to: *to,
-                        text: text.clone(),
-                    },
-                );
+                let sent = Sent {
+                    at: e.at,
+                    to: *to,
+                    text: text_hash(text),
+                    deliveries: 0,
+                };
+                self.sent.insert((*client, *seq), sent);
             }
-            _ => {}
-        }
-    }
-    let healthy = |n: usize| !vanished.contains(&n) && finished.contains(&n);
-    let _ = &faulted;
-
-    // Refused clients were told why.
-    for &client in &refused_clients {
-        let told = t.entries.iter().any(|e| match &e.record {
-            Record::Refused {
-                client: c, reason, ..
-            } => *c == client && !reason.is_empty(),
-            // A refused resume ends the session with its reason.
-            Record::Disconnected {
-                client: c,
-                code: ErrorCode::ResumeFailed,
-                reason,
-            } => *c == client && !reason.is_empty(),
-            _ => false,
-        });
-        // Unless the relay crashed before the refusal could get out.
-        let refused_at = t.entries.iter().find_map(|e| match &e.record {
-            Record::ServerRefused { client: c, .. } if *c == client => Some(e.at),
-            _ => None,
-        });
-        let crashed_after = t.entries.iter().any(|e| {
-            matches!(e.record, Record::ServerDown) && refused_at.is_some_and(|r| e.at >= r)
-        });
-        if !told && !faulted.contains(&client) && !crashed_after {
-            v.push(violation(
-                "refusal-reason",
-                end_at,
-                format!("c{client} was refused without a reason"),
-            ));
-        }
-    }
-
-    // Pass 2: every delivery matches a send, goes to its addressee, once, in order.
-    // Hash maps: a big run has millions of deliveries, and these are only looked up,
-    // never iterated, so their order cannot leak into the verdict.
-    let mut delivered: HashMap<(usize, usize, u64), Timestamp> = HashMap::new();
-    let mut last_seq: HashMap<(usize, usize), u64> = HashMap::new();
-    let mut errors: BTreeMap<(usize, u64), (Timestamp, ErrorCode)> = BTreeMap::new();
-    // Failures reported about one recipient: (sender, seq, the recipient's ID).
-    let mut failed_for: BTreeSet<(usize, u64, ClientId)> = BTreeSet::new();
-    // Messages their reader could not open, and said so: (reader, sender, seq).
-    let mut unreadable: BTreeSet<(usize, usize, u64)> = BTreeSet::new();
-    for e in &t.entries {
-        match &e.record {
+            Record::SendRefused { .. } => self.work.refused += 1,
             Record::Unreadable {
                 client, from, seq, ..
             } => {
-                if let Some(&sender) = node_epoch
-                    .get(client)
-                    .and_then(|&ep| id_node.get(&(ep, *from)))
-                {
-                    unreadable.insert((*client, sender, *seq));
+                if let Some(sender) = self.node_named(*client, *from) {
+                    self.unreadable.insert((*client, sender, *seq));
                 }
             }
             Record::Delivered {
@@ -233,259 +370,307 @@ pub fn check(t: &Transcript) -> Vec<Violation> {
                 text,
                 sealed,
                 ..
-            } => {
-                if t.encrypted && from.is_some() && !sealed {
-                    v.push(violation(
-                        "end-to-end",
-                        e.at,
-                        format!("c{client} got seq {seq} from {from:?} not sealed end to end"),
-                    ));
-                }
-                let sender = match from {
-                    Some(fid) => match node_epoch
-                        .get(client)
-                        .and_then(|&ep| id_node.get(&(ep, *fid)))
-                    {
-                        Some(&s) => s,
-                        None => {
-                            v.push(violation(
-                                "no-invention",
-                                e.at,
-                                format!("c{client} got seq {seq} from unknown {fid}"),
-                            ));
-                            continue;
-                        }
-                    },
-                    None => 1 - (*client).min(1),
-                };
-                let Some(s) = sent.get(&(sender, *seq)) else {
-                    v.push(violation(
-                        "no-invention",
-                        e.at,
-                        format!("c{client} got seq {seq} from c{sender}, which never sent it"),
-                    ));
-                    continue;
-                };
-                if s.text != *text {
-                    v.push(violation(
-                        "intact",
-                        e.at,
-                        format!("c{client} got altered text for c{sender} seq {seq}"),
-                    ));
-                }
-                let addressed = match s.to {
-                    Target::Id(id) => node_id.get(client) == Some(&ClientId(id)),
-                    Target::All => *client != sender,
-                    Target::Peer => true,
-                };
-                if !addressed {
-                    v.push(violation(
-                        "addressee-only",
-                        e.at,
-                        format!(
-                            "c{client} got c{sender} seq {seq}, which was for {:?}",
-                            s.to
-                        ),
-                    ));
-                }
-                if delivered.insert((*client, sender, *seq), e.at).is_some() {
-                    v.push(violation(
-                        "exactly-once",
-                        e.at,
-                        format!("c{client} got c{sender} seq {seq} twice"),
-                    ));
-                }
-                let last = last_seq.entry((*client, sender)).or_insert(0);
-                if *seq <= *last {
-                    v.push(violation(
-                        "per-sender-order",
-                        e.at,
-                        format!("c{client} got c{sender} seq {seq} after seq {last}"),
-                    ));
-                }
-                *last = (*last).max(*seq);
-            }
+            } => self.delivered(e.at, *client, *from, *seq, text, *sealed),
             Record::ErrorReport {
                 client,
                 code,
                 seq,
                 subject,
             } => {
-                errors.insert((*client, *seq), (e.at, *code));
+                self.errors.insert((*client, *seq), (e.at, *code));
                 if let Some(id) = subject {
-                    failed_for.insert((*client, *seq, *id));
+                    self.failed_for.insert((*client, *seq, *id));
                 }
             }
+            Record::End {
+                stuck,
+                max_queued,
+                in_flight,
+            } => self.end = Some((stuck.clone(), *max_queued, *in_flight)),
             _ => {}
         }
     }
 
-    // Pass 3: every message has its outcome. For broadcasts, the healthy clients and
-    // their admission times are listed once, not looked up per message.
-    let all_nodes: BTreeSet<usize> = t
-        .entries
-        .iter()
-        .filter_map(|e| match e.record {
-            Record::Connect { client } => Some(client),
-            _ => None,
-        })
-        .collect();
-    let healthy_admitted: Vec<(usize, u32, ClientId, Timestamp)> = all_nodes
-        .iter()
-        .filter(|&&k| healthy(k))
-        .filter_map(|&k| {
-            let ep = *node_epoch.get(&k)?;
-            let id = *node_id.get(&k)?;
-            Some((k, ep, id, *admitted_at.get(&(ep, id))?))
-        })
-        .collect();
-    for (&(sender, seq), s) in &sent {
-        if vanished.contains(&sender) {
-            // Its machine is gone: nobody is left to tell.
-            continue;
+    fn admitted(&mut self, at: Timestamp, client: usize, id: ClientId) {
+        if let Some(last) = self.last_id.filter(|&last| id <= last) {
+            self.push("ids-increase", at, format!("{id} admitted after {last}"));
         }
-        let error = errors.get(&(sender, seq));
-        let named = unconfirmed.contains(&(sender, seq));
-        let epoch = node_epoch.get(&sender).copied();
-        match s.to {
-            Target::Peer => {
-                let other = 1 - sender.min(1);
-                if delivered.contains_key(&(other, sender, seq)) {
-                    continue;
+        self.last_id = Some(id);
+        if self.id_node.insert((self.epoch, id), client).is_some() {
+            self.push("ids-unique", at, format!("{id} assigned twice"));
+        }
+        self.node_id.insert(client, id);
+        self.node_epoch.insert(client, self.epoch);
+        self.admitted_at.insert((self.epoch, id), at);
+        self.online += 1;
+        if self.online > self.info.max_clients {
+            let detail = format!(
+                "{} clients admitted, limit {}",
+                self.online, self.info.max_clients
+            );
+            self.push("limit", at, detail);
+        }
+    }
+
+    /// A delivery matches a send, goes to its addressee, once, in order.
+    fn delivered(
+        &mut self,
+        at: Timestamp,
+        client: usize,
+        from: Option<ClientId>,
+        seq: u64,
+        text: &str,
+        sealed: bool,
+    ) {
+        self.work.deliveries += 1;
+        if self.info.encrypted && from.is_some() && !sealed {
+            let detail = format!("c{client} got seq {seq} from {from:?} not sealed end to end");
+            self.push("end-to-end", at, detail);
+        }
+        let sender = match from {
+            Some(fid) => match self.node_named(client, fid) {
+                Some(s) => s,
+                None => {
+                    let detail = format!("c{client} got seq {seq} from unknown {fid}");
+                    self.push("no-invention", at, detail);
+                    return;
                 }
-                if healthy(sender) && healthy(other) {
-                    v.push(violation(
-                        "exactly-once",
-                        s.at,
-                        format!("c{sender} seq {seq} never reached c{other}"),
-                    ));
-                } else if !named && error.is_none() {
-                    v.push(violation(
-                        "no-silent-loss",
-                        s.at,
-                        format!("c{sender} seq {seq} neither reached c{other} nor was reported to c{sender}"),
-                    ));
-                }
-            }
-            Target::Id(j) => {
-                let j = ClientId(j);
-                let target = epoch.and_then(|ep| id_node.get(&(ep, j)).copied());
-                let got = target.is_some_and(|k| delivered.contains_key(&(k, sender, seq)));
-                if let Some(&(err_at, code)) = error {
-                    // "Undelivered" may follow a delivery whose acknowledgement was
-                    // lost with its reader's session: it says "may not have".
-                    if got && code != ErrorCode::Undelivered {
-                        v.push(violation(
-                            "one-outcome",
-                            err_at,
-                            format!("c{sender} seq {seq} delivered and refused ({code})"),
-                        ));
-                    }
-                    if code == ErrorCode::UnknownRecipient
-                        && let Some(ep) = epoch
+            },
+            None => 1 - client.min(1),
+        };
+        let own_id = self.node_id.get(&client).copied();
+        let Some(s) = self.sent.get_mut(&(sender, seq)) else {
+            let detail = format!("c{client} got seq {seq} from c{sender}, which never sent it");
+            self.push("no-invention", at, detail);
+            return;
+        };
+        s.deliveries += 1;
+        let (to, intact) = (s.to, s.text == text_hash(text));
+        if !intact {
+            let detail = format!("c{client} got altered text for c{sender} seq {seq}");
+            self.push("intact", at, detail);
+        }
+        let addressed = match to {
+            Target::Id(id) => own_id == Some(ClientId(id)),
+            Target::All => client != sender,
+            Target::Peer => true,
+        };
+        if !addressed {
+            let detail = format!("c{client} got c{sender} seq {seq}, which was for {to:?}");
+            self.push("addressee-only", at, detail);
+        }
+        if !self.delivered.insert((client, sender, seq)) {
+            let detail = format!("c{client} got c{sender} seq {seq} twice");
+            self.push("exactly-once", at, detail);
+        }
+        let last = self.last_seq.entry((client, sender)).or_insert(0);
+        let before = *last;
+        *last = before.max(seq);
+        if seq <= before {
+            let detail = format!("c{client} got c{sender} seq {seq} after seq {before}");
+            self.push("per-sender-order", at, detail);
+        }
+    }
+
+    fn healthy(&self, n: usize) -> bool {
+        !self.vanished.contains(&n) && self.finished.contains(&n)
+    }
+
+    /// Judges what could only be judged at the end; the verdict.
+    pub fn finish(mut self) -> Verdict {
+        let end_at = self.last_at;
+        self.judge_refusals(end_at);
+        self.judge_outcomes();
+        let files = std::mem::take(&mut self.files);
+        let mut found = Vec::new();
+        files.judge(&self, end_at, &mut found);
+        self.v.extend(found);
+        self.judge_end(end_at);
+        let w = &self.work;
+        if w.scripted >= COLLAPSE_MIN_MESSAGES && w.delivered * 2 < w.scripted {
+            let detail = format!(
+                "most of the workload never happened: {w}. A run that exercised this little proves little; its faults or sizes are out of proportion"
+            );
+            self.push("workload-collapsed", end_at, detail);
+        }
+        Verdict {
+            violations: self.v,
+            workload: self.work,
+        }
+    }
+
+    /// Refused clients were told why (unless the relay crashed before the refusal
+    /// could get out, or a fault cut the client off).
+    fn judge_refusals(&mut self, end_at: Timestamp) {
+        let untold: Vec<usize> = self
+            .refused
+            .keys()
+            .copied()
+            .filter(|c| {
+                !self.told_refusal.contains(c)
+                    && !self.faulted.contains(c)
+                    && !self.crashed_after_refusal.contains(c)
+            })
+            .collect();
+        for client in untold {
+            let detail = format!("c{client} was refused without a reason");
+            self.push("refusal-reason", end_at, detail);
+        }
+    }
+
+    /// Every message has its outcome. For broadcasts, the healthy clients and their
+    /// admission times are listed once, not looked up per message.
+    fn judge_outcomes(&mut self) {
+        let healthy_admitted: Vec<(usize, u32, ClientId, Timestamp)> = self
+            .connected
+            .iter()
+            .filter(|&&k| self.healthy(k))
+            .filter_map(|&k| {
+                let ep = *self.node_epoch.get(&k)?;
+                let id = *self.node_id.get(&k)?;
+                Some((k, ep, id, *self.admitted_at.get(&(ep, id))?))
+            })
+            .collect();
+        let mut keys: Vec<(usize, u64)> = self.sent.keys().copied().collect();
+        keys.sort_unstable();
+        let mut found = Vec::new();
+        for (sender, seq) in keys {
+            let Some(s) = self.sent.get(&(sender, seq)) else {
+                continue;
+            };
+            let error = self.errors.get(&(sender, seq)).copied();
+            let named = self.unconfirmed.contains(&(sender, seq));
+            let epoch = self.node_epoch.get(&sender).copied();
+            let mut reported = error.is_some() || named;
+            match s.to {
+                Target::Peer => {
+                    let other = 1 - sender.min(1);
+                    if !self.vanished.contains(&sender)
+                        && !self.delivered.contains(&(other, sender, seq))
                     {
-                        let online_throughout =
-                            admitted_at.get(&(ep, j)).is_some_and(|&a| a <= s.at)
-                                && left_at.get(&(ep, j)).is_none_or(|&l| l >= err_at);
-                        if online_throughout {
-                            v.push(violation(
-                                "unknown-recipient-justified",
-                                err_at,
-                                format!("c{sender} seq {seq}: {j} was online the whole time"),
-                            ));
+                        if self.healthy(sender) && self.healthy(other) {
+                            let what = format!("c{sender} seq {seq} never reached c{other}");
+                            found.push(violation("exactly-once", s.at, what));
+                        } else if !reported {
+                            let what = format!(
+                                "c{sender} seq {seq} neither reached c{other} nor was reported to c{sender}"
+                            );
+                            found.push(violation("no-silent-loss", s.at, what));
                         }
                     }
                 }
-                let unread = target.is_some_and(|k| unreadable.contains(&(k, sender, seq)));
-                if got || error.is_some() {
-                    continue;
+                Target::Id(j) => {
+                    let j = ClientId(j);
+                    let target = epoch.and_then(|ep| self.id_node.get(&(ep, j)).copied());
+                    let got = target.is_some_and(|k| self.delivered.contains(&(k, sender, seq)));
+                    let unread =
+                        target.is_some_and(|k| self.unreadable.contains(&(k, sender, seq)));
+                    reported |= unread;
+                    if let Some((err_at, code)) = error {
+                        // "Undelivered" may follow a delivery whose acknowledgement was
+                        // lost with its reader's session: it says "may not have".
+                        if got && code != ErrorCode::Undelivered {
+                            let what =
+                                format!("c{sender} seq {seq} delivered and refused ({code})");
+                            found.push(violation("one-outcome", err_at, what));
+                        }
+                        if code == ErrorCode::UnknownRecipient
+                            && let Some(ep) = epoch
+                        {
+                            let online_throughout =
+                                self.admitted_at.get(&(ep, j)).is_some_and(|&a| a <= s.at)
+                                    && self.left_at.get(&(ep, j)).is_none_or(|&l| l >= err_at);
+                            if online_throughout {
+                                let what =
+                                    format!("c{sender} seq {seq}: {j} was online the whole time");
+                                found.push(violation("unknown-recipient-justified", err_at, what));
+                            }
+                        }
+                    }
+                    if !self.vanished.contains(&sender) && !got && error.is_none() {
+                        if self.healthy(sender) && target.is_none_or(|k| self.healthy(k)) {
+                            let what = match target {
+                                Some(k) => format!("c{sender} seq {seq} to {j} never reached c{k}"),
+                                None => format!(
+                                    "c{sender} seq {seq} to {j} (never online) got no error"
+                                ),
+                            };
+                            found.push(violation("exactly-once", s.at, what));
+                        } else if !named && !unread {
+                            let what = format!(
+                                "c{sender} seq {seq} to {j} neither arrived nor was reported to c{sender}"
+                            );
+                            found.push(violation("no-silent-loss", s.at, what));
+                        }
+                    }
                 }
-                if healthy(sender) && target.is_none_or(healthy) {
-                    let what = match target {
-                        Some(k) => format!("c{sender} seq {seq} to {j} never reached c{k}"),
-                        None => format!("c{sender} seq {seq} to {j} (never online) got no error"),
-                    };
-                    v.push(violation("exactly-once", s.at, what));
-                } else if !named && !unread {
-                    v.push(violation(
-                        "no-silent-loss",
-                        s.at,
-                        format!("c{sender} seq {seq} to {j} neither arrived nor was reported to c{sender}"),
-                    ));
+                Target::All => {
+                    let no_one = error.is_some_and(|(_, code)| code == ErrorCode::NoRecipients);
+                    for &(k, ep, id, admitted) in &healthy_admitted {
+                        if no_one
+                            || self.vanished.contains(&sender)
+                            || k == sender
+                            || Some(ep) != epoch
+                            || admitted > s.at
+                            || self.delivered.contains(&(k, sender, seq))
+                        {
+                            continue;
+                        }
+                        let unread = self.unreadable.contains(&(k, sender, seq));
+                        reported |= unread;
+                        if self.healthy(sender) && !unread {
+                            let what = format!("c{sender} seq {seq} missed c{k}");
+                            found.push(violation("broadcast-reaches-all", s.at, what));
+                        } else if !named && !self.failed_for.contains(&(sender, seq, id)) && !unread
+                        {
+                            let what = format!(
+                                "c{sender} seq {seq} to everyone missed c{k}, and c{sender} was not told"
+                            );
+                            found.push(violation("no-silent-loss", s.at, what));
+                        }
+                    }
                 }
             }
-            Target::All => {
-                if error.is_some_and(|&(_, code)| code == ErrorCode::NoRecipients) {
-                    continue;
-                }
-                for &(k, ep, id, admitted) in &healthy_admitted {
-                    if k == sender
-                        || Some(ep) != epoch
-                        || admitted > s.at
-                        || delivered.contains_key(&(k, sender, seq))
-                    {
-                        continue;
-                    }
-                    let unread = unreadable.contains(&(k, sender, seq));
-                    if healthy(sender) && !unread {
-                        v.push(violation(
-                            "broadcast-reaches-all",
-                            s.at,
-                            format!("c{sender} seq {seq} missed c{k}"),
-                        ));
-                    } else if !named && !failed_for.contains(&(sender, seq, id)) && !unread {
-                        v.push(violation(
-                            "no-silent-loss",
-                            s.at,
-                            format!("c{sender} seq {seq} to everyone missed c{k}, and c{sender} was not told"),
-                        ));
-                    }
-                }
+            if s.deliveries > 0 {
+                self.work.delivered += 1;
+            } else if reported {
+                self.work.reported += 1;
+            } else if self.vanished.contains(&sender) {
+                self.work.lost_with_sender += 1;
             }
         }
+        self.v.extend(found);
     }
 
-    check_files(t, &vanished, &finished, &id_node, &node_epoch, &mut v);
-
-    // The end: nothing stuck, nothing left in flight, queues within their bound.
-    if let Some(Record::End {
-        stuck,
-        max_queued,
-        in_flight,
-    }) = t.entries.last().map(|e| &e.record)
-    {
-        if !stuck.is_empty() {
-            v.push(violation(
+    /// The end: nothing stuck, nothing left in flight, queues within their bound.
+    fn judge_end(&mut self, end_at: Timestamp) {
+        let Some((stuck, max_queued, in_flight)) = self.end.take() else {
+            self.push(
                 "quiescence",
                 end_at,
-                format!("clients still running at the end: {stuck:?}"),
-            ));
+                "the transcript has no end record".into(),
+            );
+            return;
+        };
+        if !stuck.is_empty() {
+            let detail = format!("clients still running at the end: {stuck:?}");
+            self.push("quiescence", end_at, detail);
         }
-        if *in_flight > 0 {
-            v.push(violation(
+        if in_flight > 0 {
+            self.push(
                 "quiescence",
                 end_at,
                 format!("{in_flight} bytes still in flight"),
-            ));
+            );
         }
-        if *max_queued > t.max_outbound_bytes + CLOSE_SLACK {
-            v.push(violation(
-                "bounded-queues",
-                end_at,
-                format!(
-                    "{max_queued} bytes queued for one connection, bound {}",
-                    t.max_outbound_bytes
-                ),
-            ));
+        if max_queued > self.info.max_outbound_bytes + CLOSE_SLACK {
+            let detail = format!(
+                "{max_queued} bytes queued for one connection, bound {}",
+                self.info.max_outbound_bytes
+            );
+            self.push("bounded-queues", end_at, detail);
         }
-    } else {
-        v.push(violation(
-            "quiescence",
-            end_at,
-            "the transcript has no end record".into(),
-        ));
     }
-    v
 }
 
 fn violation(rule: &'static str, at: Timestamp, detail: String) -> Violation {
@@ -493,67 +678,45 @@ fn violation(rule: &'static str, at: Timestamp, detail: String) -> Violation {
 }
 
 /// Files: every transfer ends delivered intact or failed, and both sides learn it.
-fn check_files(
-    t: &Transcript,
-    vanished: &BTreeSet<usize>,
-    finished: &BTreeSet<usize>,
-    id_node: &BTreeMap<(u32, ClientId), usize>,
-    node_epoch: &BTreeMap<usize, u32>,
-    v: &mut Vec<Violation>,
-) {
-    let end_at = t.entries.last().map_or(Timestamp::ZERO, |e| e.at);
-    let healthy = |n: usize| !vanished.contains(&n) && finished.contains(&n);
-    // The receiver of an offer, as a node; the sender of a received file, as a node
-    // (relay IDs are read in the epoch of the client that names them).
-    let node_of = |id: &Option<ClientId>, me: usize| match id {
-        Some(id) => node_epoch
-            .get(&me)
-            .and_then(|&ep| id_node.get(&(ep, *id)))
-            .copied(),
-        None => Some(1 - me.min(1)),
-    };
-    let mut offered = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut received: BTreeMap<(usize, usize, u32), bool> = BTreeMap::new();
-    let mut delivered = BTreeSet::new();
-    let mut failed_out = BTreeSet::new();
-    let mut failed_in = BTreeSet::new();
-    for e in &t.entries {
+/// Transfers are few, so their records are kept as they come and judged at the end.
+#[derive(Default)]
+struct FileLog {
+    /// (sender, transfer, addressee's relay ID, when).
+    offered: Vec<(usize, u32, Option<ClientId>, Timestamp)>,
+    /// (receiver, the sender's ID as the receiver names it, transfer).
+    seen: Vec<(usize, Option<ClientId>, u32)>,
+    /// (receiver, sender's ID, transfer, intact, when).
+    received: Vec<(usize, Option<ClientId>, u32, bool, Timestamp)>,
+    delivered: BTreeSet<(usize, u32)>,
+    failed_out: BTreeSet<(usize, u32)>,
+    /// (receiver, sender's ID, transfer).
+    failed_in: Vec<(usize, Option<ClientId>, u32)>,
+}
+
+impl FileLog {
+    fn observe(&mut self, e: &Entry) {
         match &e.record {
             Record::FileOffered {
                 client,
                 transfer,
                 to,
                 ..
-            } => offered.push((*client, *transfer, *to, e.at)),
+            } => self.offered.push((*client, *transfer, *to, e.at)),
             Record::FileSeen {
                 client,
                 from,
                 transfer,
-            } => {
-                if let Some(s) = node_of(from, *client) {
-                    seen.insert((*client, s, *transfer));
-                }
-            }
+            } => self.seen.push((*client, *from, *transfer)),
             Record::FileReceived {
                 client,
                 from,
                 transfer,
                 intact,
-            } => {
-                if let Some(s) = node_of(from, *client) {
-                    received.insert((*client, s, *transfer), *intact);
-                    if !intact && healthy(s) && healthy(*client) {
-                        v.push(violation(
-                            "file-intact",
-                            e.at,
-                            format!("c{client} got file #{transfer} from c{s} corrupted"),
-                        ));
-                    }
-                }
-            }
+            } => self
+                .received
+                .push((*client, *from, *transfer, *intact, e.at)),
             Record::FileDelivered { client, transfer } => {
-                delivered.insert((*client, *transfer));
+                self.delivered.insert((*client, *transfer));
             }
             Record::FileFailed {
                 client,
@@ -563,52 +726,85 @@ fn check_files(
                 ..
             } => {
                 if *outgoing {
-                    failed_out.insert((*client, *transfer));
-                } else if let Some(s) = node_of(peer, *client) {
-                    failed_in.insert((*client, s, *transfer));
+                    self.failed_out.insert((*client, *transfer));
+                } else {
+                    self.failed_in.push((*client, *peer, *transfer));
                 }
             }
             _ => {}
         }
     }
-    for (s, transfer, to, at) in offered {
-        let r = node_of(&to, s);
-        let ok = delivered.contains(&(s, transfer));
-        let failed = failed_out.contains(&(s, transfer));
-        if ok && failed {
-            v.push(violation(
-                "file-one-outcome",
-                at,
-                format!("c{s} file #{transfer} both delivered and failed"),
-            ));
+
+    fn judge(self, c: &Checker, end_at: Timestamp, v: &mut Vec<Violation>) {
+        // The receiver of an offer, as a node; the sender of a received file, as a
+        // node (relay IDs are read in the epoch of the client that names them).
+        let node_of = |id: &Option<ClientId>, me: usize| match id {
+            Some(id) => c.node_named(me, *id),
+            None => Some(1 - me.min(1)),
+        };
+        let seen: BTreeSet<(usize, usize, u32)> = self
+            .seen
+            .iter()
+            .filter_map(|(r, from, t)| Some((*r, node_of(from, *r)?, *t)))
+            .collect();
+        let failed_in: BTreeSet<(usize, usize, u32)> = self
+            .failed_in
+            .iter()
+            .filter_map(|(r, from, t)| Some((*r, node_of(from, *r)?, *t)))
+            .collect();
+        let mut received: BTreeMap<(usize, usize, u32), bool> = BTreeMap::new();
+        for &(client, from, transfer, intact, at) in &self.received {
+            let Some(s) = node_of(&from, client) else {
+                continue;
+            };
+            received.insert((client, s, transfer), intact);
+            if !intact && c.healthy(s) && c.healthy(client) {
+                v.push(violation(
+                    "file-intact",
+                    at,
+                    format!("c{client} got file #{transfer} from c{s} corrupted"),
+                ));
+            }
         }
-        if !ok && !failed && healthy(s) {
-            v.push(violation(
-                "file-outcome",
-                end_at,
-                format!("c{s} never learnt how file #{transfer} ended"),
-            ));
-        }
-        let Some(r) = r else { continue };
-        if ok && received.get(&(r, s, transfer)) != Some(&true) {
-            v.push(violation(
-                "file-delivered-means-received",
-                at,
-                format!(
-                    "c{s} file #{transfer} reported delivered, but c{r} does not hold it intact"
-                ),
-            ));
-        }
-        let receiver_knows =
-            received.contains_key(&(r, s, transfer)) || failed_in.contains(&(r, s, transfer));
-        if failed && seen.contains(&(r, s, transfer)) && healthy(r) && !receiver_knows {
-            v.push(violation(
-                "file-failure-reported-to-both",
-                end_at,
-                format!(
-                    "c{s} file #{transfer} failed, but c{r}, which accepted it, was never told"
-                ),
-            ));
+        for (s, transfer, to, at) in self.offered {
+            let r = node_of(&to, s);
+            let ok = self.delivered.contains(&(s, transfer));
+            let failed = self.failed_out.contains(&(s, transfer));
+            if ok && failed {
+                v.push(violation(
+                    "file-one-outcome",
+                    at,
+                    format!("c{s} file #{transfer} both delivered and failed"),
+                ));
+            }
+            if !ok && !failed && c.healthy(s) {
+                v.push(violation(
+                    "file-outcome",
+                    end_at,
+                    format!("c{s} never learnt how file #{transfer} ended"),
+                ));
+            }
+            let Some(r) = r else { continue };
+            if ok && received.get(&(r, s, transfer)) != Some(&true) {
+                v.push(violation(
+                    "file-delivered-means-received",
+                    at,
+                    format!(
+                        "c{s} file #{transfer} reported delivered, but c{r} does not hold it intact"
+                    ),
+                ));
+            }
+            let receiver_knows =
+                received.contains_key(&(r, s, transfer)) || failed_in.contains(&(r, s, transfer));
+            if failed && seen.contains(&(r, s, transfer)) && c.healthy(r) && !receiver_knows {
+                v.push(violation(
+                    "file-failure-reported-to-both",
+                    end_at,
+                    format!(
+                        "c{s} file #{transfer} failed, but c{r}, which accepted it, was never told"
+                    ),
+                ));
+            }
         }
     }
 }

@@ -132,6 +132,44 @@ impl FromStr for FaultSet {
     }
 }
 
+/// How the messages of a random scenario are addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Traffic {
+    /// From a random client to a random ID; one in ten to everyone and one in ten to an
+    /// ID nobody holds. The harshest mix for small runs, but at scale every client
+    /// ends up agreeing keys with every other (n² key agreements on one core).
+    #[default]
+    Uniform,
+    /// Shaped like real chat: each client talks with a few others, popular ones more
+    /// (Zipf-like), a few announcers write to everyone now and then (1 in 100), and 1
+    /// in 200 messages goes to an ID nobody holds. Key agreements grow with the
+    /// clients, not their square, so runs of thousands of clients stay fast while
+    /// every agreement is still real X25519.
+    Chat,
+}
+
+impl fmt::Display for Traffic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Traffic::Uniform => "uniform",
+            Traffic::Chat => "chat",
+        })
+    }
+}
+
+impl FromStr for Traffic {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uniform" => Ok(Traffic::Uniform),
+            "chat" => Ok(Traffic::Chat),
+            other => Err(format!(
+                "unknown traffic shape {other:?}; known: uniform, chat"
+            )),
+        }
+    }
+}
+
 /// The numbers a random scenario is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RandomSpec {
@@ -149,6 +187,8 @@ pub struct RandomSpec {
     pub direct: bool,
     /// Files sent (up to 200 KB each), beside the messages.
     pub files: u32,
+    /// How messages are addressed.
+    pub traffic: Traffic,
 }
 
 impl RandomSpec {
@@ -163,6 +203,9 @@ impl RandomSpec {
         }
         if self.direct {
             cmd.push_str(" --direct");
+        }
+        if self.traffic != Traffic::Uniform {
+            cmd.push_str(&format!(" --traffic {}", self.traffic));
         }
         cmd
     }
@@ -183,8 +226,15 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         } else {
             Duration::ZERO
         },
+        // Past 16 clients the smallest pieces drop out: a simulated event per byte
+        // would make a thousand-client run a run of byte events and nothing else.
         max_chunk: if f.split {
-            [1, 3, 17, 200, 1500][rng.below(5) as usize]
+            let smallest = match if spec.direct { 2 } else { spec.clients } {
+                0..=16 => 1,
+                17..=200 => 17,
+                _ => 200,
+            };
+            [1, 3, 17, 200, 1500][rng.below(5) as usize].max(smallest)
         } else {
             64 * 1024
         },
@@ -229,24 +279,10 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         .collect();
     // Messages, each after its sender joined.
     let mut last = ms(2_000);
-    for k in 0..spec.messages {
-        let s = rng.below(n as u64) as usize;
-        let t = clients[s].join_at + ms(rng.between(1, 8_000));
-        last = last.max(t);
-        let to = if spec.direct {
-            Target::Peer
-        } else {
-            match rng.below(10) {
-                0 => Target::All,
-                1 => Target::Id(n as u32 + rng.below(5) as u32),
-                _ => Target::Id(rng.below(n as u64) as u32),
-            }
-        };
-        let mut text = format!("m{k}");
-        for _ in 0..rng.below(40) {
-            text.push((b'a' + rng.below(26) as u8) as char);
-        }
-        clients[s].actions.push((t, Action::Send { to, text }));
+    match spec.traffic {
+        _ if spec.direct => uniform_messages(&mut rng, spec, &mut clients, &mut last),
+        Traffic::Uniform => uniform_messages(&mut rng, spec, &mut clients, &mut last),
+        Traffic::Chat => chat_messages(&mut rng, spec, &mut clients, &mut last),
     }
     // Files, each after its sender joined.
     for _ in 0..spec.files {
@@ -261,10 +297,15 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         let size = rng.below(200_000);
         clients[s].actions.push((t, Action::SendFile { to, size }));
     }
-    // Faults, somewhere in each client's active life.
+    // Faults, somewhere in each client's active life. Past 16 clients each client's
+    // chance of a fault shrinks as 1/sqrt(clients): a thousand clients still see
+    // dozens of faults of every kind, but a run with faults keeps delivering most of
+    // its messages instead of collapsing (up to 16 clients nothing changes, so seeds
+    // replay as they always did).
+    let scale = fault_scale_permille(n);
     for plan in clients.iter_mut() {
         let when = plan.join_at + ms(rng.between(1, 9_000));
-        let roll = rng.below(100);
+        let roll = rng.below(100) * 1000 / scale;
         let fault = if f.reset && roll < 10 {
             Some(Action::Reset)
         } else if f.stall && roll < 20 {
@@ -291,10 +332,12 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         }
     }
     // Sometimes the relay crashes, and is back after a pause.
+    // A restart ends every session at once (everyone joins again, with new IDs), so
+    // it too is rarer and shorter past 16 clients.
     let mut server_restarts = Vec::new();
-    if f.restart && !spec.direct && rng.chance(70) {
+    if f.restart && !spec.direct && rng.below(100) * 1000 / scale < 70 {
         let at = ms(rng.between(500, last.as_millis() as u64 + 1));
-        let down = ms(rng.between(100, 5_000));
+        let down = ms(100 + (rng.between(100, 5_000) - 100) * scale / 1000);
         server_restarts.push((at, down));
         last = last.max(at + down);
     }
@@ -306,7 +349,7 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
     // its last message is unacknowledged, loses messages unreported (issue notes).
     if f.crash && !spec.direct {
         for plan in clients.iter_mut() {
-            if rng.chance(20) {
+            if rng.below(100) * 1000 / scale < 20 {
                 let when = plan.join_at + ms(rng.between(1, 9_000));
                 let down = ms(rng.between(10, 5_000));
                 plan.actions.push((when, Action::Crash(down)));
@@ -337,6 +380,120 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
     }
 }
 
+/// Each client's chance of a fault, in thousandths of the base chance: 1000 up to 16
+/// clients, then 1000 * sqrt(16 / clients) (126 at 1,000 clients, 40 at 10,000).
+fn fault_scale_permille(clients: usize) -> u64 {
+    if clients <= 16 {
+        1000
+    } else {
+        ((1000.0 * (16.0 / clients as f64).sqrt()) as u64).max(1)
+    }
+}
+
+/// A message text: its number, then up to 39 random letters.
+fn message_text(rng: &mut Rng, k: u32) -> String {
+    let mut text = format!("m{k}");
+    for _ in 0..rng.below(40) {
+        text.push((b'a' + rng.below(26) as u8) as char);
+    }
+    text
+}
+
+/// [`Traffic::Uniform`] (and every direct run).
+fn uniform_messages(
+    rng: &mut Rng,
+    spec: &RandomSpec,
+    clients: &mut [ClientPlan],
+    last: &mut Duration,
+) {
+    let n = clients.len();
+    for k in 0..spec.messages {
+        let s = rng.below(n as u64) as usize;
+        let t = clients[s].join_at + ms(rng.between(1, 8_000));
+        *last = (*last).max(t);
+        let to = if spec.direct {
+            Target::Peer
+        } else {
+            match rng.below(10) {
+                0 => Target::All,
+                1 => Target::Id(n as u32 + rng.below(5) as u32),
+                _ => Target::Id(rng.below(n as u64) as u32),
+            }
+        };
+        let text = message_text(rng, k);
+        clients[s].actions.push((t, Action::Send { to, text }));
+    }
+}
+
+/// Ranks drawn with Zipf-like weights: rank `r` in proportion to 1 / (r + 1).
+struct Zipf {
+    /// Cumulative integer weights (exact, so that every machine draws the same).
+    cumulative: Vec<u64>,
+}
+
+impl Zipf {
+    fn new(n: usize) -> Self {
+        let mut total = 0u64;
+        let cumulative = (0..n.max(1) as u64)
+            .map(|r| {
+                total += (1u64 << 32) / (r + 1);
+                total
+            })
+            .collect();
+        Zipf { cumulative }
+    }
+
+    fn sample(&self, rng: &mut Rng) -> u64 {
+        let total = self.cumulative.last().copied().unwrap_or(1);
+        let x = rng.below(total);
+        self.cumulative.partition_point(|&c| c <= x) as u64
+    }
+}
+
+/// [`Traffic::Chat`]: each client talks with 1 to 5 partners, its favourites most
+/// (Zipf-like over its partners), the partners being IDs near one drawn for it at
+/// random (Zipf-like over the distance), so that every ID is someone's partner but
+/// no ID is everyone's: one ID that receives from all would be a slow consumer on
+/// the simulator's narrowest links, and the run about that one client. A few
+/// announcers write to everyone now and then.
+fn chat_messages(
+    rng: &mut Rng,
+    spec: &RandomSpec,
+    clients: &mut [ClientPlan],
+    last: &mut Duration,
+) {
+    let n = clients.len() as u64;
+    let near = Zipf::new(clients.len());
+    let favourite = Zipf::new(5);
+    let contacts: Vec<Vec<u32>> = (0..n)
+        .map(|_| {
+            let base = rng.below(n);
+            (0..rng.between(1, 5))
+                .map(|_| ((base + near.sample(rng)) % n) as u32)
+                .collect()
+        })
+        .collect();
+    let announcers = (n / 200).clamp(1, 5);
+    for k in 0..spec.messages {
+        let roll = rng.below(1000);
+        let (s, to) = if roll < 10 {
+            (rng.below(announcers) as usize, Target::All)
+        } else if roll < 15 {
+            let s = rng.below(n) as usize;
+            (s, Target::Id(n as u32 + rng.below(5) as u32))
+        } else {
+            let s = rng.below(n) as usize;
+            let mine = &contacts[s];
+            let pick = (favourite.sample(rng) as usize).min(mine.len() - 1);
+            (s, Target::Id(mine[pick]))
+        };
+        let t = clients[s].join_at + ms(rng.between(1, 8_000));
+        *last = (*last).max(t);
+        let text = message_text(rng, k);
+        clients[s].actions.push((t, Action::Send { to, text }));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +518,7 @@ mod tests {
             faults: FaultSet::all(),
             direct: false,
             files: 3,
+            traffic: Traffic::Uniform,
         };
         assert_eq!(random_scenario(&spec), random_scenario(&spec));
     }

@@ -15,9 +15,10 @@ use p2pchat_core::{
     ServerEvent, Timestamp,
 };
 
+use crate::check::RunInfo;
 use crate::rng::Rng;
 use crate::scenario::{Action, Scenario, Target, Topology};
-use crate::transcript::{Record, Transcript};
+use crate::transcript::{Entry, Observer, Record, Transcript};
 
 /// How long a side that wants to close waits for the other side's FIN before closing.
 const LINGER: Duration = Duration::from_secs(2);
@@ -165,7 +166,7 @@ struct Node {
 }
 
 /// A simulated network running one scenario.
-pub struct Sim {
+struct Sim<'a> {
     /// The run's seed (keys and handshake randomness derive from it too).
     seed: u64,
     rng: Rng,
@@ -186,7 +187,8 @@ pub struct Sim {
     links: Vec<Link>,
     /// For each scenario client, the node that currently plays it (reconnects move it).
     incarnation: Vec<usize>,
-    transcript: Transcript,
+    /// Where each entry of the run goes as it happens.
+    out: &'a mut dyn Observer,
     max_queued: usize,
     events_processed: u64,
     /// Whether clients save their sessions (the scenario kills client processes):
@@ -239,35 +241,62 @@ fn relay_server(
     RelayServer::new(limits.clone(), security)
 }
 
-/// Runs `scenario` with `seed`; returns the transcript.
+/// Runs `scenario` with `seed`; returns the whole transcript (kept in memory: for
+/// small runs, snapshots and tests; a big run goes to [`run_observed`]).
 pub fn run(scenario: &Scenario, seed: u64) -> Transcript {
-    let mut sim = Sim::new(scenario.clone(), seed);
-    sim.run_to_end();
-    sim.transcript
+    let mut transcript = Transcript::new(&run_info(scenario));
+    run_observed(scenario, seed, &mut transcript);
+    transcript
 }
 
-/// Runs and also reports how many events the simulator processed (for benchmarks).
-pub fn run_counting(scenario: &Scenario, seed: u64) -> (Transcript, u64) {
-    let mut sim = Sim::new(scenario.clone(), seed);
+/// What a run cost the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    /// Events processed (deliveries of bytes, timers, user actions...).
+    pub events: u64,
+    /// Virtual time from the start to the last event.
+    pub simulated: Duration,
+}
+
+/// Runs `scenario` with `seed`, handing each entry to `out` as it happens (nothing
+/// of the transcript is kept here).
+pub fn run_observed(scenario: &Scenario, seed: u64, out: &mut dyn Observer) -> RunStats {
+    let mut sim = Sim::new(scenario.clone(), seed, out);
     sim.run_to_end();
-    (sim.transcript, sim.events_processed)
+    RunStats {
+        events: sim.events_processed,
+        simulated: sim.now.saturating_duration_since(Timestamp::ZERO),
+    }
+}
+
+/// What the checker must know of a run of `scenario` besides its records.
+pub fn run_info(scenario: &Scenario) -> RunInfo {
+    let scripted = scenario
+        .clients
+        .iter()
+        .flat_map(|c| &c.actions)
+        .filter(|(_, a)| matches!(a, Action::Send { .. }))
+        .count();
+    RunInfo {
+        max_clients: scenario.limits.max_clients,
+        max_outbound_bytes: match scenario.topology {
+            Topology::Relay => scenario.limits.relay_queue_bytes(),
+            Topology::Direct => scenario.limits.max_outbound_bytes,
+        },
+        direct: scenario.topology == Topology::Direct,
+        encrypted: scenario.encrypted,
+        scripted: scripted as u64,
+    }
 }
 
 fn at(d: Duration) -> Timestamp {
     Timestamp::ZERO + d
 }
 
-impl Sim {
-    fn new(scenario: Scenario, seed: u64) -> Self {
+impl<'a> Sim<'a> {
+    fn new(scenario: Scenario, seed: u64, out: &'a mut dyn Observer) -> Self {
         let server = (scenario.topology == Topology::Relay)
             .then(|| relay_server(&scenario.limits, scenario.encrypted, seed, 0));
-        let transcript = Transcript {
-            max_clients: scenario.limits.max_clients,
-            max_outbound_bytes: scenario.limits.max_outbound_bytes,
-            direct: scenario.topology == Topology::Direct,
-            encrypted: scenario.encrypted,
-            ..Transcript::default()
-        };
         let saving = scenario
             .clients
             .iter()
@@ -288,7 +317,7 @@ impl Sim {
             nodes: Vec::new(),
             links: Vec::new(),
             incarnation: (0..scenario.clients.len()).collect(),
-            transcript,
+            out,
             max_queued: 0,
             events_processed: 0,
             scenario,
@@ -312,7 +341,10 @@ impl Sim {
     }
 
     fn record(&mut self, record: Record) {
-        self.transcript.push(self.now, record);
+        self.out.observe(&Entry {
+            at: self.now,
+            record,
+        });
     }
 
     fn run_to_end(&mut self) {
@@ -845,9 +877,6 @@ impl Sim {
     }
 
     fn fault(&mut self, node: usize, what: String) {
-        if !self.transcript.faulted.contains(&node) {
-            self.transcript.faulted.push(node);
-        }
         self.record(Record::Fault { client: node, what });
     }
 
@@ -1321,7 +1350,7 @@ impl Sim {
     }
 }
 
-impl Sim {
+impl Sim<'_> {
     /// The simulated driver's side of a file transfer: content is generated from the
     /// sender and position, received bytes are kept in memory and compared.
     fn on_file_event(&mut self, n: usize, e: FileEvent, records: &mut Vec<Record>) {

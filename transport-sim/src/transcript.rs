@@ -5,6 +5,7 @@ use core::fmt;
 
 use p2pchat_core::{ClientId, ErrorCode, Timestamp};
 
+use crate::check::RunInfo;
 use crate::scenario::Target;
 
 /// One event of a run. In every variant, `client` is the simulated client's index
@@ -168,14 +169,82 @@ pub struct Transcript {
     pub direct: bool,
     /// Whether the run was encrypted (then relay clients seal end to end).
     pub encrypted: bool,
-    /// Clients that were subject to a fault (reset, cut, vanish, stall), by index.
-    pub faulted: Vec<usize>,
+    /// Messages the scenario asked its users to send.
+    pub scripted: u64,
 }
 
 impl Transcript {
+    /// An empty transcript for a run described by `info`.
+    pub fn new(info: &RunInfo) -> Self {
+        Transcript {
+            entries: Vec::new(),
+            max_clients: info.max_clients,
+            max_outbound_bytes: info.max_outbound_bytes,
+            direct: info.direct,
+            encrypted: info.encrypted,
+            scripted: info.scripted,
+        }
+    }
+
     /// Appends a record.
     pub fn push(&mut self, at: Timestamp, record: Record) {
         self.entries.push(Entry { at, record });
+    }
+
+    /// What the checker needs to know of the run besides its records.
+    pub fn info(&self) -> RunInfo {
+        RunInfo {
+            max_clients: self.max_clients,
+            max_outbound_bytes: self.max_outbound_bytes,
+            direct: self.direct,
+            encrypted: self.encrypted,
+            scripted: self.scripted,
+        }
+    }
+}
+
+/// Where a run's entries go as they happen: kept whole ([`Transcript`]), judged as
+/// they come ([`crate::Checker`]), hashed ([`TranscriptHash`]) or printed.
+pub trait Observer {
+    /// Takes the next entry of the run.
+    fn observe(&mut self, entry: &Entry);
+}
+
+impl Observer for Transcript {
+    fn observe(&mut self, entry: &Entry) {
+        self.entries.push(entry.clone());
+    }
+}
+
+impl Observer for crate::Checker {
+    fn observe(&mut self, entry: &Entry) {
+        crate::Checker::observe(self, entry);
+    }
+}
+
+/// A run's fingerprint: a BLAKE3 hash of its transcript as printed, one line per
+/// entry. Two runs with the same hash printed the same transcript; a replayed seed
+/// is proved exact by its hash without keeping either transcript.
+#[derive(Default)]
+pub struct TranscriptHash {
+    hasher: blake3::Hasher,
+    line: String,
+}
+
+impl TranscriptHash {
+    /// The hash so far, as 16 hexadecimal digits (64 bits: enough to tell runs apart).
+    pub fn hex(&self) -> String {
+        let hash = self.hasher.finalize();
+        hash.to_hex().as_str()[..16].to_owned()
+    }
+}
+
+impl Observer for TranscriptHash {
+    fn observe(&mut self, entry: &Entry) {
+        use core::fmt::Write as _;
+        self.line.clear();
+        let _ = writeln!(self.line, "{entry}");
+        self.hasher.update(self.line.as_bytes());
     }
 }
 
@@ -351,10 +420,16 @@ impl fmt::Display for Record {
     }
 }
 
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>9} {}", self.at.to_string(), self.record)
+    }
+}
+
 impl fmt::Display for Transcript {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for e in &self.entries {
-            writeln!(f, "{:>9} {}", e.at.to_string(), e.record)?;
+            writeln!(f, "{e}")?;
         }
         Ok(())
     }

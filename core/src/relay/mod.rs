@@ -362,7 +362,7 @@ impl RelayServer {
                 decoder: FrameDecoder::new(self.limits.max_frame_len),
                 inner: FrameDecoder::without_magic(self.limits.max_frame_len),
                 secure: secure::ConnSecure::None,
-                out: Outbound::new(self.limits.max_outbound_bytes),
+                out: Outbound::new(self.limits.relay_queue_bytes()),
                 state: ConnState::Handshaking {
                     deadline,
                     resume: None,
@@ -813,7 +813,7 @@ impl RelayServer {
             session.as_ref().map(|s| s.token),
             u32::try_from(self.limits.resume_grace.as_millis()).unwrap_or(u32::MAX),
         );
-        let max_retained = self.limits.max_outbound_bytes;
+        let max_retained = self.limits.relay_queue_bytes();
         self.admit(conn, hello.name, key, now, move |id, out| {
             out.push(&Frame::Welcome(Welcome {
                 client_id: id,
@@ -1437,7 +1437,7 @@ impl RelayServer {
     /// on the departure notices this sends (hence the loop).
     fn cut_off_overflowed(&mut self) {
         while let Some(conn) = self.overflowed.pop() {
-            let limit = self.limits.max_outbound_bytes;
+            let limit = self.limits.relay_queue_bytes();
             let detail = format!(
                 "disconnected for not reading fast enough: more than {limit} bytes were waiting for you"
             );
@@ -1583,7 +1583,7 @@ mod tests {
     use super::*;
     use crate::frame::Payload;
     use crate::test_support::Wire;
-    use crate::{ClientEvent, FrameDecoder, MAGIC, PROTOCOL_VERSION};
+    use crate::{ClientEvent, FrameDecoder, MAGIC, PRESENCE_NOTICE_BYTES, PROTOCOL_VERSION};
     use core::time::Duration;
 
     const T: Timestamp = Timestamp::ZERO;
@@ -1831,6 +1831,9 @@ mod tests {
     fn a_broadcast_that_does_not_fit_names_its_own_sequence_number() {
         let mut w = Wire::new(Limits {
             max_outbound_bytes: 4_096,
+            // A presence burst this small leaves the bound where it is.
+            max_roster_bytes: 1_024,
+            presence_limit: 8,
             ..limits(3)
         });
         let a = w.join("a");
@@ -1870,9 +1873,33 @@ mod tests {
     }
 
     #[test]
+    fn a_crowd_joining_does_not_by_itself_cut_off_a_client_that_is_not_reading() {
+        // A small bound for chat, and a client that reads nothing while 100 others
+        // arrive: their join notices are a presence burst, which the queue holds.
+        let limits = Limits {
+            max_outbound_bytes: 2_048,
+            ..limits(120)
+        };
+        assert!(limits.relay_queue_bytes() >= 16 * 1024 + 2 * 256 * PRESENCE_NOTICE_BYTES);
+        let mut w = Wire::insecure(limits);
+        let a = w.join("a");
+        w.clients[a].stalled = true;
+        for i in 0..100 {
+            w.join(&format!("crowd{i:03}-with-a-long-name-here"));
+        }
+        w.pump();
+        assert!(
+            w.server.client_id(w.clients[a].conn).is_some(),
+            "a is still connected"
+        );
+    }
+
+    #[test]
     fn a_client_that_stops_reading_is_cut_off_and_nobody_else_is_slowed() {
         let limits = Limits {
             max_outbound_bytes: 4_096,
+            max_roster_bytes: 1_024,
+            presence_limit: 8,
             ..limits(3)
         };
         let mut w = Wire::insecure(limits);

@@ -290,7 +290,7 @@ impl RelayServer {
         };
         if received < retained.base() || received > retained.end() {
             c.out
-                .adopt_retained(retained, self.limits.max_outbound_bytes);
+                .adopt_retained(retained, self.limits.relay_queue_bytes());
             self.conns.insert(old, c);
             let reason = format!(
                 "client {id} claims to hold {received} bytes of its session, which this relay never sent or already saw acknowledged"
@@ -315,7 +315,7 @@ impl RelayServer {
         }
         client.last_heard = now;
         let their_received = client.session.as_ref().map_or(0, |s| s.received);
-        let max = self.limits.max_outbound_bytes;
+        let max = self.limits.relay_queue_bytes();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -667,8 +667,11 @@ impl RelayServer {
         let id = client.id;
         let handle = ConnId(self.next_conn);
         self.next_conn += 1;
-        let mut out = Outbound::new(self.limits.max_outbound_bytes);
-        out.adopt_retained(retained.unwrap_or_default(), self.limits.max_outbound_bytes);
+        let mut out = Outbound::new(self.limits.relay_queue_bytes());
+        out.adopt_retained(
+            retained.unwrap_or_default(),
+            self.limits.relay_queue_bytes(),
+        );
         self.conns.insert(
             handle,
             Connection {
