@@ -134,15 +134,7 @@ fn run_swarm(seeds: &str, jobs: Option<usize>) -> i32 {
     });
     let wall = started.elapsed();
     for run in &report.failures {
-        println!(
-            "FAILED seed {}: replay with\n    {}\n  transcript hash {}",
-            run.spec.seed,
-            run.spec.command(),
-            run.hash
-        );
-        for v in run.verdict.violations.iter().take(5) {
-            println!("  {v}");
-        }
+        print!("{}", run.failure_report(5));
     }
     println!(
         "swarm: {} runs, {} failed, {} messages delivered, {} events in {:.1} s ({:.0} events/s)",

@@ -170,3 +170,35 @@ fn sending_after_exit_is_caught() {
     );
     assert!(rules(&t).contains(&"no-send-after-exit"), "{:?}", check(&t));
 }
+
+#[test]
+fn a_run_whose_workload_collapsed_is_a_failure_not_ok() {
+    // 300 messages scripted, but their sender's machine vanishes before the first:
+    // every rule holds (nothing was sent, so nothing was lost), and still the run
+    // proves nothing. The checker says so.
+    let mut s = p2pchat_sim::Scenario::relay(3);
+    let a = s.join("ann", p2pchat_sim::ms(0));
+    let b = s.join("bob", p2pchat_sim::ms(10));
+    s.at(p2pchat_sim::ms(500), a, p2pchat_sim::Action::Vanish);
+    for k in 0..300 {
+        s.send(p2pchat_sim::ms(1_000 + k), a, 1, &format!("m{k}"));
+    }
+    s.send(p2pchat_sim::ms(1_000), b, 0, "hi");
+    s.at(p2pchat_sim::ms(2_000), b, p2pchat_sim::Action::Exit);
+    let t = run(&s, 1);
+    let verdict = p2pchat_sim::judge(&t);
+    let w = &verdict.workload;
+    assert_eq!((w.scripted, w.sent), (301, 1), "{w}");
+    assert_eq!(
+        rules(&t),
+        vec!["workload-collapsed"],
+        "{:?}",
+        verdict.violations
+    );
+    // The same scenario with its first 100 messages only is small enough that one
+    // fault may take it all: no verdict on its workload.
+    s.clients[a].actions.retain(|(at, action)| {
+        !matches!(action, p2pchat_sim::Action::Send { .. }) || *at < p2pchat_sim::ms(1_100)
+    });
+    assert!(rules(&run(&s, 1)).is_empty());
+}

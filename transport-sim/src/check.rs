@@ -82,6 +82,8 @@ pub struct Workload {
     pub lost_with_sender: u64,
     /// Deliveries in all (a message to everyone counts once per reader).
     pub deliveries: u64,
+    /// Faults injected (resets, stalls, cuts, vanishings, kills, restarts...).
+    pub faults: u64,
     /// Sessions that ended other than normally, by error code (`slow-consumer`,
     /// `idle-timeout`, ...), refusals included.
     pub cut_off: BTreeMap<String, u64>,
@@ -113,7 +115,7 @@ impl std::fmt::Display for Workload {
             self.deliveries,
         )?;
         let cut: u64 = self.cut_off.values().sum();
-        write!(f, "; sessions ended early: {cut}")?;
+        write!(f, "; {} faults; sessions ended early: {cut}", self.faults)?;
         if cut > 0 {
             let why: Vec<String> = self
                 .cut_off
@@ -273,12 +275,14 @@ impl Checker {
                 self.connected.insert(*client);
             }
             Record::Fault { client, what } => {
+                self.work.faults += 1;
                 self.faulted.insert(*client);
                 if what == "vanishes" {
                     self.vanished.insert(*client);
                 }
             }
             Record::ServerDown => {
+                self.work.faults += 1;
                 self.epoch += 1;
                 self.online = 0;
                 self.last_id = None;

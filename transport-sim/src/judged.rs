@@ -25,12 +25,35 @@ pub struct JudgedRun {
     pub entries: u64,
     /// What it cost the simulator.
     pub stats: RunStats,
+    /// The entry the [`Corruption`] changed, as printed (tests of the checker).
+    pub corrupted: Option<String>,
 }
 
 impl JudgedRun {
     /// Whether every invariant held and the workload did not collapse.
     pub fn ok(&self) -> bool {
         self.verdict.violations.is_empty()
+    }
+
+    /// What a failed run says: its seed, the one command that replays it (down to
+    /// the same transcript hash) and its first violations, the first broken rule
+    /// first.
+    pub fn failure_report(&self, at_most: usize) -> String {
+        let mut out = format!(
+            "seed {} FAILED: replay with\n    {}\n  transcript hash {}; {}\n",
+            self.spec.seed,
+            self.spec.command(),
+            self.hash,
+            self.verdict.workload
+        );
+        for v in self.verdict.violations.iter().take(at_most) {
+            out.push_str(&format!("  {v}\n"));
+        }
+        if self.verdict.violations.len() > at_most {
+            let more = self.verdict.violations.len() - at_most;
+            out.push_str(&format!("  ... and {more} more\n"));
+        }
+        out
     }
 }
 
@@ -71,6 +94,7 @@ fn judged(
         corruption,
         deliveries: 0,
         held: None,
+        corrupted: None,
     };
     let stats = run_observed(&scenario, spec.seed, &mut judge);
     if let Some(late) = judge.held.take() {
@@ -80,6 +104,7 @@ fn judged(
         spec: spec.clone(),
         hash: judge.hash.hex(),
         entries: judge.entries,
+        corrupted: judge.corrupted,
         verdict: judge.checker.finish(),
         stats,
     }
@@ -97,6 +122,8 @@ struct Judge<'a> {
     deliveries: u64,
     /// A delivery being moved (`Reorder`): it goes out after the next one like it.
     held: Option<Entry>,
+    /// The entry the corruption changed.
+    corrupted: Option<String>,
 }
 
 impl Judge<'_> {
@@ -126,6 +153,13 @@ impl Observer for Judge<'_> {
         };
         let n = self.deliveries;
         self.deliveries += 1;
+        let hit = match self.corruption {
+            Some(Corruption::Drop(k) | Corruption::Duplicate(k) | Corruption::Reorder(k)) => k == n,
+            None => false,
+        };
+        if hit {
+            self.corrupted = Some(entry.to_string());
+        }
         match self.corruption {
             Some(Corruption::Drop(k)) if k == n => {}
             Some(Corruption::Duplicate(k)) if k == n => {

@@ -140,9 +140,10 @@ pub enum Traffic {
     /// ends up agreeing keys with every other (n² key agreements on one core).
     #[default]
     Uniform,
-    /// Shaped like real chat: each client talks with a few others, popular ones more
-    /// (Zipf-like), a few announcers write to everyone now and then (1 in 100), and 1
-    /// in 200 messages goes to an ID nobody holds. Key agreements grow with the
+    /// Shaped like real chat: each client talks with a few others, its favourites
+    /// more (Zipf-like), a few announcers write to everyone now and then (1 in 100
+    /// messages, 1 in n past 100 clients), and 1 in 200 messages goes to an ID nobody
+    /// holds. Key agreements grow with the
     /// clients, not their square, so runs of thousands of clients stay fast while
     /// every agreement is still real X25519.
     Chat,
@@ -239,8 +240,16 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
             64 * 1024
         },
         coalesce: !f.split || rng.chance(50),
+        // Narrow links for every client (the stall fault's setting) are one fault
+        // that hits the whole run at once, so past 16 clients they widen: on 512-byte
+        // buffers a thousand clients would spend the run waiting for their rosters.
         buffer: if f.stall {
-            [512, 4096, 65_536][rng.below(3) as usize]
+            let narrowest = match if spec.direct { 2 } else { spec.clients } {
+                0..=16 => 512,
+                17..=200 => 4096,
+                _ => 16_384,
+            };
+            [512, 4096, 65_536][rng.below(3) as usize].max(narrowest)
         } else {
             256 * 1024
         },
@@ -474,11 +483,16 @@ fn chat_messages(
         })
         .collect();
     let announcers = (n / 200).clamp(1, 5);
+    // A message to everyone is delivered n - 1 times: 1 in 100 of them for up to 100
+    // clients, then 1 in n, so that messages to everyone make about as many
+    // deliveries as all the others (at 1 in 100, a thousand clients would receive
+    // ten times more announcements than chat, faster than the narrowest links carry).
+    let to_all = (100_000 / n.max(1)).clamp(1, 1_000);
     for k in 0..spec.messages {
-        let roll = rng.below(1000);
-        let (s, to) = if roll < 10 {
+        let roll = rng.below(100_000);
+        let (s, to) = if roll < to_all {
             (rng.below(announcers) as usize, Target::All)
-        } else if roll < 15 {
+        } else if roll < to_all + 500 {
             let s = rng.below(n) as usize;
             (s, Target::Id(n as u32 + rng.below(5) as u32))
         } else {

@@ -23,9 +23,14 @@ use crate::transcript::{Entry, Observer, Record, Transcript};
 /// How long a side that wants to close waits for the other side's FIN before closing.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// A run that needs more events than this is stuck in a loop; it is stopped and its
-/// unfinished clients are reported.
+/// A run that needs more events than this, plus [`EVENTS_PER_ACTION`] for each
+/// scripted action, is stuck in a loop; it is stopped and its unfinished clients are
+/// reported.
 const MAX_EVENTS: u64 = 50_000_000;
+
+/// Events a scripted action may take (bytes arriving in pieces, timers, receipts):
+/// big runs get a proportionally bigger budget.
+const EVENTS_PER_ACTION: u64 = 1_000;
 
 /// One end of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,6 +60,9 @@ enum Ev {
     Redial(usize),
     /// A scenario client whose session ended for good joins again as a new client.
     Rejoin(usize),
+    /// The user of a node whose join failed before the relay welcomed it starts
+    /// `p2pchat join` again (unless that client has moved on since).
+    Retry(usize),
     /// The relay process dies (every connection reset), for this long.
     ServerDown(Duration),
     /// The relay process is back, knowing nothing of before.
@@ -163,6 +171,8 @@ struct Node {
     saved_at: Option<SavePoint>,
     /// How many times the process was killed (each new process's randomness differs).
     crashes: u64,
+    /// Whether the relay ever welcomed it (it then has a session to resume).
+    welcomed: bool,
 }
 
 /// A simulated network running one scenario.
@@ -191,9 +201,12 @@ struct Sim<'a> {
     out: &'a mut dyn Observer,
     max_queued: usize,
     events_processed: u64,
-    /// Whether clients save their sessions (the scenario kills client processes):
-    /// saving costs, so only then.
-    saving: bool,
+    /// For each scenario client, whether it saves its session: only those whose
+    /// process the scenario kills (every incarnation of them). Saving costs (a
+    /// keyring of every announced key, hashed) and nobody else ever reads it.
+    saving: Vec<bool>,
+    /// The event budget of this run (see [`MAX_EVENTS`]).
+    max_events: u64,
 }
 
 /// The security of the relay (`node` = `None`) or of a node: its own key and its own
@@ -300,8 +313,11 @@ impl<'a> Sim<'a> {
         let saving = scenario
             .clients
             .iter()
-            .any(|c| c.actions.iter().any(|(_, a)| matches!(a, Action::Crash(_))));
+            .map(|c| c.actions.iter().any(|(_, a)| matches!(a, Action::Crash(_))))
+            .collect();
+        let actions: usize = scenario.clients.iter().map(|c| c.actions.len() + 1).sum();
         let mut sim = Sim {
+            max_events: MAX_EVENTS + EVENTS_PER_ACTION * actions as u64,
             saving,
             seed,
             rng: Rng::new(seed),
@@ -351,7 +367,7 @@ impl<'a> Sim<'a> {
         let deadline = at(self.scenario.last_moment() + self.scenario.settle);
         let last_script = at(self.scenario.last_moment());
         while let Some(((t, _), ev)) = self.queue.pop_first() {
-            if t > deadline || self.events_processed >= MAX_EVENTS {
+            if t > deadline || self.events_processed >= self.max_events {
                 break;
             }
             self.now = t;
@@ -440,6 +456,12 @@ impl<'a> Sim<'a> {
             Ev::Linger(node, link) => self.close_node(node, link),
             Ev::Redial(node) => self.redial(node),
             Ev::Rejoin(plan) => self.rejoin(plan),
+            Ev::Retry(node) => {
+                let plan = self.nodes[node].plan;
+                if self.incarnation[plan] == node {
+                    self.rejoin(plan);
+                }
+            }
             Ev::Restart(node) => self.restart_node(node),
             Ev::ServerDown(downtime) => self.server_down(downtime),
             Ev::ServerUp => {
@@ -521,7 +543,7 @@ impl<'a> Sim<'a> {
     /// anything (see `p2pchat_tcp::SessionStore`); forgets it when there is none to
     /// save.
     fn checkpoint(&mut self, n: usize) {
-        if !self.saving {
+        if !self.saving[self.nodes[n].plan] {
             return;
         }
         let node = &mut self.nodes[n];
@@ -1285,7 +1307,20 @@ impl<'a> Sim<'a> {
         };
         for r in records {
             match &r {
-                Record::Welcomed { id, .. } => self.nodes[n].id = Some(*id),
+                Record::Welcomed { id, .. } => {
+                    self.nodes[n].id = Some(*id);
+                    self.nodes[n].welcomed = true;
+                }
+                Record::Disconnected {
+                    code: ErrorCode::ConnectionLost,
+                    ..
+                } if self.scenario.topology == Topology::Relay && !self.nodes[n].welcomed => {
+                    // Lost before the relay's welcome, so before any token to resume
+                    // with: `p2pchat join` says so (naming what it had sent) and
+                    // ends, and its user starts it again a moment later.
+                    self.nodes[n].over = true;
+                    self.schedule(self.now + Duration::from_secs(1), Ev::Retry(n));
+                }
                 Record::Disconnected {
                     code: ErrorCode::ResumeFailed,
                     ..
@@ -1577,6 +1612,7 @@ impl Node {
             saved: None,
             saved_at: None,
             crashes: 0,
+            welcomed: false,
         }
     }
 }
