@@ -346,7 +346,10 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
     let mut server_restarts = Vec::new();
     if f.restart && !spec.direct && rng.below(100) * 1000 / scale < 70 {
         let at = ms(rng.between(500, last.as_millis() as u64 + 1));
-        let down = ms(100 + (rng.between(100, 5_000) - 100) * scale / 1000);
+        // Down for 0.1 to 1.5 s (less past 16 clients): every client then learns its
+        // session is gone only at its next dial, so a longer outage in a run whose
+        // messages span eight seconds would be most of the run.
+        let down = ms(100 + (rng.between(100, 5_000) - 100) * 1_400 / 4_900 * scale / 1000);
         server_restarts.push((at, down));
         last = last.max(at + down);
     }
