@@ -118,7 +118,11 @@ impl std::fmt::Display for Workload {
             self.deliveries,
         )?;
         let cut: u64 = self.cut_off.values().sum();
-        write!(f, "; {} faults; sessions ended early: {cut}", self.faults)?;
+        write!(
+            f,
+            "; faults injected: {}; sessions ended early: {cut}",
+            self.faults
+        )?;
         if cut > 0 {
             let why: Vec<String> = self
                 .cut_off
