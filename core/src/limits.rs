@@ -109,17 +109,18 @@ pub struct Limits {
 pub const PRESENCE_NOTICE_BYTES: usize = 80;
 
 impl Limits {
-    /// The bound on bytes the relay queues for one client: `max_outbound_bytes`, but
-    /// never less than a whole presence burst (a roster, then a notice from every
-    /// client up to the presence limit joining and as many leaving). A crowd arriving
-    /// at once must not by itself cut off a client that reads at a normal pace; IRC
-    /// servers size a client's send queue for a netjoin burst in the same way. The
-    /// floor is small (56 KiB with the defaults) and bounded, since notices stop past
-    /// `presence_limit` clients.
+    /// The bound on bytes the relay queues for one client: `max_outbound_bytes` for
+    /// what clients send each other, plus an allowance for presence: a roster and a
+    /// notice from every client up to the presence limit joining and as many leaving
+    /// (56 KiB with the defaults). A crowd arriving at once must not by itself cut
+    /// off a client that reads at a normal pace, nor leave a newcomer's roster no
+    /// room for the first messages; IRC servers size a client's send queue for a
+    /// netjoin burst in the same way. The allowance is bounded, since notices stop
+    /// past `presence_limit` clients.
     pub fn relay_queue_bytes(&self) -> usize {
-        let burst =
+        let presence =
             self.max_roster_bytes + 2 * self.presence_limit as usize * PRESENCE_NOTICE_BYTES;
-        self.max_outbound_bytes.max(burst)
+        self.max_outbound_bytes.saturating_add(presence)
     }
 }
 

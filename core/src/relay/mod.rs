@@ -1831,9 +1831,9 @@ mod tests {
     fn a_broadcast_that_does_not_fit_names_its_own_sequence_number() {
         let mut w = Wire::new(Limits {
             max_outbound_bytes: 4_096,
-            // A presence burst this small leaves the bound where it is.
-            max_roster_bytes: 1_024,
-            presence_limit: 8,
+            // No allowance for presence: the bound is the chat bound.
+            max_roster_bytes: 0,
+            presence_limit: 0,
             ..limits(3)
         });
         let a = w.join("a");
@@ -1896,10 +1896,11 @@ mod tests {
 
     #[test]
     fn a_client_that_stops_reading_is_cut_off_and_nobody_else_is_slowed() {
+        // A 4 KiB bound in all: 3,616 bytes for chat, 480 for the notices of 3.
         let limits = Limits {
-            max_outbound_bytes: 4_096,
-            max_roster_bytes: 1_024,
-            presence_limit: 8,
+            max_outbound_bytes: 4_096 - 2 * 3 * PRESENCE_NOTICE_BYTES,
+            max_roster_bytes: 0,
+            presence_limit: 3,
             ..limits(3)
         };
         let mut w = Wire::insecure(limits);
