@@ -65,9 +65,10 @@ fn a_thousand_clients_with_every_fault_deliver_nine_messages_in_ten() {
 
 #[test]
 fn a_relay_restart_among_a_thousand_clients_costs_its_downtime_and_no_more() {
-    // Seed 3 restarts the relay at 1.8 s for 0.6 s: every session ends (a restarted
+    // Seed 3 restarts the relay at 1.8 s for 0.24 s: every session ends (a restarted
     // relay knows none), so what was unconfirmed then and what was typed until the
-    // clients learnt it is reported to its senders, and everyone joins again.
+    // clients learnt it is reported to its senders, and everyone joins again
+    // (88.8% delivered when this was written).
     let run = run_judged(&chat(3, 1_000, 20_000, FaultSet::all()), None);
     assert!(run.ok(), "{}", run.failure_report(20));
     let w = &run.verdict.workload;
@@ -75,7 +76,7 @@ fn a_relay_restart_among_a_thousand_clients_costs_its_downtime_and_no_more() {
         w.cut_off.get("resume-failed").is_some_and(|&n| n >= 500),
         "{w}"
     );
-    assert!(w.delivered_share() >= 0.75, "{}: {w}", run.spec.command());
+    assert!(w.delivered_share() >= 0.85, "{}: {w}", run.spec.command());
     assert_eq!(w.sent, w.delivered + w.reported + w.lost_with_sender, "{w}");
 }
 
