@@ -11,7 +11,9 @@ use p2pchat_tcp::{DEFAULT_PORT, Driver, PeerCommand, PeerSession, SessionEvent};
 
 use crate::args::{ConnectArgs, ListenArgs};
 use crate::commands::{self, DIRECT_HELP, Typed};
-use crate::format::{self, json_string, sanitize};
+use p2pchat_client::events::{HistoryLine, to_json_line};
+
+use crate::format::{self, sanitize};
 use crate::history::{Direction, History};
 use crate::keys::{self, Trust, Wishes};
 use crate::saved::{self, Committer, SessionSlot};
@@ -324,11 +326,11 @@ fn show_history(ui: &Ui, path: &std::path::Path, lines: usize, json: bool) {
             Direction::Received => "peer",
         };
         if json {
-            ui.out(&format!(
-                r#"{{"event":"history","at":"{}","from":"{who}","text":{}}}"#,
-                r.at,
-                json_string(&r.text)
-            ));
+            ui.out(&to_json_line(&HistoryLine {
+                at: r.at.clone(),
+                from: who.to_owned(),
+                text: r.text.clone(),
+            }));
         } else {
             let at = r.at.replace('T', " ").trim_end_matches('Z').to_owned();
             ui.out(&format!("* [{at}] {who}: {}", sanitize(&r.text)));

@@ -1,14 +1,14 @@
 //! How events are shown: the stable text format (documented in README.md) and the
-//! `--json` format, one object per line.
+//! `--json` format, one object per line (the serde event vocabulary of
+//! `p2pchat_client::events`, serialised).
 //!
 //! Text from the network is sanitised before it reaches the terminal: a control
 //! character could otherwise move the cursor, clear the screen or retitle the window.
 
 use std::time::Duration;
 
-use p2pchat_core::{
-    ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RecordCipher, RosterEntry,
-};
+use p2pchat_client::events::{DirectEvent, RelayEvent, to_json_line};
+use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RosterEntry};
 
 /// A line of output, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,25 +30,6 @@ pub fn sanitize(text: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn who(id: ClientId, name: &str) -> String {
@@ -78,25 +59,6 @@ fn key_tag(key: &Option<PublicKey>) -> String {
     match key {
         Some(key) => format!(" [{}]", crate::keys::short(key)),
         None => " [no key: plain text]".into(),
-    }
-}
-
-/// A key as JSON: its fingerprint, or `null`.
-fn key_json(key: &Option<PublicKey>) -> String {
-    key.map_or_else(|| "null".to_owned(), |k| json_string(&k.fingerprint()))
-}
-
-/// A channel's cipher as JSON: its name, or `null` in the clear.
-fn cipher_json(cipher: &Option<RecordCipher>) -> String {
-    cipher.map_or_else(|| "null".to_owned(), |c| json_string(c.name()))
-}
-
-/// A recipient as JSON: an ID, or `"all"`.
-fn json_to(to: ClientId) -> String {
-    if to.is_broadcast() {
-        "\"all\"".to_owned()
-    } else {
-        to.to_string()
     }
 }
 
@@ -149,7 +111,7 @@ fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> Str
 /// How a relay client event is shown. `me` is our ID, once known.
 pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Option<Line> {
     if json {
-        return Some(relay_event_json(event));
+        return Some(Line::Out(to_json_line(&RelayEvent::from(event))));
     }
     let line = match event {
         ClientEvent::Welcomed {
@@ -230,200 +192,10 @@ pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Opt
     Some(line)
 }
 
-fn relay_event_json(event: &ClientEvent) -> Line {
-    let obj = match event {
-        ClientEvent::Welcomed {
-            id,
-            max_clients,
-            version,
-            relay_key,
-            cipher,
-        } => {
-            format!(
-                r#"{{"event":"welcome","id":{id},"max_clients":{max_clients},"version":{version},"encrypted":{},"relay_key":{},"cipher":{}}}"#,
-                relay_key.is_some(),
-                key_json(relay_key),
-                cipher_json(cipher)
-            )
-        }
-        ClientEvent::Roster { total, entries } => {
-            let items: Vec<String> = entries
-                .iter()
-                .map(|e| {
-                    format!(
-                        r#"{{"id":{},"name":{},"exited":{},"away":{},"key":{}}}"#,
-                        e.id,
-                        json_string(&e.name),
-                        e.exited,
-                        e.away,
-                        key_json(&e.key)
-                    )
-                })
-                .collect();
-            format!(
-                r#"{{"event":"roster","total":{total},"clients":[{}]}}"#,
-                items.join(",")
-            )
-        }
-        ClientEvent::Joined { id, name, key } => format!(
-            r#"{{"event":"joined","id":{id},"name":{},"key":{}}}"#,
-            json_string(name),
-            key_json(key)
-        ),
-        ClientEvent::Left { id, code } => {
-            format!(r#"{{"event":"left","id":{id},"reason":"{code}"}}"#)
-        }
-        ClientEvent::Exited { id } => format!(r#"{{"event":"exited","id":{id}}}"#),
-        ClientEvent::Away { id, code, wait } => format!(
-            r#"{{"event":"away","id":{id},"reason":"{code}","wait_ms":{}}}"#,
-            wait.as_millis()
-        ),
-        ClientEvent::Back { id } => format!(r#"{{"event":"back","id":{id}}}"#),
-        ClientEvent::Held { to, seq, wait } => format!(
-            r#"{{"event":"held","to":{to},"seq":{seq},"wait_ms":{}}}"#,
-            wait.as_millis()
-        ),
-        ClientEvent::Message {
-            from,
-            to,
-            seq,
-            text,
-            encrypted,
-        } => {
-            let to = json_to(*to);
-            format!(
-                r#"{{"event":"message","from":{from},"to":{to},"seq":{seq},"e2e":{encrypted},"text":{}}}"#,
-                json_string(text)
-            )
-        }
-        ClientEvent::NotEndToEnd { id, everyone } => {
-            format!(r#"{{"event":"not_end_to_end","id":{id},"everyone":{everyone}}}"#)
-        }
-        ClientEvent::Unconfirmed { messages } => {
-            let items: Vec<String> = messages
-                .iter()
-                .map(|(seq, to)| format!(r#"{{"seq":{seq},"to":{}}}"#, json_to(*to)))
-                .collect();
-            format!(
-                r#"{{"event":"unconfirmed","messages":[{}]}}"#,
-                items.join(",")
-            )
-        }
-        ClientEvent::Unreadable { from, seq, reason } => format!(
-            r#"{{"event":"unreadable","from":{from},"seq":{seq},"reason":{}}}"#,
-            json_string(reason)
-        ),
-        ClientEvent::Delivered { seq } => format!(r#"{{"event":"delivered","seq":{seq}}}"#),
-        ClientEvent::ConnectionLost {
-            code,
-            reason,
-            grace,
-        } => connection_lost_json(*code, reason, *grace),
-        ClientEvent::Reconnecting { attempt, .. } => reconnecting_json(*attempt),
-        ClientEvent::Resumed { id } => format!(r#"{{"event":"resumed","id":{id}}}"#),
-        ClientEvent::UnsupportedPayload { from, kind } => {
-            format!(r#"{{"event":"unsupported","from":{from},"kind":{kind}}}"#)
-        }
-        ClientEvent::Error(r) => format!(
-            r#"{{"event":"error","code":"{}","seq":{},"message":{}}}"#,
-            r.code,
-            r.seq,
-            json_string(&r.message)
-        ),
-        ClientEvent::Refused(r) => format!(
-            r#"{{"event":"refused","code":"{}","online":{},"limit":{},"reason":{}}}"#,
-            r.code,
-            r.online,
-            r.limit,
-            json_string(&r.reason)
-        ),
-        ClientEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
-        ClientEvent::File(e) => format!(
-            r#"{{"event":"file","detail":{}}}"#,
-            json_string(&format!("{e:?}"))
-        ),
-        ClientEvent::Disconnected { code, reason } => {
-            format!(
-                r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
-                json_string(reason)
-            )
-        }
-    };
-    Line::Out(obj)
-}
-
-/// A lost connection whose session goes on, in JSON (the same for both topologies).
-fn connection_lost_json(code: ErrorCode, reason: &str, grace: std::time::Duration) -> String {
-    format!(
-        r#"{{"event":"connection_lost","code":"{code}","reason":{},"grace_s":{}}}"#,
-        json_string(reason),
-        grace.as_secs()
-    )
-}
-
-/// A dial to get a lost connection back failed, in JSON.
-fn reconnecting_json(attempt: u32) -> String {
-    format!(r#"{{"event":"reconnecting","attempt":{attempt}}}"#)
-}
-
 /// How a direct-chat event is shown.
 pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
     if json {
-        let obj = match event {
-            PeerEvent::Connected {
-                name,
-                version,
-                plain_text,
-                key,
-                cipher,
-            } => format!(
-                r#"{{"event":"connected","name":{},"version":{version},"plain_text":{plain_text},"encrypted":{},"key":{},"cipher":{}}}"#,
-                json_string(name),
-                key.is_some(),
-                key_json(key),
-                cipher_json(cipher)
-            ),
-            PeerEvent::Message { seq, text } => {
-                format!(
-                    r#"{{"event":"message","seq":{seq},"text":{}}}"#,
-                    json_string(text)
-                )
-            }
-            PeerEvent::UnsupportedPayload { kind } => {
-                format!(r#"{{"event":"unsupported","kind":{kind}}}"#)
-            }
-            PeerEvent::PeerExited => r#"{"event":"peer_exited"}"#.to_owned(),
-            PeerEvent::Error(r) => format!(
-                r#"{{"event":"error","code":"{}","seq":{},"message":{}}}"#,
-                r.code,
-                r.seq,
-                json_string(&r.message)
-            ),
-            PeerEvent::Finished => r#"{"event":"finished"}"#.to_owned(),
-            PeerEvent::File(_) => return None,
-            PeerEvent::Delivered { seq } => format!(r#"{{"event":"delivered","seq":{seq}}}"#),
-            PeerEvent::ConnectionLost {
-                code,
-                reason,
-                grace,
-            } => connection_lost_json(*code, reason, *grace),
-            PeerEvent::Reconnecting { attempt } => reconnecting_json(*attempt),
-            PeerEvent::Resumed => r#"{"event":"resumed"}"#.to_owned(),
-            PeerEvent::Unconfirmed { seqs } => format!(
-                r#"{{"event":"unconfirmed","seqs":[{}]}}"#,
-                seqs.iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            PeerEvent::Disconnected { code, reason } => {
-                format!(
-                    r#"{{"event":"disconnected","code":"{code}","reason":{}}}"#,
-                    json_string(reason)
-                )
-            }
-        };
-        return Some(Line::Out(obj));
+        return DirectEvent::from_core(event).map(|e| Line::Out(to_json_line(&e)));
     }
     let line = match event {
         PeerEvent::Connected {
@@ -490,11 +262,6 @@ mod tests {
     fn escape_sequences_from_the_network_are_neutralised() {
         assert_eq!(sanitize("hi\u{1b}[2J\r"), "hi\u{FFFD}[2J\u{FFFD}");
         assert_eq!(sanitize("tab\tok é"), "tab\tok é");
-    }
-
-    #[test]
-    fn json_strings_escape_quotes_and_controls() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
     }
 
     #[test]
