@@ -14,11 +14,11 @@ use crate::commands::{self, DIRECT_HELP, Typed};
 use p2pchat_client::events::{HistoryLine, to_json_line};
 
 use crate::format::{self, sanitize};
-use crate::history::{Direction, History};
 use crate::keys::{self, Trust, Wishes};
 use crate::saved::{self, Committer, SessionSlot};
 use crate::transfer::{self, Transfers};
 use crate::ui::{Input, Ui};
+use p2pchat_client::history::{Direction, History};
 
 /// What the user asked of the history.
 struct HistoryChoice {

@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 
 use p2pchat_core::{Encryption, Expect, Identity, PublicKey, RecordCipher, Security};
 
-/// The data folder, `$XDG_DATA_HOME/p2pchat` or `~/.local/share/p2pchat`.
-pub fn data_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
-    Some(base.join("p2pchat"))
-}
+pub use p2pchat_client::data_dir;
 
 const IDENTITY_HEADER: &str = "p2pchat identity v1";
 const KNOWN_HEADER: &str = "p2pchat known peers v1";

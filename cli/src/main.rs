@@ -10,7 +10,6 @@ mod commands;
 mod direct;
 mod format;
 mod heap;
-mod history;
 mod join;
 mod keys;
 mod saved;

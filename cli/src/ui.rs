@@ -77,7 +77,8 @@ impl Ui {
             && let Ok(mut f) = log.lock()
         {
             // One write per line, so a crash tears at most the last one.
-            let _ = f.write_all(format!("{} {line}\n", crate::history::utc_now()).as_bytes());
+            let _ =
+                f.write_all(format!("{} {line}\n", p2pchat_client::history::utc_now()).as_bytes());
         }
     }
 

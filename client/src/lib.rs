@@ -6,7 +6,22 @@
 //! - [`events`]: the event vocabulary a frontend shows or forwards, as serde types.
 //!   `p2pchat join --json` prints one per line; the same types go to a web page as
 //!   JSON. Adding an event is adding a variant here, nowhere else.
+//! - [`history`]: durable direct-chat history, one append-only log per peer.
+//! - [`data_dir`]: where a user's keys, known peers, history and sessions live.
 
 pub mod events;
+pub mod history;
+
+use std::path::PathBuf;
 
 pub use events::{DirectEvent, HistoryLine, Recipient, RelayEvent, RosterClient};
+
+/// The data folder, `$XDG_DATA_HOME/p2pchat` or `~/.local/share/p2pchat`: keys, known
+/// peers, history and saved sessions live under it.
+pub fn data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("p2pchat"))
+}

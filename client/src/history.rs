@@ -17,7 +17,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Size past which a log is rotated.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -80,7 +79,7 @@ impl History {
     /// `$XDG_DATA_HOME/p2pchat/history/PEER.log`, else `~/.local/share/...`.
     pub fn default_path(peer: &str) -> Option<PathBuf> {
         Some(
-            crate::keys::data_dir()?
+            crate::data_dir()?
                 .join("history")
                 .join(format!("{}.log", file_name_for(peer))),
         )
@@ -233,33 +232,15 @@ fn decode(line: &[u8]) -> Option<Record> {
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    utc(secs)
+    utc(jiff::Timestamp::now().as_second())
 }
 
-/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
-fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`, whole seconds (jiff prints
+/// a timestamp in RFC 3339, UTC).
+fn utc(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 #[cfg(test)]
