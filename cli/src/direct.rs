@@ -201,24 +201,28 @@ pub fn connect(args: ConnectArgs) -> i32 {
         let machine = if args.text {
             Ok(Peer::new_plain_text(Limits::default(), now))
         } else {
-            wishes.security(false, trust.expect()).and_then(|security| {
-                let restored = restore_peer(&ui, slot.as_ref(), saved, args.json, now, |bytes| {
-                    Peer::restore(bytes, Limits::default(), security.clone(), now)
-                });
-                match restored {
-                    Some(machine) => {
-                        resumed = Some(machine.remote_name().unwrap_or_default().to_owned());
-                        Ok(machine)
+            wishes
+                .security(false, trust.expect())
+                .map_err(|e| e.to_string())
+                .and_then(|security| {
+                    let restored =
+                        restore_peer(&ui, slot.as_ref(), saved, args.json, now, |bytes| {
+                            Peer::restore(bytes, Limits::default(), security.clone(), now)
+                        });
+                    match restored {
+                        Some(machine) => {
+                            resumed = Some(machine.remote_name().unwrap_or_default().to_owned());
+                            Ok(machine)
+                        }
+                        None => Peer::new(
+                            PeerSide::Connector,
+                            &args.name,
+                            Limits::default(),
+                            security,
+                            now,
+                        ),
                     }
-                    None => Peer::new(
-                        PeerSide::Connector,
-                        &args.name,
-                        Limits::default(),
-                        security,
-                        now,
-                    ),
-                }
-            })
+                })
         };
         // Dials the listener again if the connection is lost, to resume.
         let redial = (!args.text)

@@ -7,10 +7,13 @@
 //!   `p2pchat join --json` prints one per line; the same types go to a web page as
 //!   JSON. Adding an event is adding a variant here, nowhere else.
 //! - [`history`]: durable direct-chat history, one append-only log per peer.
+//! - [`keys`]: this installation's identity, the keys met before (trust on first use)
+//!   and what a session's security is made of.
 //! - [`data_dir`]: where a user's keys, known peers, history and sessions live.
 
 pub mod events;
 pub mod history;
+pub mod keys;
 
 use std::path::PathBuf;
 
