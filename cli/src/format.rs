@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use p2pchat_client::events::{DirectEvent, RelayEvent, to_json_line};
+use p2pchat_client::transfer::{TransferNotice, human};
 use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RosterEntry};
 
 /// A line of output, and where it goes.
@@ -252,6 +253,96 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
         )),
     };
     Some(line)
+}
+
+/// How a file transfer's notice is shown (the same lines with and without `--json`
+/// for now: the transfers' JSON is the web frontend's first).
+pub fn transfer_notice(notice: &TransferNotice) -> Line {
+    match notice {
+        TransferNotice::FileOffering { name, size, to } => Line::Out(format!(
+            "* offering {name} ({}) to {to}; waiting for an answer",
+            human(*size)
+        )),
+        TransferNotice::FileOffered {
+            number,
+            from,
+            name,
+            size,
+        } => Line::Out(format!(
+            "* {from} offers {} ({}): /accept {number} or /decline {number}",
+            sanitize(name),
+            human(*size)
+        )),
+        TransferNotice::FileAccepted {
+            name,
+            size,
+            resumed_at,
+            part,
+        } => Line::Out(if *resumed_at > 0 {
+            format!(
+                "* resuming {name}: {} of {} already here",
+                human(*resumed_at),
+                human(*size)
+            )
+        } else {
+            format!(
+                "* accepted {name} ({}); saving to {}",
+                human(*size),
+                part.display()
+            )
+        }),
+        TransferNotice::FileDeclined { name } => Line::Out(format!("* declined {name}")),
+        TransferNotice::FilePeerAccepted { to, name, offset } => Line::Out(if *offset > 0 {
+            format!("* {to} accepted {name}; resuming at {}", human(*offset))
+        } else {
+            format!("* {to} accepted {name}; sending")
+        }),
+        TransferNotice::FilePeerDeclined { to, name, reason } => {
+            Line::Out(format!("* {to} declined {name}: {reason}"))
+        }
+        TransferNotice::FileProgress {
+            sending,
+            name,
+            done,
+            size,
+            rate,
+            left_s,
+        } => Line::Out(format!(
+            "* {} {name}: {}% of {} at {}/s, about {left_s} s left",
+            if *sending { "sending" } else { "receiving" },
+            done * 100 / (*size).max(1),
+            human(*size),
+            human(*rate),
+        )),
+        TransferNotice::FileDelivered { to, name, size } => Line::Out(format!(
+            "* {name} delivered to {to} ({}, hash verified)",
+            human(*size)
+        )),
+        TransferNotice::FileReceived {
+            from,
+            name,
+            size,
+            path,
+        } => Line::Out(format!(
+            "* received {name} ({}, BLAKE3 verified) from {from}: {}",
+            human(*size),
+            path.display()
+        )),
+        TransferNotice::FileSendFailed { to, name, reason } => {
+            Line::Err(format!("error: sending {name} to {to} failed: {reason}"))
+        }
+        TransferNotice::FileReceiveStopped {
+            from,
+            name,
+            percent,
+            reason,
+            part,
+        } => Line::Err(format!(
+            "error: receiving {name} from {from} stopped at {percent}% ({reason}); {} is kept: when the same file is sent again, it resumes",
+            part.display()
+        )),
+        TransferNotice::FileProblem { message } => Line::Err(format!("error: {message}")),
+    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@
 //! - [`history`]: durable direct-chat history, one append-only log per peer.
 //! - [`keys`]: this installation's identity, the keys met before (trust on first use)
 //!   and what a session's security is made of.
+//! - [`transfer`]: file transfers to and from disk (hashing, safe names, `.part`
+//!   files, resume), telling the user [`transfer::TransferNotice`]s.
 //! - [`data_dir`]: where a user's keys, known peers, history and sessions live.
 
 pub mod events;
 pub mod history;
 pub mod keys;
+pub mod transfer;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,8 @@
-//! The file side of the command line: `/send`, `/accept`, `/decline`, `/cancel`,
-//! reading and writing files on the core's instructions, hashing with BLAKE3, safe
-//! names, `.part` files that are renamed only once the hash matches, and resume.
+//! File transfers to and from disk, for any frontend: `/send`, `/accept`,
+//! `/decline`, `/cancel`, reading and writing files on the core's instructions,
+//! hashing with BLAKE3, safe names, `.part` files that are renamed only once the hash
+//! matches, and resume. What the user should learn is queued as [`TransferNotice`]s
+//! ([`Transfers::take_notices`]); the frontend words them.
 //!
 //! The sender offers a file at once and hashes it as it reads it for sending: one
 //! pass over it, and the hash goes with `Done`. It checks at the end that the file
@@ -17,11 +19,13 @@
 
 mod hashing;
 mod names;
+mod notice;
 mod sink;
 
 pub use names::{safe_name, unique_path};
+pub use notice::TransferNotice;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -30,7 +34,6 @@ use std::time::{Instant, SystemTime};
 use p2pchat_core::{FileEvent, Hash, PeerRef, TransferId};
 use p2pchat_tcp::FileCommand;
 
-use crate::ui::Ui;
 pub use hashing::hash_whole_file;
 use hashing::{hash_into, prefix_matches};
 use sink::Sink;
@@ -182,7 +185,13 @@ impl Progress {
         }
     }
 
-    fn line(&mut self, verb: &str, name: &str, done: u64, size: u64) -> Option<String> {
+    fn notice(
+        &mut self,
+        sending: bool,
+        name: &str,
+        done: u64,
+        size: u64,
+    ) -> Option<TransferNotice> {
         let now = Instant::now();
         if now.duration_since(self.last).as_secs_f64() < 1.0 || done >= size {
             return None;
@@ -195,30 +204,58 @@ impl Progress {
         } else {
             0.0
         };
-        Some(format!(
-            "* {verb} {name}: {}% of {} at {}/s, about {:.0} s left",
-            done * 100 / size.max(1),
-            human(size),
-            human(rate as u64),
-            left
-        ))
+        Some(TransferNotice::FileProgress {
+            sending,
+            name: name.to_owned(),
+            done,
+            size,
+            rate: rate as u64,
+            left_s: left.round() as u64,
+        })
     }
 }
 
-/// The session command for a file step, or nothing if it could not be made (the
-/// error is shown). `wrap` makes it a relay or a direct command.
-pub fn command<C>(
-    ui: &Ui,
-    result: Result<FileCommand, String>,
-    wrap: fn(FileCommand) -> C,
-) -> Vec<C> {
-    match result {
-        Ok(cmd) => vec![wrap(cmd)],
-        Err(e) => {
-            ui.err(&format!("error: {e}"));
-            vec![]
-        }
-    }
+/// Why a file step could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The file to send could not be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// What was named is not a file (a folder, a device).
+    #[error("{} is not a file", .0.display())]
+    NotAFile(PathBuf),
+    /// `/accept N` or `/decline N` for an offer that is not waiting.
+    #[error("no such file offer is waiting")]
+    NoSuchOffer,
+    /// A file or folder could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// `1.5 MiB` and the like.
@@ -239,7 +276,8 @@ pub fn human(bytes: u64) -> String {
 
 /// All transfers of one session.
 pub struct Transfers {
-    ui: Ui,
+    /// What the user should learn, oldest first.
+    notices: VecDeque<TransferNotice>,
     download_dir: PathBuf,
     auto_accept: bool,
     /// Files offered until the machine numbers them (`Offering`, matched by name,
@@ -260,14 +298,9 @@ pub struct Transfers {
 
 impl Transfers {
     /// Transfers saving into `download_dir`.
-    pub fn new(
-        ui: Ui,
-        download_dir: PathBuf,
-        auto_accept: bool,
-        who: fn(PeerRef) -> String,
-    ) -> Self {
+    pub fn new(download_dir: PathBuf, auto_accept: bool, who: fn(PeerRef) -> String) -> Self {
         Transfers {
-            ui,
+            notices: VecDeque::new(),
             download_dir,
             auto_accept,
             pending: Vec::new(),
@@ -280,20 +313,37 @@ impl Transfers {
         }
     }
 
+    /// What the user should learn since the last call, oldest first.
+    pub fn take_notices(&mut self) -> impl Iterator<Item = TransferNotice> + '_ {
+        self.notices.drain(..)
+    }
+
+    fn tell(&mut self, notice: TransferNotice) {
+        self.notices.push_back(notice);
+    }
+
+    fn problem(&mut self, message: String) {
+        self.tell(TransferNotice::FileProblem { message });
+    }
+
     /// Where the file threads report; hand each report to [`Transfers::on_report`].
     pub fn reports(&self) -> async_channel::Receiver<Report> {
         self.reports.1.clone()
     }
 
     /// `/send PATH`: offers the file at once (it is hashed as it is sent).
-    pub fn send(&mut self, to: PeerRef, path: &str) -> Result<FileCommand, String> {
+    pub fn send(&mut self, to: PeerRef, path: &str) -> Result<FileCommand, TransferError> {
         let path = PathBuf::from(path);
-        let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(source) => return Err(TransferError::Open { path, source }),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(source) => return Err(TransferError::Read { path, source }),
+        };
         if !meta.is_file() {
-            return Err(format!("{} is not a file", path.display()));
+            return Err(TransferError::NotAFile(path));
         }
         let size = meta.len();
         let name = path
@@ -312,15 +362,17 @@ impl Transfers {
     }
 
     /// `/accept [N]`: the oldest waiting offer, or number N.
-    pub fn accept(&mut self, number: Option<usize>) -> Result<FileCommand, String> {
+    pub fn accept(&mut self, number: Option<usize>) -> Result<FileCommand, TransferError> {
         let w = self.take_waiting(number)?;
         self.accept_offer(w)
     }
 
     /// `/decline [N]`.
-    pub fn decline(&mut self, number: Option<usize>) -> Result<FileCommand, String> {
+    pub fn decline(&mut self, number: Option<usize>) -> Result<FileCommand, TransferError> {
         let w = self.take_waiting(number)?;
-        self.ui.out(&format!("* declined {}", w.name));
+        self.tell(TransferNotice::FileDeclined {
+            name: w.name.clone(),
+        });
         Ok(FileCommand::Decline {
             from: w.from,
             transfer: w.transfer,
@@ -349,22 +401,24 @@ impl Transfers {
         cmds
     }
 
-    fn take_waiting(&mut self, number: Option<usize>) -> Result<Waiting, String> {
+    fn take_waiting(&mut self, number: Option<usize>) -> Result<Waiting, TransferError> {
         let pos = match number {
             Some(n) => self.waiting.iter().position(|w| w.number == n),
             None => (!self.waiting.is_empty()).then_some(0),
         };
         match pos {
             Some(i) => Ok(self.waiting.remove(i)),
-            None => Err("no such file offer is waiting".into()),
+            None => Err(TransferError::NoSuchOffer),
         }
     }
 
     /// Accepts: opens (or resumes) `NAME.part` in the download folder.
-    fn accept_offer(&mut self, w: Waiting) -> Result<FileCommand, String> {
+    fn accept_offer(&mut self, w: Waiting) -> Result<FileCommand, TransferError> {
         let name = safe_name(&w.name);
-        std::fs::create_dir_all(&self.download_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.download_dir.display()))?;
+        std::fs::create_dir_all(&self.download_dir).map_err(|source| TransferError::Create {
+            path: self.download_dir.clone(),
+            source,
+        })?;
         let part = self.download_dir.join(format!("{name}.part"));
         let meta_path = self.download_dir.join(format!("{name}.part.meta"));
         // A partial file is kept under the name; its size must match too. Whether its
@@ -379,31 +433,31 @@ impl Transfers {
             .create(true)
             .truncate(!resumable)
             .open(&part)
-            .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
-        std::fs::write(&meta_path, &meta)
-            .map_err(|e| format!("cannot write {}: {e}", meta_path.display()))?;
+            .map_err(|source| TransferError::Create {
+                path: part.clone(),
+                source,
+            })?;
+        std::fs::write(&meta_path, &meta).map_err(|source| TransferError::Write {
+            path: meta_path.clone(),
+            source,
+        })?;
         let held = if resumable {
             file.metadata().map(|m| m.len().min(w.size)).unwrap_or(0)
         } else {
             0
         };
         let mut hasher = blake3::Hasher::new();
-        hash_into(&mut file, held, &mut hasher)
-            .map_err(|e| format!("cannot read {}: {e}", part.display()))?;
+        hash_into(&mut file, held, &mut hasher).map_err(|source| TransferError::Read {
+            path: part.clone(),
+            source,
+        })?;
         let prefix_hash = *hasher.clone().finalize().as_bytes();
-        if held > 0 {
-            self.ui.out(&format!(
-                "* resuming {name}: {} of {} already here",
-                human(held),
-                human(w.size)
-            ));
-        } else {
-            self.ui.out(&format!(
-                "* accepted {name} ({}); saving to {}",
-                human(w.size),
-                part.display()
-            ));
-        }
+        self.tell(TransferNotice::FileAccepted {
+            name: name.clone(),
+            size: w.size,
+            resumed_at: held,
+            part: part.clone(),
+        });
         let sink = Sink::start(w.from, w.transfer, file, hasher, self.reports.0.clone());
         self.incoming.insert(
             (w.from, w.transfer),
@@ -442,11 +496,11 @@ impl Transfers {
                     .iter()
                     .position(|p| p.to == to && p.name == name && p.size == size);
                 if let Some(p) = found.map(|i| self.pending.remove(i)) {
-                    self.ui.out(&format!(
-                        "* offering {name} ({}) to {}; waiting for an answer",
-                        human(size),
-                        who(to)
-                    ));
+                    self.tell(TransferNotice::FileOffering {
+                        name: name.clone(),
+                        size,
+                        to: who(to),
+                    });
                     self.outgoing.insert(
                         transfer,
                         Outgoing {
@@ -483,21 +537,22 @@ impl Transfers {
                     return match self.accept_offer(w) {
                         Ok(cmd) => vec![cmd],
                         Err(e) => {
-                            self.ui.err(&format!("error: {e}"));
+                            let reason = e.to_string();
+                            self.problem(reason.clone());
                             vec![FileCommand::Decline {
                                 from,
                                 transfer,
-                                reason: e,
+                                reason,
                             }]
                         }
                     };
                 }
-                self.ui.out(&format!(
-                    "* {} offers {} ({}): /accept {number} or /decline {number}",
-                    who(from),
-                    crate::format::sanitize(&name),
-                    human(size)
-                ));
+                self.tell(TransferNotice::FileOffered {
+                    number,
+                    from: who(from),
+                    name,
+                    size,
+                });
                 self.waiting.push(w);
                 vec![]
             }
@@ -527,21 +582,16 @@ impl Transfers {
                 // is the one seek.
                 if let Err(e) = out.file.seek(SeekFrom::Start(start)) {
                     let reason = out.read_failure(&e);
-                    self.ui.err(&format!("error: {reason}"));
-                    return vec![out.cancel(transfer, reason)];
+                    let cancel = out.cancel(transfer, reason.clone());
+                    self.problem(reason);
+                    return vec![cancel];
                 }
                 out.progress = Progress::new(start);
-                if start > 0 {
-                    self.ui.out(&format!(
-                        "* {} accepted {}; resuming at {}",
-                        who(to),
-                        out.name,
-                        human(start)
-                    ));
-                } else {
-                    self.ui
-                        .out(&format!("* {} accepted {}; sending", who(to), out.name));
-                }
+                let notice = TransferNotice::FilePeerAccepted {
+                    to: who(to),
+                    name: out.name.clone(),
+                    offset: start,
+                };
                 let mut cmds = vec![FileCommand::Start {
                     transfer,
                     offset: start,
@@ -550,6 +600,7 @@ impl Transfers {
                     // Nothing left to read (an empty file, or all of it resumed).
                     cmds.push(out.finish_hashing(transfer));
                 }
+                self.tell(notice);
                 cmds
             }
             FileEvent::Declined {
@@ -558,8 +609,11 @@ impl Transfers {
                 reason,
             } => {
                 if let Some(out) = self.outgoing.remove(&transfer) {
-                    self.ui
-                        .out(&format!("* {} declined {}: {reason}", who(to), out.name));
+                    self.tell(TransferNotice::FilePeerDeclined {
+                        to: who(to),
+                        name: out.name,
+                        reason,
+                    });
                 }
                 vec![]
             }
@@ -577,8 +631,9 @@ impl Transfers {
                         "chunk at {offset} asked for, {} expected (a bug: please report it)",
                         out.hashed
                     );
-                    self.ui.err(&format!("error: {reason}"));
-                    return vec![out.cancel(transfer, reason)];
+                    let cancel = out.cancel(transfer, reason.clone());
+                    self.problem(reason);
+                    return vec![cancel];
                 }
                 // The file is where the last chunk ended (seeking once, at `Accepted`).
                 // Read into fresh capacity: `read_to_end` fills it without zeroing it
@@ -613,8 +668,9 @@ impl Transfers {
                     }
                     Err(e) => {
                         let reason = out.read_failure(&e);
-                        self.ui.err(&format!("error: {reason}"));
-                        vec![out.cancel(transfer, reason)]
+                        let cancel = out.cancel(transfer, reason.clone());
+                        self.problem(reason);
+                        vec![cancel]
                     }
                 }
             }
@@ -625,10 +681,10 @@ impl Transfers {
                 size,
             } => {
                 if let Some(out) = self.outgoing.get_mut(&transfer)
-                    && let Some(line) = out.progress.line("sending", &out.name, received, size)
+                    && let Some(notice) = out.progress.notice(true, &out.name, received, size)
                 {
                     let _ = to;
-                    self.ui.out(&line);
+                    self.tell(notice);
                 }
                 vec![]
             }
@@ -685,12 +741,11 @@ impl Transfers {
             }
             FileEvent::Delivered { to, transfer } => {
                 if let Some(out) = self.outgoing.remove(&transfer) {
-                    self.ui.out(&format!(
-                        "* {} delivered to {} ({}, hash verified)",
-                        out.name,
-                        who(to),
-                        human(out.size)
-                    ));
+                    self.tell(TransferNotice::FileDelivered {
+                        to: who(to),
+                        name: out.name,
+                        size: out.size,
+                    });
                 }
                 vec![]
             }
@@ -702,21 +757,20 @@ impl Transfers {
             } => {
                 if outgoing {
                     if let Some(out) = self.outgoing.remove(&transfer) {
-                        self.ui.err(&format!(
-                            "error: sending {} to {} failed: {reason}",
-                            out.name,
-                            who(peer)
-                        ));
+                        self.tell(TransferNotice::FileSendFailed {
+                            to: who(peer),
+                            name: out.name,
+                            reason,
+                        });
                     }
                 } else if let Some(inc) = self.incoming.remove(&(peer, transfer)) {
-                    let held = inc.written;
-                    self.ui.err(&format!(
-                        "error: receiving {} from {} stopped at {}% ({reason}); {} is kept: when the same file is sent again, it resumes",
-                        inc.name,
-                        who(peer),
-                        held * 100 / inc.size.max(1),
-                        inc.part.display()
-                    ));
+                    self.tell(TransferNotice::FileReceiveStopped {
+                        from: who(peer),
+                        percent: inc.written * 100 / inc.size.max(1),
+                        name: inc.name,
+                        reason,
+                        part: inc.part,
+                    });
                 } else {
                     self.waiting
                         .retain(|w| !(w.from == peer && w.transfer == transfer));
@@ -742,8 +796,9 @@ impl Transfers {
                     return vec![];
                 };
                 inc.written = written;
-                if let Some(line) = inc.progress.line("receiving", &inc.name, written, inc.size) {
-                    self.ui.out(&line);
+                if let Some(notice) = inc.progress.notice(false, &inc.name, written, inc.size) {
+                    // (The queue itself: `inc` still borrows the transfers.)
+                    self.notices.push_back(notice);
                 }
                 if written <= inc.acked {
                     return vec![];
@@ -764,8 +819,8 @@ impl Transfers {
                     return vec![];
                 };
                 let reason = format!("cannot write {}: {reason}", inc.part.display());
-                self.ui.err(&format!(
-                    "error: {reason}; the partial file is kept for a later resume"
+                self.problem(format!(
+                    "{reason}; the partial file is kept for a later resume"
                 ));
                 vec![FileCommand::Cancel {
                     peer: from,
@@ -788,7 +843,7 @@ impl Transfers {
                     let reason =
                         "the received file does not match the sender's hash; it was discarded"
                             .to_owned();
-                    self.ui.err(&format!("error: {}: {reason}", inc.name));
+                    self.problem(format!("{}: {reason}", inc.name));
                     return vec![FileCommand::Finish {
                         from,
                         transfer,
@@ -800,13 +855,12 @@ impl Transfers {
                 match std::fs::rename(&inc.part, &target) {
                     Ok(()) => {
                         let _ = std::fs::remove_file(meta_of(&inc.part));
-                        self.ui.out(&format!(
-                            "* received {} ({}, BLAKE3 verified) from {}: {}",
-                            inc.name,
-                            human(inc.size),
-                            who(from),
-                            target.display()
-                        ));
+                        self.tell(TransferNotice::FileReceived {
+                            from: who(from),
+                            name: inc.name,
+                            size: inc.size,
+                            path: target,
+                        });
                         vec![FileCommand::Finish {
                             from,
                             transfer,
@@ -820,7 +874,7 @@ impl Transfers {
                             inc.part.display(),
                             target.display()
                         );
-                        self.ui.err(&format!("error: {reason}"));
+                        self.problem(reason.clone());
                         vec![FileCommand::Finish {
                             from,
                             transfer,
