@@ -318,7 +318,12 @@ pub fn random_scenario(spec: &RandomSpec) -> Scenario {
         let fault = if f.reset && roll < 10 {
             Some(Action::Reset)
         } else if f.stall && roll < 20 {
-            Some(Action::Stall(ms(rng.between(100, 30_000))))
+            // 0.1 to 8 s: the messages of a run span about eight seconds, so a longer
+            // stall is a client absent from the whole run (and, with a relay restart
+            // meanwhile, one that learns its session is gone only at the end).
+            Some(Action::Stall(ms(
+                100 + (rng.between(100, 30_000) - 100) * 7_900 / 29_900
+            )))
         } else if f.cut && roll < 25 {
             Some(Action::Cut)
         } else if f.vanish && roll < 30 && !spec.direct {
