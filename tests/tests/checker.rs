@@ -202,3 +202,33 @@ fn a_run_whose_workload_collapsed_is_a_failure_not_ok() {
     });
     assert!(rules(&run(&s, 1)).is_empty());
 }
+
+#[test]
+fn a_message_a_vanished_machine_held_unshown_is_accounted_for_and_only_then() {
+    // Seed 130: client c0's process is killed, resumes, is handed c6's broadcast
+    // (before c6's group key) and a later message from c6 (held behind it, to keep
+    // c6's order), acknowledges both, and vanishes. c6 was rightly told they were
+    // delivered: they reached the machine. The transcript says so, and the run
+    // passes; without that record, the same run is a silent loss.
+    let spec = p2pchat_sim::RandomSpec {
+        seed: 130,
+        clients: 8,
+        messages: 80,
+        max_clients: 8,
+        faults: p2pchat_sim::FaultSet::all(),
+        direct: false,
+        files: 2,
+        traffic: p2pchat_sim::Traffic::Uniform,
+    };
+    let mut t = run(&p2pchat_sim::random_scenario(&spec), spec.seed);
+    let verdict = p2pchat_sim::judge(&t);
+    assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+    assert_eq!(verdict.workload.lost_with_reader, 1, "{}", verdict.workload);
+    let held = t
+        .entries
+        .iter()
+        .position(|e| matches!(e.record, Record::HeldWhenGone { .. }))
+        .expect("the machine vanished holding messages");
+    t.entries.remove(held);
+    assert!(rules(&t).contains(&"no-silent-loss"), "{:?}", check(&t));
+}

@@ -46,7 +46,7 @@ fn two_hundred_clients_and_ten_thousand_messages_with_every_fault() {
         assert!(w.delivered_share() >= floor, "{}: {w}", run.spec.command());
         assert_eq!(
             w.sent,
-            w.delivered + w.reported + w.lost_with_sender,
+            w.delivered + w.reported + w.lost_with_sender + w.lost_with_reader,
             "every sent message is accounted for: {w}"
         );
     }
@@ -60,7 +60,11 @@ fn a_thousand_clients_with_every_fault_deliver_nine_messages_in_ten() {
     assert!(w.faults >= 20, "faults of every kind happened: {w}");
     assert!(w.sent >= 19_000, "{w}");
     assert!(w.delivered_share() >= 0.9, "{}: {w}", run.spec.command());
-    assert_eq!(w.sent, w.delivered + w.reported + w.lost_with_sender, "{w}");
+    assert_eq!(
+        w.sent,
+        w.delivered + w.reported + w.lost_with_sender + w.lost_with_reader,
+        "{w}"
+    );
 }
 
 #[test]
@@ -77,7 +81,11 @@ fn a_relay_restart_among_a_thousand_clients_costs_its_downtime_and_no_more() {
         "{w}"
     );
     assert!(w.delivered_share() >= 0.85, "{}: {w}", run.spec.command());
-    assert_eq!(w.sent, w.delivered + w.reported + w.lost_with_sender, "{w}");
+    assert_eq!(
+        w.sent,
+        w.delivered + w.reported + w.lost_with_sender + w.lost_with_reader,
+        "{w}"
+    );
 }
 
 /// One run of a thousand clients, its `k`th delivery corrupted: the checker must

@@ -91,6 +91,9 @@ pub struct Workload {
     /// Sent messages that did not, whose sender's machine vanished (nobody is left
     /// to tell).
     pub lost_with_sender: u64,
+    /// Sent messages that reached their reader's machine (its sender was told they
+    /// were delivered) but were not shown yet when that machine vanished.
+    pub lost_with_reader: u64,
     /// Deliveries in all (a message to everyone counts once per reader).
     pub deliveries: u64,
     /// Faults injected (resets, stalls, cuts, vanishings, kills, restarts...).
@@ -115,7 +118,7 @@ impl std::fmt::Display for Workload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "messages: {} scripted, {} sent, {} refused at once, {} delivered ({:.1}%), {} reported to their senders, {} lost with a vanished sender; {} deliveries",
+            "messages: {} scripted, {} sent, {} refused at once, {} delivered ({:.1}%), {} reported to their senders, {} lost with a vanished sender, {} with a vanished reader; {} deliveries",
             self.scripted,
             self.sent,
             self.refused,
@@ -123,6 +126,7 @@ impl std::fmt::Display for Workload {
             100.0 * self.delivered_share(),
             self.reported,
             self.lost_with_sender,
+            self.lost_with_reader,
             self.deliveries,
         )?;
         let cut: u64 = self.cut_off.values().sum();
@@ -197,6 +201,9 @@ pub struct Checker {
     failed_for: FxHashSet<(usize, u64, ClientId)>,
     /// Messages their reader could not open, and said so: (reader, sender, seq).
     unreadable: FxHashSet<(usize, usize, u64)>,
+    /// Messages a reader's machine held, received but not shown, when it vanished:
+    /// (reader, sender, seq).
+    held_gone: FxHashSet<(usize, usize, u64)>,
     files: FileLog,
     end: Option<(Vec<usize>, usize, usize)>,
     work: Workload,
@@ -258,6 +265,7 @@ impl Checker {
             errors: FxHashMap::default(),
             failed_for: FxHashSet::default(),
             unreadable: FxHashSet::default(),
+            held_gone: FxHashSet::default(),
             files: FileLog::default(),
             end: None,
             work,
@@ -375,6 +383,13 @@ impl Checker {
             } => {
                 if let Some(sender) = self.node_named(*client, *from) {
                     self.unreadable.insert((*client, sender, *seq));
+                }
+            }
+            Record::HeldWhenGone { client, messages } => {
+                for &(from, seq) in messages {
+                    if let Some(sender) = self.node_named(*client, from) {
+                        self.held_gone.insert((*client, sender, seq));
+                    }
                 }
             }
             Record::Delivered {
@@ -582,6 +597,9 @@ impl Checker {
                     let unread =
                         target.is_some_and(|k| self.unreadable.contains(&(k, sender, seq)));
                     reported |= unread;
+                    // It reached its reader's machine, which vanished before showing
+                    // it: its sender was rightly told it was delivered.
+                    let gone = target.is_some_and(|k| self.held_gone.contains(&(k, sender, seq)));
                     if let Some((err_at, code)) = error {
                         // "Undelivered" may follow a delivery whose acknowledgement was
                         // lost with its reader's session: it says "may not have".
@@ -603,7 +621,7 @@ impl Checker {
                             }
                         }
                     }
-                    if !self.vanished.contains(&sender) && !got && error.is_none() {
+                    if !self.vanished.contains(&sender) && !got && error.is_none() && !gone {
                         if self.healthy(sender) && target.is_none_or(|k| self.healthy(k)) {
                             let what = match target {
                                 Some(k) => format!("c{sender} seq {seq} to {j} never reached c{k}"),
@@ -653,6 +671,8 @@ impl Checker {
                 self.work.reported += 1;
             } else if self.vanished.contains(&sender) {
                 self.work.lost_with_sender += 1;
+            } else {
+                self.work.lost_with_reader += 1;
             }
         }
         self.v.extend(found);

@@ -857,6 +857,15 @@ impl<'a> Sim<'a> {
             }
             Action::Vanish => {
                 self.fault(node, "vanishes".into());
+                if let Some(Machine::Client(c)) = self.nodes[node].machine.as_ref() {
+                    let messages = c.held_messages();
+                    if !messages.is_empty() {
+                        self.record(Record::HeldWhenGone {
+                            client: node,
+                            messages,
+                        });
+                    }
+                }
                 self.cut(node);
                 self.nodes[node].state = NodeState::Vanished;
             }

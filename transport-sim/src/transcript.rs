@@ -108,6 +108,13 @@ pub enum Record {
     },
     /// A fault was injected.
     Fault { client: usize, what: String },
+    /// A client's machine vanished holding messages it had received (and
+    /// acknowledged) but not shown: (sender's ID, seq). Their senders were told they
+    /// were delivered (they reached the machine); nobody will see them.
+    HeldWhenGone {
+        client: usize,
+        messages: Vec<(ClientId, u64)>,
+    },
     /// The client offered a file (`to` is the addressee's relay ID; None in direct chat).
     FileOffered {
         client: usize,
@@ -355,6 +362,17 @@ impl fmt::Display for Record {
                 write!(f, "c{client} disconnected ({code}): {reason}")
             }
             Record::Fault { client, what } => write!(f, "fault: c{client} {what}"),
+            Record::HeldWhenGone { client, messages } => {
+                let list: Vec<String> = messages
+                    .iter()
+                    .map(|(from, seq)| format!("{from}:{seq}"))
+                    .collect();
+                write!(
+                    f,
+                    "c{client} vanished holding received, unshown messages [{}]",
+                    list.join(", ")
+                )
+            }
             Record::FileOffered {
                 client,
                 transfer,

@@ -358,6 +358,16 @@ impl RelayClient {
         self.roster.values()
     }
 
+    /// Messages this machine has received (and acknowledged) but not shown yet: they
+    /// wait for an earlier message of the same sender whose group key has not come.
+    /// As (sender, sequence number). A driver whose machine is lost for good (not
+    /// restarted from its saved session) loses these with it; their senders were
+    /// told they were delivered, as a messenger's "delivered" means "reached the
+    /// device".
+    pub fn held_messages(&self) -> Vec<(ClientId, u64)> {
+        self.held.messages()
+    }
+
     /// Whether we said `exit`.
     pub fn has_exited(&self) -> bool {
         self.exited

@@ -57,6 +57,23 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// The messages held, as (sender, sequence number), each sender's in order.
+    pub(super) fn messages(&self) -> Vec<(ClientId, u64)> {
+        let mut out: Vec<(ClientId, u64)> = self
+            .by_sender
+            .iter()
+            .flat_map(|(&from, items)| {
+                items.iter().filter_map(move |item| match item {
+                    HeldItem::Sealed { seq, .. }
+                    | HeldItem::Opened(ClientEvent::Message { seq, .. }) => Some((from, *seq)),
+                    HeldItem::Opened(_) => None,
+                })
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Appends what a saved session keeps of the held messages (they were counted
     /// as received: a restarted client must still show them once the keys come).
     pub(super) fn save(&self, w: &mut Writer<'_>) {
