@@ -508,6 +508,20 @@ impl Files {
         Ok(())
     }
 
+    /// Which transfers are under way, as one number that changes whenever one
+    /// starts or ends (their count and the sum of their IDs): a saved session lists
+    /// them, so it must be saved again when they change, or a restarted process
+    /// would report as interrupted a transfer that had since been delivered.
+    pub(crate) fn under_way(&self) -> u64 {
+        let ids = self
+            .outgoing
+            .keys()
+            .chain(self.incoming.keys().map(|(_, id)| id))
+            .map(|id| u64::from(id.0));
+        let (count, sum) = ids.fold((0u64, 0u64), |(n, s), id| (n + 1, s.wrapping_add(id)));
+        (count << 40) ^ sum
+    }
+
     /// Whether no transfer is under way in either direction.
     pub(crate) fn is_idle(&self) -> bool {
         self.outgoing.is_empty() && self.incoming.is_empty()

@@ -30,6 +30,8 @@ pub struct SavePoint {
     pub(crate) id: u32,
     /// A file is under way: `received` counts chat messages, `sent` is not followed.
     pub(crate) files_busy: bool,
+    /// Which transfers are under way (`Files::under_way`).
+    pub(crate) transfers: u64,
 }
 
 /// Why a saved session could not be used.

@@ -60,6 +60,7 @@ impl RelayClient {
                 self.link.stream_end()
             },
             files_busy,
+            transfers: self.files.under_way(),
             next_seq: if files_busy { 0 } else { self.next_seq },
             unconfirmed: self.unconfirmed.len(),
             exited: self.exited,

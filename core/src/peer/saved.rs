@@ -49,6 +49,7 @@ impl Peer {
                 self.link.stream_end()
             },
             files_busy,
+            transfers: self.files.under_way(),
             next_seq: if files_busy { 0 } else { self.next_seq },
             unconfirmed: self.session.unconfirmed(),
             exited: self.we_exited,
