@@ -113,6 +113,9 @@ async fn converse<M, I, E, F>(
                 handlers.ui.release();
                 if let Some(commit) = &handlers.commit {
                     commit.commit();
+                    if let Some(warning) = commit.take_warning() {
+                        handlers.ui.err(&format!("warning: {warning}"));
+                    }
                 }
                 commands
             }

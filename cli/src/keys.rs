@@ -1,7 +1,6 @@
 //! `p2pchat id`, and the client library's keys (`p2pchat_client::keys`: identity,
 //! known peers, a session's security) under the name the command's modules use.
 
-pub use p2pchat_client::data_dir;
 pub use p2pchat_client::keys::*;
 
 /// `p2pchat id`: prints this installation's key fingerprint; returns the exit status.

@@ -9,6 +9,8 @@
 //! - [`history`]: durable direct-chat history, one append-only log per peer.
 //! - [`keys`]: this installation's identity, the keys met before (trust on first use)
 //!   and what a session's security is made of.
+//! - [`saved`]: sessions saved on disk as they go (one locked slot per running
+//!   process), so that a process started again after it died resumes its session.
 //! - [`transfer`]: file transfers to and from disk (hashing, safe names, `.part`
 //!   files, resume), telling the user [`transfer::TransferNotice`]s.
 //! - [`data_dir`]: where a user's keys, known peers, history and sessions live.
@@ -16,6 +18,7 @@
 pub mod events;
 pub mod history;
 pub mod keys;
+pub mod saved;
 pub mod transfer;
 
 use std::path::PathBuf;
