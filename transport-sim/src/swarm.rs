@@ -33,10 +33,12 @@ pub fn swarm_spec(seed: u64) -> RandomSpec {
     } else {
         Traffic::Uniform
     };
-    // A full relay now and then (its refused clients never send what they were
-    // scripted to: a quarter of the runs is enough to prove refusals).
+    // A full relay now and then, one client short (a quarter of the runs is enough
+    // to prove refusals): a refused client never sends what it was scripted to, and
+    // nobody holds its ID, so two refused of seven made runs whose workload mostly
+    // could not happen (seed 12466 of the first 15,000).
     let max_clients = if rng.chance(25) {
-        clients.saturating_sub(rng.between(1, 2) as u32).max(1)
+        clients.saturating_sub(1).max(1)
     } else {
         clients
     };
