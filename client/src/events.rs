@@ -8,7 +8,11 @@
 //! command line's `--json`, the web app's WebSocket), and a hand-assembled string is a
 //! place for one of them to forget an escape or a field.
 
-use p2pchat_core::{ClientEvent, ClientId, PeerEvent, PublicKey, RecordCipher};
+use core::time::Duration;
+
+use p2pchat_core::{
+    ClientEvent, ClientId, ErrorCode, ErrorReport, PeerEvent, PublicKey, RecordCipher,
+};
 use serde::{Serialize, Serializer};
 
 /// Who a relay message was for: one client, or everyone (`"all"` in JSON).
@@ -61,6 +65,67 @@ pub struct UnconfirmedMessage {
     pub seq: u64,
     /// Who it was for.
     pub to: Recipient,
+}
+
+/// The connection was lost and the session goes on: the same in relay sessions and
+/// direct conversations (one type, so the two vocabularies cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionLost {
+    /// The error code.
+    pub code: String,
+    /// A sentence.
+    pub reason: String,
+    /// How long the other side holds the session, in seconds.
+    pub grace_s: u64,
+}
+
+impl ConnectionLost {
+    fn new(code: ErrorCode, reason: &str, grace: Duration) -> Self {
+        ConnectionLost {
+            code: code.to_string(),
+            reason: reason.to_owned(),
+            grace_s: grace.as_secs(),
+        }
+    }
+}
+
+/// An error about one of our messages (or the session), from the other side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorNotice {
+    /// The error code.
+    pub code: String,
+    /// The message it concerns, or 0.
+    pub seq: u64,
+    /// A sentence.
+    pub message: String,
+}
+
+impl From<&ErrorReport> for ErrorNotice {
+    fn from(r: &ErrorReport) -> Self {
+        ErrorNotice {
+            code: r.code.to_string(),
+            seq: r.seq,
+            message: r.message.clone(),
+        }
+    }
+}
+
+/// The session ended other than by everyone saying exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disconnected {
+    /// The error code.
+    pub code: String,
+    /// A sentence.
+    pub reason: String,
+}
+
+impl Disconnected {
+    fn new(code: ErrorCode, reason: &str) -> Self {
+        Disconnected {
+            code: code.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
 }
 
 /// What a relay session tells its user.
@@ -172,15 +237,8 @@ pub enum RelayEvent {
         /// Its sequence number.
         seq: u64,
     },
-    /// The connection was lost; the session goes on.
-    ConnectionLost {
-        /// The error code.
-        code: String,
-        /// A sentence.
-        reason: String,
-        /// How long the other side holds the session, in seconds.
-        grace_s: u64,
-    },
+    /// The connection was lost; the session goes on (the other side holds it).
+    ConnectionLost(ConnectionLost),
     /// A dial to get the connection back failed.
     Reconnecting {
         /// Which attempt.
@@ -199,14 +257,7 @@ pub enum RelayEvent {
         kind: u8,
     },
     /// An error about one of our messages (or the session).
-    Error {
-        /// The error code.
-        code: String,
-        /// The message it concerns, or 0.
-        seq: u64,
-        /// A sentence.
-        message: String,
-    },
+    Error(ErrorNotice),
     /// The relay turned us away.
     Refused {
         /// The error code.
@@ -226,12 +277,7 @@ pub enum RelayEvent {
         detail: String,
     },
     /// The session ended otherwise.
-    Disconnected {
-        /// The error code.
-        code: String,
-        /// A sentence.
-        reason: String,
-    },
+    Disconnected(Disconnected),
 }
 
 fn fingerprint(key: &Option<PublicKey>) -> Option<String> {
@@ -326,11 +372,7 @@ impl From<&ClientEvent> for RelayEvent {
                 code,
                 reason,
                 grace,
-            } => RelayEvent::ConnectionLost {
-                code: code.to_string(),
-                reason: reason.clone(),
-                grace_s: grace.as_secs(),
-            },
+            } => RelayEvent::ConnectionLost(ConnectionLost::new(*code, reason, *grace)),
             ClientEvent::Reconnecting { attempt, .. } => {
                 RelayEvent::Reconnecting { attempt: *attempt }
             }
@@ -339,11 +381,7 @@ impl From<&ClientEvent> for RelayEvent {
                 from: from.0,
                 kind: *kind,
             },
-            ClientEvent::Error(r) => RelayEvent::Error {
-                code: r.code.to_string(),
-                seq: r.seq,
-                message: r.message.clone(),
-            },
+            ClientEvent::Error(r) => RelayEvent::Error(r.into()),
             ClientEvent::Refused(r) => RelayEvent::Refused {
                 code: r.code.to_string(),
                 online: r.online,
@@ -354,10 +392,9 @@ impl From<&ClientEvent> for RelayEvent {
             ClientEvent::File(e) => RelayEvent::File {
                 detail: format!("{e:?}"),
             },
-            ClientEvent::Disconnected { code, reason } => RelayEvent::Disconnected {
-                code: code.to_string(),
-                reason: reason.clone(),
-            },
+            ClientEvent::Disconnected { code, reason } => {
+                RelayEvent::Disconnected(Disconnected::new(*code, reason))
+            }
         }
     }
 }
@@ -395,15 +432,8 @@ pub enum DirectEvent {
     },
     /// The peer said exit.
     PeerExited,
-    /// An error about one of our messages (or the conversation).
-    Error {
-        /// The error code.
-        code: String,
-        /// The message it concerns, or 0.
-        seq: u64,
-        /// A sentence.
-        message: String,
-    },
+    /// An error about one of our messages (or the session).
+    Error(ErrorNotice),
     /// Both sides said exit: the conversation is over.
     Finished,
     /// Our message reached the peer.
@@ -411,15 +441,8 @@ pub enum DirectEvent {
         /// Its sequence number.
         seq: u64,
     },
-    /// The connection was lost; the conversation waits for it.
-    ConnectionLost {
-        /// The error code.
-        code: String,
-        /// A sentence.
-        reason: String,
-        /// How long the conversation waits, in seconds.
-        grace_s: u64,
-    },
+    /// The connection was lost; the session goes on (the other side holds it).
+    ConnectionLost(ConnectionLost),
     /// A dial to get the connection back failed.
     Reconnecting {
         /// Which attempt.
@@ -432,13 +455,8 @@ pub enum DirectEvent {
         /// Their sequence numbers.
         seqs: Vec<u64>,
     },
-    /// The conversation ended otherwise.
-    Disconnected {
-        /// The error code.
-        code: String,
-        /// A sentence.
-        reason: String,
-    },
+    /// The session ended otherwise.
+    Disconnected(Disconnected),
 }
 
 impl DirectEvent {
@@ -466,11 +484,7 @@ impl DirectEvent {
             },
             PeerEvent::UnsupportedPayload { kind } => DirectEvent::Unsupported { kind: *kind },
             PeerEvent::PeerExited => DirectEvent::PeerExited,
-            PeerEvent::Error(r) => DirectEvent::Error {
-                code: r.code.to_string(),
-                seq: r.seq,
-                message: r.message.clone(),
-            },
+            PeerEvent::Error(r) => DirectEvent::Error(r.into()),
             PeerEvent::Finished => DirectEvent::Finished,
             PeerEvent::File(_) => return None,
             PeerEvent::Delivered { seq } => DirectEvent::Delivered { seq: *seq },
@@ -478,18 +492,13 @@ impl DirectEvent {
                 code,
                 reason,
                 grace,
-            } => DirectEvent::ConnectionLost {
-                code: code.to_string(),
-                reason: reason.clone(),
-                grace_s: grace.as_secs(),
-            },
+            } => DirectEvent::ConnectionLost(ConnectionLost::new(*code, reason, *grace)),
             PeerEvent::Reconnecting { attempt } => DirectEvent::Reconnecting { attempt: *attempt },
             PeerEvent::Resumed => DirectEvent::Resumed,
             PeerEvent::Unconfirmed { seqs } => DirectEvent::Unconfirmed { seqs: seqs.clone() },
-            PeerEvent::Disconnected { code, reason } => DirectEvent::Disconnected {
-                code: code.to_string(),
-                reason: reason.clone(),
-            },
+            PeerEvent::Disconnected { code, reason } => {
+                DirectEvent::Disconnected(Disconnected::new(*code, reason))
+            }
         })
     }
 }
@@ -516,7 +525,6 @@ pub fn to_json_line<T: Serialize>(event: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p2pchat_core::ErrorCode;
 
     #[test]
     fn a_message_to_everyone_names_its_recipient_all() {
@@ -535,14 +543,23 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        let e = RelayEvent::Disconnected {
-            code: ErrorCode::Normal.to_string(),
-            reason: "a\u{1b}[2Jb\u{7}".into(),
-        };
+        let e = RelayEvent::Disconnected(Disconnected::new(ErrorCode::Normal, "a\u{1b}[2Jb\u{7}"));
         assert_eq!(
             to_json_line(&e),
             r#"{"event":"disconnected","code":"normal","reason":"a\u001b[2Jb\u0007"}"#
         );
+    }
+
+    #[test]
+    fn shared_session_events_read_the_same_in_both_vocabularies() {
+        let lost = ConnectionLost::new(ErrorCode::ConnectionLost, "gone", Duration::from_secs(60));
+        let want =
+            r#"{"event":"connection_lost","code":"connection-lost","reason":"gone","grace_s":60}"#;
+        assert_eq!(
+            to_json_line(&RelayEvent::ConnectionLost(lost.clone())),
+            want
+        );
+        assert_eq!(to_json_line(&DirectEvent::ConnectionLost(lost)), want);
     }
 
     #[test]

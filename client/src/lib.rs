@@ -23,7 +23,10 @@ pub mod transfer;
 
 use std::path::PathBuf;
 
-pub use events::{DirectEvent, HistoryLine, Recipient, RelayEvent, RosterClient};
+pub use events::{
+    ConnectionLost, DirectEvent, Disconnected, ErrorNotice, HistoryLine, Recipient, RelayEvent,
+    RosterClient,
+};
 
 /// The data folder, `$XDG_DATA_HOME/p2pchat` or `~/.local/share/p2pchat`: keys, known
 /// peers, history and saved sessions live under it.
