@@ -5,11 +5,12 @@
 //! Text from the network is sanitised before it reaches the terminal: a control
 //! character could otherwise move the cursor, clear the screen or retitle the window.
 
-use std::time::Duration;
-
-use p2pchat_client::events::{DirectEvent, RelayEvent, to_json_line};
+use p2pchat_client::events::{
+    DirectEvent, Recipient, RelayEvent, RosterClient, UnconfirmedMessage, to_json_line,
+};
+use p2pchat_client::relay::SessionNotice;
 use p2pchat_client::transfer::{TransferNotice, human};
-use p2pchat_core::{ClientEvent, ClientId, ErrorCode, PeerEvent, PublicKey, RosterEntry};
+use p2pchat_core::{ErrorCode, PeerEvent};
 
 /// A line of output, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
-fn who(id: ClientId, name: &str) -> String {
+fn who(id: u32, name: &str) -> String {
     if name.is_empty() {
         id.to_string()
     } else {
@@ -42,38 +43,36 @@ fn who(id: ClientId, name: &str) -> String {
 }
 
 /// A wait in whole seconds, rounded up (0.4 s left is not "0 s").
-fn whole_seconds(wait: Duration) -> u64 {
-    wait.as_millis().div_ceil(1000) as u64
+fn whole_seconds(wait_ms: u128) -> u128 {
+    wait_ms.div_ceil(1000)
 }
 
-fn departure(code: ErrorCode) -> String {
-    match code {
-        ErrorCode::Normal => String::new(),
-        ErrorCode::ConnectionLost => " (connection lost)".into(),
+/// Why a client left, as the end of a sentence (`reason` is an error code's name).
+fn departure(reason: &str) -> String {
+    match reason {
+        "normal" => String::new(),
+        "connection-lost" => " (connection lost)".into(),
         other => format!(" (disconnected: {other})"),
     }
 }
 
 /// A client's key as lists show it: the start of its fingerprint, or a warning that
 /// it does not encrypt.
-fn key_tag(key: &Option<PublicKey>) -> String {
-    match key {
-        Some(key) => format!(" [{}]", crate::keys::short(key)),
+fn key_tag(fingerprint: &Option<String>) -> String {
+    match fingerprint {
+        Some(fp) => format!(" [{}]", fp.chars().take(9).collect::<String>()),
         None => " [no key: plain text]".into(),
     }
 }
 
 /// Messages as a person reads them: `7 (to 1), 8 (to everyone)`, the first 10.
-fn unconfirmed_list(messages: &[(u64, ClientId)]) -> String {
+fn unconfirmed_list(messages: &[UnconfirmedMessage]) -> String {
     let mut parts: Vec<String> = messages
         .iter()
         .take(10)
-        .map(|(seq, to)| {
-            if to.is_broadcast() {
-                format!("{seq} (to everyone)")
-            } else {
-                format!("{seq} (to {to})")
-            }
+        .map(|m| match m.to {
+            Recipient::All => format!("{} (to everyone)", m.seq),
+            Recipient::Client(to) => format!("{} (to {to})", m.seq),
         })
         .collect();
     if messages.len() > 10 {
@@ -82,26 +81,26 @@ fn unconfirmed_list(messages: &[(u64, ClientId)]) -> String {
     parts.join(", ")
 }
 
-fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> String {
-    let list: Vec<String> = entries
+fn roster_line(total: u32, clients: &[RosterClient], me: Option<u32>) -> String {
+    let list: Vec<String> = clients
         .iter()
-        .map(|e| {
-            let mut s = who(e.id, &e.name);
-            if Some(e.id) == me {
+        .map(|c| {
+            let mut s = who(c.id, &c.name);
+            if Some(c.id) == me {
                 s.push_str(" (you)");
             } else {
-                s.push_str(&key_tag(&e.key));
+                s.push_str(&key_tag(&c.key));
             }
-            if e.exited {
+            if c.exited {
                 s.push_str(" (said exit)");
             }
-            if e.away {
+            if c.away {
                 s.push_str(" (away)");
             }
             s
         })
         .collect();
-    let more = (total as usize).saturating_sub(entries.len());
+    let more = (total as usize).saturating_sub(clients.len());
     if more > 0 {
         format!("* online ({total}): {} and {more} more", list.join(", "))
     } else {
@@ -109,88 +108,113 @@ fn roster_line(total: u32, entries: &[RosterEntry], me: Option<ClientId>) -> Str
     }
 }
 
-/// How a relay client event is shown. `me` is our ID, once known.
-pub fn relay_event(event: &ClientEvent, me: Option<ClientId>, json: bool) -> Option<Line> {
-    if json {
-        return Some(Line::Out(to_json_line(&RelayEvent::from(event))));
-    }
+/// How a relay session's event is shown as text. `me` is our ID, once known.
+pub fn relay_event(event: &RelayEvent, me: Option<u32>) -> Option<Line> {
     let line = match event {
-        ClientEvent::Welcomed {
+        RelayEvent::Welcome {
             id, max_clients, ..
         } => Line::Out(format!(
             "* you are client {id} (the server admits at most {max_clients})"
         )),
-        ClientEvent::Roster { total, entries } => Line::Out(roster_line(*total, entries, me)),
-        ClientEvent::Joined { id, name, key } => {
+        RelayEvent::Roster { total, clients } => Line::Out(roster_line(*total, clients, me)),
+        RelayEvent::Joined { id, name, key } => {
             Line::Out(format!("* {} joined{}", who(*id, name), key_tag(key)))
         }
-        ClientEvent::Left { id, code } => Line::Out(format!("* {id} left{}", departure(*code))),
-        ClientEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
-        ClientEvent::Away { id, code, wait } => Line::Out(format!(
+        RelayEvent::Left { id, reason } => Line::Out(format!("* {id} left{}", departure(reason))),
+        RelayEvent::Exited { id } => Line::Out(format!("* {id} said exit")),
+        RelayEvent::Away {
+            id,
+            reason,
+            wait_ms,
+        } => Line::Out(format!(
             "* {id} is away ({}); messages to it wait up to {} s",
-            code.in_words(),
-            whole_seconds(*wait)
+            reason.replace('-', " "),
+            whole_seconds(*wait_ms)
         )),
-        ClientEvent::Back { id } => Line::Out(format!("* {id} is back")),
-        ClientEvent::Held { to, seq, wait } => Line::Out(format!(
+        RelayEvent::Back { id } => Line::Out(format!("* {id} is back")),
+        RelayEvent::Held { to, seq, wait_ms } => Line::Out(format!(
             "* {to} is away: your message {seq} (and what you send it next) waits up to {} s for it to come back; you will be told if it does not",
-            whole_seconds(*wait)
+            whole_seconds(*wait_ms)
         )),
-        ClientEvent::Message { from, text, .. } => Line::Out(format!("{from} {}", sanitize(text))),
-        ClientEvent::NotEndToEnd {
+        RelayEvent::Message { from, text, .. } => Line::Out(format!("{from} {}", sanitize(text))),
+        RelayEvent::NotEndToEnd {
             id,
             everyone: false,
         } => Line::Out(format!(
             "* {id} has no key: messages between you are not end-to-end encrypted (the relay can read them)"
         )),
-        ClientEvent::NotEndToEnd { id, everyone: true } => Line::Out(format!(
+        RelayEvent::NotEndToEnd { id, everyone: true } => Line::Out(format!(
             "* {id} has no key and cannot read messages to everyone; write `{id} MESSAGE` to reach it unencrypted"
         )),
-        ClientEvent::Unconfirmed { messages } => Line::Err(format!(
+        RelayEvent::Unconfirmed { messages } => Line::Err(format!(
             "error: {} of your messages were not confirmed delivered when the session ended; they may not have arrived: {}",
             messages.len(),
             unconfirmed_list(messages)
         )),
-        ClientEvent::Delivered { .. } => return None,
-        ClientEvent::ConnectionLost {
-            code,
-            reason,
-            grace,
-        } => Line::Out(format!(
-            "* {} ({code}); getting back to the relay, which holds your ID and messages for {} s; what you type meanwhile is sent once back; /quit gives up now",
-            sanitize(reason),
-            grace.as_secs()
+        RelayEvent::Delivered { .. } | RelayEvent::File { .. } => return None,
+        RelayEvent::ConnectionLost(lost) => Line::Out(format!(
+            "* {} ({}); getting back to the relay, which holds your ID and messages for {} s; what you type meanwhile is sent once back; /quit gives up now",
+            sanitize(&lost.reason),
+            lost.code,
+            lost.grace_s
         )),
-        ClientEvent::Reconnecting { attempt, .. } => Line::Out(format!(
+        RelayEvent::Reconnecting { attempt } => Line::Out(format!(
             "* could not reach the relay (attempt {attempt}); trying again"
         )),
-        ClientEvent::Resumed { id } => Line::Out(format!(
+        RelayEvent::Resumed { id } => Line::Out(format!(
             "* back: you are still client {id}; nothing was lost, nothing repeated"
         )),
-        ClientEvent::Unreadable { from, seq, reason } => Line::Err(format!(
+        RelayEvent::Unreadable { from, seq, reason } => Line::Err(format!(
             "error: message {seq} from client {from} could not be read: {}",
             sanitize(reason)
         )),
-        ClientEvent::UnsupportedPayload { from, kind } => Line::Err(format!(
+        RelayEvent::Unsupported { from, kind } => Line::Err(format!(
             "error: client {from} sent a kind of message this version cannot show ({kind})"
         )),
-        ClientEvent::Error(report) => Line::Err(format!("error: {}", sanitize(&report.message))),
-        ClientEvent::Refused(r) => Line::Err(format!(
+        RelayEvent::Error(report) => Line::Err(format!("error: {}", sanitize(&report.message))),
+        RelayEvent::Refused { reason, .. } => Line::Err(format!(
             "p2pchat: refused by the server: {}",
-            sanitize(&r.reason)
+            sanitize(reason)
         )),
-        ClientEvent::Finished => Line::Out("* everyone has said exit; leaving".into()),
-        ClientEvent::File(_) => return None,
-        ClientEvent::Disconnected { code, reason } => match code {
-            ErrorCode::Normal => return None,
-            ErrorCode::ServerFull => return None,
+        RelayEvent::Finished => Line::Out("* everyone has said exit; leaving".into()),
+        RelayEvent::Disconnected(d) => match d.code.as_str() {
+            "normal" | "server-full" => return None,
             _ => Line::Err(format!(
-                "p2pchat: disconnected: {} ({code})",
-                sanitize(reason)
+                "p2pchat: disconnected: {} ({})",
+                sanitize(&d.reason),
+                d.code
             )),
         },
     };
     Some(line)
+}
+
+/// How a relay session's own notice is shown as text.
+pub fn session_notice(notice: &SessionNotice) -> Line {
+    match notice {
+        SessionNotice::Security { summary, .. } => Line::Out(summary.clone()),
+        SessionNotice::KeyChanged { hint } => Line::Err(hint.clone()),
+        SessionNotice::SetAside { file, reason } => Line::Err(format!(
+            "note: {}: {reason}; it is set aside and a new session starts",
+            file.display()
+        )),
+        SessionNotice::Restored { id, file } => Line::Out(format!(
+            "* resuming the session this command left when its process ended, as client {id} (saved in {})",
+            file.display()
+        )),
+        SessionNotice::SessionLost { code, reason } => {
+            Line::Out(format!("* {} ({code})", sanitize(reason)))
+        }
+        SessionNotice::Rejoining { attempt, wait_ms } => Line::Out(format!(
+            "* reconnecting to the relay in {:.1} s (attempt {attempt})",
+            *wait_ms as f64 / 1000.0
+        )),
+        SessionNotice::Rejoined { id, was } => Line::Out(format!(
+            "* reconnected: you are a new client, {id} (you were {was}); IDs may have changed, /who lists who is online"
+        )),
+        SessionNotice::Problem { message } => Line::Err(format!("error: {message}")),
+        SessionNotice::Warning { message } => Line::Err(format!("warning: {message}")),
+    }
 }
 
 /// How a direct-chat event is shown.
@@ -357,15 +381,15 @@ mod tests {
 
     #[test]
     fn incoming_relay_chat_is_sender_id_then_text() {
-        let e = ClientEvent::Message {
-            from: ClientId(0),
-            to: ClientId(1),
+        let e = RelayEvent::Message {
+            from: 0,
+            to: Recipient::Client(1),
             seq: 1,
+            e2e: true,
             text: "hello there".into(),
-            encrypted: true,
         };
         assert_eq!(
-            relay_event(&e, None, false),
+            relay_event(&e, None),
             Some(Line::Out("0 hello there".into()))
         );
     }

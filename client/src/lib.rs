@@ -13,11 +13,14 @@
 //!   process), so that a process started again after it died resumes its session.
 //! - [`transfer`]: file transfers to and from disk (hashing, safe names, `.part`
 //!   files, resume), telling the user [`transfer::TransferNotice`]s.
+//! - [`relay`]: a relay session: commands in, events out, reconnect and resume.
 //! - [`data_dir`]: where a user's keys, known peers, history and sessions live.
 
+mod conversation;
 pub mod events;
 pub mod history;
 pub mod keys;
+pub mod relay;
 pub mod saved;
 pub mod transfer;
 

@@ -1,0 +1,141 @@
+//! The loop every session runs, whatever its topology: a frontend's commands go to
+//! the session, the session's events come back as outputs, and what the file threads
+//! report (a file hashed, a chunk written) becomes commands, until the session ends.
+//!
+//! Why one loop: the order of these steps is where crash safety lives. A burst of
+//! events is handed to the frontend in one call and only then is the saved session
+//! committed (see [`crate::saved`]), so a process killed mid-burst resumes with the
+//! burst not yet marked shown, and shows it again rather than never.
+
+use async_channel::Receiver;
+use p2pchat_tcp::{Driver, Machine, Session, SessionEvent};
+
+use crate::saved::Committer;
+use crate::transfer::Report;
+
+/// One topology's reactions: what a frontend command, a session event and a file
+/// thread's report each turn into. Outputs are queued and taken after each step.
+pub(crate) trait Conversation {
+    /// The session's state machine.
+    type Machine: Machine;
+    /// What a frontend asks.
+    type Command;
+    /// What a frontend is told.
+    type Output;
+
+    /// A frontend's command.
+    fn on_command(&mut self, command: Self::Command) -> Vec<<Self::Machine as Machine>::Command>;
+    /// A session event.
+    fn on_event(
+        &mut self,
+        event: SessionEvent<<Self::Machine as Machine>::Event>,
+    ) -> Vec<<Self::Machine as Machine>::Command>;
+    /// A file thread's report.
+    fn on_report(&mut self, report: Report) -> Vec<<Self::Machine as Machine>::Command>;
+    /// What to tell the frontend since the last call.
+    fn take_output(&mut self) -> Vec<Self::Output>;
+    /// A warning to pass on (saving the session failed).
+    fn warn(&mut self, message: String);
+}
+
+/// What woke the loop.
+enum Next<C, E> {
+    Command(C),
+    CommandsClosed,
+    Event(SessionEvent<E>),
+    File(Report),
+    SessionOver,
+}
+
+/// Runs one session until it ends. The session's driver runs here too, on this
+/// thread: a message or a file chunk goes between frontend and socket without a
+/// cross-thread wake-up.
+pub(crate) async fn run<C: Conversation>(
+    conversation: &mut C,
+    (session, driver): (Session<C::Machine>, Driver),
+    commands: &Receiver<C::Command>,
+    files: Receiver<Report>,
+    show: &mut dyn FnMut(Vec<C::Output>),
+    commit: Option<&Committer>,
+) {
+    let converse = converse(conversation, session, commands, files, show, commit);
+    smol::future::zip(driver, converse).await;
+}
+
+async fn converse<C: Conversation>(
+    conversation: &mut C,
+    session: Session<C::Machine>,
+    commands: &Receiver<C::Command>,
+    files: Receiver<Report>,
+    show: &mut dyn FnMut(Vec<C::Output>),
+    commit: Option<&Committer>,
+) {
+    let mut commands_open = true;
+    loop {
+        let next = smol::future::or(
+            async {
+                match session.events.recv().await {
+                    Ok(event) => Next::Event(event),
+                    Err(_) => Next::SessionOver,
+                }
+            },
+            smol::future::or(
+                async {
+                    match files.recv().await {
+                        Ok(report) => Next::File(report),
+                        Err(_) => std::future::pending().await,
+                    }
+                },
+                async {
+                    if !commands_open {
+                        return std::future::pending().await;
+                    }
+                    match commands.recv().await {
+                        Ok(command) => Next::Command(command),
+                        Err(_) => Next::CommandsClosed,
+                    }
+                },
+            ),
+        )
+        .await;
+        let to_session = match next {
+            Next::Command(command) => conversation.on_command(command),
+            Next::CommandsClosed => {
+                commands_open = false;
+                Vec::new()
+            }
+            Next::Event(event) => {
+                // A burst of events is handed over in one call, then committed.
+                let mut to_session = conversation.on_event(event);
+                while let Ok(event) = session.events.try_recv() {
+                    to_session.extend(conversation.on_event(event));
+                }
+                show(conversation.take_output());
+                if let Some(commit) = commit {
+                    commit.commit();
+                    if let Some(warning) = commit.take_warning() {
+                        conversation.warn(warning);
+                    }
+                }
+                to_session
+            }
+            Next::File(report) => conversation.on_report(report),
+            Next::SessionOver => {
+                flush(conversation, show);
+                return;
+            }
+        };
+        flush(conversation, show);
+        for command in to_session {
+            let _ = session.commands.send(command).await;
+        }
+    }
+}
+
+/// Hands over what is queued, if anything.
+fn flush<C: Conversation>(conversation: &mut C, show: &mut dyn FnMut(Vec<C::Output>)) {
+    let out = conversation.take_output();
+    if !out.is_empty() {
+        show(out);
+    }
+}
