@@ -656,10 +656,10 @@ impl Conversation for RelayConversation<'_> {
                 });
                 return vec![];
             }
-            ClientEvent::Disconnected { code, reason } if *code != ErrorCode::Normal => {
-                if self.failed.is_none() {
-                    self.failed = Some(format!("{reason} ({code})"));
-                }
+            ClientEvent::Disconnected { code, reason }
+                if *code != ErrorCode::Normal && self.failed.is_none() =>
+            {
+                self.failed = Some(format!("{reason} ({code})"));
             }
             _ => {}
         }
