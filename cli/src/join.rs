@@ -43,6 +43,7 @@ pub fn run(args: JoinArgs) -> i32 {
         } else {
             Saving::Resume
         },
+        data_dir: p2pchat_client::data_dir(),
     };
     let (commands_in, commands) = async_channel::unbounded();
     let mut view = View {

@@ -63,14 +63,24 @@ pub fn random_bytes() -> Result<[u8; 32], KeyError> {
 
 /// Where the identity is kept.
 pub fn identity_path() -> Result<PathBuf, KeyError> {
-    data_dir()
-        .map(|d| d.join("identity"))
+    identity_path_in(data_dir().as_deref())
+}
+
+/// Where the identity is kept in the data folder `dir`.
+fn identity_path_in(dir: Option<&Path>) -> Result<PathBuf, KeyError> {
+    dir.map(|d| d.join("identity"))
         .ok_or(KeyError::NoDataFolder("keep the key"))
 }
 
 /// This installation's identity, created (owner-only) on first use.
 pub fn identity() -> Result<Identity, KeyError> {
-    let path = identity_path()?;
+    identity_in(data_dir().as_deref())
+}
+
+/// The identity kept in the data folder `dir` (a frontend's own profile, a test's
+/// temporary folder), created (owner-only) on first use.
+pub fn identity_in(dir: Option<&Path>) -> Result<Identity, KeyError> {
+    let path = identity_path_in(dir)?;
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_identity(&text).ok_or(KeyError::NotAnIdentity(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_identity(&path),
@@ -162,7 +172,12 @@ pub struct KnownPeers {
 impl KnownPeers {
     /// Loads the file (an absent file is an empty list; damaged lines are skipped).
     pub fn load() -> Result<KnownPeers, KeyError> {
-        let path = data_dir()
+        KnownPeers::load_in(data_dir().as_deref())
+    }
+
+    /// Loads the file in the data folder `dir`.
+    pub fn load_in(dir: Option<&Path>) -> Result<KnownPeers, KeyError> {
+        let path = dir
             .map(|d| d.join("known_peers"))
             .ok_or(KeyError::NoDataFolder("remember keys"))?;
         let text = match std::fs::read_to_string(&path) {
@@ -267,6 +282,16 @@ impl Wishes {
     /// listening peer, a relay) allow the clear with `--insecure`; connecting ones do
     /// not offer to encrypt with it.
     pub fn security(&self, accepting: bool, expect: Expect) -> Result<Security, KeyError> {
+        self.security_in(data_dir().as_deref(), accepting, expect)
+    }
+
+    /// [`Wishes::security`] with the identity kept in the data folder `dir`.
+    pub fn security_in(
+        &self,
+        dir: Option<&Path>,
+        accepting: bool,
+        expect: Expect,
+    ) -> Result<Security, KeyError> {
         let encryption = match (self.insecure, accepting) {
             (false, _) => Encryption::Required,
             (true, true) => Encryption::Optional,
@@ -275,7 +300,7 @@ impl Wishes {
         let identity = if encryption == Encryption::Off {
             None
         } else {
-            Some(identity()?)
+            Some(identity_in(dir)?)
         };
         let expect = match &self.expect {
             Some(fingerprint) => Expect::Fingerprint(fingerprint.clone()),
@@ -307,8 +332,13 @@ impl Trust {
     /// Trust for a session with `label` (a dialled address) or none (a listener,
     /// which learns the name later); `pinned` when `--expect` was given.
     pub fn new(label: Option<String>, pinned: bool) -> Trust {
+        Trust::new_in(data_dir().as_deref(), label, pinned)
+    }
+
+    /// [`Trust::new`] with the known peers kept in the data folder `dir`.
+    pub fn new_in(dir: Option<&Path>, label: Option<String>, pinned: bool) -> Trust {
         Trust {
-            known: KnownPeers::load().ok(),
+            known: KnownPeers::load_in(dir).ok(),
             label,
             pinned,
         }

@@ -48,6 +48,9 @@ pub struct RelayOptions {
     pub reconnect: bool,
     /// Whether the session is saved as it goes, to be resumed after a crash.
     pub saving: Saving,
+    /// The data folder: identity, known keys, saved sessions ([`crate::data_dir`]
+    /// by default; a frontend's own profile or a test's temporary folder otherwise).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl RelayOptions {
@@ -66,6 +69,7 @@ impl RelayOptions {
             auto_accept: false,
             reconnect: true,
             saving: Saving::Off,
+            data_dir: crate::data_dir(),
         }
     }
 }
@@ -245,7 +249,9 @@ pub async fn run(
     mut show: impl FnMut(Vec<RelayOutput>),
 ) -> Result<(), RelayError> {
     let show: &mut dyn FnMut(Vec<RelayOutput>) = &mut show;
-    let mut trust = Trust::new(
+    let dir = options.data_dir.as_deref();
+    let mut trust = Trust::new_in(
+        dir,
         Some(keys::host_label(&options.host, DEFAULT_PORT)),
         options.wishes.expect.is_some(),
     );
@@ -253,14 +259,14 @@ pub async fn run(
         peer.map_or("someone".to_owned(), |id| format!("client {id}"))
     });
     let target = keys::host_with_port(&options.host, DEFAULT_PORT);
-    let (slot, mut saved) = open_slot(options.saving, &target, show);
+    let (slot, mut saved) = open_slot(options.saving, dir, &target, show);
     let mut previous: Option<ClientId> = None;
     let mut first = true;
     loop {
         let Some(stream) = dial(&options, &commands, first, show).await? else {
             return Ok(());
         };
-        let security = options.wishes.security(false, trust.expect())?;
+        let security = options.wishes.security_in(dir, false, trust.expect())?;
         let clock = p2pchat_tcp::Clock::new();
         let machine = machine(
             &options,
@@ -311,6 +317,7 @@ pub async fn run(
 /// Claims a slot for the session and reads what it holds (see [`Saving`]).
 fn open_slot(
     saving: Saving,
+    dir: Option<&std::path::Path>,
     target: &str,
     show: &mut dyn FnMut(Vec<RelayOutput>),
 ) -> (Option<SessionSlot>, Option<Vec<u8>>) {
@@ -318,7 +325,11 @@ fn open_slot(
         return (None, None);
     }
     let warn = |message: String| vec![RelayOutput::Notice(SessionNotice::Warning { message })];
-    let slot = match SessionSlot::claim("join", target) {
+    let claimed = match dir {
+        Some(dir) => SessionSlot::claim_in(&dir.join("sessions"), "join", target),
+        None => Err(crate::saved::SlotError::NoDataFolder),
+    };
+    let slot = match claimed {
         Ok(slot) => slot,
         Err(e) => {
             show(warn(format!(

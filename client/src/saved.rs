@@ -93,8 +93,8 @@ impl SessionSlot {
         SessionSlot::claim_in(&dir, kind, target)
     }
 
-    /// [`SessionSlot::claim`], in folder `dir`.
-    fn claim_in(dir: &Path, kind: &str, target: &str) -> Result<SessionSlot, SlotError> {
+    /// [`SessionSlot::claim`], in the sessions folder `dir` (`DATA/sessions`).
+    pub fn claim_in(dir: &Path, kind: &str, target: &str) -> Result<SessionSlot, SlotError> {
         std::fs::create_dir_all(dir).map_err(|source| SlotError::Create {
             path: dir.to_owned(),
             source,
