@@ -149,7 +149,7 @@ fn hash_speed(path: &std::path::Path) -> i32 {
     };
     let mib = size as f64 / (1024.0 * 1024.0);
     let started = std::time::Instant::now();
-    if let Err(e) = crate::transfer::hash_whole_file(path) {
+    if let Err(e) = p2pchat_client::transfer::hash_whole_file(path) {
         eprintln!("p2pchat: --hash-file {}: {e}", path.display());
         return 1;
     }

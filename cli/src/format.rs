@@ -5,12 +5,11 @@
 //! Text from the network is sanitised before it reaches the terminal: a control
 //! character could otherwise move the cursor, clear the screen or retitle the window.
 
+use p2pchat_client::SessionNotice;
 use p2pchat_client::events::{
-    DirectEvent, Recipient, RelayEvent, RosterClient, UnconfirmedMessage, to_json_line,
+    DirectEvent, HistoryLine, Recipient, RelayEvent, RosterClient, UnconfirmedMessage, to_json_line,
 };
-use p2pchat_client::relay::SessionNotice;
 use p2pchat_client::transfer::{TransferNotice, human};
-use p2pchat_core::{ErrorCode, PeerEvent};
 
 /// A line of output, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,8 +188,16 @@ pub fn relay_event(event: &RelayEvent, me: Option<u32>) -> Option<Line> {
     Some(line)
 }
 
-/// How a relay session's own notice is shown as text.
-pub fn session_notice(notice: &SessionNotice) -> Line {
+/// How a session's own notice is shown: a line of text, or with `--json` one JSON
+/// object (warnings and errors stay text on stderr either way).
+pub fn session_notice(notice: &SessionNotice, json: bool) -> Line {
+    match notice_text(notice) {
+        Line::Out(_) if json => Line::Out(to_json_line(notice)),
+        line => line,
+    }
+}
+
+fn notice_text(notice: &SessionNotice) -> Line {
     match notice {
         SessionNotice::Security { summary, .. } => Line::Out(summary.clone()),
         SessionNotice::KeyChanged { hint } => Line::Err(hint.clone()),
@@ -198,10 +205,22 @@ pub fn session_notice(notice: &SessionNotice) -> Line {
             "note: {}: {reason}; it is set aside and a new session starts",
             file.display()
         )),
-        SessionNotice::Restored { id, file } => Line::Out(format!(
+        SessionNotice::Restored { id: Some(id), file } => Line::Out(format!(
             "* resuming the session this command left when its process ended, as client {id} (saved in {})",
             file.display()
         )),
+        SessionNotice::Restored { id: None, file } => Line::Out(format!(
+            "* resuming the conversation this command left when its process ended (saved in {})",
+            file.display()
+        )),
+        SessionNotice::Listening { address } => Line::Out(format!(
+            "* listening on {address}; waiting for a peer (`p2pchat connect HOST:PORT`)"
+        )),
+        SessionNotice::Arrived { address } => Line::Out(format!("* {address} connected")),
+        SessionNotice::HistoryStart { lines, .. } => Line::Out(format!(
+            "* history ({lines} earlier lines; /history shows more):"
+        )),
+        SessionNotice::HistoryEnd => Line::Out("* end of history".into()),
         SessionNotice::SessionLost { code, reason } => {
             Line::Out(format!("* {} ({code})", sanitize(reason)))
         }
@@ -217,48 +236,41 @@ pub fn session_notice(notice: &SessionNotice) -> Line {
     }
 }
 
-/// How a direct-chat event is shown.
-pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
-    if json {
-        return DirectEvent::from_core(event).map(|e| Line::Out(to_json_line(&e)));
-    }
+/// How a direct conversation's event is shown as text.
+pub fn direct_event(event: &DirectEvent) -> Option<Line> {
     let line = match event {
-        PeerEvent::Connected {
+        DirectEvent::Connected {
             plain_text: true, ..
         } => Line::Out(
             "* connected to a plain-text peer (lines, no handshake, not encrypted)".into(),
         ),
-        PeerEvent::Connected { name, .. } if name.is_empty() => Line::Out("* connected".into()),
-        PeerEvent::Connected { name, .. } => {
+        DirectEvent::Connected { name, .. } if name.is_empty() => Line::Out("* connected".into()),
+        DirectEvent::Connected { name, .. } => {
             Line::Out(format!("* connected to {}", sanitize(name)))
         }
-        PeerEvent::Message { text, .. } => Line::Out(format!("peer: {}", sanitize(text))),
-        PeerEvent::UnsupportedPayload { kind } => Line::Err(format!(
+        DirectEvent::Message { text, .. } => Line::Out(format!("peer: {}", sanitize(text))),
+        DirectEvent::Unsupported { kind } => Line::Err(format!(
             "error: the peer sent a kind of message this version cannot show ({kind})"
         )),
-        PeerEvent::PeerExited => {
+        DirectEvent::PeerExited => {
             Line::Out("* peer said exit; you can still send until you say exit".into())
         }
-        PeerEvent::Error(r) => Line::Err(format!("error: {}", sanitize(&r.message))),
-        PeerEvent::Finished => Line::Out("* both sides said exit; conversation over".into()),
-        PeerEvent::File(_) => return None,
-        PeerEvent::Delivered { .. } => return None,
-        PeerEvent::ConnectionLost {
-            code,
-            reason,
-            grace,
-        } => Line::Out(format!(
-            "* {} ({code}); the conversation waits up to {} s for the peer to come back; what you type meanwhile is sent once it does; /quit ends it now",
-            sanitize(reason),
-            grace.as_secs()
+        DirectEvent::Error(r) => Line::Err(format!("error: {}", sanitize(&r.message))),
+        DirectEvent::Finished => Line::Out("* both sides said exit; conversation over".into()),
+        DirectEvent::Delivered { .. } => return None,
+        DirectEvent::ConnectionLost(lost) => Line::Out(format!(
+            "* {} ({}); the conversation waits up to {} s for the peer to come back; what you type meanwhile is sent once it does; /quit ends it now",
+            sanitize(&lost.reason),
+            lost.code,
+            lost.grace_s
         )),
-        PeerEvent::Reconnecting { attempt } => Line::Out(format!(
+        DirectEvent::Reconnecting { attempt } => Line::Out(format!(
             "* could not reach the peer (attempt {attempt}); trying again"
         )),
-        PeerEvent::Resumed => {
+        DirectEvent::Resumed => {
             Line::Out("* back: the conversation goes on; nothing was lost, nothing repeated".into())
         }
-        PeerEvent::Unconfirmed { seqs } => Line::Err(format!(
+        DirectEvent::Unconfirmed { seqs } => Line::Err(format!(
             "error: {} of your messages were not confirmed delivered when the conversation ended; they may not have arrived: {}",
             seqs.len(),
             seqs.iter()
@@ -267,16 +279,22 @@ pub fn peer_event(event: &PeerEvent, json: bool) -> Option<Line> {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        PeerEvent::Disconnected {
-            code: ErrorCode::Normal,
-            reason,
-        } => Line::Out(format!("* {}", sanitize(reason))),
-        PeerEvent::Disconnected { code, reason } => Line::Err(format!(
-            "p2pchat: peer vanished: {} ({code})",
-            sanitize(reason)
+        DirectEvent::Disconnected(d) if d.code == "normal" => {
+            Line::Out(format!("* {}", sanitize(&d.reason)))
+        }
+        DirectEvent::Disconnected(d) => Line::Err(format!(
+            "p2pchat: peer vanished: {} ({})",
+            sanitize(&d.reason),
+            d.code
         )),
     };
     Some(line)
+}
+
+/// How a line of history is shown as text.
+pub fn history_line(line: &HistoryLine) -> Line {
+    let at = line.at.replace('T', " ").trim_end_matches('Z').to_owned();
+    Line::Out(format!("* [{at}] {}: {}", line.from, sanitize(&line.text)))
 }
 
 /// How a file transfer's notice is shown (the same lines with and without `--json`

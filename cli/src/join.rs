@@ -3,11 +3,12 @@
 //! become lines (text, or one JSON object each with `--json`).
 
 use async_channel::{Receiver, Sender};
+use p2pchat_client::SessionError;
+use p2pchat_client::SessionNotice;
 use p2pchat_client::events::{RelayEvent, to_json_line};
 use p2pchat_client::keys::Wishes;
-use p2pchat_client::relay::{
-    self, RelayCommand, RelayError, RelayOptions, RelayOutput, Saving, SessionNotice,
-};
+use p2pchat_client::relay::{self, RelayCommand, RelayOptions, RelayOutput};
+use p2pchat_client::saved::Saving;
 use p2pchat_tcp::ClientCommand;
 
 use crate::args::JoinArgs;
@@ -59,10 +60,16 @@ pub fn run(args: JoinArgs) -> i32 {
         // Input is over and the session still runs: it ends by itself.
         std::future::pending().await
     }));
+    exit_status(&ui, result)
+}
+
+/// The exit status for how a session ended, saying why when events did not.
+pub fn exit_status(ui: &Ui, result: Result<(), SessionError>) -> i32 {
     match result {
         Ok(()) => 0,
-        Err(RelayError::Ended(_)) => 1,
-        Err(e @ RelayError::Name(_)) => {
+        // The events said why.
+        Err(SessionError::Ended(_)) => 1,
+        Err(e @ SessionError::Name(_)) => {
             ui.err(&format!("p2pchat: {e}"));
             2
         }
@@ -162,14 +169,10 @@ impl View {
             }
             RelayOutput::Transfer(notice) => Some(format::transfer_notice(notice)),
             RelayOutput::Notice(notice) => {
-                if let SessionNotice::Restored { id, .. } = notice {
+                if let SessionNotice::Restored { id: Some(id), .. } = notice {
                     self.me = Some(*id);
                 }
-                let line = format::session_notice(notice);
-                match line {
-                    Line::Out(_) if self.json => Some(Line::Out(to_json_line(notice))),
-                    line => Some(line),
-                }
+                Some(format::session_notice(notice, self.json))
             }
         }
     }

@@ -5,17 +5,14 @@
 
 mod args;
 mod bench;
-mod chat;
 mod commands;
 mod direct;
 mod format;
 mod heap;
 mod join;
 mod keys;
-mod saved;
 mod server;
 mod sim;
-mod transfer;
 mod ui;
 
 use args::{Cli, Command};

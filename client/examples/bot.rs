@@ -4,7 +4,8 @@
 //! client `ID hello` (ID is the bot's): it answers `you said: hello`. It greets
 //! whoever joins, declines files, and leaves when told `/bye`.
 
-use p2pchat_client::relay::{self, RelayCommand, RelayError, RelayOptions, RelayOutput};
+use p2pchat_client::SessionError;
+use p2pchat_client::relay::{self, RelayCommand, RelayOptions, RelayOutput};
 use p2pchat_client::{RelayEvent, transfer::TransferNotice};
 
 fn main() {
@@ -19,7 +20,7 @@ fn main() {
 }
 
 /// Runs the bot until it is told `/bye` or the session ends.
-pub async fn bot(options: RelayOptions) -> Result<(), RelayError> {
+pub async fn bot(options: RelayOptions) -> Result<(), SessionError> {
     // Commands in, outputs out: two channels between the bot and its session.
     let (commands, session_commands) = async_channel::unbounded();
     let (session_outputs, outputs) = async_channel::unbounded();

@@ -47,29 +47,38 @@ enum Next<C, E> {
     SessionOver,
 }
 
-/// Runs one session until it ends. The session's driver runs here too, on this
-/// thread: a message or a file chunk goes between frontend and socket without a
-/// cross-thread wake-up.
+/// Runs one session until it ends. `replay` holds commands given before the
+/// session started (while a listener waited for its peer); they go first. The
+/// session's driver runs here too, on this thread: a message or a file chunk goes
+/// between frontend and socket without a cross-thread wake-up.
 pub(crate) async fn run<C: Conversation>(
     conversation: &mut C,
     (session, driver): (Session<C::Machine>, Driver),
+    replay: Vec<C::Command>,
     commands: &Receiver<C::Command>,
     files: Receiver<Report>,
     show: &mut dyn FnMut(Vec<C::Output>),
     commit: Option<&Committer>,
 ) {
-    let converse = converse(conversation, session, commands, files, show, commit);
+    let converse = converse(conversation, session, replay, commands, files, show, commit);
     smol::future::zip(driver, converse).await;
 }
 
 async fn converse<C: Conversation>(
     conversation: &mut C,
     session: Session<C::Machine>,
+    replay: Vec<C::Command>,
     commands: &Receiver<C::Command>,
     files: Receiver<Report>,
     show: &mut dyn FnMut(Vec<C::Output>),
     commit: Option<&Committer>,
 ) {
+    for command in replay {
+        for to_session in conversation.on_command(command) {
+            let _ = session.commands.send(to_session).await;
+        }
+    }
+    flush(conversation, show);
     let mut commands_open = true;
     loop {
         let next = smol::future::or(

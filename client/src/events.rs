@@ -509,7 +509,7 @@ impl DirectEvent {
 pub struct HistoryLine {
     /// When it was said (RFC 3339, UTC).
     pub at: String,
-    /// `me` or `peer`.
+    /// `you` or `peer`.
     pub from: String,
     /// The text.
     pub text: String,

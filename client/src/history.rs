@@ -78,11 +78,13 @@ impl History {
     /// Where the log of conversations with `peer` lives by default:
     /// `$XDG_DATA_HOME/p2pchat/history/PEER.log`, else `~/.local/share/...`.
     pub fn default_path(peer: &str) -> Option<PathBuf> {
-        Some(
-            crate::data_dir()?
-                .join("history")
-                .join(format!("{}.log", file_name_for(peer))),
-        )
+        Some(History::path_in(&crate::data_dir()?, peer))
+    }
+
+    /// Where the log of conversations with `peer` lives in the data folder `dir`.
+    pub fn path_in(dir: &Path, peer: &str) -> PathBuf {
+        dir.join("history")
+            .join(format!("{}.log", file_name_for(peer)))
     }
 
     /// The log's path.

@@ -13,23 +13,29 @@
 //!   process), so that a process started again after it died resumes its session.
 //! - [`transfer`]: file transfers to and from disk (hashing, safe names, `.part`
 //!   files, resume), telling the user [`transfer::TransferNotice`]s.
+//! - [`direct`]: a direct conversation (listen or connect), with its history.
 //! - [`relay`]: a relay session: commands in, events out, reconnect and resume.
 //! - [`data_dir`]: where a user's keys, known peers, history and sessions live.
 
 mod conversation;
+pub mod direct;
+pub mod error;
 pub mod events;
 pub mod history;
 pub mod keys;
+pub mod notice;
 pub mod relay;
 pub mod saved;
 pub mod transfer;
 
 use std::path::PathBuf;
 
+pub use error::SessionError;
 pub use events::{
     ConnectionLost, DirectEvent, Disconnected, ErrorNotice, HistoryLine, Recipient, RelayEvent,
     RosterClient,
 };
+pub use notice::SessionNotice;
 
 /// The data folder, `$XDG_DATA_HOME/p2pchat` or `~/.local/share/p2pchat`: keys, known
 /// peers, history and saved sessions live under it.

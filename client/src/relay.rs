@@ -25,9 +25,11 @@ use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::{self, Conversation};
+use crate::error::SessionError;
 use crate::events::RelayEvent;
-use crate::keys::{self, KeyError, Trust, Wishes};
-use crate::saved::{Committer, SessionSlot};
+use crate::keys::{self, Trust, Wishes};
+use crate::notice::SessionNotice;
+use crate::saved::{Committer, Saving, SessionSlot};
 use crate::transfer::{Report, TransferNotice, Transfers};
 
 /// How to join a relay. [`RelayOptions::new`] gives the defaults a user expects:
@@ -72,17 +74,6 @@ impl RelayOptions {
             data_dir: crate::data_dir(),
         }
     }
-}
-
-/// Whether a session is saved on disk as it goes (see [`crate::saved`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Saving {
-    /// Not saved: a crash ends the session (bots, tests).
-    Off,
-    /// Saved, and a session left by a process that died is resumed.
-    Resume,
-    /// Saved, but a session left by a process that died is forgotten first.
-    Fresh,
 }
 
 /// What a frontend asks of a relay session. As JSON (the web frontend's WebSocket):
@@ -144,99 +135,6 @@ pub enum RelayOutput {
     Notice(SessionNotice),
 }
 
-/// What the session itself tells its frontend, beside the relay's events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum SessionNotice {
-    /// How the connection to the relay is secured, and what is known of its key
-    /// (first contact, the one remembered, the one pinned). Follows the welcome.
-    Security {
-        /// A sentence (starts with `* encrypted` or `* NOT ENCRYPTED`).
-        summary: String,
-        /// Whether the connection is encrypted.
-        encrypted: bool,
-    },
-    /// The relay's key is not the one remembered or pinned: the session was refused
-    /// before anything was sent. Show it loudly.
-    KeyChanged {
-        /// What to do if the change is genuine.
-        hint: String,
-    },
-    /// A saved session could not be used (damaged, incomplete, from another
-    /// version): it is set aside and a new session starts.
-    SetAside {
-        /// Where it was saved.
-        file: PathBuf,
-        /// Why it could not be used.
-        reason: String,
-    },
-    /// A session left by a process that died is being resumed.
-    Restored {
-        /// Our ID in it.
-        id: u32,
-        /// Where it was saved.
-        file: PathBuf,
-    },
-    /// The relay no longer holds the session; a new one follows.
-    SessionLost {
-        /// The error code.
-        code: String,
-        /// A sentence.
-        reason: String,
-    },
-    /// The next attempt to join anew, after a pause.
-    Rejoining {
-        /// Which attempt.
-        attempt: u32,
-        /// The pause before it, in milliseconds.
-        wait_ms: u64,
-    },
-    /// Joined anew: a new ID (IDs may have changed; ask who is online).
-    Rejoined {
-        /// Our new ID.
-        id: u32,
-        /// Our ID before.
-        was: u32,
-    },
-    /// A command could not be carried out; nothing was sent.
-    Problem {
-        /// A sentence.
-        message: String,
-    },
-    /// Something the user should know that did not stop the session (saving it
-    /// failed, a saved session could not be used).
-    Warning {
-        /// A sentence.
-        message: String,
-    },
-}
-
-/// Why a relay session could not start or go on. Events already told the frontend
-/// the details of [`RelayError::Ended`].
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// The relay could not be reached.
-    #[error("{0}")]
-    Connect(#[from] p2pchat_tcp::ConnectError),
-    /// Our identity could not be loaded or made.
-    #[error("{0}")]
-    Keys(#[from] KeyError),
-    /// The nickname is not allowed.
-    #[error("--name: {0}")]
-    Name(String),
-    /// The connection stayed lost and the relay stayed unreachable.
-    #[error("gave up reconnecting after {secs} s: {last}")]
-    GaveUp {
-        /// How long it tried.
-        secs: u64,
-        /// The last attempt's error.
-        last: p2pchat_tcp::ConnectError,
-    },
-    /// The session ended badly: refused, a changed key, disconnected with an error.
-    #[error("the session ended: {0}")]
-    Ended(String),
-}
-
 /// Joins the relay and runs the session until the conversation is over, the
 /// frontend quits, or it cannot go on. `show` is handed each burst of outputs and
 /// must show them before it returns: the saved session is committed right after,
@@ -247,7 +145,7 @@ pub async fn run(
     options: RelayOptions,
     commands: Receiver<RelayCommand>,
     mut show: impl FnMut(Vec<RelayOutput>),
-) -> Result<(), RelayError> {
+) -> Result<(), SessionError> {
     let show: &mut dyn FnMut(Vec<RelayOutput>) = &mut show;
     let dir = options.data_dir.as_deref();
     let mut trust = Trust::new_in(
@@ -259,7 +157,8 @@ pub async fn run(
         peer.map_or("someone".to_owned(), |id| format!("client {id}"))
     });
     let target = keys::host_with_port(&options.host, DEFAULT_PORT);
-    let (slot, mut saved) = open_slot(options.saving, dir, &target, show);
+    let (slot, mut saved, warnings) = crate::saved::open(options.saving, dir, "join", &target);
+    show(warnings.into_iter().map(RelayOutput::Notice).collect());
     let mut previous: Option<ClientId> = None;
     let mut first = true;
     loop {
@@ -305,52 +204,13 @@ pub async fn run(
         }
         if !conversation.lost {
             return match conversation.failed {
-                Some(why) => Err(RelayError::Ended(why)),
+                Some(why) => Err(SessionError::Ended(why)),
                 None => Ok(()),
             };
         }
         previous = conversation.me.or(previous);
         first = false;
     }
-}
-
-/// Claims a slot for the session and reads what it holds (see [`Saving`]).
-fn open_slot(
-    saving: Saving,
-    dir: Option<&std::path::Path>,
-    target: &str,
-    show: &mut dyn FnMut(Vec<RelayOutput>),
-) -> (Option<SessionSlot>, Option<Vec<u8>>) {
-    if saving == Saving::Off {
-        return (None, None);
-    }
-    let warn = |message: String| vec![RelayOutput::Notice(SessionNotice::Warning { message })];
-    let claimed = match dir {
-        Some(dir) => SessionSlot::claim_in(&dir.join("sessions"), "join", target),
-        None => Err(crate::saved::SlotError::NoDataFolder),
-    };
-    let slot = match claimed {
-        Ok(slot) => slot,
-        Err(e) => {
-            show(warn(format!(
-                "{e}; if this process dies, starting it again will not resume its session"
-            )));
-            return (None, None);
-        }
-    };
-    if saving == Saving::Fresh {
-        slot.clear();
-        return (Some(slot), None);
-    }
-    let saved = slot.load().unwrap_or_else(|e| {
-        show(warn(format!("{e}; starting a new session")));
-        None
-    });
-    if saved.is_none() {
-        // A new session: what an earlier one showed says nothing about it.
-        slot.clear();
-    }
-    (Some(slot), saved)
 }
 
 /// Whether a session that ended this way should be followed by a new one: the relay
@@ -378,7 +238,7 @@ async fn dial(
     commands: &Receiver<RelayCommand>,
     first: bool,
     show: &mut dyn FnMut(Vec<RelayOutput>),
-) -> Result<Option<smol::net::TcpStream>, RelayError> {
+) -> Result<Option<smol::net::TcpStream>, SessionError> {
     let target = "`p2pchat server`";
     if first {
         return Ok(Some(
@@ -398,7 +258,7 @@ async fn dial(
         match p2pchat_tcp::connect(&options.host, DEFAULT_PORT, target).await {
             Ok(stream) => return Ok(Some(stream)),
             Err(last) if started.elapsed() >= GIVE_UP_AFTER => {
-                return Err(RelayError::GaveUp {
+                return Err(SessionError::GaveUp {
                     secs: started.elapsed().as_secs(),
                     last,
                 });
@@ -460,30 +320,27 @@ fn machine(
     security: p2pchat_core::Security,
     clock: &p2pchat_tcp::Clock,
     show: &mut dyn FnMut(Vec<RelayOutput>),
-) -> Result<RelayClient, RelayError> {
+) -> Result<RelayClient, SessionError> {
     let now = clock.now();
     if let (Some(slot), Some(saved)) = (slot, saved) {
-        match RelayClient::restore(&saved, Limits::default(), security.clone(), now) {
+        let restored = crate::saved::restore(slot, &saved, |bytes| {
+            RelayClient::restore(bytes, Limits::default(), security.clone(), now)
+        });
+        match restored {
             Ok(mut machine) => {
                 machine.handle_reconnected(now);
                 if let Some(id) = machine.id() {
                     show(vec![RelayOutput::Notice(SessionNotice::Restored {
-                        id: id.0,
+                        id: Some(id.0),
                         file: slot.path().to_owned(),
                     })]);
                 }
                 return Ok(machine);
             }
-            Err(e) => {
-                show(vec![RelayOutput::Notice(SessionNotice::SetAside {
-                    file: slot.path().to_owned(),
-                    reason: e.to_string(),
-                })]);
-                slot.clear();
-            }
+            Err(notice) => show(vec![RelayOutput::Notice(notice)]),
         }
     }
-    RelayClient::new(&options.name, Limits::default(), security, now).map_err(RelayError::Name)
+    RelayClient::new(&options.name, Limits::default(), security, now).map_err(SessionError::Name)
 }
 
 /// One session with the relay, from its handshake to its end.
@@ -509,6 +366,7 @@ async fn session(
     conversation::run(
         conversation,
         session,
+        Vec::new(),
         commands,
         files,
         show,

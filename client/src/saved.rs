@@ -25,6 +25,79 @@ use std::path::{Path, PathBuf};
 
 use p2pchat_tcp::SessionStore;
 
+use crate::notice::SessionNotice;
+
+/// Whether a session is saved on disk as it goes (see [`crate::saved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saving {
+    /// Not saved: a crash ends the session (bots, tests).
+    Off,
+    /// Saved, and a session left by a process that died is resumed.
+    Resume,
+    /// Saved, but a session left by a process that died is forgotten first.
+    Fresh,
+}
+
+/// Claims a slot for the session and reads what it holds (see [`Saving`]).
+/// `kind` is the frontend's command (`join`, `listen`, `connect`), `target` what it
+/// talks to; `dir` the data folder. Returns the slot, the saved session it holds,
+/// and what the user should be told.
+pub fn open(
+    saving: Saving,
+    dir: Option<&Path>,
+    kind: &str,
+    target: &str,
+) -> (Option<SessionSlot>, Option<Vec<u8>>, Vec<SessionNotice>) {
+    if saving == Saving::Off {
+        return (None, None, vec![]);
+    }
+    let mut notices = Vec::new();
+    let mut warn = |message: String| notices.push(SessionNotice::Warning { message });
+    let claimed = match dir {
+        Some(dir) => SessionSlot::claim_in(&dir.join("sessions"), kind, target),
+        None => Err(SlotError::NoDataFolder),
+    };
+    let slot = match claimed {
+        Ok(slot) => slot,
+        Err(e) => {
+            warn(format!(
+                "{e}; if this process dies, starting it again will not resume its session"
+            ));
+            return (None, None, notices);
+        }
+    };
+    if saving == Saving::Fresh {
+        slot.clear();
+        return (Some(slot), None, notices);
+    }
+    let saved = slot.load().unwrap_or_else(|e| {
+        warn(format!("{e}; starting a new session"));
+        None
+    });
+    if saved.is_none() {
+        // A new session: what an earlier one showed says nothing about it.
+        slot.clear();
+    }
+    (Some(slot), saved, notices)
+}
+
+/// The session saved in `slot` (its bytes `saved`), restored with `restore`; when it
+/// cannot be used (damaged, incomplete, another version) it is set aside, and the
+/// notice says so.
+pub fn restore<M>(
+    slot: &SessionSlot,
+    saved: &[u8],
+    restore: impl FnOnce(&[u8]) -> Result<M, p2pchat_core::RestoreError>,
+) -> Result<M, SessionNotice> {
+    restore(saved).map_err(|e| {
+        slot.clear();
+        SessionNotice::SetAside {
+            file: slot.path().to_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
 /// Why a session slot could not be had or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {

@@ -76,7 +76,7 @@ fn expect(
 struct Client {
     commands: async_channel::Sender<RelayCommand>,
     outputs: Receiver<RelayOutput>,
-    ended: std::thread::JoinHandle<Result<(), relay::RelayError>>,
+    ended: std::thread::JoinHandle<Result<(), p2pchat_client::SessionError>>,
 }
 
 impl Client {
