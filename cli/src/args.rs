@@ -20,6 +20,24 @@ pub enum Command {
     Bench(BenchArgs),
     Sim(SimArgs),
     Id(IdArgs),
+    Web(WebArgs),
+}
+
+/// Chat in your browser: a local web app on 127.0.0.1, reached through the URL it
+/// prints (which carries a secret token).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "web")]
+pub struct WebArgs {
+    /// address to listen on (default 127.0.0.1; anything else lets other machines
+    /// reach the app, guarded by the token alone)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    pub bind: String,
+    /// port to listen on (default 8432; when it is taken, a free one is used)
+    #[argh(option)]
+    pub port: Option<u16>,
+    /// where received files go (default: the current folder)
+    #[argh(option, default = "std::path::PathBuf::from(\".\")")]
+    pub download_dir: std::path::PathBuf,
 }
 
 /// Show this installation's key fingerprint (created on first use), which others

@@ -14,6 +14,7 @@ mod keys;
 mod server;
 mod sim;
 mod ui;
+mod web;
 
 use args::{Cli, Command};
 
@@ -28,6 +29,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Id(_) => keys::show_id(),
+        Command::Web(a) => web::run(a),
     };
     std::process::exit(status);
 }
