@@ -159,10 +159,18 @@ const handlers = {
   },
   welcome(ev) {
     me = ev.id;
+    setSecurity(ev.encrypted
+      ? `encrypted (${ev.cipher}) · relay key ${ev.relay_key.slice(0, 19)}…`
+      : "NOT ENCRYPTED: the relay and the network can read everything", ev.encrypted);
     $("status").textContent += ` — you are client ${ev.id}`;
     notice(`you are client ${ev.id} (the relay admits at most ${ev.max_clients})`);
   },
-  security(ev) { setSecurity(ev.summary, ev.encrypted); notice(ev.summary.replace(/^\* /, "")); },
+  security(ev) {
+    const s = $("security");
+    s.title = ev.summary.replace(/^\* /, "");
+    if (!ev.encrypted) setSecurity(ev.summary, false);
+    notice(ev.summary.replace(/^\* /, ""), ev.encrypted ? "notice" : "error");
+  },
   key_changed(ev) {
     const a = $("alert");
     a.hidden = false;
@@ -226,7 +234,9 @@ const handlers = {
   arrived(ev) { notice(`${ev.address} connected`); },
   connected(ev) {
     notice(ev.plain_text ? "connected to a plain-text peer (not encrypted)" : `connected to ${ev.name || "the peer"}`);
-    if (ev.plain_text) setSecurity("NOT ENCRYPTED: a plain-text peer", false);
+    setSecurity(ev.encrypted
+      ? `encrypted (${ev.cipher}) · peer key ${ev.key.slice(0, 19)}…`
+      : "NOT ENCRYPTED: the network can read everything", ev.encrypted);
   },
   peer_exited() { notice("the peer said exit"); },
   history_start(ev) { notice(`history: ${ev.lines} earlier lines`); },
@@ -280,9 +290,17 @@ function open() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
   // The app sends what this page missed first: start from a clean page.
-  socket.onopen = () => { reset(); showChat(false); $("status").textContent = "not connected"; };
+  socket.onopen = () => {
+    reset();
+    showChat(false);
+    $("status").textContent = "not connected";
+    document.body.dataset.socket = "open";
+  };
   socket.onmessage = (e) => handle(JSON.parse(e.data));
-  socket.onclose = () => setTimeout(open, 1000);
+  socket.onclose = () => {
+    document.body.dataset.socket = "closed";
+    setTimeout(open, 1000);
+  };
 }
 
 async function upload(file) {
