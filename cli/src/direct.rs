@@ -162,7 +162,10 @@ fn show(ui: &Ui, burst: Vec<DirectOutput>, json: bool) {
             DirectOutput::Event(event) => format::direct_event(event),
             DirectOutput::History(line) if json => Some(Line::Out(to_json_line(line))),
             DirectOutput::History(line) => Some(format::history_line(line)),
-            DirectOutput::Transfer(notice) => Some(format::transfer_notice(notice)),
+            DirectOutput::Transfer(notice) => {
+                ui.transfer(notice);
+                None
+            }
             DirectOutput::Notice(notice) => Some(format::session_notice(notice, json)),
         };
         ui.show(line);

@@ -167,7 +167,10 @@ impl View {
                 }
                 format::relay_event(event, self.me)
             }
-            RelayOutput::Transfer(notice) => Some(format::transfer_notice(notice)),
+            RelayOutput::Transfer(notice) => {
+                self.ui.transfer(notice);
+                None
+            }
             RelayOutput::Notice(notice) => {
                 if let SessionNotice::Restored { id: Some(id), .. } = notice {
                     self.me = Some(*id);

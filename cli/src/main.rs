@@ -11,6 +11,7 @@ mod format;
 mod heap;
 mod join;
 mod keys;
+mod progress;
 mod server;
 mod sim;
 mod ui;

@@ -8,8 +8,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_channel::{Receiver, Sender};
+use p2pchat_client::transfer::TransferNotice;
 use rustyline::ExternalPrinter;
+
+use crate::progress::{BarSink, Bars};
 
 /// Something the user did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +33,11 @@ type Printer = Box<dyn ExternalPrinter + Send>;
 #[derive(Clone)]
 pub struct Ui {
     printer: Option<Arc<Mutex<Printer>>>,
+    /// On a terminal: file progress bars, on the line above the prompt.
+    bars: Option<Arc<Mutex<Bars>>>,
+    /// The line just above the prompt is a progress bar (the next frame replaces
+    /// it; any other line printed ends that).
+    bar_above: Arc<AtomicBool>,
     /// A transcript file (`join --log`): every line shown, with its UTC time.
     log: Option<Arc<Mutex<std::fs::File>>>,
     /// Standard-output lines held back to be written together (see [`Ui::hold`]).
@@ -52,14 +62,54 @@ impl Ui {
         if printer.is_none() {
             std::thread::spawn(move || read_stdin(tx));
         }
+        let printer = printer.map(|p| Arc::new(Mutex::new(p)));
+        let bar_above = Arc::new(AtomicBool::new(false));
+        let bars = printer.as_ref().map(|printer| {
+            let sink = BarPrinter {
+                printer: printer.clone(),
+                bar_above: bar_above.clone(),
+            };
+            Arc::new(Mutex::new(Bars::new(Arc::new(sink))))
+        });
         (
             Ui {
-                printer: printer.map(|p| Arc::new(Mutex::new(p))),
+                printer,
+                bars,
+                bar_above,
                 log: None,
                 held: Arc::new(Mutex::new(None)),
             },
             rx,
         )
+    }
+
+    /// Shows a file transfer's notice: on a terminal, progress moves a bar (and the
+    /// end of a transfer removes it); otherwise, and for every other notice, a line.
+    pub fn transfer(&self, notice: &TransferNotice) {
+        if let Some(bars) = &self.bars
+            && let Ok(mut bars) = bars.lock()
+        {
+            match notice {
+                TransferNotice::FileProgress {
+                    sending,
+                    name,
+                    done,
+                    size,
+                    rate,
+                    left_s,
+                } => {
+                    bars.progress(*sending, name, *done, *size, *rate, *left_s);
+                    return;
+                }
+                TransferNotice::FileDelivered { name, .. }
+                | TransferNotice::FileSendFailed { name, .. }
+                | TransferNotice::FilePeerDeclined { name, .. } => bars.finish(true, name),
+                TransferNotice::FileReceived { name, .. }
+                | TransferNotice::FileReceiveStopped { name, .. } => bars.finish(false, name),
+                _ => {}
+            }
+        }
+        self.show(Some(crate::format::transfer_notice(notice)));
     }
 
     /// Also appends every line shown to the file at `path`.
@@ -85,6 +135,7 @@ impl Ui {
     /// A user-facing line: an event, a status line (`* ...`) or a JSON object.
     pub fn out(&self, line: &str) {
         self.record(line);
+        self.bar_above.store(false, Ordering::Relaxed);
         if let Some(printer) = &self.printer
             && let Ok(mut p) = printer.lock()
             && p.print(line.to_owned()).is_ok()
@@ -140,6 +191,7 @@ impl Ui {
     /// An error line (stderr when not on a terminal).
     pub fn err(&self, line: &str) {
         self.record(line);
+        self.bar_above.store(false, Ordering::Relaxed);
         if let Some(printer) = &self.printer
             && let Ok(mut p) = printer.lock()
             && p.print(line.to_owned()).is_ok()
@@ -147,6 +199,28 @@ impl Ui {
             return;
         }
         eprintln!("{line}");
+    }
+}
+
+/// Progress bar frames through rustyline's printer: a frame that follows a frame
+/// first moves up over it and clears it (ESC [1A, ESC [2K), so the bar is redrawn
+/// in place on the line above the prompt.
+struct BarPrinter {
+    printer: Arc<Mutex<Printer>>,
+    bar_above: Arc<AtomicBool>,
+}
+
+impl BarSink for BarPrinter {
+    fn bar(&self, frame: &str) {
+        let Ok(mut printer) = self.printer.lock() else {
+            return;
+        };
+        let replace = if self.bar_above.swap(true, Ordering::Relaxed) {
+            "\x1b[1A\x1b[2K"
+        } else {
+            ""
+        };
+        let _ = printer.print(format!("{replace}{frame}"));
     }
 }
 

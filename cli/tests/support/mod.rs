@@ -44,6 +44,23 @@ impl Proc {
         Proc::spawn(command, &fresh_data_dir())
     }
 
+    /// Starts in a terminal of its own (a pseudo-terminal, through util-linux's
+    /// `script`), so that it runs its line editor as it does for a person; its
+    /// output arrives with the terminal's escape sequences in it.
+    pub fn start_in_terminal(args: &[&str], data: &std::path::Path) -> Proc {
+        let mut line = String::from(env!("CARGO_BIN_EXE_p2pchat"));
+        for arg in args {
+            line.push_str(" '");
+            line.push_str(&arg.replace('\'', "'\\''"));
+            line.push('\'');
+        }
+        let mut command = Command::new("script");
+        command
+            .args(["-qfec", &line, "/dev/null"])
+            .env("COLUMNS", "100");
+        Proc::spawn(command, data)
+    }
+
     fn spawn(mut command: Command, data: &std::path::Path) -> Proc {
         let mut child = command
             .env("XDG_DATA_HOME", data)
