@@ -328,3 +328,91 @@ fn the_page_api_joins_chats_sends_and_accepts_files_and_refuses_strangers() {
     page.expect("the end", |e| e["event"] == "web_ended" && e["ok"] == true);
     relay.shutdown();
 }
+
+#[test]
+fn a_taken_default_port_is_said_and_another_is_used_but_a_chosen_one_is_an_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = holder.local_addr().expect("its address").port();
+    let options = |fall_back| WebOptions {
+        bind: "127.0.0.1".parse().expect("an address"),
+        port,
+        fall_back,
+        data_dir: Some(fresh_dir("ports")),
+        download_dir: fresh_dir("ports-downloads"),
+    };
+    let app = smol::block_on(WebApp::bind(options(true))).expect("another port");
+    assert_eq!(app.port_taken(), Some(port));
+    assert!(!app.url().contains(&format!(":{port}/")), "{}", app.url());
+    let err = smol::block_on(WebApp::bind(options(false)))
+        .err()
+        .expect("a chosen port that is taken is an error");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+#[test]
+fn the_page_listens_for_a_direct_peer_and_chats_with_it() {
+    let url = start_web(&fresh_dir("direct-data"), &fresh_dir("direct-downloads"));
+    let (host, token) = parts(&url);
+    let mut page = Page {
+        socket: open_socket(&host, &token, Some(&format!("http://{host}"))).expect("let in"),
+        seen: Vec::new(),
+    };
+    page.send(json!({"cmd": "listen", "port": 0, "name": "page"}));
+    let listening = page.expect("listening", |e| e["event"] == "listening");
+    let address = listening["address"].as_str().expect("an address");
+    let port = address.rsplit(':').next().expect("a port");
+
+    let mut options = p2pchat_client::direct::DirectOptions::new(
+        p2pchat_client::direct::Role::Connect(format!("127.0.0.1:{port}")),
+        "peer",
+    );
+    options.data_dir = Some(fresh_dir("direct-peer"));
+    let (commands, session_commands) = async_channel::unbounded();
+    let (session_outputs, outputs) = async_channel::unbounded();
+    std::thread::spawn(move || {
+        smol::block_on(p2pchat_client::direct::run(
+            options,
+            session_commands,
+            move |burst| {
+                for output in burst {
+                    let _ = session_outputs.try_send(output);
+                }
+            },
+        ))
+    });
+    page.expect("the peer", |e| {
+        e["event"] == "connected" && e["name"] == "peer"
+    });
+    page.send(json!({"cmd": "send", "text": "hello peer"}));
+    let deadline = Instant::now() + WAIT;
+    let got = loop {
+        let next = smol::block_on(smol::future::or(
+            async { outputs.recv().await.ok() },
+            async {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                None
+            },
+        ));
+        match next {
+            Some(p2pchat_client::direct::DirectOutput::Event(
+                p2pchat_client::DirectEvent::Message { text, .. },
+            )) => break text,
+            _ if Instant::now() > deadline => panic!("the peer never got the message"),
+            _ => {}
+        }
+    };
+    assert_eq!(got, "hello peer");
+    commands
+        .send_blocking(p2pchat_client::direct::DirectCommand::Send {
+            text: "hello page".into(),
+        })
+        .expect("the peer's session runs");
+    page.expect("the peer's message", |e| {
+        e["event"] == "message" && e["text"] == "hello page"
+    });
+    page.send(json!({"cmd": "exit"}));
+    commands
+        .send_blocking(p2pchat_client::direct::DirectCommand::Exit)
+        .expect("the peer's session runs");
+    page.expect("the end", |e| e["event"] == "web_ended" && e["ok"] == true);
+}
