@@ -8,13 +8,20 @@
 //! burst not yet marked shown, and shows it again rather than never.
 
 use async_channel::Receiver;
-use p2pchat_tcp::{Driver, Machine, Session, SessionEvent};
+use p2pchat_core::SendError;
+use p2pchat_tcp::{Driver, FileCommand, Machine, Session, SessionEvent};
 
+use crate::notice::SessionNotice;
 use crate::saved::Committer;
-use crate::transfer::Report;
+use crate::transfer::{Report, TransferError, TransferNotice, Transfers};
 
-/// One topology's reactions: what a frontend command, a session event and a file
-/// thread's report each turn into. Outputs are queued and taken after each step.
+/// The machine's command type of a conversation.
+pub(crate) type MachineCommand<C> = <<C as Conversation>::Machine as Machine>::Command;
+
+/// One topology's reactions: what a frontend command and a session event each turn
+/// into. Outputs are queued ([`Conversation::push`]) and taken after each step.
+/// What both topologies do alike (file steps, their notices, problems, warnings) is
+/// provided here, once.
 pub(crate) trait Conversation {
     /// The session's state machine.
     type Machine: Machine;
@@ -24,18 +31,72 @@ pub(crate) trait Conversation {
     type Output;
 
     /// A frontend's command.
-    fn on_command(&mut self, command: Self::Command) -> Vec<<Self::Machine as Machine>::Command>;
+    fn on_command(&mut self, command: Self::Command) -> Vec<MachineCommand<Self>>;
     /// A session event.
     fn on_event(
         &mut self,
         event: SessionEvent<<Self::Machine as Machine>::Event>,
-    ) -> Vec<<Self::Machine as Machine>::Command>;
-    /// A file thread's report.
-    fn on_report(&mut self, report: Report) -> Vec<<Self::Machine as Machine>::Command>;
+    ) -> Vec<MachineCommand<Self>>;
+    /// The conversation's file transfers.
+    fn transfers(&mut self) -> &mut Transfers;
+    /// Queues an output.
+    fn push(&mut self, output: Self::Output);
     /// What to tell the frontend since the last call.
     fn take_output(&mut self) -> Vec<Self::Output>;
+    /// A file step as the machine's command.
+    fn file_command(command: FileCommand) -> MachineCommand<Self>;
+    /// A transfer's notice as an output.
+    fn transfer_output(notice: TransferNotice) -> Self::Output;
+    /// A session notice as an output.
+    fn notice_output(notice: SessionNotice) -> Self::Output;
+
+    /// Queues a session notice.
+    fn notice(&mut self, notice: SessionNotice) {
+        let output = Self::notice_output(notice);
+        self.push(output);
+    }
+
     /// A warning to pass on (saving the session failed).
-    fn warn(&mut self, message: String);
+    fn warn(&mut self, message: String) {
+        self.notice(SessionNotice::Warning { message });
+    }
+
+    /// A command the session refused: nothing was sent.
+    fn rejected(&mut self, error: SendError) {
+        self.notice(SessionNotice::Problem {
+            message: error.to_string(),
+        });
+    }
+
+    /// File steps as the machine's commands, with the transfers' notices queued.
+    fn file_commands(&mut self, commands: Vec<FileCommand>) -> Vec<MachineCommand<Self>> {
+        let notices: Vec<_> = self.transfers().take_notices().collect();
+        for notice in notices {
+            self.push(Self::transfer_output(notice));
+        }
+        commands.into_iter().map(Self::file_command).collect()
+    }
+
+    /// A file step the frontend asked for (send, accept, decline): its command, or a
+    /// problem notice when it could not be taken.
+    fn file_step(&mut self, step: Result<FileCommand, TransferError>) -> Vec<MachineCommand<Self>> {
+        match step {
+            Ok(command) => self.file_commands(vec![command]),
+            Err(e) => {
+                let none = self.file_commands(Vec::new());
+                self.notice(SessionNotice::Problem {
+                    message: e.to_string(),
+                });
+                none
+            }
+        }
+    }
+
+    /// A file thread's report.
+    fn on_report(&mut self, report: Report) -> Vec<MachineCommand<Self>> {
+        let commands = self.transfers().on_report(report);
+        self.file_commands(commands)
+    }
 }
 
 /// What woke the loop.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_channel::Receiver;
 use p2pchat_core::{ErrorCode, Limits, Peer, PeerEvent, PeerSide, RecordCipher};
-use p2pchat_tcp::{DEFAULT_PORT, PeerCommand, SessionEvent};
+use p2pchat_tcp::{DEFAULT_PORT, FileCommand, PeerCommand, SessionEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::{self, Conversation};
@@ -28,8 +28,8 @@ use crate::events::{DirectEvent, HistoryLine};
 use crate::history::{Direction, History};
 use crate::keys::{self, Trust, Wishes};
 use crate::notice::SessionNotice;
-use crate::saved::{Committer, Saving};
-use crate::transfer::{Report, TransferNotice, Transfers};
+use crate::saved::{Committer, Saving, SessionSlot};
+use crate::transfer::{TransferNotice, Transfers};
 
 /// Which side of the conversation this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,49 +234,22 @@ async fn listen(
         ..options.wishes.clone()
     };
     let security = wishes.security_in(dir, true, trust.expect())?;
-    let clock = p2pchat_tcp::Clock::new();
     let mut limits = Limits::default();
     if let Some(grace) = options.resume_grace {
         limits.resume_grace = grace;
     }
-    let now = clock.now();
-    let mut resumed = None;
-    let mut machine = None;
-    if let (Some(slot), Some(saved)) = (slot.as_ref(), saved) {
-        match crate::saved::restore(slot, &saved, |bytes| {
-            Peer::restore(bytes, limits.clone(), security.clone(), now)
-        }) {
-            Ok(mut m) => {
-                m.handle_reconnected(now);
-                resumed = Some(m.remote_name().unwrap_or_default().to_owned());
-                show(notice(SessionNotice::Restored {
-                    id: None,
-                    file: slot.path().to_owned(),
-                }));
-                machine = Some(m);
-            }
-            Err(n) => show(notice(n)),
-        }
-    }
-    let machine = match machine {
-        Some(m) => m,
-        None => Peer::new(PeerSide::Acceptor, &options.name, limits, security, now)
-            .map_err(SessionError::Name)?,
-    };
-    let (store, commit) = slot.as_ref().map(|s| s.store()).unzip();
-    let session = p2pchat_tcp::prepare_with_redial(stream, machine, clock, Some(redial), store);
-    let remote = Remote {
+    let opening = Opening {
+        side: PeerSide::Acceptor,
+        limits,
+        security,
+        slot,
+        saved,
+        stream,
+        redial: Some(redial),
         address: peer.ip().to_string(),
         trust,
-        resumed,
-        commit,
     };
-    let result = converse(options, session, replay, &commands, remote, show).await;
-    // Over: nothing to resume.
-    if let Some(slot) = &slot {
-        slot.clear();
-    }
-    result
+    hold(options, opening, replay, &commands, show).await
 }
 
 /// Dials the peer, then holds the conversation.
@@ -303,10 +276,9 @@ async fn connect(
         Some(keys::host_label(host, DEFAULT_PORT)),
         options.wishes.expect.is_some(),
     );
-    let clock = p2pchat_tcp::Clock::new();
-    let now = clock.now();
     if plain_text {
-        let machine = Peer::new_plain_text(Limits::default(), now);
+        let clock = p2pchat_tcp::Clock::new();
+        let machine = Peer::new_plain_text(Limits::default(), clock.now());
         let session = p2pchat_tcp::prepare_with_redial(stream, machine, clock, None, None);
         let remote = Remote {
             address,
@@ -322,11 +294,69 @@ async fn connect(
     let (slot, saved, warnings) = crate::saved::open(options.saving, dir, "connect", &target);
     show(warnings.into_iter().map(DirectOutput::Notice).collect());
     let security = options.wishes.security_in(dir, false, trust.expect())?;
+    let opening = Opening {
+        side: PeerSide::Connector,
+        limits: Limits::default(),
+        security,
+        slot,
+        saved,
+        stream,
+        // Dials the listener again if the connection is lost, to resume.
+        redial: Some(p2pchat_tcp::redial_to(
+            host.to_owned(),
+            DEFAULT_PORT,
+            "`p2pchat listen`",
+        )),
+        address,
+        trust,
+    };
+    hold(options, opening, Vec::new(), &commands, show).await
+}
+
+/// A conversation about to start: its connection, and what it needs to resume or
+/// begin.
+struct Opening {
+    side: PeerSide,
+    limits: Limits,
+    security: p2pchat_core::Security,
+    /// Where it is saved as it goes, and what a process that died left there.
+    slot: Option<SessionSlot>,
+    saved: Option<Vec<u8>>,
+    stream: smol::net::TcpStream,
+    /// How to get the connection back when it is lost.
+    redial: Option<p2pchat_tcp::Redial>,
+    /// The peer's IP address.
+    address: String,
+    trust: Trust,
+}
+
+/// Resumes the conversation saved in the slot (with a notice) or begins a new one,
+/// holds it to its end, and forgets it.
+async fn hold(
+    options: &DirectOptions,
+    opening: Opening,
+    replay: Vec<DirectCommand>,
+    commands: &Receiver<DirectCommand>,
+    show: &mut dyn FnMut(Vec<DirectOutput>),
+) -> Result<(), SessionError> {
+    let Opening {
+        side,
+        limits,
+        security,
+        slot,
+        saved,
+        stream,
+        redial,
+        address,
+        trust,
+    } = opening;
+    let clock = p2pchat_tcp::Clock::new();
+    let now = clock.now();
     let mut resumed = None;
     let mut machine = None;
     if let (Some(slot), Some(saved)) = (slot.as_ref(), saved) {
         match crate::saved::restore(slot, &saved, |bytes| {
-            Peer::restore(bytes, Limits::default(), security.clone(), now)
+            Peer::restore(bytes, limits.clone(), security.clone(), now)
         }) {
             Ok(mut m) => {
                 m.handle_reconnected(now);
@@ -342,26 +372,19 @@ async fn connect(
     }
     let machine = match machine {
         Some(m) => m,
-        None => Peer::new(
-            PeerSide::Connector,
-            &options.name,
-            Limits::default(),
-            security,
-            now,
-        )
-        .map_err(SessionError::Name)?,
+        None => {
+            Peer::new(side, &options.name, limits, security, now).map_err(SessionError::Name)?
+        }
     };
-    // Dials the listener again if the connection is lost, to resume.
-    let redial = p2pchat_tcp::redial_to(host.to_owned(), DEFAULT_PORT, "`p2pchat listen`");
-    let (store, commit) = slot.as_ref().map(|s| s.store()).unzip();
-    let session = p2pchat_tcp::prepare_with_redial(stream, machine, clock, Some(redial), store);
+    let (store, commit) = slot.as_ref().map(SessionSlot::store).unzip();
+    let session = p2pchat_tcp::prepare_with_redial(stream, machine, clock, redial, store);
     let remote = Remote {
         address,
         trust,
         resumed,
         commit,
     };
-    let result = converse(options, session, Vec::new(), &commands, remote, show).await;
+    let result = converse(options, session, replay, commands, remote, show).await;
     // Over: nothing to resume.
     if let Some(slot) = &slot {
         slot.clear();
@@ -529,33 +552,6 @@ struct DirectConversation<'a> {
 }
 
 impl DirectConversation<'_> {
-    fn notice(&mut self, notice: SessionNotice) {
-        self.out.push(DirectOutput::Notice(notice));
-    }
-
-    fn take_transfer_notices(&mut self) {
-        let notices: Vec<_> = self.transfers.take_notices().collect();
-        self.out
-            .extend(notices.into_iter().map(DirectOutput::Transfer));
-    }
-
-    /// Queues the transfers' notices and wraps a file step as a command.
-    fn file_step(
-        &mut self,
-        step: Result<p2pchat_tcp::FileCommand, crate::transfer::TransferError>,
-    ) -> Vec<PeerCommand> {
-        self.take_transfer_notices();
-        match step {
-            Ok(cmd) => vec![PeerCommand::File(cmd)],
-            Err(e) => {
-                self.notice(SessionNotice::Problem {
-                    message: e.to_string(),
-                });
-                vec![]
-            }
-        }
-    }
-
     /// Opens the history for the peer known as `name` (or by its address).
     fn start_log(&mut self, name: &str) {
         let peer = if name.is_empty() {
@@ -594,8 +590,7 @@ impl Conversation for DirectConversation<'_> {
             }
             DirectCommand::Cancel => {
                 let cmds = self.transfers.cancel_all();
-                self.take_transfer_notices();
-                return cmds.into_iter().map(PeerCommand::File).collect();
+                return self.file_commands(cmds);
             }
             DirectCommand::History { lines } => {
                 match self.log.history.as_ref().map(|h| h.path().to_owned()) {
@@ -623,14 +618,11 @@ impl Conversation for DirectConversation<'_> {
         let event = match event {
             SessionEvent::Core(PeerEvent::File(e)) => {
                 let cmds = self.transfers.on_event(e);
-                self.take_transfer_notices();
-                return cmds.into_iter().map(PeerCommand::File).collect();
+                return self.file_commands(cmds);
             }
             SessionEvent::Core(event) => event,
             SessionEvent::Rejected(e) => {
-                self.notice(SessionNotice::Problem {
-                    message: e.to_string(),
-                });
+                self.rejected(e);
                 return vec![];
             }
         };
@@ -695,17 +687,27 @@ impl Conversation for DirectConversation<'_> {
         vec![]
     }
 
-    fn on_report(&mut self, report: Report) -> Vec<PeerCommand> {
-        let cmds = self.transfers.on_report(report);
-        self.take_transfer_notices();
-        cmds.into_iter().map(PeerCommand::File).collect()
+    fn transfers(&mut self) -> &mut Transfers {
+        self.transfers
+    }
+
+    fn push(&mut self, output: DirectOutput) {
+        self.out.push(output);
     }
 
     fn take_output(&mut self) -> Vec<DirectOutput> {
         std::mem::take(&mut self.out)
     }
 
-    fn warn(&mut self, message: String) {
-        self.notice(SessionNotice::Warning { message });
+    fn file_command(command: FileCommand) -> PeerCommand {
+        PeerCommand::File(command)
+    }
+
+    fn transfer_output(notice: TransferNotice) -> DirectOutput {
+        DirectOutput::Transfer(notice)
+    }
+
+    fn notice_output(notice: SessionNotice) -> DirectOutput {
+        DirectOutput::Notice(notice)
     }
 }

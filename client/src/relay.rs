@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::Receiver;
 use p2pchat_core::{ClientEvent, ClientId, ErrorCode, Limits, RecordCipher, RelayClient};
-use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, SessionEvent};
+use p2pchat_tcp::{ClientCommand, DEFAULT_PORT, FileCommand, SessionEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::{self, Conversation};
@@ -30,7 +30,7 @@ use crate::events::RelayEvent;
 use crate::keys::{self, Trust, Wishes};
 use crate::notice::SessionNotice;
 use crate::saved::{Committer, Saving, SessionSlot};
-use crate::transfer::{Report, TransferNotice, Transfers};
+use crate::transfer::{TransferNotice, Transfers};
 
 /// How to join a relay. [`RelayOptions::new`] gives the defaults a user expects:
 /// encrypted, reconnecting, files saved to the current folder once accepted.
@@ -394,35 +394,6 @@ struct RelayConversation<'a> {
     reconnect: bool,
 }
 
-impl RelayConversation<'_> {
-    fn notice(&mut self, notice: SessionNotice) {
-        self.out.push(RelayOutput::Notice(notice));
-    }
-
-    /// Queues the transfers' notices and wraps a file step as a command.
-    fn file_step(
-        &mut self,
-        step: Result<p2pchat_tcp::FileCommand, crate::transfer::TransferError>,
-    ) -> Vec<ClientCommand> {
-        self.take_transfer_notices();
-        match step {
-            Ok(cmd) => vec![ClientCommand::File(cmd)],
-            Err(e) => {
-                self.notice(SessionNotice::Problem {
-                    message: e.to_string(),
-                });
-                vec![]
-            }
-        }
-    }
-
-    fn take_transfer_notices(&mut self) {
-        let notices: Vec<_> = self.transfers.take_notices().collect();
-        self.out
-            .extend(notices.into_iter().map(RelayOutput::Transfer));
-    }
-}
-
 impl Conversation for RelayConversation<'_> {
     type Machine = RelayClient;
     type Command = RelayCommand;
@@ -451,8 +422,7 @@ impl Conversation for RelayConversation<'_> {
             }
             RelayCommand::Cancel => {
                 let cmds = self.transfers.cancel_all();
-                self.take_transfer_notices();
-                return cmds.into_iter().map(ClientCommand::File).collect();
+                return self.file_commands(cmds);
             }
             RelayCommand::Who => ClientCommand::Who,
             RelayCommand::Exit => ClientCommand::Exit,
@@ -465,14 +435,11 @@ impl Conversation for RelayConversation<'_> {
         let event = match event {
             SessionEvent::Core(ClientEvent::File(e)) => {
                 let cmds = self.transfers.on_event(e);
-                self.take_transfer_notices();
-                return cmds.into_iter().map(ClientCommand::File).collect();
+                return self.file_commands(cmds);
             }
             SessionEvent::Core(event) => event,
             SessionEvent::Rejected(e) => {
-                self.notice(SessionNotice::Problem {
-                    message: e.to_string(),
-                });
+                self.rejected(e);
                 return vec![];
             }
         };
@@ -539,18 +506,28 @@ impl Conversation for RelayConversation<'_> {
         vec![]
     }
 
-    fn on_report(&mut self, report: Report) -> Vec<ClientCommand> {
-        let cmds = self.transfers.on_report(report);
-        self.take_transfer_notices();
-        cmds.into_iter().map(ClientCommand::File).collect()
+    fn transfers(&mut self) -> &mut Transfers {
+        self.transfers
+    }
+
+    fn push(&mut self, output: RelayOutput) {
+        self.out.push(output);
     }
 
     fn take_output(&mut self) -> Vec<RelayOutput> {
         std::mem::take(&mut self.out)
     }
 
-    fn warn(&mut self, message: String) {
-        self.notice(SessionNotice::Warning { message });
+    fn file_command(command: FileCommand) -> ClientCommand {
+        ClientCommand::File(command)
+    }
+
+    fn transfer_output(notice: TransferNotice) -> RelayOutput {
+        RelayOutput::Transfer(notice)
+    }
+
+    fn notice_output(notice: SessionNotice) -> RelayOutput {
+        RelayOutput::Notice(notice)
     }
 }
 
