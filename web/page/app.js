@@ -263,11 +263,13 @@ const handlers = {
   file_delivered(ev) {
     const t = transfer(`send:${ev.name}`, ev.name, ev.size, true);
     setProgress(t, ev.size, "delivered, hash verified");
+    t.querySelector(".name").textContent = `sent ${ev.name} (${human(ev.size)}) to ${ev.to}`;
     notice(`${ev.name} delivered to ${ev.to} (hash verified)`);
   },
   file_received(ev) {
     const t = transfer(`recv:${ev.name}`, ev.name, ev.size, false);
-    setProgress(t, ev.size, `received: ${ev.path}`);
+    setProgress(t, ev.size, `saved as ${ev.path}`);
+    t.querySelector(".name").textContent = `received ${ev.name} (${human(ev.size)}) from ${ev.from}`;
     notice(`received ${ev.name} (${human(ev.size)}, BLAKE3 verified) from ${ev.from}: ${ev.path}`);
   },
   file_send_failed(ev) { notice(`sending ${ev.name} to ${ev.to} failed: ${ev.reason}`, "error"); },
