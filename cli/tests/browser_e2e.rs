@@ -280,13 +280,18 @@ fn a_page_and_a_terminal_chat_through_a_relay_and_the_page_sends_a_file() {
     );
     cli.expect_out("the second offer", |l| l.contains("offers dropped.txt"));
     cli.send("/accept 2");
-    let received = cli.expect_out("the dropped file", |l| l.starts_with("* received dropped.txt"));
+    let received = cli.expect_out("the dropped file", |l| {
+        l.starts_with("* received dropped.txt")
+    });
     let path = received.rsplit(": ").next().expect("a path");
     assert_eq!(
         std::fs::read(path).expect("the received file"),
         b"dropped on the page\n"
     );
-    browser.wait_for("its delivery", &messages_contain("dropped.txt delivered to client 1"));
+    browser.wait_for(
+        "its delivery",
+        &messages_contain("dropped.txt delivered to client 1"),
+    );
 
     // The picture in the README is this page, as this run left it.
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
