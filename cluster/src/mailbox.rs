@@ -1,0 +1,169 @@
+//! Mailboxes in JetStream: what a relay holds for a client survives the relay.
+//!
+//! One stream per cluster, `P2PCHAT_MAIL_CLUSTER`, with one subject per client,
+//! `p2pchat.CLUSTER.mail.ID`, keeping each message for the resume grace (`max_age`).
+//! A message is put with a publish that JetStream acknowledges once it has stored it:
+//! only then may the relay tell the sender it has it. The relay that holds the
+//! client reads its mailbox through a durable consumer named after the client, and
+//! acknowledges each message once the client confirmed it. If that relay dies, the
+//! relay the client resumes on opens the same consumer: what was acknowledged is not
+//! sent again, what was not is redelivered (after the consumer's `ack_wait`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, stream};
+use bytes::Bytes;
+
+use crate::bus::{Bus, BusError};
+
+/// A message from a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Letter {
+    /// Its place in the cluster's mail stream.
+    pub sequence: u64,
+    /// Its bytes.
+    pub payload: Bytes,
+    /// Where its acknowledgement goes.
+    ack: String,
+}
+
+/// The cluster's mail stream.
+#[derive(Clone)]
+pub struct Mail {
+    bus: Bus,
+    cluster: String,
+    stream: String,
+}
+
+impl Mail {
+    /// Opens (creating it if this is the first relay) the mail stream of `cluster`,
+    /// keeping messages for `keep`.
+    pub async fn open(bus: &Bus, cluster: &str, keep: Duration) -> Result<Mail, BusError> {
+        let stream = format!("P2PCHAT_MAIL_{cluster}");
+        let config = stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("p2pchat.{cluster}.mail.*")],
+            max_age: keep,
+            ..Default::default()
+        };
+        bus.call(move |_, js| async move {
+            js.get_or_create_stream(config)
+                .await
+                .map(|_| ())
+                .map_err(|e| BusError::Nats(e.to_string()))
+        })
+        .await??;
+        Ok(Mail {
+            bus: bus.clone(),
+            cluster: cluster.to_owned(),
+            stream,
+        })
+    }
+
+    /// Stores `payload` for client `to`; returns once JetStream has stored it, with
+    /// its sequence.
+    pub async fn put(&self, to: u32, payload: Bytes) -> Result<u64, BusError> {
+        let subject = format!("p2pchat.{}.mail.{to}", self.cluster);
+        self.bus
+            .call(move |_, js| async move {
+                let ack = js
+                    .publish(subject, payload)
+                    .await
+                    .map_err(|e| BusError::Nats(e.to_string()))?
+                    .await
+                    .map_err(|e| BusError::Nats(e.to_string()))?;
+                Ok(ack.sequence)
+            })
+            .await?
+    }
+
+    /// Reads client `to`'s mailbox from where it was last acknowledged (by any relay);
+    /// a message read and not acknowledged within `ack_wait` is delivered again.
+    pub async fn reader(&self, to: u32, ack_wait: Duration) -> Result<MailReader, BusError> {
+        let name = format!("client-{to}");
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: format!("p2pchat.{}.mail.{to}", self.cluster),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            ..Default::default()
+        };
+        let stream = self.stream.clone();
+        self.bus
+            .call(move |_, js| async move {
+                let stream = js
+                    .get_stream(stream)
+                    .await
+                    .map_err(|e| BusError::Nats(e.to_string()))?;
+                stream
+                    .get_or_create_consumer(&name, config)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| BusError::Nats(e.to_string()))
+            })
+            .await??;
+        Ok(MailReader {
+            bus: self.bus.clone(),
+            stream: self.stream.clone(),
+            consumer: format!("client-{to}"),
+        })
+    }
+}
+
+/// One client's mailbox, being read.
+pub struct MailReader {
+    bus: Bus,
+    stream: String,
+    consumer: String,
+}
+
+impl MailReader {
+    /// Up to `max` letters not yet acknowledged, waiting at most `wait` for the first.
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Letter>, BusError> {
+        let (stream, name) = (self.stream.clone(), self.consumer.clone());
+        self.bus
+            .call(move |_, js| async move {
+                use futures_util::StreamExt;
+                let consumer: consumer::PullConsumer = js
+                    .get_consumer_from_stream(name, stream)
+                    .await
+                    .map_err(|e| BusError::Nats(e.to_string()))?;
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(max)
+                    .expires(wait)
+                    .messages()
+                    .await
+                    .map_err(|e| BusError::Nats(e.to_string()))?;
+                let mut letters = Vec::new();
+                while let Some(m) = batch.next().await {
+                    let m = m.map_err(|e| BusError::Nats(e.to_string()))?;
+                    let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    let ack = m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default();
+                    letters.push(Letter {
+                        sequence,
+                        payload: m.payload.clone(),
+                        ack,
+                    });
+                }
+                Ok(letters)
+            })
+            .await?
+    }
+
+    /// The client confirmed `letter`: it is not delivered again, by any relay.
+    pub async fn acknowledge(&self, letter: &Letter) -> Result<(), BusError> {
+        let ack = letter.ack.clone();
+        self.bus
+            .call(move |client, _| async move {
+                // A request, not a publish: the server answers once the ack is
+                // recorded, so a relay that dies right after has not lost it.
+                client
+                    .request(ack, Bytes::from_static(b"+ACK"))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| BusError::Nats(e.to_string()))
+            })
+            .await?
+    }
+}

@@ -1,0 +1,171 @@
+//! The cluster's bus against a real `nats-server -js` (Debian's, started here on a
+//! free loopback port with a temporary store): IDs unique and in order across
+//! relays, the cluster-wide limit, per-publisher order, mailboxes that outlive the
+//! relay reading them, and JetStream data that outlives a NATS restart.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use p2pchat_cluster::{Admission, Admitted, Bus, Mail, NatsServer};
+
+fn server() -> NatsServer {
+    NatsServer::start().expect("nats-server starts (apt-get install -y nats-server)")
+}
+
+fn bus(server: &NatsServer) -> Bus {
+    smol::block_on(Bus::connect(&server.url())).expect("connected")
+}
+
+/// Waits for `fut`, failing after 15 s.
+fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    smol::block_on(smol::future::or(async { Some(fut.await) }, async {
+        smol::Timer::after(Duration::from_secs(15)).await;
+        None
+    }))
+    .unwrap_or_else(|| panic!("{what} took over 15 s"))
+}
+
+#[test]
+fn three_relays_admitting_at_once_hand_out_unique_ids_in_order_up_to_the_limit() {
+    let nats = server();
+    let relays: Vec<Admission> = (0..3)
+        .map(|_| {
+            let bus = bus(&nats);
+            within("opening", Admission::open(&bus, "ids")).expect("the bucket")
+        })
+        .collect();
+    // 3 relays x 10 admissions, all at once, limit 30.
+    let threads: Vec<_> = relays
+        .iter()
+        .cloned()
+        .map(|relay| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| within("admitting", relay.admit(30)).expect("admitted"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for thread in threads {
+        let admitted = thread.join().expect("the thread");
+        // Each relay's own admissions come in increasing order.
+        let mine: Vec<u32> = admitted
+            .iter()
+            .map(|a| match a {
+                Admitted::Id(id) => *id,
+                full => panic!("refused under the limit: {full:?}"),
+            })
+            .collect();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
+        ids.extend(mine);
+    }
+    assert_eq!(ids, (0..30).collect::<BTreeSet<u32>>(), "unique, no gaps");
+    assert_eq!(
+        within("the 31st", relays[1].admit(30)).expect("an answer"),
+        Admitted::Full {
+            online: 30,
+            limit: 30
+        }
+    );
+    within("a leave", relays[2].release()).expect("released");
+    assert_eq!(
+        within("after a leave", relays[0].admit(30)).expect("an answer"),
+        Admitted::Id(30),
+        "a freed place takes a new ID; IDs are never reused"
+    );
+}
+
+#[test]
+fn a_subject_carries_one_publishers_messages_in_order() {
+    let nats = server();
+    let (a, b) = (bus(&nats), bus(&nats));
+    let inbox = within("subscribing", a.subscribe("p2pchat.t.to.5".into())).expect("subscribed");
+    for i in 0..200u32 {
+        within(
+            "publishing",
+            b.publish("p2pchat.t.to.5".into(), Bytes::from(i.to_string())),
+        )
+        .expect("published");
+    }
+    for i in 0..200u32 {
+        let m = within("receiving", inbox.recv()).expect("a message");
+        assert_eq!(m.payload, Bytes::from(i.to_string()));
+        assert_eq!(m.subject, "p2pchat.t.to.5");
+    }
+}
+
+#[test]
+fn a_mailbox_outlives_the_relay_reading_it_and_nothing_acknowledged_comes_again() {
+    let nats = server();
+    let (a, b, c) = (bus(&nats), bus(&nats), bus(&nats));
+    let keep = Duration::from_secs(60);
+    let ack_wait = Duration::from_millis(500);
+    let mail = within("opening", Mail::open(&a, "m", keep)).expect("the stream");
+    for text in ["one", "two", "three"] {
+        within("storing", mail.put(7, Bytes::from(text))).expect("stored");
+    }
+    // Relay B reads all three, confirms two, and dies.
+    let reader = within("a reader", Mail::open(&b, "m", keep))
+        .expect("the stream")
+        .pipe(|m| within("b's reader", m.reader(7, ack_wait)).expect("a consumer"));
+    let letters = within("fetching", reader.fetch(10, Duration::from_secs(2))).expect("letters");
+    let texts: Vec<_> = letters.iter().map(|l| l.payload.clone()).collect();
+    assert_eq!(texts, ["one", "two", "three"].map(Bytes::from));
+    within("ack", reader.acknowledge(&letters[0])).expect("acknowledged");
+    within("ack", reader.acknowledge(&letters[1])).expect("acknowledged");
+    drop(reader);
+    drop(b);
+    // The client resumes on relay C: only the unconfirmed one comes again.
+    let reader = within("c's reader", async {
+        Mail::open(&c, "m", keep).await?.reader(7, ack_wait).await
+    })
+    .expect("a consumer");
+    let again =
+        within("fetching again", reader.fetch(10, Duration::from_secs(3))).expect("letters");
+    let texts: Vec<_> = again.iter().map(|l| l.payload.clone()).collect();
+    assert_eq!(texts, [Bytes::from("three")]);
+    assert_eq!(again[0].sequence, letters[2].sequence);
+    within("ack", reader.acknowledge(&again[0])).expect("acknowledged");
+    let none = within("fetching", reader.fetch(10, Duration::from_millis(800))).expect("no error");
+    assert!(none.is_empty(), "{none:?}");
+}
+
+#[test]
+fn mail_stored_before_nats_is_killed_is_there_after_it_restarts() {
+    let nats = server();
+    let port = nats.port();
+    let keep = Duration::from_secs(60);
+    let a = bus(&nats);
+    let mail = within("opening", Mail::open(&a, "r", keep)).expect("the stream");
+    within("storing", mail.put(3, Bytes::from("kept"))).expect("stored");
+    drop(mail);
+    drop(a);
+    let store = nats.kill();
+    let nats = NatsServer::start_on(port, Some(store)).expect("restarted on its store");
+    let b = bus(&nats);
+    let reader = within("reader", async {
+        Mail::open(&b, "r", keep)
+            .await?
+            .reader(3, Duration::from_secs(1))
+            .await
+    })
+    .expect("a consumer");
+    let letters = within("fetching", reader.fetch(10, Duration::from_secs(3))).expect("letters");
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| l.payload.clone())
+            .collect::<Vec<_>>(),
+        [Bytes::from("kept")]
+    );
+}
+
+/// `x.pipe(f)` is `f(x)`: reads left to right in a test.
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
