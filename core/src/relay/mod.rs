@@ -14,7 +14,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod cluster;
 mod files;
+
+pub use cluster::{Admission, ClusterRequest};
 mod plain_text;
 mod rate;
 mod routes;
@@ -149,6 +152,9 @@ struct Client {
     /// Its session (capability `CAP_RESUME`): what it acknowledged, what it may
     /// resume. `None` for a plain-text client or one without the session layer.
     session: Option<Box<sessions::ClientSession>>,
+    /// It is on another relay of the cluster (`cluster.rs`): what is queued for it
+    /// goes to the bus, and it is never pinged, swept or sent presence.
+    remote: bool,
 }
 
 #[derive(Debug)]
@@ -179,6 +185,14 @@ struct Connection {
     /// How that connection was lost (the reason others are given if it never
     /// comes back).
     lost_by: ErrorCode,
+}
+
+impl Connection {
+    /// Whether this is a client on another relay of the cluster (no transport: what
+    /// is queued for it goes to the bus).
+    fn is_remote(&self) -> bool {
+        matches!(&self.state, ConnState::Admitted(client) if client.remote)
+    }
 }
 
 /// The relay server state machine. See the module documentation.
@@ -240,6 +254,8 @@ pub struct RelayServer {
     /// (away client, sender) pairs whose sender was told its messages wait
     /// (`Held`), so that it is told once per absence, not once per message.
     told_held: FxHashSet<(ClientId, ClientId)>,
+    /// A relay of a cluster: what it asks of the bus (`None`: a relay on its own).
+    cluster: Option<cluster::Cluster>,
 }
 
 /// Broadcasts from one sender, encoded once, waiting to be fanned out.
@@ -296,6 +312,7 @@ impl RelayServer {
             riders: VecDeque::new(),
             now: Timestamp::ZERO,
             told_held: FxHashSet::default(),
+            cluster: None,
         }
     }
 
@@ -636,7 +653,7 @@ impl RelayServer {
                     state: ConnState::Admitted(client),
                     parked_until: None,
                     ..
-                }) => !client.plain_text && client.last_heard + idle <= now,
+                }) => !client.plain_text && !client.remote && client.last_heard + idle <= now,
                 _ => false,
             })
             .copied()
@@ -669,7 +686,7 @@ impl RelayServer {
                         "the server is shutting down",
                     );
                 }
-                Some(ConnState::Admitted(_)) => {
+                Some(ConnState::Admitted(client)) if !client.remote => {
                     self.close_client(
                         conn,
                         ErrorCode::ServerShutdown,
@@ -691,6 +708,15 @@ impl RelayServer {
             };
             c.in_ready = false;
             if let Some(bytes) = c.out.take(c.secure.channel()) {
+                if let ConnState::Admitted(client) = &c.state
+                    && client.remote
+                {
+                    let to = client.id;
+                    if let Some(cluster) = self.cluster.as_mut() {
+                        cluster.forward(to, bytes);
+                    }
+                    continue;
+                }
                 return Some(Transmit { conn, bytes });
             }
         }
@@ -825,17 +851,41 @@ impl RelayServer {
                 out.retain_session(max_retained);
             }
         });
-        if let Some(ConnState::Admitted(client)) = self.conns.get_mut(&conn).map(|c| &mut c.state) {
-            client.session = session;
+        self.attach_session(conn, session);
+    }
+
+    /// Gives the client on `conn` its session: now if it is admitted, or once the
+    /// cluster admits it.
+    fn attach_session(&mut self, conn: ConnId, session: Option<Box<sessions::ClientSession>>) {
+        match self.conns.get_mut(&conn).map(|c| &mut c.state) {
+            Some(ConnState::Admitted(client)) => client.session = session,
+            _ => {
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.keep_session(conn, session);
+                }
+            }
         }
     }
 
     /// Turns a connection away with a reason it can read, and closes it.
     fn refuse(&mut self, conn: ConnId, code: ErrorCode, reason: String) {
+        let (online, limit) = (self.online() as u32, self.limits.max_clients);
+        self.refuse_with(conn, code, reason, online, limit);
+    }
+
+    /// [`RelayServer::refuse`], saying `online` of `limit` (a cluster's figures).
+    fn refuse_with(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        reason: String,
+        online: u32,
+        limit: u32,
+    ) {
         let refused = Frame::Refused(Refused {
             code,
-            online: self.online() as u32,
-            limit: self.limits.max_clients,
+            online,
+            limit,
             reason: reason.clone(),
         });
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -854,11 +904,30 @@ impl RelayServer {
         name: String,
         key: Option<PublicKey>,
         now: Timestamp,
-        welcome: impl FnOnce(ClientId, &mut Outbound),
-    ) -> ClientId {
-        let plain_text = self.conns.get(&conn).is_some_and(|c| c.text.is_some());
+        welcome: impl FnOnce(ClientId, &mut Outbound) + Send + 'static,
+    ) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            // The cluster decides the ID (`handle_admission`); meanwhile the
+            // connection stays in its handshake, under its deadline.
+            cluster.await_admission(conn, name, key, Box::new(welcome));
+            return;
+        }
         let id = ClientId(self.next_client);
         self.next_client += 1;
+        self.admit_as(conn, id, name, key, now, welcome);
+    }
+
+    /// Admits a connection as client `id` (see [`RelayServer::admit`]).
+    fn admit_as(
+        &mut self,
+        conn: ConnId,
+        id: ClientId,
+        name: String,
+        key: Option<PublicKey>,
+        now: Timestamp,
+        welcome: impl FnOnce(ClientId, &mut Outbound),
+    ) {
+        let plain_text = self.conns.get(&conn).is_some_and(|c| c.text.is_some());
         if let Some(c) = self.conns.get_mut(&conn) {
             if let ConnState::Handshaking { deadline, .. } = c.state {
                 self.deadlines.remove(&(deadline, conn));
@@ -874,6 +943,7 @@ impl RelayServer {
                 bucket: rate::TokenBucket::new(self.limits.message_burst, now),
                 strikes: strikes::Strikes::default(),
                 session: None,
+                remote: false,
             });
             welcome(id, &mut c.out);
         }
@@ -898,10 +968,18 @@ impl RelayServer {
             id,
             name: name.clone(),
         });
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.announce(RosterEntry {
+                id,
+                exited: false,
+                away: false,
+                name: name.clone(),
+                key,
+            });
+        }
         if self.presence_on() {
             self.notify_others(id, &Frame::Joined { id, name, key });
         }
-        id
     }
 
     /// Why a `Hello` cannot be admitted, if it cannot.
@@ -1152,8 +1230,13 @@ impl RelayServer {
             clients,
             conns,
             ready,
+            cluster,
             ..
         } = self;
+        // Clients on other relays get the batch once, through the bus, from a sender
+        // of ours (a batch that came from the bus is not sent back to it).
+        let from_here = conns.get(&sender).is_some_and(|c| !c.is_remote());
+        let mut any_remote = false;
         // How many acknowledgements each message of the batch waits for.
         let mut owed = vec![0u32; batch.ends.len()];
         // One copy of the batch that every recipient's session stream keeps, and of
@@ -1169,6 +1252,10 @@ impl RelayServer {
             let Some(t) = conns.get_mut(&target) else {
                 continue;
             };
+            if t.is_remote() {
+                any_remote = true;
+                continue;
+            }
             let before = t.out.stream_end();
             match t.out.try_push_shared_deliveries(&shared, &batch.ends) {
                 Ok(()) => {
@@ -1205,6 +1292,12 @@ impl RelayServer {
                     }
                 }
             }
+        }
+        if any_remote
+            && from_here
+            && let Some(cluster) = cluster.as_mut()
+        {
+            cluster.broadcast(batch.bytes.clone());
         }
         for (&(seq, _), &n) in batch.ends.iter().zip(&owed) {
             self.routed(sender, seq, n + took_all);
@@ -1271,6 +1364,11 @@ impl RelayServer {
         }
         client.exited = true;
         let id = client.id;
+        if let Some(entry) = self.roster_entry(conn)
+            && let Some(cluster) = self.cluster.as_mut()
+        {
+            cluster.update(entry);
+        }
         self.events.push_back(ServerEvent::Exited { id });
         if self.presence_on() {
             self.notify_others(id, &Frame::Exited { id });
@@ -1388,6 +1486,9 @@ impl RelayServer {
         detail: String,
         owed: sessions::Owed,
     ) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.withdraw_if_ours(id, code);
+        }
         self.report_undelivered(id, code, owed);
         self.told_held.retain(|&(away, _)| away != id);
         let partners = self.forget_transfers(id);
@@ -1520,7 +1621,9 @@ impl RelayServer {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if matches!(c.state, ConnState::Closing) {
+        // Notices, errors and receipts are each relay's own business: a client on
+        // another relay hears them from its relay, never through the bus.
+        if matches!(c.state, ConnState::Closing) || c.is_remote() {
             return;
         }
         if c.out.try_push(frame) {

@@ -44,7 +44,7 @@ impl RelayServer {
             return;
         }
         let max = self.limits.max_clients;
-        self.admit(conn, String::new(), None, now, |id, out| {
+        self.admit(conn, String::new(), None, now, move |id, out| {
             let line = format!("* you are client {id} (at most {max} online); {}\n", HELP);
             out.push_bytes(line.as_bytes());
         });

@@ -1,0 +1,757 @@
+//! A relay that is one of several acting as one (docs/SCALING.md): what it asks of
+//! the bus between relays, and what it learns from it. Still sans-IO: the driver
+//! carries each [`ClusterRequest`] out on the bus (NATS in `p2pchat-cluster`, an
+//! in-memory bus in tests) and reports back with the `handle_*` calls here.
+//!
+//! How it fits the relay: a client on another relay is a *remote client*, held like
+//! a parked session (a connection handle the driver never knew) with `remote` set.
+//! Routing, `/who` and presence then work unchanged; what is queued for a remote
+//! client is not written to a socket but handed over as [`ClusterRequest::Forward`]
+//! (complete `Deliver` frames, in order), and notices, errors and receipts are never
+//! queued for it (its own relay tells it those). Admission is two-phase: a `Hello`
+//! that passes its checks waits for [`RelayServer::handle_admission`], so IDs are
+//! unique across the cluster and in the order admissions were decided.
+//!
+//! Not yet (issue #23): a message to a remote client counts as delivered once
+//! handed to the bus (its receipt does not cross relays), sessions do not move
+//! between relays, and relay liveness is the driver's business.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::sessions::ClientSession;
+use super::{Client, ConnState, Connection, RelayServer, rate, strikes};
+use crate::decode::FrameDecoder;
+use crate::error::ErrorCode;
+use crate::frame::{Frame, RosterEntry};
+use crate::id::{ClientId, ConnId};
+use crate::limits::Limits;
+use crate::outbound::Outbound;
+use crate::secure::{PublicKey, Security};
+use crate::time::Timestamp;
+
+/// What a relay of a cluster asks of the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterRequest {
+    /// Decide whether connection `conn` may be admitted, and with which ID (the
+    /// cluster's counter, by compare-and-set); answer with
+    /// [`RelayServer::handle_admission`].
+    Admit {
+        /// The connection waiting.
+        conn: ConnId,
+    },
+    /// A client of this relay joined: publish its roster entry.
+    Announce(RosterEntry),
+    /// A client of this relay changed (it said exit): publish its entry again.
+    Update(RosterEntry),
+    /// A client of this relay is gone for good: remove its entry and free its place.
+    Withdraw {
+        /// Its ID (never reused).
+        id: ClientId,
+        /// Why it left.
+        code: ErrorCode,
+    },
+    /// `Deliver` frames (complete, back to back, in order) for client `to` on another
+    /// relay: put them in its mailbox ([`RelayServer::handle_mail`] there).
+    Forward {
+        /// The recipient.
+        to: ClientId,
+        /// The frames.
+        frames: Vec<u8>,
+    },
+    /// `Deliver` frames to everyone, from a sender of this relay: hand them to every
+    /// other relay ([`RelayServer::handle_remote_broadcast`] there).
+    Broadcast {
+        /// The frames.
+        frames: Vec<u8>,
+    },
+}
+
+/// The cluster's answer to [`ClusterRequest::Admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted, with this ID.
+    Id(ClientId),
+    /// The cluster is full.
+    Full {
+        /// Clients online across the cluster.
+        online: u32,
+        /// The cluster's limit.
+        limit: u32,
+    },
+    /// The bus could not decide (it is unreachable): the client is turned away with
+    /// this reason, and may try again.
+    Unavailable(String),
+}
+
+/// How a connection waiting for its admission is to be greeted.
+type Greeting = Box<dyn FnOnce(ClientId, &mut Outbound) + Send>;
+
+/// A connection waiting for the cluster's admission.
+struct Pending {
+    name: String,
+    key: Option<PublicKey>,
+    welcome: Greeting,
+    session: Option<Box<ClientSession>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("name", &self.name).finish()
+    }
+}
+
+/// The relay's side of the cluster: requests for the bus, admissions under way,
+/// and which IDs are on other relays.
+#[derive(Debug, Default)]
+pub(super) struct Cluster {
+    requests: VecDeque<ClusterRequest>,
+    pending: FxHashMap<ConnId, Pending>,
+    remote: FxHashSet<ClientId>,
+}
+
+impl Cluster {
+    /// Connection `conn` waits for its ID.
+    pub(super) fn await_admission(
+        &mut self,
+        conn: ConnId,
+        name: String,
+        key: Option<PublicKey>,
+        welcome: Greeting,
+    ) {
+        self.pending.insert(
+            conn,
+            Pending {
+                name,
+                key,
+                welcome,
+                session: None,
+            },
+        );
+        self.requests.push_back(ClusterRequest::Admit { conn });
+    }
+
+    /// The session a waiting connection gets once admitted.
+    pub(super) fn keep_session(&mut self, conn: ConnId, session: Option<Box<ClientSession>>) {
+        if let Some(p) = self.pending.get_mut(&conn) {
+            p.session = session;
+        }
+    }
+
+    pub(super) fn announce(&mut self, entry: RosterEntry) {
+        self.requests.push_back(ClusterRequest::Announce(entry));
+    }
+
+    pub(super) fn update(&mut self, entry: RosterEntry) {
+        if !self.remote.contains(&entry.id) {
+            self.requests.push_back(ClusterRequest::Update(entry));
+        }
+    }
+
+    /// A client left: if it was ours, the cluster frees its place.
+    pub(super) fn withdraw_if_ours(&mut self, id: ClientId, code: ErrorCode) {
+        if !self.remote.contains(&id) {
+            self.requests
+                .push_back(ClusterRequest::Withdraw { id, code });
+        }
+    }
+
+    pub(super) fn forward(&mut self, to: ClientId, frames: Vec<u8>) {
+        self.requests
+            .push_back(ClusterRequest::Forward { to, frames });
+    }
+
+    pub(super) fn broadcast(&mut self, frames: Vec<u8>) {
+        self.requests
+            .push_back(ClusterRequest::Broadcast { frames });
+    }
+}
+
+/// `Deliver` frames back to back, checked: each sender's run of them, as
+/// `(from, bytes, [(seq, end)])`. `None` if anything in them is not a `Deliver`.
+/// One sender's run of `Deliver` frames: its ID, the frames, each one's sequence number
+/// and where it ends.
+type Run = (ClientId, Vec<u8>, Vec<(u64, usize)>);
+
+fn deliveries(frames: &[u8], max_frame_len: u32) -> Option<Vec<Run>> {
+    let mut decoder = FrameDecoder::without_magic(max_frame_len);
+    decoder.push(frames);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut at = 0usize;
+    loop {
+        let raw = match decoder.next_raw() {
+            Ok(Some(raw)) => raw,
+            Ok(None) => break,
+            Err(_) => return None,
+        };
+        let len = 5 + raw.body.len();
+        let bytes = frames.get(at..at + len)?;
+        at += len;
+        let Ok(Frame::Deliver { from, seq, .. }) = Frame::decode(raw.type_byte, raw.body) else {
+            return None;
+        };
+        match runs.last_mut() {
+            Some((sender, run, ends)) if *sender == from => {
+                run.extend_from_slice(bytes);
+                ends.push((seq, run.len()));
+            }
+            _ => runs.push((from, bytes.to_vec(), vec![(seq, len)])),
+        }
+    }
+    (at == frames.len()).then_some(runs)
+}
+
+impl RelayServer {
+    /// A relay that is one of a cluster (see the module documentation): IDs come
+    /// from [`RelayServer::handle_admission`], clients of other relays from
+    /// [`RelayServer::handle_remote_joined`], and what is for them goes out through
+    /// [`RelayServer::poll_cluster`].
+    pub fn clustered(limits: Limits, security: Security) -> Self {
+        let mut server = RelayServer::new(limits, security);
+        server.cluster = Some(Cluster::default());
+        server
+    }
+
+    /// The next thing to do on the bus, if any. Drain it after every input, with
+    /// `poll_transmit` (a `Forward` appears when what was queued for a remote client
+    /// is taken, so drain `poll_transmit` first).
+    pub fn poll_cluster(&mut self) -> Option<ClusterRequest> {
+        self.cluster.as_mut()?.requests.pop_front()
+    }
+
+    /// The cluster decided connection `conn`'s admission.
+    pub fn handle_admission(&mut self, conn: ConnId, admission: Admission, now: Timestamp) {
+        self.now = self.now.max(now);
+        let Some(pending) = self.cluster.as_mut().and_then(|c| c.pending.remove(&conn)) else {
+            return;
+        };
+        let waiting = matches!(
+            self.conns.get(&conn).map(|c| &c.state),
+            Some(ConnState::Handshaking { .. })
+        );
+        match admission {
+            Admission::Id(id) if waiting => {
+                self.admit_as(conn, id, pending.name, pending.key, now, pending.welcome);
+                if let Some(ConnState::Admitted(client)) =
+                    self.conns.get_mut(&conn).map(|c| &mut c.state)
+                {
+                    client.session = pending.session;
+                }
+            }
+            Admission::Id(id) => {
+                // It went away while the cluster decided: give the place back.
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.requests.push_back(ClusterRequest::Withdraw {
+                        id,
+                        code: ErrorCode::ConnectionLost,
+                    });
+                }
+            }
+            Admission::Full { online, limit } if waiting => {
+                let reason = format!(
+                    "server full: {online} of {limit} clients connected across the relays; try again later"
+                );
+                self.refuse_with(conn, ErrorCode::ServerFull, reason, online, limit);
+            }
+            Admission::Unavailable(why) if waiting => {
+                let reason = format!(
+                    "this relay cannot admit anyone now: its cluster's bus is unreachable ({why}); try again later"
+                );
+                self.refuse(conn, ErrorCode::ServerFull, reason);
+            }
+            Admission::Full { .. } | Admission::Unavailable(_) => {}
+        }
+    }
+
+    /// A client joined on another relay (or is there already when this relay starts):
+    /// it is online here too, reachable by its ID.
+    pub fn handle_remote_joined(&mut self, entry: RosterEntry, now: Timestamp) {
+        self.now = self.now.max(now);
+        let id = entry.id;
+        if self.clients.get(&id).is_some() {
+            return;
+        }
+        let handle = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let client = Client {
+            id,
+            name: entry.name.clone(),
+            key: entry.key,
+            exited: entry.exited,
+            last_seq: 0,
+            last_heard: now,
+            plain_text: false,
+            bucket: rate::TokenBucket::new(self.limits.message_burst, now),
+            strikes: strikes::Strikes::default(),
+            session: None,
+            remote: true,
+        };
+        self.conns.insert(
+            handle,
+            Connection {
+                address: None,
+                over_address_limit: false,
+                decoder: FrameDecoder::new(0),
+                inner: FrameDecoder::new(0),
+                secure: super::secure::ConnSecure::None,
+                out: Outbound::new(self.limits.relay_queue_bytes()),
+                state: ConnState::Admitted(client),
+                magic_sent: true,
+                in_ready: false,
+                received_any: true,
+                text: None,
+                parked_until: None,
+                lost_by: ErrorCode::Normal,
+            },
+        );
+        self.clients.insert(id, handle);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.remote.insert(id);
+        }
+        if !entry.exited {
+            self.still_sending += 1;
+        }
+        if self.presence_on() {
+            self.notify_others(
+                id,
+                &Frame::Joined {
+                    id,
+                    name: entry.name,
+                    key: entry.key,
+                },
+            );
+        }
+    }
+
+    /// A client of another relay changed: it said exit.
+    pub fn handle_remote_changed(&mut self, entry: RosterEntry, now: Timestamp) {
+        self.now = self.now.max(now);
+        let Some(&conn) = self.clients.get(&entry.id) else {
+            return;
+        };
+        let exited_now = match self.conns.get_mut(&conn).map(|c| &mut c.state) {
+            Some(ConnState::Admitted(client))
+                if client.remote && !client.exited && entry.exited =>
+            {
+                client.exited = true;
+                true
+            }
+            _ => false,
+        };
+        if exited_now {
+            let id = entry.id;
+            if self.presence_on() {
+                self.notify_others(id, &Frame::Exited { id });
+            }
+            self.one_less_sending();
+            self.cut_off_overflowed();
+        }
+    }
+
+    /// A client of another relay is gone for good.
+    pub fn handle_remote_left(&mut self, id: ClientId, code: ErrorCode, now: Timestamp) {
+        self.now = self.now.max(now);
+        let Some(&conn) = self.clients.get(&id) else {
+            return;
+        };
+        let exited = match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Admitted(client)) if client.remote => client.exited,
+            _ => return,
+        };
+        self.clients.remove(&id);
+        self.conns.remove(&conn);
+        let detail = format!("left its relay ({code})");
+        self.announce_left(conn, id, exited, code, detail, Default::default());
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.remote.remove(&id);
+        }
+        self.cut_off_overflowed();
+    }
+
+    /// Frames from another relay's mailbox for client `to` of this relay. `false`
+    /// when they are not `Deliver` frames, or `to` is not here (the caller keeps
+    /// them, or drops them, as its bus allows).
+    pub fn handle_mail(&mut self, to: ClientId, frames: &[u8], now: Timestamp) -> bool {
+        self.now = self.now.max(now);
+        let Some(&target) = self.clients.get(&to) else {
+            return false;
+        };
+        if self.conns.get(&target).is_none_or(Connection::is_remote) {
+            return false;
+        }
+        let Some(runs) = deliveries(frames, self.limits.max_frame_len) else {
+            return false;
+        };
+        for (from, bytes, ends) in runs {
+            self.push_remote_deliveries(target, from, bytes, ends);
+        }
+        self.cut_off_overflowed();
+        true
+    }
+
+    /// Broadcast frames from a sender on another relay: to everyone here.
+    pub fn handle_remote_broadcast(&mut self, frames: &[u8], now: Timestamp) -> bool {
+        self.now = self.now.max(now);
+        let Some(runs) = deliveries(frames, self.limits.max_frame_len) else {
+            return false;
+        };
+        for (from, bytes, ends) in runs {
+            let Some(&sender) = self.clients.get(&from) else {
+                continue;
+            };
+            // Fanned out as this relay fans out its own broadcasts; the sender is a
+            // remote client, so nothing goes back to the bus.
+            self.flush_broadcasts();
+            self.batch.sender = Some((sender, from));
+            self.batch.bytes = bytes;
+            self.batch.ends = ends;
+            self.flush_broadcasts();
+        }
+        self.cut_off_overflowed();
+        true
+    }
+
+    /// Queues one sender's run of `Deliver` frames for the local client on `target`.
+    fn push_remote_deliveries(
+        &mut self,
+        target: ConnId,
+        from: ClientId,
+        bytes: Vec<u8>,
+        ends: Vec<(u64, usize)>,
+    ) {
+        let Some(t) = self.conns.get_mut(&target) else {
+            return;
+        };
+        let shared: Arc<[u8]> = Arc::from(bytes);
+        let before = t.out.stream_end();
+        let fitted = t.out.try_push_shared_deliveries(&shared, &ends).is_ok();
+        if let ConnState::Admitted(Client {
+            session: Some(session),
+            ..
+        }) = &mut t.state
+        {
+            let after = t.out.stream_end();
+            let queued = ends
+                .iter()
+                .take_while(|&&(_, end)| before + end as u64 <= after)
+                .count();
+            let messages: Arc<[(u64, usize)]> = Arc::from(ends.as_slice());
+            session.owe_batch(before, from, &messages, queued);
+        }
+        if !fitted && !self.overflowed.contains(&target) {
+            self.overflowed.push(target);
+        }
+        self.mark_ready(target);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::test_support::{Wire, party_security, relay_security};
+    use crate::{ClientEvent, Limits};
+
+    const T: Timestamp = Timestamp::ZERO;
+
+    /// An in-memory bus between relays in one test: the admission counter, where
+    /// each client lives, and every request carried to the relays it concerns.
+    struct Bus {
+        next: u32,
+        online: u32,
+        limit: u32,
+        home: BTreeMap<ClientId, usize>,
+    }
+
+    /// Relays of one cluster, each with its clients, and the bus between them.
+    struct Cluster {
+        relays: Vec<Wire>,
+        bus: Bus,
+        /// Parties made so far (each client its own key).
+        parties: u8,
+    }
+
+    impl Cluster {
+        fn new(relays: usize, limit: u32) -> Self {
+            let limits = Limits::default();
+            let relays = (0..relays)
+                .map(|_| {
+                    let mut w = Wire::new(limits.clone());
+                    w.server = RelayServer::clustered(limits.clone(), relay_security());
+                    w
+                })
+                .collect();
+            Cluster {
+                relays,
+                bus: Bus {
+                    next: 0,
+                    online: 0,
+                    limit,
+                    home: BTreeMap::new(),
+                },
+                parties: 0,
+            }
+        }
+
+        /// A client joins relay `r`; runs until the whole cluster is quiet. Returns its
+        /// index on that relay.
+        fn join(&mut self, r: usize, name: &str) -> usize {
+            self.parties += 1;
+            let i = self.relays[r].join_with(name, party_security(self.parties));
+            self.settle();
+            i
+        }
+
+        fn id(&mut self, r: usize, i: usize) -> Option<u32> {
+            self.relays[r].client(i).id().map(|id| id.0)
+        }
+
+        /// Moves bytes and bus requests until nothing moves.
+        fn settle(&mut self) {
+            loop {
+                let mut moved = false;
+                for w in &mut self.relays {
+                    w.pump();
+                }
+                for r in 0..self.relays.len() {
+                    while let Some(request) = self.relays[r].server.poll_cluster() {
+                        moved = true;
+                        self.carry(r, request);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+
+        fn others(&self, r: usize) -> Vec<usize> {
+            (0..self.relays.len()).filter(|&o| o != r).collect()
+        }
+
+        fn carry(&mut self, r: usize, request: ClusterRequest) {
+            match request {
+                ClusterRequest::Admit { conn } => {
+                    let bus = &mut self.bus;
+                    let answer = if bus.online >= bus.limit {
+                        Admission::Full {
+                            online: bus.online,
+                            limit: bus.limit,
+                        }
+                    } else {
+                        bus.online += 1;
+                        bus.next += 1;
+                        Admission::Id(ClientId(bus.next - 1))
+                    };
+                    self.relays[r].server.handle_admission(conn, answer, T);
+                }
+                ClusterRequest::Announce(entry) => {
+                    self.bus.home.insert(entry.id, r);
+                    for o in self.others(r) {
+                        self.relays[o].server.handle_remote_joined(entry.clone(), T);
+                    }
+                }
+                ClusterRequest::Update(entry) => {
+                    for o in self.others(r) {
+                        self.relays[o]
+                            .server
+                            .handle_remote_changed(entry.clone(), T);
+                    }
+                }
+                ClusterRequest::Withdraw { id, code } => {
+                    self.bus.online = self.bus.online.saturating_sub(1);
+                    self.bus.home.remove(&id);
+                    for o in self.others(r) {
+                        self.relays[o].server.handle_remote_left(id, code, T);
+                    }
+                }
+                ClusterRequest::Forward { to, frames } => {
+                    let home = self.bus.home.get(&to).copied();
+                    let taken =
+                        home.is_some_and(|h| self.relays[h].server.handle_mail(to, &frames, T));
+                    assert!(taken, "mail for {to} found no relay");
+                }
+                ClusterRequest::Broadcast { frames } => {
+                    for o in self.others(r) {
+                        assert!(self.relays[o].server.handle_remote_broadcast(&frames, T));
+                    }
+                }
+            }
+        }
+
+        fn messages(&mut self, r: usize, i: usize) -> Vec<(u32, String)> {
+            self.relays[r].take_messages(i)
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_across_relays_and_in_join_order() {
+        let mut c = Cluster::new(3, 100);
+        let a0 = c.join(0, "a0");
+        let b0 = c.join(1, "b0");
+        let c0 = c.join(2, "c0");
+        let a1 = c.join(0, "a1");
+        assert_eq!(
+            [c.id(0, a0), c.id(1, b0), c.id(2, c0), c.id(0, a1)],
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
+        // Every relay lists all four.
+        for r in 0..3 {
+            assert_eq!(c.relays[r].server.online(), 4, "relay {r}");
+        }
+    }
+
+    #[test]
+    fn messages_cross_relays_both_ways_sealed_end_to_end() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        let seen = c.relays[0].take_events(ann);
+        assert!(
+            seen.iter().any(|e| matches!(e, ClientEvent::Joined { id, name, key: Some(_) } if id.0 == 1 && name == "bob")),
+            "{seen:?}"
+        );
+        c.relays[0]
+            .client(ann)
+            .send_chat(ClientId(1), "hi bob", T)
+            .unwrap();
+        c.settle();
+        let got = c.relays[1].take_events(bob);
+        assert!(
+            got.iter().any(|e| matches!(e, ClientEvent::Message { from, text, encrypted: true, .. } if from.0 == 0 && text == "hi bob")),
+            "{got:?}"
+        );
+        c.relays[1]
+            .client(bob)
+            .send_chat(ClientId(0), "hi ann", T)
+            .unwrap();
+        c.settle();
+        assert_eq!(c.messages(0, ann), [(1, "hi ann".to_owned())]);
+    }
+
+    #[test]
+    fn a_broadcast_reaches_everyone_on_every_relay_once() {
+        let mut c = Cluster::new(3, 100);
+        let ann = c.join(0, "ann");
+        let also = c.join(0, "also");
+        let bob = c.join(1, "bob");
+        let cy = c.join(2, "cy");
+        for (r, i) in [(0, ann), (0, also), (1, bob), (2, cy)] {
+            c.relays[r].take_events(i);
+        }
+        c.relays[0].client(ann).broadcast("hello all", T).unwrap();
+        c.settle();
+        for (r, i) in [(0, also), (1, bob), (2, cy)] {
+            assert_eq!(c.messages(r, i), [(0, "hello all".to_owned())], "relay {r}");
+        }
+        assert!(c.messages(0, ann).is_empty(), "not back to its sender");
+    }
+
+    #[test]
+    fn who_lists_the_cluster_and_a_departure_is_told_everywhere() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        c.relays[0].client(ann).request_roster(T);
+        c.settle();
+        let roster = c.relays[0]
+            .take_events(ann)
+            .into_iter()
+            .rev()
+            .find_map(|e| match e {
+                ClientEvent::Roster { entries, .. } => Some(entries),
+                _ => None,
+            });
+        let names: Vec<_> = roster
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id.0, e.name))
+            .collect();
+        assert_eq!(names, [(0, "ann".to_owned()), (1, "bob".to_owned())]);
+        c.relays[1].client(bob).leave(T);
+        c.settle();
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Left { id, .. } if id.0 == 1)),
+            "{events:?}"
+        );
+        assert_eq!(c.relays[0].server.online(), 1);
+        assert_eq!(c.bus.online, 1, "its place is free");
+        // A newcomer takes a new ID, never 1 again.
+        let cy = c.join(1, "cy");
+        assert_eq!(c.id(1, cy), Some(2));
+    }
+
+    #[test]
+    fn a_full_cluster_refuses_with_its_own_figures() {
+        let mut c = Cluster::new(2, 2);
+        c.join(0, "ann");
+        c.join(1, "bob");
+        let cy = c.join(0, "cy");
+        let refused = c.relays[0]
+            .take_events(cy)
+            .into_iter()
+            .find_map(|e| match e {
+                ClientEvent::Refused(r) => Some(r),
+                _ => None,
+            });
+        let refused = refused.expect("refused");
+        assert_eq!(refused.code, ErrorCode::ServerFull);
+        assert_eq!((refused.online, refused.limit), (2, 2));
+        assert!(
+            refused.reason.contains("across the relays"),
+            "{}",
+            refused.reason
+        );
+    }
+
+    #[test]
+    fn when_everyone_on_every_relay_said_exit_the_conversation_is_over_everywhere() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        c.relays[0].client(ann).exit(T);
+        c.settle();
+        assert!(
+            !c.relays[0]
+                .take_events(ann)
+                .contains(&ClientEvent::Finished),
+            "bob has not said exit"
+        );
+        c.relays[1].client(bob).exit(T);
+        c.settle();
+        assert!(
+            c.relays[0]
+                .take_events(ann)
+                .contains(&ClientEvent::Finished)
+        );
+        assert!(
+            c.relays[1]
+                .take_events(bob)
+                .contains(&ClientEvent::Finished)
+        );
+    }
+
+    #[test]
+    fn mail_that_is_not_deliveries_is_refused() {
+        let mut c = Cluster::new(1, 100);
+        let ann = c.join(0, "ann");
+        let id = ClientId(c.id(0, ann).unwrap());
+        assert!(
+            !c.relays[0]
+                .server
+                .handle_mail(id, &Frame::Who.to_bytes(), T)
+        );
+        assert!(
+            !c.relays[0]
+                .server
+                .handle_mail(id, b"\x00\x00\x00\x09garbage", T)
+        );
+        assert!(!c.relays[0].server.handle_mail(ClientId(99), &[], T));
+    }
+}
