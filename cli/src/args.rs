@@ -192,6 +192,15 @@ pub struct ServerArgs {
         default = "p2pchat_core::Limits::default().resume_grace.as_secs()"
     )]
     pub resume_grace: u64,
+    /// be one of several relays that act as one, over NATS (JetStream):
+    /// nats://HOST:PORT, several comma-separated; IDs, the client limit and
+    /// routing are cluster-wide (docs/SCALING.md)
+    #[argh(option)]
+    pub cluster: Option<String>,
+    /// the cluster's name: relays with the same NATS and name are one (default
+    /// p2pchat; letters, digits, - and _)
+    #[argh(option, default = "String::from(\"p2pchat\")")]
+    pub cluster_name: String,
 }
 
 /// Join a relay server: get an ID, then send `ID message` to another client.

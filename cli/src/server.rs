@@ -58,6 +58,20 @@ pub fn run(args: ServerArgs) -> i32 {
     } else {
         admits.push("plain-text clients (nc, telnet) too".into());
     }
+    if let Some(cluster) = &args.cluster {
+        if !p2pchat_cluster::valid_cluster_name(&args.cluster_name) {
+            eprintln!(
+                "p2pchat: --cluster-name {:?}: letters, digits, - and _ only (at most 32)",
+                args.cluster_name
+            );
+            return 2;
+        }
+        admits.push(format!(
+            "one relay of cluster {:?} over NATS at {cluster}",
+            args.cluster_name
+        ));
+    }
+    let resume_grace = limits.resume_grace;
     // The relay runs on this thread: its tasks share the core without locks.
     smol::block_on(async move {
         let relay = match Relay::bind(SocketAddr::new(ip, args.port), limits, security).await {
@@ -66,6 +80,16 @@ pub fn run(args: ServerArgs) -> i32 {
                 eprintln!("p2pchat: {e}");
                 return 1;
             }
+        };
+        let relay = match &args.cluster {
+            Some(url) => match join_cluster(url, &args, resume_grace).await {
+                Ok(link) => relay.in_cluster(link),
+                Err(e) => {
+                    eprintln!("p2pchat: --cluster {url}: {e}");
+                    return 1;
+                }
+            },
+            None => relay,
         };
         let local = relay
             .local_addr()
@@ -90,6 +114,58 @@ pub fn run(args: ServerArgs) -> i32 {
         logger.await;
         eprintln!("p2pchat server: stopped");
         0
+    })
+}
+
+/// Connects to the cluster's NATS and starts this relay's node (on a thread of its
+/// own, beside the relay's); returns the relay's link to it.
+async fn join_cluster(
+    url: &str,
+    args: &ServerArgs,
+    keep: std::time::Duration,
+) -> Result<p2pchat_tcp::ClusterLink, p2pchat_cluster::BusError> {
+    let bus = p2pchat_cluster::Bus::connect(url).await?;
+    let (requests_tx, requests) = async_channel::unbounded();
+    let (inputs, inputs_rx) = async_channel::unbounded();
+    let relay_name = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let options = p2pchat_cluster::NodeOptions {
+        cluster: args.cluster_name.clone(),
+        relay: relay_name,
+        max_clients: args.max_clients,
+        // Mail waits for its reader as long as a session is held, at least a minute.
+        keep: keep.max(std::time::Duration::from_secs(60)),
+    };
+    let (started_tx, started) = async_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("p2pchat-cluster".into())
+        .spawn(move || {
+            smol::block_on(async move {
+                match p2pchat_cluster::node::start(bus, options, inputs).await {
+                    Ok(node) => {
+                        let _ = started_tx.send(Ok(())).await;
+                        node.serve(requests).await;
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e)).await;
+                    }
+                }
+            });
+        })
+        .map_err(|e| p2pchat_cluster::BusError::Nats(e.to_string()))?;
+    started
+        .recv()
+        .await
+        .map_err(|_| p2pchat_cluster::BusError::Stopped)??;
+    Ok(p2pchat_tcp::ClusterLink {
+        requests: requests_tx,
+        inputs: inputs_rx,
     })
 }
 

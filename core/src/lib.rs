@@ -59,7 +59,7 @@ pub use handshake::{CAP_NOISE, CAP_RESUME, CAPABILITIES, validate_name};
 pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PRESENCE_NOTICE_BYTES, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};
-pub use relay::{Admission, ClusterRequest, RelayServer, ServerEvent, Transmit};
+pub use relay::{Admission, ClusterInput, ClusterRequest, RelayServer, ServerEvent, Transmit};
 pub use saved::{RestoreError, SavePoint};
 pub use secure::{
     Encryption, Expect, Identity, Pattern, PublicKey, RecordCipher, Security, password_key,

@@ -19,7 +19,7 @@ mod session;
 pub use clock::Clock;
 pub use connect::{CONNECT_TIMEOUT, connect, listen, redial_to, resolve};
 pub use error::{BindError, ConnectError};
-pub use relay::{Relay, RelayLog, ShutdownHandle, ShutdownSignal};
+pub use relay::{ClusterLink, Relay, RelayLog, ShutdownHandle, ShutdownSignal};
 pub use session::{
     ClientCommand, ClientSession, Driver, FileCommand, Machine, PeerCommand, PeerSession, Redial,
     Session, SessionEvent, SessionStore, prepare, prepare_with_redial, start, start_client,

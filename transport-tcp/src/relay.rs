@@ -24,7 +24,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use p2pchat_core::{ConnId, Limits, RelayServer, Security, ServerEvent};
+use p2pchat_core::{
+    ClusterInput, ClusterRequest, ConnId, Limits, RelayServer, Security, ServerEvent,
+};
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::clock::Clock;
@@ -58,6 +60,18 @@ pub struct Relay {
     listener: smol::net::TcpListener,
     limits: Limits,
     security: Security,
+    cluster: Option<ClusterLink>,
+}
+
+/// A relay's link to the bus of its cluster (docs/SCALING.md): the core's requests
+/// go out on one channel, the bus's answers and news come in on the other. Whoever
+/// holds the other ends (`p2pchat-cluster`'s node, over NATS) carries them out.
+#[derive(Debug)]
+pub struct ClusterLink {
+    /// Where the core's requests go.
+    pub requests: Sender<ClusterRequest>,
+    /// What the bus tells the relay.
+    pub inputs: Receiver<ClusterInput>,
 }
 
 /// Stops a running relay: every client is told the server is shutting down.
@@ -98,7 +112,14 @@ impl Relay {
             listener,
             limits,
             security,
+            cluster: None,
         })
+    }
+
+    /// Makes this relay one of a cluster, linked to its bus.
+    pub fn in_cluster(mut self, link: ClusterLink) -> Relay {
+        self.cluster = Some(link);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -115,8 +136,17 @@ impl Relay {
     pub async fn run(self, log: Sender<RelayLog>, shutdown: ShutdownSignal) {
         let ex = Rc::new(LocalExecutor::new());
         let (timer_tx, timer_rx) = async_channel::bounded(1);
+        let (server, cluster) = match self.cluster {
+            Some(link) => (
+                RelayServer::clustered(self.limits, self.security),
+                Some(link),
+            ),
+            None => (RelayServer::new(self.limits, self.security), None),
+        };
+        let cluster_requests = cluster.as_ref().map(|l| l.requests.clone());
         let hub = Rc::new(RefCell::new(Hub {
-            server: RelayServer::new(self.limits, self.security),
+            server,
+            cluster_requests,
             conns: HashMap::new(),
             clock: Clock::new(),
             log,
@@ -127,6 +157,9 @@ impl Relay {
             me: std::rc::Weak::new(),
         }));
         hub.borrow_mut().me = Rc::downgrade(&hub);
+        if let Some(link) = cluster {
+            ex.spawn(cluster_loop(hub.clone(), link.inputs)).detach();
+        }
         ex.run(serve(hub.clone(), self.listener, timer_rx, shutdown.rx))
             .await;
         // Break the cycle hub -> executor -> tasks -> hub, so that every socket closes.
@@ -353,6 +386,16 @@ async fn timer_loop(hub: Rc<RefCell<Hub>>, wake: Receiver<()>) {
     }
 }
 
+/// Hands what the cluster's bus says to the core, and carries out what follows.
+async fn cluster_loop(hub: Rc<RefCell<Hub>>, inputs: Receiver<ClusterInput>) {
+    while let Ok(input) = inputs.recv().await {
+        let mut h = hub.borrow_mut();
+        let now = h.clock.now();
+        h.server.handle_cluster(input, now);
+        h.flush();
+    }
+}
+
 /// One connection, as the driver sees it.
 struct Conn {
     stream: Arc<Async<TcpStream>>,
@@ -373,6 +416,8 @@ struct Conn {
 /// What the relay's tasks share: the core and the sockets.
 struct Hub {
     server: RelayServer,
+    /// Where the core's requests for the cluster's bus go (a relay of a cluster).
+    cluster_requests: Option<Sender<ClusterRequest>>,
     conns: HashMap<ConnId, Conn>,
     clock: Clock,
     log: Sender<RelayLog>,
@@ -396,6 +441,11 @@ impl Hub {
     fn flush(&mut self) {
         while let Some(t) = self.server.poll_transmit() {
             self.send(t.conn, t.bytes);
+        }
+        while let Some(request) = self.server.poll_cluster() {
+            if let Some(requests) = &self.cluster_requests {
+                let _ = requests.try_send(request);
+            }
         }
         while let Some(conn) = self.server.poll_close() {
             self.close(conn);

@@ -69,6 +69,40 @@ pub enum ClusterRequest {
     },
 }
 
+/// What the bus tells a relay of a cluster (see [`RelayServer::handle_cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterInput {
+    /// The answer to an [`ClusterRequest::Admit`].
+    Admission {
+        /// The connection waiting.
+        conn: ConnId,
+        /// The answer.
+        admission: Admission,
+    },
+    /// A client's roster entry, as published by its relay (a newcomer, one there
+    /// before this relay started, or a change).
+    Roster(RosterEntry),
+    /// A client is gone for good.
+    Left {
+        /// Its ID.
+        id: ClientId,
+        /// Why.
+        code: ErrorCode,
+    },
+    /// Frames from a client's mailbox.
+    Mail {
+        /// The client (of this relay).
+        to: ClientId,
+        /// `Deliver` frames.
+        frames: Vec<u8>,
+    },
+    /// Broadcast frames from another relay.
+    Broadcast {
+        /// `Deliver` frames.
+        frames: Vec<u8>,
+    },
+}
+
 /// The cluster's answer to [`ClusterRequest::Admit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -110,6 +144,9 @@ pub(super) struct Cluster {
     requests: VecDeque<ClusterRequest>,
     pending: FxHashMap<ConnId, Pending>,
     remote: FxHashSet<ClientId>,
+    /// IDs known to have left: a roster entry arriving late for one (the bus gives
+    /// no order between a client's subjects) does not bring it back.
+    left: FxHashSet<ClientId>,
 }
 
 impl Cluster {
@@ -212,6 +249,39 @@ impl RelayServer {
         let mut server = RelayServer::new(limits, security);
         server.cluster = Some(Cluster::default());
         server
+    }
+
+    /// What the bus said, whatever it is (see [`ClusterInput`]). `false` for mail or a
+    /// broadcast that could not be taken (not `Deliver` frames, or a client that is
+    /// not here).
+    pub fn handle_cluster(&mut self, input: ClusterInput, now: Timestamp) -> bool {
+        match input {
+            ClusterInput::Admission { conn, admission } => {
+                self.handle_admission(conn, admission, now);
+            }
+            ClusterInput::Roster(entry) => {
+                if self.clients.get(&entry.id).is_some() {
+                    self.handle_remote_changed(entry, now);
+                } else if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| !c.left.contains(&entry.id))
+                {
+                    self.handle_remote_joined(entry, now);
+                }
+            }
+            ClusterInput::Left { id, code } => {
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.left.insert(id);
+                }
+                self.handle_remote_left(id, code, now);
+            }
+            ClusterInput::Mail { to, frames } => return self.handle_mail(to, &frames, now),
+            ClusterInput::Broadcast { frames } => {
+                return self.handle_remote_broadcast(&frames, now);
+            }
+        }
+        true
     }
 
     /// The next thing to do on the bus, if any. Drain it after every input, with
@@ -362,7 +432,7 @@ impl RelayServer {
         };
         self.clients.remove(&id);
         self.conns.remove(&conn);
-        let detail = format!("left its relay ({code})");
+        let detail = "gone from its relay of the cluster".to_owned();
         self.announce_left(conn, id, exited, code, detail, Default::default());
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.remote.remove(&id);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 mod cluster;
 mod files;
 
-pub use cluster::{Admission, ClusterRequest};
+pub use cluster::{Admission, ClusterInput, ClusterRequest};
 mod plain_text;
 mod rate;
 mod routes;

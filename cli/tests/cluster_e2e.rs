@@ -1,0 +1,118 @@
+//! `p2pchat server --cluster`: three relays on one NATS (Debian's nats-server,
+//! started here with JetStream on a free loopback port) act as one: IDs unique and
+//! in join order across relays, addressed messages, `/all` and a file cross relays,
+//! `/who` lists the same clients everywhere, and a departure is told everywhere.
+
+mod support;
+
+use p2pchat_cluster::NatsServer;
+use support::{Proc, fresh_data_dir, port_in, without_key_tags};
+
+/// A relay of the cluster on NATS at `nats`; returns it and its port.
+fn relay(nats: &str) -> (Proc, u16) {
+    let mut p = Proc::start(&[
+        "server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--cluster",
+        nats,
+        "--cluster-name",
+        "e2e",
+    ]);
+    let line = p.expect_err("listening line", |l| l.contains("listening on"));
+    (p, port_in(&line))
+}
+
+/// A client on the relay at `port`, admitted as `id`.
+fn join(port: u16, name: &str, id: u32, downloads: &std::path::Path) -> Proc {
+    let addr = format!("127.0.0.1:{port}");
+    let dir = downloads.to_str().expect("a UTF-8 path");
+    let mut p = Proc::start(&[
+        "join",
+        &addr,
+        "--name",
+        name,
+        "--download-dir",
+        dir,
+        "--auto-accept",
+    ]);
+    p.expect_out(&format!("{name} admitted as {id}"), |l| {
+        l.starts_with(&format!("* you are client {id} "))
+    });
+    p
+}
+
+#[test]
+fn three_relays_act_as_one() {
+    let nats = NatsServer::start().expect("nats-server starts (apt-get install -y nats-server)");
+    let url = nats.url();
+    let relays: Vec<(Proc, u16)> = (0..3).map(|_| relay(&url)).collect();
+    let ports: Vec<u16> = relays.iter().map(|(_, p)| *p).collect();
+
+    // One client on each relay, then a second on the first: IDs in join order.
+    let downloads: Vec<_> = (0..4).map(|_| fresh_data_dir()).collect();
+    let mut ann = join(ports[0], "ann", 0, &downloads[0]);
+    let mut bob = join(ports[1], "bob", 1, &downloads[1]);
+    let mut cy = join(ports[2], "cy", 2, &downloads[2]);
+    let mut dee = join(ports[0], "dee", 3, &downloads[3]);
+    for (p, who) in [(&mut ann, "ann"), (&mut bob, "bob"), (&mut cy, "cy")] {
+        p.expect_out(&format!("dee joining, seen by {who}"), |l| {
+            l.starts_with("* 3 dee joined")
+        });
+    }
+
+    // /who is the same everywhere (each marks itself "you").
+    let everyone = "* online: 0 ann, 1 bob, 2 cy, 3 dee";
+    for (p, me) in [
+        (&mut ann, "0 ann"),
+        (&mut bob, "1 bob"),
+        (&mut cy, "2 cy"),
+        (&mut dee, "3 dee"),
+    ] {
+        p.send("/who");
+        let line = p.expect_out("the roster", |l| {
+            l.starts_with("* online:") && l.contains("3 dee")
+        });
+        assert_eq!(
+            without_key_tags(&line).replace(&format!("{me} (you)"), me),
+            everyone,
+            "{line}"
+        );
+    }
+
+    // Addressed, across relays, both ways; and on one relay.
+    ann.send("2 from ann on relay A");
+    cy.expect_out_line("0 from ann on relay A");
+    cy.send("0 from cy on relay C");
+    ann.expect_out_line("2 from cy on relay C");
+    bob.send("3 from bob to dee");
+    dee.expect_out_line("1 from bob to dee");
+
+    // To everyone: once each, on every relay, not back to the sender.
+    bob.send("/all hello cluster");
+    for p in [&mut ann, &mut cy, &mut dee] {
+        p.expect_out_line("1 hello cluster");
+    }
+
+    // A file from relay C to relay A, byte-identical.
+    let contents: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let file = fresh_data_dir().join("across.bin");
+    std::fs::write(&file, &contents).expect("a file");
+    cy.send(&format!("/send 0 {}", file.display()));
+    let received = ann.expect_out("the file", |l| l.starts_with("* received across.bin"));
+    let path = received.rsplit(": ").next().expect("a path");
+    assert_eq!(std::fs::read(path).expect("the received file"), contents);
+    cy.expect_out("its delivery", |l| {
+        l.contains("across.bin delivered to client 0")
+    });
+
+    // A departure on one relay is told on the others; the ID is never reused.
+    bob.send("/quit");
+    for p in [&mut ann, &mut cy, &mut dee] {
+        p.expect_out("bob leaving", |l| l.starts_with("* 1 left"));
+    }
+    let _eve = join(ports[1], "eve", 4, &fresh_data_dir());
+    drop(relays);
+}
