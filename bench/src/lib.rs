@@ -29,8 +29,9 @@ pub use stats::{Latencies, Percentiles};
 pub enum Target {
     /// Start `PROGRAM server` on a free loopback port (RSS and CPU are measured).
     Spawn(PathBuf),
-    /// Use a relay already listening there (no RSS or CPU figures).
-    Existing(SocketAddr),
+    /// Use relays already listening there (no RSS or CPU figures); with several
+    /// (the relays of a cluster), clients are spread over them in turn.
+    Existing(Vec<SocketAddr>),
     /// Start `PROGRAM bench --serve-reference` (the minimal reference relay; drive it
     /// with `plain_text`).
     SpawnReference(PathBuf),
@@ -135,9 +136,9 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
         ),
         Target::Existing(_) => None,
     };
-    let addr = match (&server, target) {
-        (Some(s), _) => s.addr,
-        (None, &Target::Existing(addr)) => addr,
+    let addrs = match (&server, target) {
+        (Some(s), _) => vec![s.addr],
+        (None, Target::Existing(addrs)) if !addrs.is_empty() => addrs.clone(),
         (None, _) => return Err("no server".into()),
     };
     // Let the server settle before the baseline.
@@ -146,12 +147,19 @@ pub fn run(target: &Target, config: &LoadConfig) -> Result<BenchReport, String> 
     let mut idle = Usage::default();
     let mut end = Usage::default();
     let load = load::run(
-        addr,
+        &addrs,
         config,
         || {
             if let Some(s) = &server {
                 std::thread::sleep(Duration::from_millis(200));
                 idle = s.usage();
+            }
+            if addrs.len() > 1 {
+                // The relays of a cluster learn each other's clients through the
+                // bus, a little after they are admitted (docs/SCALING.md): a message
+                // to an ID its sender's relay has not heard of yet is refused as
+                // unknown, as it would be for a person typing an ID nobody announced.
+                std::thread::sleep(Duration::from_secs(1));
             }
         },
         || end = server.as_ref().map(|s| s.usage()).unwrap_or_default(),

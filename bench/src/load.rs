@@ -243,12 +243,14 @@ struct Load<'a> {
     last_delivery: Instant,
 }
 
-/// Connects `config.clients` clients to the relay at `addr`, calls `connected` once
+/// Connects `config.clients` clients to the relays at `addrs` (client `i` to
+/// `addrs[i % len]`: with the relays of a cluster, a ring's every message crosses
+/// relays), calls `connected` once
 /// all are admitted (to sample the idle server), runs the load, and calls `finished`
 /// when it is over, before the clients disconnect (so that the server's figures for
 /// the load do not include the departures).
 pub fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     config: &LoadConfig,
     connected: impl FnOnce(),
     finished: impl FnOnce(),
@@ -291,7 +293,7 @@ pub fn run(
         last_delivery: now,
     };
     let t0 = Instant::now();
-    load.connect_all(addr)?;
+    load.connect_all(addrs)?;
     let connect_time = t0.elapsed();
     connected();
     load.plan();
@@ -312,7 +314,7 @@ pub fn run(
 
 impl Load<'_> {
     /// Connects every client and waits until the relay admitted them all.
-    fn connect_all(&mut self, addr: SocketAddr) -> Result<(), String> {
+    fn connect_all(&mut self, addrs: &[SocketAddr]) -> Result<(), String> {
         let n = self.config.clients as usize;
         let greeting = self.dialect.greeting();
         let mut events = Events::with_capacity(1024);
@@ -334,6 +336,7 @@ impl Load<'_> {
                 self.flush_acks();
                 self.flush_acks();
             }
+            let addr = addrs[i % addrs.len()];
             let mut stream =
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
                     .map_err(|e| format!("client {i}: could not connect to {addr}: {e}"))?;

@@ -279,7 +279,8 @@ pub struct BenchArgs {
     /// stop after this many seconds (default 60)
     #[argh(option, default = "60")]
     pub max_seconds: u64,
-    /// HOST:PORT of a relay already running (default: start `p2pchat server` and
+    /// IP:PORT of a relay already running, or several comma-separated (a cluster's
+    /// relays: clients are spread over them in turn) (default: start `p2pchat server` and
     /// measure its memory and CPU too)
     #[argh(option)]
     pub server: Option<String>,

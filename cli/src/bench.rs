@@ -37,10 +37,16 @@ pub fn run(args: BenchArgs) -> i32 {
         }
     };
     let target = match &args.server {
-        Some(addr) => match addr.parse() {
-            Ok(addr) => Target::Existing(addr),
+        Some(addrs) => match addrs
+            .split(',')
+            .map(|a| a.trim().parse())
+            .collect::<Result<Vec<std::net::SocketAddr>, _>>()
+        {
+            Ok(addrs) => Target::Existing(addrs),
             Err(_) => {
-                eprintln!("p2pchat: --server {addr}: expected IP:PORT, e.g. 127.0.0.1:65432");
+                eprintln!(
+                    "p2pchat: --server {addrs}: expected IP:PORT, or several comma-separated (the relays of a cluster), e.g. 127.0.0.1:65432"
+                );
                 return 2;
             }
         },

@@ -151,6 +151,52 @@ impl MailReader {
             .await?
     }
 
+    /// Every letter not yet acknowledged, as it arrives (a continuous pull with
+    /// heartbeats: no polling), until the receiver is dropped.
+    pub async fn letters(&self) -> Result<async_channel::Receiver<Letter>, BusError> {
+        let (tx, rx) = async_channel::bounded(256);
+        let (ready_tx, ready) = async_channel::bounded(1);
+        let (stream, name) = (self.stream.clone(), self.consumer.clone());
+        let bus = self.bus.clone();
+        let job = move |_, js: async_nats::jetstream::Context| async move {
+            use futures_util::StreamExt;
+            let started = async {
+                let consumer: consumer::PullConsumer = js
+                    .get_consumer_from_stream(name, stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                consumer.messages().await.map_err(|e| e.to_string())
+            };
+            let mut messages = match started.await {
+                Ok(m) => {
+                    let _ = ready_tx.send(Ok(())).await;
+                    m
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(BusError::Nats(e))).await;
+                    return;
+                }
+            };
+            while let Some(m) = messages.next().await {
+                let Ok(m) = m else { continue };
+                let letter = Letter {
+                    sequence: m.info().map(|i| i.stream_sequence).unwrap_or(0),
+                    payload: m.payload.clone(),
+                    ack: m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                };
+                if tx.send(letter).await.is_err() {
+                    return;
+                }
+            }
+        };
+        smol::spawn(async move {
+            let _ = bus.call(job).await;
+        })
+        .detach();
+        ready.recv().await.map_err(|_| BusError::Stopped)??;
+        Ok(rx)
+    }
+
     /// The client confirmed `letter`: it is not delivered again, by any relay.
     pub async fn acknowledge(&self, letter: &Letter) -> Result<(), BusError> {
         let ack = letter.ack.clone();

@@ -312,23 +312,17 @@ async fn follow(
                 return;
             }
         };
-        while !inputs.is_closed() {
-            let Ok(mut batch) = consumer
-                .fetch()
-                .max_messages(256)
-                .expires(Duration::from_millis(500))
-                .messages()
-                .await
-            else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            while let Some(Ok(m)) = batch.next().await {
-                if let Some(input) = read(m.subject.as_str(), &m.payload)
-                    && inputs.send(input).await.is_err()
-                {
-                    return;
-                }
+        // A continuous pull (heartbeats keep it alive): messages arrive as the
+        // stream grows, with no polling.
+        let Ok(mut messages) = consumer.messages().await else {
+            return;
+        };
+        while let Some(m) = messages.next().await {
+            let Ok(m) = m else { continue };
+            if let Some(input) = read(m.subject.as_str(), &m.payload)
+                && inputs.send(input).await.is_err()
+            {
+                return;
             }
         }
     };
@@ -348,21 +342,18 @@ async fn read_mailbox(mail: Mail, to: ClientId, inputs: Sender<ClusterInput>) {
     let Ok(reader) = mail.reader(to.0, Duration::from_secs(5)).await else {
         return;
     };
-    while !inputs.is_closed() {
-        let Ok(letters) = reader.fetch(64, Duration::from_millis(500)).await else {
-            smol::Timer::after(Duration::from_millis(200)).await;
-            continue;
+    let Ok(letters) = reader.letters().await else {
+        return;
+    };
+    while let Ok(letter) = letters.recv().await {
+        let input = ClusterInput::Mail {
+            to,
+            frames: letter.payload.to_vec(),
         };
-        for letter in letters {
-            let input = ClusterInput::Mail {
-                to,
-                frames: letter.payload.to_vec(),
-            };
-            if inputs.send(input).await.is_err() {
-                return;
-            }
-            let _ = reader.acknowledge(&letter).await;
+        if inputs.send(input).await.is_err() {
+            return;
         }
+        let _ = reader.acknowledge(&letter).await;
     }
 }
 
