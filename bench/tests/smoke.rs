@@ -46,7 +46,8 @@ fn two_clients_exchange_a_hundred_messages() {
             broker: false,
             kind,
         };
-        let report = p2pchat_bench::run(&p2pchat_bench::Target::Existing(addr), &config).unwrap();
+        let report =
+            p2pchat_bench::run(&p2pchat_bench::Target::Existing(vec![addr]), &config).unwrap();
         assert_eq!(
             report.load.delivered,
             100,
