@@ -116,3 +116,40 @@ fn three_relays_act_as_one() {
     let _eve = join(ports[1], "eve", 4, &fresh_data_dir());
     drop(relays);
 }
+
+#[test]
+fn nats_restarted_mid_conversation_delays_messages_between_relays_but_loses_none() {
+    let nats = NatsServer::start().expect("nats-server starts (apt-get install -y nats-server)");
+    let (url, port) = (nats.url(), nats.port());
+    let (_a, port_a) = relay(&url);
+    let (_b, port_b) = relay(&url);
+    let mut ann = join(port_a, "ann", 0, &fresh_data_dir());
+    let mut bob = join(port_b, "bob", 1, &fresh_data_dir());
+    ann.expect_out("bob joining", |l| l.starts_with("* 1 bob joined"));
+    ann.send("1 before");
+    bob.expect_out_line("0 before");
+
+    // NATS dies (SIGKILL); what is said meanwhile waits in the relays.
+    let store = nats.kill();
+    ann.send("1 while the bus is down");
+    bob.send("0 also while it is down");
+    // A newcomer cannot be admitted without the bus, and is told why.
+    let mut cy = Proc::start(&["join", &format!("127.0.0.1:{port_a}"), "--name", "cy"]);
+    cy.expect_err("the refusal", |l| l.contains("bus is unreachable"));
+
+    // NATS is back on its store: everything arrives, once, in order.
+    let _nats = NatsServer::start_on(port, Some(store)).expect("restarted");
+    bob.expect_out_line("0 while the bus is down");
+    ann.expect_out_line("1 also while it is down");
+    ann.send("1 after");
+    bob.expect_out_line("0 after");
+    assert_eq!(
+        bob.out_seen
+            .iter()
+            .filter(|l| *l == "0 while the bus is down")
+            .count(),
+        1,
+        "{:?}",
+        bob.out_seen
+    );
+}

@@ -60,6 +60,11 @@ impl Mail {
         })
     }
 
+    /// The subject of client `to`'s mailbox.
+    pub fn subject(&self, to: u32) -> String {
+        format!("p2pchat.{}.mail.{to}", self.cluster)
+    }
+
     /// Stores `payload` for client `to`; returns once JetStream has stored it, with
     /// its sequence.
     pub async fn put(&self, to: u32, payload: Bytes) -> Result<u64, BusError> {
@@ -160,33 +165,45 @@ impl MailReader {
         let bus = self.bus.clone();
         let job = move |_, js: async_nats::jetstream::Context| async move {
             use futures_util::StreamExt;
-            let started = async {
-                let consumer: consumer::PullConsumer = js
-                    .get_consumer_from_stream(name, stream)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                consumer.messages().await.map_err(|e| e.to_string())
-            };
-            let mut messages = match started.await {
-                Ok(m) => {
-                    let _ = ready_tx.send(Ok(())).await;
-                    m
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(BusError::Nats(e))).await;
-                    return;
-                }
-            };
-            while let Some(m) = messages.next().await {
-                let Ok(m) = m else { continue };
-                let letter = Letter {
-                    sequence: m.info().map(|i| i.stream_sequence).unwrap_or(0),
-                    payload: m.payload.clone(),
-                    ack: m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            let mut first = true;
+            while !tx.is_closed() {
+                let (stream, name) = (stream.clone(), name.clone());
+                let started = async {
+                    let consumer: consumer::PullConsumer = js
+                        .get_consumer_from_stream(name, stream)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    consumer.messages().await.map_err(|e| e.to_string())
                 };
-                if tx.send(letter).await.is_err() {
-                    return;
+                let mut messages = match started.await {
+                    Ok(m) => m,
+                    Err(e) if first => {
+                        let _ = ready_tx.send(Err(BusError::Nats(e))).await;
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                };
+                if first {
+                    first = false;
+                    let _ = ready_tx.send(Ok(())).await;
                 }
+                while let Some(m) = messages.next().await {
+                    // An error ends this pull (NATS went away); a new one picks up
+                    // where the consumer's acknowledgements say.
+                    let Ok(m) = m else { break };
+                    let letter = Letter {
+                        sequence: m.info().map(|i| i.stream_sequence).unwrap_or(0),
+                        payload: m.payload.clone(),
+                        ack: m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                    };
+                    if tx.send(letter).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         };
         smol::spawn(async move {

@@ -109,48 +109,102 @@ impl Node {
         let c = options.cluster.clone();
         // Our clients' mailboxes, each read by a task of its own.
         let mut readers: HashMap<ClientId, smol::Task<()>> = HashMap::new();
-        while let Ok(request) = requests.recv().await {
-            match request {
-                ClusterRequest::Admit { conn } => {
-                    let admission = match counter.admit(options.max_clients).await {
-                        Ok(Admitted::Id(id)) => Admission::Id(ClientId(id)),
-                        Ok(Admitted::Full { online, limit }) => Admission::Full { online, limit },
-                        Err(e) => Admission::Unavailable(e.to_string()),
+        // Each store's ID: this relay's name and a count (JetStream drops a repeat).
+        let mut stores = 0u64;
+        let mut next_id = || {
+            stores += 1;
+            format!("{}-{stores}", options.relay)
+        };
+        // While NATS is away, a store is tried again for as long as a session is
+        // held: what a relay took from its clients waits in its queue meanwhile.
+        let within = options.keep;
+        // Admissions have a lane of their own, in order: a newcomer is answered
+        // (admitted, or told the bus is unreachable) even while stores wait for NATS.
+        let (admit_tx, admits) = async_channel::unbounded::<p2pchat_core::ConnId>();
+        let admitting = {
+            let (counter, inputs, max) = (counter.clone(), inputs.clone(), options.max_clients);
+            smol::spawn(async move {
+                while let Ok(conn) = admits.recv().await {
+                    // Well within the newcomer's handshake deadline: an answer that
+                    // cannot come in time is "unreachable", said while it listens.
+                    let decided =
+                        smol::future::or(async { Some(counter.admit(max).await) }, async {
+                            smol::Timer::after(ADMISSION_WITHIN).await;
+                            None
+                        })
+                        .await;
+                    let admission = match decided {
+                        Some(Ok(Admitted::Id(id))) => Admission::Id(ClientId(id)),
+                        Some(Ok(Admitted::Full { online, limit })) => {
+                            Admission::Full { online, limit }
+                        }
+                        Some(Err(e)) => Admission::Unavailable(e.to_string()),
+                        None => Admission::Unavailable(format!(
+                            "no answer from NATS within {} s",
+                            ADMISSION_WITHIN.as_secs()
+                        )),
                     };
                     let _ = inputs
                         .send(ClusterInput::Admission { conn, admission })
                         .await;
                 }
+            })
+        };
+        // Requests are sorted as they come: admissions to their lane at once, the
+        // rest, in order, to the stores below (which may wait for NATS).
+        let (work_tx, work) = async_channel::unbounded::<ClusterRequest>();
+        let sorting = smol::spawn(async move {
+            while let Ok(request) = requests.recv().await {
+                let sent = match request {
+                    ClusterRequest::Admit { conn } => admit_tx.send(conn).await.is_ok(),
+                    other => work_tx.send(other).await.is_ok(),
+                };
+                if !sent {
+                    break;
+                }
+            }
+        });
+        while let Ok(request) = work.recv().await {
+            match request {
+                ClusterRequest::Admit { .. } => {}
                 ClusterRequest::Announce(entry) => {
                     let id = entry.id;
-                    publish_entry(&bus, &c, entry).await;
+                    publish_entry(&bus, &c, entry, next_id(), within).await;
                     let reader = read_mailbox(mail.clone(), id, inputs.clone());
                     readers.insert(id, smol::spawn(reader));
                 }
-                ClusterRequest::Update(entry) => publish_entry(&bus, &c, entry).await,
+                ClusterRequest::Update(entry) => {
+                    publish_entry(&bus, &c, entry, next_id(), within).await;
+                }
                 ClusterRequest::Withdraw { id, code } => {
                     readers.remove(&id);
                     let _ = counter.release().await;
                     let mut tombstone = vec![b'L'];
                     tombstone.extend_from_slice(&code.to_u16().to_be_bytes());
-                    store(&bus, format!("p2pchat.{c}.roster.{}", id.0), tombstone).await;
+                    let subject = format!("p2pchat.{c}.roster.{}", id.0);
+                    store(&bus, subject, tombstone, next_id(), within).await;
                 }
                 ClusterRequest::Forward { to, frames } => {
-                    // Stored before anything else is done: JetStream has it, or the
-                    // error is retried once (a NATS reconnect under way).
-                    let frames = Bytes::from(frames);
-                    if mail.put(to.0, frames.clone()).await.is_err() {
-                        let _ = mail.put(to.0, frames).await;
+                    // Stored before anything else is done, so one sender's messages
+                    // stay in order; tried again while NATS is away.
+                    let subject = mail.subject(to.0);
+                    if !store(&bus, subject, frames, next_id(), within).await {
+                        eprintln!(
+                            "p2pchat server: messages for client {to} could not be stored in the cluster's bus within {} s; they are lost",
+                            within.as_secs()
+                        );
                     }
                 }
                 ClusterRequest::Broadcast { frames } => {
                     let mut payload = options.relay.as_bytes().to_vec();
                     payload.push(0);
                     payload.extend_from_slice(&frames);
-                    store(&bus, format!("p2pchat.{c}.all"), payload).await;
+                    store(&bus, format!("p2pchat.{c}.all"), payload, next_id(), within).await;
                 }
             }
         }
+        sorting.await;
+        admitting.await;
     }
 }
 
@@ -179,30 +233,55 @@ async fn open_stream(
     .await?
 }
 
-/// Publishes to a stream and waits for JetStream to have it (retried once).
-async fn store(bus: &Bus, subject: String, payload: Vec<u8>) {
+/// How long an admission may wait for the bus before the newcomer is told it is
+/// unreachable (its handshake deadline is 10 s).
+const ADMISSION_WITHIN: Duration = Duration::from_secs(3);
+
+/// Pause between attempts while NATS is away.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Publishes to a stream and waits for JetStream to have it, trying again while NATS
+/// is away (a restart, a reconnect) for up to `within`. Each attempt carries the same
+/// message ID, so JetStream stores it once even if an earlier attempt's
+/// acknowledgement was what got lost. `false` if it never got through.
+async fn store(bus: &Bus, subject: String, payload: Vec<u8>, id: String, within: Duration) -> bool {
     let payload = Bytes::from(payload);
-    for _ in 0..2 {
-        let (s, p) = (subject.clone(), payload.clone());
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (s, p, i) = (subject.clone(), payload.clone(), id.clone());
         let stored = bus
             .call(move |_, js| async move {
-                match js.publish(s, p).await {
+                let publish = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(p)
+                    .message_id(i);
+                match js.send_publish(s, publish).await {
                     Ok(ack) => ack.await.is_ok(),
                     Err(_) => false,
                 }
             })
             .await;
-        if stored.unwrap_or(false) {
-            return;
-        }
+        match stored {
+            Ok(true) => return true,
+            Err(BusError::Stopped) => return false,
+            _ if std::time::Instant::now() >= deadline => return false,
+            _ => smol::Timer::after(RETRY_PAUSE).await,
+        };
     }
 }
 
-async fn publish_entry(bus: &Bus, cluster: &str, entry: RosterEntry) {
-    let id = entry.id;
+/// Publishes a client's roster entry (see [`store`]).
+async fn publish_entry(bus: &Bus, cluster: &str, entry: RosterEntry, id: String, within: Duration) {
+    let client = entry.id;
     let mut payload = vec![b'J'];
     payload.extend_from_slice(&Frame::Profile(entry).to_bytes());
-    store(bus, format!("p2pchat.{cluster}.roster.{}", id.0), payload).await;
+    store(
+        bus,
+        format!("p2pchat.{cluster}.roster.{}", client.0),
+        payload,
+        id,
+        within,
+    )
+    .await;
 }
 
 /// A roster message: an entry (`J` and a `Profile` frame) or a tombstone (`L` and
@@ -289,41 +368,63 @@ async fn follow(
     let (ready_tx, ready) = async_channel::bounded(1);
     let job = move |_, js: async_nats::jetstream::Context| async move {
         use futures_util::StreamExt;
-        let made = async {
-            let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-            stream
-                .create_consumer(consumer::pull::Config {
-                    deliver_policy: from,
-                    filter_subject: subject,
-                    ack_policy: consumer::AckPolicy::None,
-                    inactive_threshold: Duration::from_secs(60),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let consumer = match made.await {
-            Ok(c) => {
+        // Where to pick up after NATS came back: right after the last message seen
+        // (nothing missed, nothing twice), or as first asked.
+        let mut next: Option<u64> = None;
+        let mut first = true;
+        while !inputs.is_closed() {
+            let policy = match next {
+                Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                None => from,
+            };
+            let (stream_name, subject) = (stream.clone(), subject.clone());
+            let made = async {
+                let stream = js
+                    .get_stream(stream_name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let consumer = stream
+                    .create_consumer(consumer::pull::Config {
+                        deliver_policy: policy,
+                        filter_subject: subject,
+                        ack_policy: consumer::AckPolicy::None,
+                        inactive_threshold: Duration::from_secs(60),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // A continuous pull (heartbeats keep it alive): messages arrive as
+                // the stream grows, with no polling.
+                consumer.messages().await.map_err(|e| e.to_string())
+            };
+            let mut messages = match made.await {
+                Ok(m) => m,
+                Err(e) if first => {
+                    let _ = ready_tx.send(Err(BusError::Nats(e))).await;
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            if first {
+                first = false;
                 let _ = ready_tx.send(Ok(())).await;
-                c
             }
-            Err(e) => {
-                let _ = ready_tx.send(Err(BusError::Nats(e))).await;
-                return;
+            while let Some(m) = messages.next().await {
+                // An error ends this pull (NATS went away); a new one picks up.
+                let Ok(m) = m else { break };
+                if let Ok(info) = m.info() {
+                    next = Some(info.stream_sequence + 1);
+                }
+                if let Some(input) = read(m.subject.as_str(), &m.payload)
+                    && inputs.send(input).await.is_err()
+                {
+                    return;
+                }
             }
-        };
-        // A continuous pull (heartbeats keep it alive): messages arrive as the
-        // stream grows, with no polling.
-        let Ok(mut messages) = consumer.messages().await else {
-            return;
-        };
-        while let Some(m) = messages.next().await {
-            let Ok(m) = m else { continue };
-            if let Some(input) = read(m.subject.as_str(), &m.payload)
-                && inputs.send(input).await.is_err()
-            {
-                return;
-            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     };
     // The job runs for the relay's life on the NATS thread; it is not awaited.
