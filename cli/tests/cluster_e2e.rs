@@ -153,3 +153,49 @@ fn nats_restarted_mid_conversation_delays_messages_between_relays_but_loses_none
         bob.out_seen
     );
 }
+
+#[test]
+fn a_client_given_several_relays_joins_another_when_its_relay_is_killed() {
+    let nats = NatsServer::start().expect("nats-server starts (apt-get install -y nats-server)");
+    let url = nats.url();
+    // The relays of a cluster share one key (one data folder here), so that a client
+    // that trusted one on first use trusts the others.
+    let shared = fresh_data_dir();
+    let start = |data: &std::path::Path| {
+        let mut p = Proc::start_in(
+            &[
+                "server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--cluster",
+                &url,
+                "--cluster-name",
+                "failover",
+            ],
+            data,
+        );
+        let line = p.expect_err("listening line", |l| l.contains("listening on"));
+        (p, port_in(&line))
+    };
+    let (mut relay_a, port_a) = start(&shared);
+    let (_relay_b, port_b) = start(&shared);
+    let both = format!("127.0.0.1:{port_a},127.0.0.1:{port_b}");
+    let mut ann = Proc::start(&["join", &both, "--name", "ann"]);
+    ann.expect_out("admitted on the first", |l| {
+        l.starts_with("* you are client 0 ")
+    });
+    let mut bob = join(port_b, "bob", 1, &fresh_data_dir());
+    ann.expect_out("bob joining", |l| l.starts_with("* 1 bob joined"));
+
+    relay_a.kill();
+    // Its session cannot be resumed elsewhere yet (sessions do not move between
+    // relays): ann joins the other relay as a new client, and says so.
+    ann.expect_out("joined again on the other relay", |l| {
+        l.starts_with("* reconnected: you are a new client, 2 (you were 0)")
+    });
+    bob.expect_out("ann back as 2", |l| l.starts_with("* 2 ann joined"));
+    bob.send("2 welcome back");
+    ann.expect_out_line("1 welcome back");
+}

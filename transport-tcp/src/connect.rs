@@ -46,9 +46,29 @@ fn has_port(host: &str) -> bool {
     }
 }
 
-/// Connects to the first address of `host` that answers. `hint` names the command
-/// that should be listening, for the error message.
+/// Connects to the first address of `host` that answers: a name's addresses in turn,
+/// and several hosts given comma-separated (`HOST1:PORT1,HOST2:PORT2`, the relays of
+/// a cluster) in turn. `hint` names the command that should be listening, for the
+/// error message.
 pub async fn connect(
+    host: &str,
+    default_port: u16,
+    hint: &'static str,
+) -> Result<TcpStream, ConnectError> {
+    let mut last = None;
+    for one in host.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        match connect_one(one, default_port, hint).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::NoAddress {
+        host: host.to_owned(),
+    }))
+}
+
+/// [`connect`] for one host.
+async fn connect_one(
     host: &str,
     default_port: u16,
     hint: &'static str,
