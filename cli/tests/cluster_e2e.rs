@@ -198,4 +198,11 @@ fn a_client_given_several_relays_joins_another_when_its_relay_is_killed() {
     bob.expect_out("ann back as 2", |l| l.starts_with("* 2 ann joined"));
     bob.send("2 welcome back");
     ann.expect_out_line("1 welcome back");
+    // The dead relay's clients leave the roster once it has been silent a while.
+    bob.expect_out("the dead relay's client gone", |l| {
+        l == "* 0 left (connection lost)"
+    });
+    bob.send("/who");
+    let roster = bob.expect_out("the roster", |l| l.starts_with("* online:"));
+    assert_eq!(without_key_tags(&roster), "* online: 1 bob (you), 2 ann");
 }

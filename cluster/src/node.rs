@@ -52,6 +52,79 @@ pub fn valid_cluster_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// How often a relay says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a relay may be silent before the others take it for dead.
+const DEAD_AFTER: Duration = Duration::from_secs(5);
+
+/// Which relay each client of the cluster is on, and when each relay was last
+/// heard: what lets the others take a dead relay's clients off the roster.
+#[derive(Clone, Default)]
+struct Liveness(std::sync::Arc<std::sync::Mutex<LivenessState>>);
+
+#[derive(Default)]
+struct LivenessState {
+    homes: HashMap<ClientId, String>,
+    heard: HashMap<String, std::time::Instant>,
+}
+
+impl Liveness {
+    fn state(&self) -> std::sync::MutexGuard<'_, LivenessState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn home(&self, id: ClientId, relay: String) {
+        self.state().homes.insert(id, relay);
+    }
+
+    fn gone(&self, id: ClientId) {
+        self.state().homes.remove(&id);
+    }
+
+    fn heard(&self, relay: &str) {
+        self.state()
+            .heard
+            .insert(relay.to_owned(), std::time::Instant::now());
+    }
+
+    /// Relays silent for `DEAD_AFTER` (heard of through the roster, never or long
+    /// ago through heartbeats, counting from `since` at the latest), with their
+    /// clients, forgotten here; and whether `me` comes first among the relays alive
+    /// (it then cleans up for the cluster).
+    fn take_dead(
+        &self,
+        me: &str,
+        since: std::time::Instant,
+    ) -> (Vec<(String, Vec<ClientId>)>, bool) {
+        let now = std::time::Instant::now();
+        let mut state = self.state();
+        let alive = |relay: &str, state: &LivenessState| {
+            relay == me
+                || state.heard.get(relay).copied().unwrap_or(since).max(since) + DEAD_AFTER > now
+        };
+        let mut dead: HashMap<String, Vec<ClientId>> = HashMap::new();
+        for (id, relay) in &state.homes {
+            if !alive(relay, &state) {
+                dead.entry(relay.clone()).or_default().push(*id);
+            }
+        }
+        for ids in dead.values() {
+            for id in ids {
+                state.homes.remove(id);
+            }
+        }
+        let first = state
+            .heard
+            .iter()
+            .filter(|(r, at)| **at + DEAD_AFTER > now && r.as_str() != me)
+            .all(|(r, _)| r.as_str() > me);
+        let mut dead: Vec<_> = dead.into_iter().collect();
+        dead.sort();
+        (dead, first)
+    }
+}
+
 /// A relay's node, joined to its cluster and ready to carry requests out.
 pub struct Node {
     bus: Bus,
@@ -59,6 +132,9 @@ pub struct Node {
     counter: Counter,
     mail: Mail,
     inputs: Sender<ClusterInput>,
+    liveness: Liveness,
+    /// Heartbeats out, heartbeats in, and the watch for dead relays.
+    _tasks: Vec<smol::Task<()>>,
 }
 
 /// Joins the cluster: opens (creating them if this is the first relay) its counter
@@ -83,15 +159,85 @@ pub async fn start(
     .await?;
     let all = format!("P2PCHAT_ALL_{c}");
     open_stream(&bus, all, format!("p2pchat.{c}.all"), options.keep, false).await?;
-    watch_roster(&bus, &c, inputs.clone()).await?;
+    let liveness = Liveness::default();
+    watch_roster(&bus, &c, liveness.clone(), inputs.clone()).await?;
     watch_broadcasts(&bus, &c, &options.relay, inputs.clone()).await?;
+    let heartbeats = bus.subscribe(format!("p2pchat.{c}.alive.*")).await?;
+    let listening = {
+        let liveness = liveness.clone();
+        smol::spawn(async move {
+            while let Ok(beat) = heartbeats.recv().await {
+                if let Some(relay) = beat.subject.rsplit('.').next() {
+                    liveness.heard(relay);
+                }
+            }
+        })
+    };
+    let beating = {
+        let (bus, subject) = (bus.clone(), format!("p2pchat.{c}.alive.{}", options.relay));
+        smol::spawn(async move {
+            loop {
+                let _ = bus.publish(subject.clone(), Bytes::new()).await;
+                smol::Timer::after(HEARTBEAT).await;
+            }
+        })
+    };
+    let watching = smol::spawn(watch_for_dead(
+        bus.clone(),
+        options.clone(),
+        counter.clone(),
+        liveness.clone(),
+        inputs.clone(),
+    ));
     Ok(Node {
         bus,
         options,
         counter,
         mail,
         inputs,
+        liveness,
+        _tasks: vec![listening, beating, watching],
     })
+}
+
+/// Every heartbeat, looks for relays gone silent: their clients leave the roster
+/// here at once (`connection-lost`), and the first relay alive also removes them
+/// from the cluster's roster and frees their places.
+async fn watch_for_dead(
+    bus: Bus,
+    options: NodeOptions,
+    counter: Counter,
+    liveness: Liveness,
+    inputs: Sender<ClusterInput>,
+) {
+    let since = std::time::Instant::now();
+    let c = &options.cluster;
+    loop {
+        smol::Timer::after(HEARTBEAT).await;
+        let (dead, first) = liveness.take_dead(&options.relay, since);
+        for (relay, ids) in dead {
+            eprintln!(
+                "p2pchat server: relay {relay} of the cluster is silent (over {} s): its {} client(s) are gone",
+                DEAD_AFTER.as_secs(),
+                ids.len()
+            );
+            for id in ids {
+                let code = ErrorCode::ConnectionLost;
+                if inputs.send(ClusterInput::Left { id, code }).await.is_err() {
+                    return;
+                }
+                if first {
+                    let mut tombstone = vec![b'L'];
+                    tombstone.extend_from_slice(&code.to_u16().to_be_bytes());
+                    let subject = format!("p2pchat.{c}.roster.{}", id.0);
+                    let once = format!("dead-{relay}-{}", id.0);
+                    if store(&bus, subject, tombstone, once, options.keep).await {
+                        let _ = counter.release().await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Node {
@@ -105,6 +251,8 @@ impl Node {
             counter,
             mail,
             inputs,
+            liveness,
+            _tasks,
         } = self;
         let c = options.cluster.clone();
         // Our clients' mailboxes, each read by a task of its own.
@@ -169,15 +317,16 @@ impl Node {
                 ClusterRequest::Admit { .. } => {}
                 ClusterRequest::Announce(entry) => {
                     let id = entry.id;
-                    publish_entry(&bus, &c, entry, next_id(), within).await;
+                    publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
                     let reader = read_mailbox(mail.clone(), id, inputs.clone());
                     readers.insert(id, smol::spawn(reader));
                 }
                 ClusterRequest::Update(entry) => {
-                    publish_entry(&bus, &c, entry, next_id(), within).await;
+                    publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
                 }
                 ClusterRequest::Withdraw { id, code } => {
                     readers.remove(&id);
+                    liveness.gone(id);
                     let _ = counter.release().await;
                     let mut tombstone = vec![b'L'];
                     tombstone.extend_from_slice(&code.to_u16().to_be_bytes());
@@ -269,10 +418,24 @@ async fn store(bus: &Bus, subject: String, payload: Vec<u8>, id: String, within:
     }
 }
 
-/// Publishes a client's roster entry (see [`store`]).
-async fn publish_entry(bus: &Bus, cluster: &str, entry: RosterEntry, id: String, within: Duration) {
+/// Publishes a client's roster entry (see [`store`]): `J`, the length and name of
+/// its relay, and a `Profile` frame.
+async fn publish_entry(
+    bus: &Bus,
+    cluster: &str,
+    relay: &str,
+    entry: RosterEntry,
+    id: String,
+    within: Duration,
+) {
     let client = entry.id;
-    let mut payload = vec![b'J'];
+    let mut payload = vec![b'J', u8::try_from(relay.len()).unwrap_or(u8::MAX)];
+    payload.extend_from_slice(
+        relay
+            .as_bytes()
+            .get(..usize::from(payload[1]))
+            .unwrap_or_default(),
+    );
     payload.extend_from_slice(&Frame::Profile(entry).to_bytes());
     store(
         bus,
@@ -284,24 +447,30 @@ async fn publish_entry(bus: &Bus, cluster: &str, entry: RosterEntry, id: String,
     .await;
 }
 
-/// A roster message: an entry (`J` and a `Profile` frame) or a tombstone (`L` and
-/// the code).
-fn roster_input(subject: &str, payload: &[u8]) -> Option<ClusterInput> {
+/// A roster message: an entry (`J`, its relay's name, a `Profile` frame), with the
+/// relay's name; or a tombstone (`L` and the code).
+fn roster_input(subject: &str, payload: &[u8]) -> Option<(Option<String>, ClusterInput)> {
     let id = ClientId(subject.rsplit('.').next()?.parse().ok()?);
     match payload.split_first()? {
-        (b'J', frame) => {
+        (b'J', rest) => {
+            let (&len, rest) = rest.split_first()?;
+            let relay = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
+            let frame = rest.get(usize::from(len)..)?;
             let (&ty, body) = frame.get(4..)?.split_first()?;
             match Frame::decode(ty, body).ok()? {
-                Frame::Profile(entry) if entry.id == id => Some(ClusterInput::Roster(entry)),
+                Frame::Profile(entry) if entry.id == id => {
+                    Some((Some(relay.to_owned()), ClusterInput::Roster(entry)))
+                }
                 _ => None,
             }
         }
         (b'L', code) => {
             let code = u16::from_be_bytes(code.get(..2)?.try_into().ok()?);
-            Some(ClusterInput::Left {
+            let left = ClusterInput::Left {
                 id,
                 code: ErrorCode::from_u16(code),
-            })
+            };
+            Some((None, left))
         }
         _ => None,
     }
@@ -312,6 +481,7 @@ fn roster_input(subject: &str, payload: &[u8]) -> Option<ClusterInput> {
 async fn watch_roster(
     bus: &Bus,
     cluster: &str,
+    homes: Liveness,
     inputs: Sender<ClusterInput>,
 ) -> Result<(), BusError> {
     let stream = format!("P2PCHAT_ROSTER_{cluster}");
@@ -321,7 +491,15 @@ async fn watch_roster(
         stream,
         subject,
         consumer::DeliverPolicy::LastPerSubject,
-        roster_input,
+        move |subject, payload| {
+            let (relay, input) = roster_input(subject, payload)?;
+            match (&input, relay) {
+                (ClusterInput::Roster(entry), Some(relay)) => homes.home(entry.id, relay),
+                (ClusterInput::Left { id, .. }, _) => homes.gone(*id),
+                _ => {}
+            }
+            Some(input)
+        },
         inputs,
     )
     .await
@@ -471,11 +649,12 @@ mod tests {
             name: "ann".into(),
             key: None,
         };
-        let mut joined = vec![b'J'];
+        let mut joined = vec![b'J', 2];
+        joined.extend_from_slice(b"r1");
         joined.extend_from_slice(&Frame::Profile(entry.clone()).to_bytes());
         assert_eq!(
             roster_input("p2pchat.c.roster.7", &joined),
-            Some(ClusterInput::Roster(entry))
+            Some((Some("r1".to_owned()), ClusterInput::Roster(entry)))
         );
         assert_eq!(
             roster_input("p2pchat.c.roster.8", &joined),
@@ -484,10 +663,13 @@ mod tests {
         );
         assert_eq!(
             roster_input("p2pchat.c.roster.7", &[b'L', 0, 0]),
-            Some(ClusterInput::Left {
-                id: ClientId(7),
-                code: ErrorCode::Normal
-            })
+            Some((
+                None,
+                ClusterInput::Left {
+                    id: ClientId(7),
+                    code: ErrorCode::Normal
+                }
+            ))
         );
         assert_eq!(roster_input("p2pchat.c.roster.7", b"Xjunk"), None);
         assert_eq!(roster_input("p2pchat.c.roster.x", &joined), None);
