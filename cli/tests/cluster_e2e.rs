@@ -206,3 +206,27 @@ fn a_client_given_several_relays_joins_another_when_its_relay_is_killed() {
     let roster = bob.expect_out("the roster", |l| l.starts_with("* online:"));
     assert_eq!(without_key_tags(&roster), "* online: 1 bob (you), 2 ann");
 }
+
+#[test]
+fn a_message_read_on_another_relay_is_confirmed_delivered_to_its_sender() {
+    let nats = NatsServer::start().expect("nats-server starts (apt-get install -y nats-server)");
+    let url = nats.url();
+    let (_a, port_a) = relay(&url);
+    let (_b, port_b) = relay(&url);
+    let mut ann = Proc::start(&[
+        "join",
+        &format!("127.0.0.1:{port_a}"),
+        "--name",
+        "ann",
+        "--json",
+    ]);
+    ann.expect_out("admitted", |l| l.contains(r#""event":"welcome","id":0"#));
+    let mut bob = join(port_b, "bob", 1, &fresh_data_dir());
+    ann.expect_out("bob joining", |l| l.contains(r#""event":"joined","id":1"#));
+    ann.send("1 please confirm");
+    bob.expect_out_line("0 please confirm");
+    // The receipt comes back across the bus once bob's client has read it.
+    ann.expect_out("the receipt", |l| {
+        l.contains(r#""event":"delivered","seq":"#)
+    });
+}

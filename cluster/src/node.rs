@@ -159,6 +159,24 @@ pub async fn start(
     .await?;
     let all = format!("P2PCHAT_ALL_{c}");
     open_stream(&bus, all, format!("p2pchat.{c}.all"), options.keep, false).await?;
+    let receipts = format!("P2PCHAT_RECEIPTS_{c}");
+    open_stream(
+        &bus,
+        receipts.clone(),
+        format!("p2pchat.{c}.receipt"),
+        options.keep,
+        false,
+    )
+    .await?;
+    follow(
+        &bus,
+        receipts,
+        format!("p2pchat.{c}.receipt"),
+        consumer::DeliverPolicy::New,
+        |_, payload| receipt_input(payload),
+        inputs.clone(),
+    )
+    .await?;
     let liveness = Liveness::default();
     watch_roster(&bus, &c, liveness.clone(), inputs.clone()).await?;
     watch_broadcasts(&bus, &c, &options.relay, inputs.clone()).await?;
@@ -344,6 +362,16 @@ impl Node {
                         );
                     }
                 }
+                ClusterRequest::Receipt { to, by, seqs } => {
+                    let mut payload = Vec::with_capacity(8 + 8 * seqs.len());
+                    payload.extend_from_slice(&to.0.to_be_bytes());
+                    payload.extend_from_slice(&by.0.to_be_bytes());
+                    for seq in seqs {
+                        payload.extend_from_slice(&seq.to_be_bytes());
+                    }
+                    let subject = format!("p2pchat.{c}.receipt");
+                    store(&bus, subject, payload, next_id(), within).await;
+                }
                 ClusterRequest::Broadcast { frames } => {
                     let mut payload = options.relay.as_bytes().to_vec();
                     payload.push(0);
@@ -474,6 +502,21 @@ fn roster_input(subject: &str, payload: &[u8]) -> Option<(Option<String>, Cluste
         }
         _ => None,
     }
+}
+
+/// A receipt: the sender's ID, the reader's ID, and the sequence numbers read.
+fn receipt_input(payload: &[u8]) -> Option<ClusterInput> {
+    let to = ClientId(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?));
+    let by = ClientId(u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?));
+    let rest = payload.get(8..)?;
+    if rest.len() % 8 != 0 {
+        return None;
+    }
+    let seqs = rest
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+        .collect();
+    Some(ClusterInput::Receipt { to, by, seqs })
 }
 
 /// Reads the roster stream from the start (each client's last entry) and then as
@@ -672,6 +715,17 @@ mod tests {
             ))
         );
         assert_eq!(roster_input("p2pchat.c.roster.7", b"Xjunk"), None);
+        let mut receipt = vec![0, 0, 0, 3, 0, 0, 0, 9];
+        receipt.extend_from_slice(&42u64.to_be_bytes());
+        assert_eq!(
+            receipt_input(&receipt),
+            Some(ClusterInput::Receipt {
+                to: ClientId(3),
+                by: ClientId(9),
+                seqs: vec![42]
+            })
+        );
+        assert_eq!(receipt_input(&receipt[..11]), None);
         assert_eq!(roster_input("p2pchat.c.roster.x", &joined), None);
         assert!(valid_cluster_name("p2pchat-1_a"));
         assert!(

@@ -67,6 +67,17 @@ pub enum ClusterRequest {
         /// The frames.
         frames: Vec<u8>,
     },
+    /// Client `by` of this relay read messages of client `to` of another relay: tell
+    /// `to`'s relay (a [`ClusterInput::Receipt`] there), which tells `to` they were
+    /// delivered.
+    Receipt {
+        /// The sender.
+        to: ClientId,
+        /// The reader.
+        by: ClientId,
+        /// The sender's sequence numbers of what was read.
+        seqs: Vec<u64>,
+    },
 }
 
 /// What the bus tells a relay of a cluster (see [`RelayServer::handle_cluster`]).
@@ -100,6 +111,16 @@ pub enum ClusterInput {
     Broadcast {
         /// `Deliver` frames.
         frames: Vec<u8>,
+    },
+    /// Client `by` on another relay read messages of client `to` (see
+    /// [`ClusterRequest::Receipt`]).
+    Receipt {
+        /// The sender.
+        to: ClientId,
+        /// The reader.
+        by: ClientId,
+        /// The sender's sequence numbers of what was read.
+        seqs: Vec<u64>,
     },
 }
 
@@ -147,6 +168,10 @@ pub(super) struct Cluster {
     /// IDs known to have left: a roster entry arriving late for one (the bus gives
     /// no order between a client's subjects) does not bring it back.
     left: FxHashSet<ClientId>,
+    /// Messages of our clients forwarded to a client on another relay, by that
+    /// client, until its relay says it read them (a receipt) or it leaves (then
+    /// their senders are told they did not reach it).
+    awaiting: FxHashMap<ClientId, super::sessions::Owed>,
 }
 
 impl Cluster {
@@ -192,6 +217,18 @@ impl Cluster {
         if !self.remote.contains(&id) {
             self.requests
                 .push_back(ClusterRequest::Withdraw { id, code });
+        }
+    }
+
+    /// Message `seq` of `from` went to `to` on another relay: it waits for a receipt.
+    pub(super) fn await_receipt(&mut self, to: ClientId, from: ClientId, seq: u64) {
+        self.awaiting.entry(to).or_default().push_back((from, seq));
+    }
+
+    pub(super) fn receipt(&mut self, to: ClientId, by: ClientId, seqs: Vec<u64>) {
+        if !seqs.is_empty() {
+            self.requests
+                .push_back(ClusterRequest::Receipt { to, by, seqs });
         }
     }
 
@@ -277,6 +314,7 @@ impl RelayServer {
                 self.handle_remote_left(id, code, now);
             }
             ClusterInput::Mail { to, frames } => return self.handle_mail(to, &frames, now),
+            ClusterInput::Receipt { to, by, seqs } => self.handle_receipt(to, by, seqs, now),
             ClusterInput::Broadcast { frames } => {
                 return self.handle_remote_broadcast(&frames, now);
             }
@@ -433,11 +471,38 @@ impl RelayServer {
         self.clients.remove(&id);
         self.conns.remove(&conn);
         let detail = "gone from its relay of the cluster".to_owned();
-        self.announce_left(conn, id, exited, code, detail, Default::default());
+        // What it never said it read did not reach it: its senders are told.
+        let owed = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.awaiting.remove(&id))
+            .unwrap_or_default();
+        self.announce_left(conn, id, exited, code, detail, owed);
+        self.flush_delivered(now);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.remote.remove(&id);
         }
         self.cut_off_overflowed();
+    }
+
+    /// Client `by` on another relay read these messages of client `to` of this relay:
+    /// they are delivered (its receipt says so once all before them are).
+    pub fn handle_receipt(&mut self, to: ClientId, by: ClientId, seqs: Vec<u64>, now: Timestamp) {
+        self.now = self.now.max(now);
+        let Some(owed) = self.cluster.as_mut().and_then(|c| c.awaiting.get_mut(&by)) else {
+            return;
+        };
+        let mut settled = Vec::new();
+        for seq in seqs {
+            if let Some(at) = owed.iter().position(|&(f, s)| f == to && s == seq) {
+                owed.remove(at);
+                settled.push(seq);
+            }
+        }
+        for seq in settled {
+            self.settle(to, seq);
+        }
+        self.flush_delivered(now);
     }
 
     /// Frames from another relay's mailbox for client `to` of this relay. `false`
@@ -498,6 +563,22 @@ impl RelayServer {
         let before = t.out.stream_end();
         let fitted = t.out.try_push_shared_deliveries(&shared, &ends).is_ok();
         if let ConnState::Admitted(Client {
+            id, session: None, ..
+        }) = &t.state
+        {
+            // A reader without a session reads what is queued: delivered now, as for
+            // a sender on this relay.
+            let after = t.out.stream_end();
+            let seqs = ends
+                .iter()
+                .take_while(|&&(_, end)| before + end as u64 <= after)
+                .map(|&(seq, _)| seq)
+                .collect();
+            let by = *id;
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.receipt(from, by, seqs);
+            }
+        } else if let ConnState::Admitted(Client {
             session: Some(session),
             ..
         }) = &mut t.state
@@ -649,6 +730,25 @@ mod tests {
                         assert!(self.relays[o].server.handle_remote_broadcast(&frames, T));
                     }
                 }
+                ClusterRequest::Receipt { to, by, seqs } => {
+                    let home = self.bus.home.get(&to).copied();
+                    if let Some(h) = home {
+                        self.relays[h].server.handle_receipt(to, by, seqs, T);
+                    }
+                }
+            }
+        }
+
+        /// Moves every relay's clock on by `ms` in two steps (acknowledgements and
+        /// receipts wait a little for company, and a receipt crosses the bus
+        /// between them), settling after each.
+        fn wait(&mut self, ms: u64) {
+            for _ in 0..2 {
+                for w in &mut self.relays {
+                    let to = w.now + core::time::Duration::from_millis(ms / 2);
+                    w.advance(to);
+                }
+                self.settle();
             }
         }
 
@@ -743,6 +843,7 @@ mod tests {
         assert_eq!(names, [(0, "ann".to_owned()), (1, "bob".to_owned())]);
         c.relays[1].client(bob).leave(T);
         c.settle();
+        c.wait(4_000);
         let events = c.relays[0].take_events(ann);
         assert!(
             events
@@ -804,6 +905,52 @@ mod tests {
             c.relays[1]
                 .take_events(bob)
                 .contains(&ClientEvent::Finished)
+        );
+    }
+
+    #[test]
+    fn a_message_to_another_relay_is_delivered_when_read_there_and_undelivered_if_never() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        c.relays[0].take_events(ann);
+        let seq = c.relays[0]
+            .client(ann)
+            .send_chat(ClientId(1), "read", T)
+            .unwrap();
+        c.settle();
+        c.wait(4_000);
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Delivered { seq: s } if *s >= seq)),
+            "{events:?}"
+        );
+        // bob stops reading; what ann sends now is not confirmed...
+        c.relays[1].clients[bob].stalled = true;
+        let unread = c.relays[0]
+            .client(ann)
+            .send_chat(ClientId(1), "unread", T)
+            .unwrap();
+        c.settle();
+        c.wait(4_000);
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= unread)),
+            "{events:?}"
+        );
+        // ...and when bob leaves without reading it, ann is told it did not reach him.
+        c.relays[1].client(bob).leave(T);
+        c.settle();
+        c.wait(4_000);
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            events.iter().any(|e| matches!(e, ClientEvent::Error(r)
+                if r.code == ErrorCode::Undelivered && r.seq == unread)),
+            "{events:?}"
         );
     }
 

@@ -1155,6 +1155,16 @@ impl RelayServer {
                     session.owe(t.out.stream_end(), from, chat.seq);
                     1
                 }
+                // On another relay: delivered when its relay says it was read.
+                ConnState::Admitted(Client {
+                    remote: true, id, ..
+                }) => match self.cluster.as_mut() {
+                    Some(cluster) => {
+                        cluster.await_receipt(*id, from, chat.seq);
+                        1
+                    }
+                    None => 0,
+                },
                 _ => 0,
             };
             self.mark_ready(target);

@@ -361,11 +361,14 @@ impl RelayServer {
     /// one sender's is settled with one lookup.)
     fn settle_acknowledged(&mut self, conn: ConnId, upto: u64) {
         let mut read = std::mem::take(&mut self.settling);
+        let mut reader = None;
         if let Some(ConnState::Admitted(Client {
+            id,
             session: Some(session),
             ..
         })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
         {
+            reader = Some(*id);
             while let Some(delivery) = session.pop_acknowledged(upto) {
                 read.push(delivery);
             }
@@ -378,7 +381,19 @@ impl RelayServer {
                 .iter()
                 .take_while(|&&(f, _)| f == from)
                 .count();
-            self.settle_run(from, read.get(start..start + run).unwrap_or_default());
+            let settled = read.get(start..start + run).unwrap_or_default();
+            let remote_sender = self
+                .clients
+                .get(&from)
+                .and_then(|c| self.conns.get(c))
+                .is_some_and(Connection::is_remote);
+            match (remote_sender, reader, self.cluster.as_mut()) {
+                // Its relay tells the sender.
+                (true, Some(by), Some(cluster)) => {
+                    cluster.receipt(from, by, settled.iter().map(|&(_, s)| s).collect());
+                }
+                _ => self.settle_run(from, settled),
+            }
             start += run;
         }
         read.clear();
@@ -387,7 +402,7 @@ impl RelayServer {
 
     /// One of `from`'s recipients acknowledged (or will never acknowledge) its
     /// message `seq`.
-    fn settle(&mut self, from: ClientId, seq: u64) {
+    pub(super) fn settle(&mut self, from: ClientId, seq: u64) {
         self.settle_run(from, &[(from, seq)]);
     }
 
