@@ -173,7 +173,7 @@ pub async fn start(
         receipts,
         format!("p2pchat.{c}.receipt"),
         consumer::DeliverPolicy::New,
-        |_, payload| receipt_input(payload),
+        |_, payload| receipt_inputs(payload),
         inputs.clone(),
     )
     .await?;
@@ -330,7 +330,47 @@ impl Node {
                 }
             }
         });
-        while let Ok(request) = work.recv().await {
+        // A request taken early (it ended a run of forwards), handled next.
+        let mut next: Option<ClusterRequest> = None;
+        // Receipts are gathered and stored together every RECEIPT_LINGER, beside
+        // everything else (their order does not matter: each settles what it names).
+        let (receipt_tx, receipt_rx) = async_channel::unbounded::<Vec<u8>>();
+        let receipting = {
+            let (bus, subject, relay) = (
+                bus.clone(),
+                format!("p2pchat.{c}.receipt"),
+                options.relay.clone(),
+            );
+            smol::spawn(async move {
+                let mut round = 0u64;
+                while let Ok(first) = receipt_rx.recv().await {
+                    smol::Timer::after(RECEIPT_LINGER).await;
+                    let mut payload = first;
+                    while payload.len() < MAX_STORE
+                        && let Ok(more) = receipt_rx.try_recv()
+                    {
+                        payload.extend_from_slice(&more);
+                    }
+                    round += 1;
+                    store(
+                        &bus,
+                        subject.clone(),
+                        payload,
+                        format!("{relay}-r{round}"),
+                        within,
+                    )
+                    .await;
+                }
+            })
+        };
+        loop {
+            let request = match next.take() {
+                Some(r) => r,
+                None => match work.recv().await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
             match request {
                 ClusterRequest::Admit { .. } => {}
                 ClusterRequest::Announce(entry) => {
@@ -352,25 +392,52 @@ impl Node {
                     store(&bus, subject, tombstone, next_id(), within).await;
                 }
                 ClusterRequest::Forward { to, frames } => {
-                    // Stored before anything else is done, so one sender's messages
-                    // stay in order; tried again while NATS is away.
-                    let subject = mail.subject(to.0);
-                    if !store(&bus, subject, frames, next_id(), within).await {
-                        eprintln!(
-                            "p2pchat server: messages for client {to} could not be stored in the cluster's bus within {} s; they are lost",
-                            within.as_secs()
-                        );
+                    // The forwards waiting right behind it go in the same round: one
+                    // store per mailbox (their frames back to back, in order), the
+                    // mailboxes stored side by side. A mailbox's stores never overlap,
+                    // so what one sender sends one reader stays in order.
+                    let mut mailboxes: Vec<(ClientId, Vec<u8>)> = vec![(to, frames)];
+                    while mailboxes.len() < MAX_ROUND {
+                        match work.try_recv() {
+                            Ok(ClusterRequest::Forward { to, frames }) => {
+                                match mailboxes.iter_mut().find(|(t, _)| *t == to) {
+                                    // Under NATS's message size limit (1 MiB).
+                                    Some((_, all)) if all.len() + frames.len() > MAX_STORE => {
+                                        next = Some(ClusterRequest::Forward { to, frames });
+                                        break;
+                                    }
+                                    Some((_, all)) => all.extend_from_slice(&frames),
+                                    None => mailboxes.push((to, frames)),
+                                }
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let stores = mailboxes.into_iter().map(|(to, frames)| {
+                        let (bus, subject, id) = (bus.clone(), mail.subject(to.0), next_id());
+                        async move {
+                            // Tried again while NATS is away.
+                            if !store(&bus, subject, frames, id, within).await {
+                                eprintln!(
+                                    "p2pchat server: messages for client {to} could not be stored in the cluster's bus within {} s; they are lost",
+                                    within.as_secs()
+                                );
+                            }
+                        }
+                    });
+                    let tasks: Vec<_> = stores.map(smol::spawn).collect();
+                    for task in tasks {
+                        task.await;
                     }
                 }
                 ClusterRequest::Receipt { to, by, seqs } => {
-                    let mut payload = Vec::with_capacity(8 + 8 * seqs.len());
-                    payload.extend_from_slice(&to.0.to_be_bytes());
-                    payload.extend_from_slice(&by.0.to_be_bytes());
-                    for seq in seqs {
-                        payload.extend_from_slice(&seq.to_be_bytes());
-                    }
-                    let subject = format!("p2pchat.{c}.receipt");
-                    store(&bus, subject, payload, next_id(), within).await;
+                    let mut record = Vec::with_capacity(12 + 8 * seqs.len());
+                    encode_receipt(&mut record, to, by, &seqs);
+                    let _ = receipt_tx.send(record).await;
                 }
                 ClusterRequest::Broadcast { frames } => {
                     let mut payload = options.relay.as_bytes().to_vec();
@@ -380,8 +447,10 @@ impl Node {
                 }
             }
         }
+        drop(receipt_tx);
         sorting.await;
         admitting.await;
+        receipting.await;
     }
 }
 
@@ -413,6 +482,17 @@ async fn open_stream(
 /// How long an admission may wait for the bus before the newcomer is told it is
 /// unreachable (its handshake deadline is 10 s).
 const ADMISSION_WITHIN: Duration = Duration::from_secs(3);
+
+/// Most bytes one store carries (NATS's default limit on a message is 1 MiB; one
+/// forward is at most a client's queue bound, 568 KiB).
+const MAX_STORE: usize = 600 * 1024;
+
+/// How long receipts are gathered before they are stored together (the relay
+/// holds a receipt for its client up to a second anyway, for company).
+const RECEIPT_LINGER: Duration = Duration::from_millis(20);
+
+/// Most mailboxes stored side by side in one round.
+const MAX_ROUND: usize = 256;
 
 /// Pause between attempts while NATS is away.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -504,19 +584,44 @@ fn roster_input(subject: &str, payload: &[u8]) -> Option<(Option<String>, Cluste
     }
 }
 
-/// A receipt: the sender's ID, the reader's ID, and the sequence numbers read.
-fn receipt_input(payload: &[u8]) -> Option<ClusterInput> {
-    let to = ClientId(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?));
-    let by = ClientId(u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?));
-    let rest = payload.get(8..)?;
-    if rest.len() % 8 != 0 {
-        return None;
+/// Receipts, back to back: each the sender's ID, the reader's ID, how many sequence
+/// numbers, and those. Empty if anything in them does not add up.
+fn receipt_inputs(mut payload: &[u8]) -> Vec<ClusterInput> {
+    let mut inputs = Vec::new();
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    while !payload.is_empty() {
+        let (Some(to), Some(by), Some(n)) = (word(payload, 0), word(payload, 4), word(payload, 8))
+        else {
+            return Vec::new();
+        };
+        let end = 12 + 8 * n as usize;
+        let Some(seqs) = payload.get(12..end) else {
+            return Vec::new();
+        };
+        let seqs = seqs
+            .chunks_exact(8)
+            .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+            .collect();
+        inputs.push(ClusterInput::Receipt {
+            to: ClientId(to),
+            by: ClientId(by),
+            seqs,
+        });
+        payload = payload.get(end..).unwrap_or_default();
     }
-    let seqs = rest
-        .chunks_exact(8)
-        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
-        .collect();
-    Some(ClusterInput::Receipt { to, by, seqs })
+    inputs
+}
+
+/// One receipt, as [`receipt_inputs`] reads it.
+fn encode_receipt(out: &mut Vec<u8>, to: ClientId, by: ClientId, seqs: &[u64]) {
+    out.extend_from_slice(&to.0.to_be_bytes());
+    out.extend_from_slice(&by.0.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(seqs.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for seq in seqs {
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
 }
 
 /// Reads the roster stream from the start (each client's last entry) and then as
@@ -535,13 +640,15 @@ async fn watch_roster(
         subject,
         consumer::DeliverPolicy::LastPerSubject,
         move |subject, payload| {
-            let (relay, input) = roster_input(subject, payload)?;
+            let Some((relay, input)) = roster_input(subject, payload) else {
+                return Vec::new();
+            };
             match (&input, relay) {
                 (ClusterInput::Roster(entry), Some(relay)) => homes.home(entry.id, relay),
                 (ClusterInput::Left { id, .. }, _) => homes.gone(*id),
                 _ => {}
             }
-            Some(input)
+            vec![input]
         },
         inputs,
     )
@@ -564,11 +671,16 @@ async fn watch_broadcasts(
         subject,
         consumer::DeliverPolicy::New,
         move |_, payload| {
-            let at = payload.iter().position(|&b| b == 0)?;
+            let Some(at) = payload.iter().position(|&b| b == 0) else {
+                return Vec::new();
+            };
             let (from, rest) = payload.split_at(at);
-            (from != me.as_slice()).then(|| ClusterInput::Broadcast {
+            if from == me.as_slice() {
+                return Vec::new();
+            }
+            vec![ClusterInput::Broadcast {
                 frames: rest.get(1..).unwrap_or_default().to_vec(),
-            })
+            }]
         },
         inputs,
     )
@@ -583,7 +695,7 @@ async fn follow(
     stream: String,
     subject: String,
     from: consumer::DeliverPolicy,
-    read: impl Fn(&str, &[u8]) -> Option<ClusterInput> + Send + 'static,
+    read: impl Fn(&str, &[u8]) -> Vec<ClusterInput> + Send + 'static,
     inputs: Sender<ClusterInput>,
 ) -> Result<(), BusError> {
     let (ready_tx, ready) = async_channel::bounded(1);
@@ -639,10 +751,10 @@ async fn follow(
                 if let Ok(info) = m.info() {
                     next = Some(info.stream_sequence + 1);
                 }
-                if let Some(input) = read(m.subject.as_str(), &m.payload)
-                    && inputs.send(input).await.is_err()
-                {
-                    return;
+                for input in read(m.subject.as_str(), &m.payload) {
+                    if inputs.send(input).await.is_err() {
+                        return;
+                    }
                 }
             }
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -715,17 +827,25 @@ mod tests {
             ))
         );
         assert_eq!(roster_input("p2pchat.c.roster.7", b"Xjunk"), None);
-        let mut receipt = vec![0, 0, 0, 3, 0, 0, 0, 9];
-        receipt.extend_from_slice(&42u64.to_be_bytes());
+        let mut receipts = Vec::new();
+        encode_receipt(&mut receipts, ClientId(3), ClientId(9), &[42, 43]);
+        encode_receipt(&mut receipts, ClientId(4), ClientId(9), &[7]);
         assert_eq!(
-            receipt_input(&receipt),
-            Some(ClusterInput::Receipt {
-                to: ClientId(3),
-                by: ClientId(9),
-                seqs: vec![42]
-            })
+            receipt_inputs(&receipts),
+            [
+                ClusterInput::Receipt {
+                    to: ClientId(3),
+                    by: ClientId(9),
+                    seqs: vec![42, 43]
+                },
+                ClusterInput::Receipt {
+                    to: ClientId(4),
+                    by: ClientId(9),
+                    seqs: vec![7]
+                }
+            ]
         );
-        assert_eq!(receipt_input(&receipt[..11]), None);
+        assert!(receipt_inputs(&receipts[..receipts.len() - 1]).is_empty());
         assert_eq!(roster_input("p2pchat.c.roster.x", &joined), None);
         assert!(valid_cluster_name("p2pchat-1_a"));
         assert!(
