@@ -18,6 +18,7 @@ pub mod bus;
 pub mod mailbox;
 pub mod nats_server;
 pub mod node;
+mod pull;
 
 pub use admission::{Admission, Admitted};
 pub use bus::{Bus, BusError, BusMessage};

@@ -160,57 +160,26 @@ impl MailReader {
     /// heartbeats: no polling), until the receiver is dropped.
     pub async fn letters(&self) -> Result<async_channel::Receiver<Letter>, BusError> {
         let (tx, rx) = async_channel::bounded(256);
-        let (ready_tx, ready) = async_channel::bounded(1);
         let (stream, name) = (self.stream.clone(), self.consumer.clone());
-        let bus = self.bus.clone();
-        let job = move |_, js: async_nats::jetstream::Context| async move {
-            use futures_util::StreamExt;
-            let mut first = true;
-            while !tx.is_closed() {
-                let (stream, name) = (stream.clone(), name.clone());
-                let started = async {
-                    let consumer: consumer::PullConsumer = js
-                        .get_consumer_from_stream(name, stream)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    consumer.messages().await.map_err(|e| e.to_string())
-                };
-                let mut messages = match started.await {
-                    Ok(m) => m,
-                    Err(e) if first => {
-                        let _ = ready_tx.send(Err(BusError::Nats(e))).await;
-                        return;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        continue;
-                    }
-                };
-                if first {
-                    first = false;
-                    let _ = ready_tx.send(Ok(())).await;
-                }
-                while let Some(m) = messages.next().await {
-                    // An error ends this pull (NATS went away); a new one picks up
-                    // where the consumer's acknowledgements say.
-                    let Ok(m) = m else { break };
-                    let letter = Letter {
-                        sequence: m.info().map(|i| i.stream_sequence).unwrap_or(0),
-                        payload: m.payload.clone(),
-                        ack: m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default(),
-                    };
-                    if tx.send(letter).await.is_err() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+        // The durable consumer picks up where its acknowledgements say.
+        let open: crate::pull::Open = Box::new(move |js, _| {
+            let (stream, name) = (stream.clone(), name.clone());
+            Box::pin(async move {
+                let consumer: consumer::PullConsumer = js
+                    .get_consumer_from_stream(name, stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                consumer.messages().await.map_err(|e| e.to_string())
+            })
+        });
+        let read = |m: &async_nats::jetstream::Message| {
+            vec![Letter {
+                sequence: m.info().map(|i| i.stream_sequence).unwrap_or(0),
+                payload: m.payload.clone(),
+                ack: m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            }]
         };
-        smol::spawn(async move {
-            let _ = bus.call(job).await;
-        })
-        .detach();
-        ready.recv().await.map_err(|_| BusError::Stopped)??;
+        crate::pull::follow(&self.bus, open, read, tx).await?;
         Ok(rx)
     }
 

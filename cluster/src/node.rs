@@ -688,8 +688,8 @@ async fn watch_broadcasts(
 }
 
 /// Follows a stream with a consumer of this relay's own (no acknowledgements),
-/// turning each message into an input with `read`, until `inputs` closes. Returns
-/// once the consumer exists.
+/// turning each message into inputs with `read`, until `inputs` closes; after NATS
+/// went away, right after the last message seen. Returns once the consumer exists.
 async fn follow(
     bus: &Bus,
     stream: String,
@@ -698,75 +698,29 @@ async fn follow(
     read: impl Fn(&str, &[u8]) -> Vec<ClusterInput> + Send + 'static,
     inputs: Sender<ClusterInput>,
 ) -> Result<(), BusError> {
-    let (ready_tx, ready) = async_channel::bounded(1);
-    let job = move |_, js: async_nats::jetstream::Context| async move {
-        use futures_util::StreamExt;
-        // Where to pick up after NATS came back: right after the last message seen
-        // (nothing missed, nothing twice), or as first asked.
-        let mut next: Option<u64> = None;
-        let mut first = true;
-        while !inputs.is_closed() {
-            let policy = match next {
-                Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
-                None => from,
-            };
-            let (stream_name, subject) = (stream.clone(), subject.clone());
-            let made = async {
-                let stream = js
-                    .get_stream(stream_name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let consumer = stream
-                    .create_consumer(consumer::pull::Config {
-                        deliver_policy: policy,
-                        filter_subject: subject,
-                        ack_policy: consumer::AckPolicy::None,
-                        inactive_threshold: Duration::from_secs(60),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // A continuous pull (heartbeats keep it alive): messages arrive as
-                // the stream grows, with no polling.
-                consumer.messages().await.map_err(|e| e.to_string())
-            };
-            let mut messages = match made.await {
-                Ok(m) => m,
-                Err(e) if first => {
-                    let _ = ready_tx.send(Err(BusError::Nats(e))).await;
-                    return;
-                }
-                Err(_) => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-            };
-            if first {
-                first = false;
-                let _ = ready_tx.send(Ok(())).await;
-            }
-            while let Some(m) = messages.next().await {
-                // An error ends this pull (NATS went away); a new one picks up.
-                let Ok(m) = m else { break };
-                if let Ok(info) = m.info() {
-                    next = Some(info.stream_sequence + 1);
-                }
-                for input in read(m.subject.as_str(), &m.payload) {
-                    if inputs.send(input).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    };
-    // The job runs for the relay's life on the NATS thread; it is not awaited.
-    let bus = bus.clone();
-    smol::spawn(async move {
-        let _ = bus.call(job).await;
-    })
-    .detach();
-    ready.recv().await.map_err(|_| BusError::Stopped)?
+    let open: crate::pull::Open = Box::new(move |js, next| {
+        let (stream, subject) = (stream.clone(), subject.clone());
+        let policy = match next {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => from,
+        };
+        Box::pin(async move {
+            let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let consumer = stream
+                .create_consumer(consumer::pull::Config {
+                    deliver_policy: policy,
+                    filter_subject: subject,
+                    ack_policy: consumer::AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(60),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        })
+    });
+    let read = move |m: &async_nats::jetstream::Message| read(m.subject.as_str(), &m.payload);
+    crate::pull::follow(bus, open, read, inputs).await
 }
 
 /// Reads client `to`'s mailbox and hands each letter to the core, acknowledging it

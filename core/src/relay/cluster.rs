@@ -396,24 +396,9 @@ impl RelayServer {
             session: None,
             remote: true,
         };
-        self.conns.insert(
-            handle,
-            Connection {
-                address: None,
-                over_address_limit: false,
-                decoder: FrameDecoder::new(0),
-                inner: FrameDecoder::new(0),
-                secure: super::secure::ConnSecure::None,
-                out: Outbound::new(self.limits.relay_queue_bytes()),
-                state: ConnState::Admitted(client),
-                magic_sent: true,
-                in_ready: false,
-                received_any: true,
-                text: None,
-                parked_until: None,
-                lost_by: ErrorCode::Normal,
-            },
-        );
+        let out = Outbound::new(self.limits.relay_queue_bytes());
+        let connection = Connection::without_transport(client, out, None, ErrorCode::Normal);
+        self.conns.insert(handle, connection);
         self.clients.insert(id, handle);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.remote.insert(id);

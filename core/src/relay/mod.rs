@@ -188,6 +188,32 @@ struct Connection {
 }
 
 impl Connection {
+    /// A client's connection with no transport behind it (a session held for a
+    /// client whose connection was lost, or a client on another relay of the
+    /// cluster): a handle the driver never knew, never read from.
+    fn without_transport(
+        client: Client,
+        out: Outbound,
+        parked_until: Option<Timestamp>,
+        lost_by: ErrorCode,
+    ) -> Connection {
+        Connection {
+            address: None,
+            over_address_limit: false,
+            decoder: FrameDecoder::new(0),
+            inner: FrameDecoder::new(0),
+            secure: secure::ConnSecure::None,
+            out,
+            state: ConnState::Admitted(client),
+            magic_sent: true,
+            in_ready: false,
+            received_any: true,
+            text: None,
+            parked_until,
+            lost_by,
+        }
+    }
+
     /// Whether this is a client on another relay of the cluster (no transport: what
     /// is queued for it goes to the bus).
     fn is_remote(&self) -> bool {

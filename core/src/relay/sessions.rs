@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{Client, ConnState, Connection, RelayServer, ServerEvent, error_report};
-use crate::decode::{FrameDecoder, RawFrame};
+use crate::decode::RawFrame;
 use crate::error::ErrorCode;
 use crate::frame::Frame;
 use crate::id::{ClientId, ConnId};
@@ -687,24 +687,8 @@ impl RelayServer {
             retained.unwrap_or_default(),
             self.limits.relay_queue_bytes(),
         );
-        self.conns.insert(
-            handle,
-            Connection {
-                address: None,
-                over_address_limit: false,
-                decoder: FrameDecoder::new(0),
-                inner: FrameDecoder::new(0),
-                secure: super::secure::ConnSecure::None,
-                out,
-                state: ConnState::Admitted(client),
-                magic_sent: true,
-                in_ready: false,
-                received_any: true,
-                text: None,
-                parked_until: Some(until),
-                lost_by: code,
-            },
-        );
+        let connection = Connection::without_transport(client, out, Some(until), code);
+        self.conns.insert(handle, connection);
         self.clients.insert(id, handle);
         self.parked.insert((until, handle));
         self.events
