@@ -330,6 +330,10 @@ pub struct SimArgs {
     /// seed of the scenario and of the network's randomness (default 1)
     #[argh(option, default = "1")]
     pub seed: u64,
+    /// run relays of a cluster on a simulated bus instead (bus delays, relay deaths;
+    /// the relays, clients and messages drawn from the seed)
+    #[argh(switch)]
+    pub cluster: bool,
     /// number of clients (default 5)
     #[argh(option, default = "5")]
     pub clients: u32,

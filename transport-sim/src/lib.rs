@@ -13,9 +13,12 @@
 //! - [`run_judged`]: one random run judged as it goes, with its workload figures and
 //!   its transcript's hash; [`run_swarm`]: many seeds on every core;
 //! - [`run_plain_text`]: plain-text senders against a relay or listener whose driver
-//!   runs seconds behind its sockets (the proof that a pause never splits a line).
+//!   runs seconds behind its sockets (the proof that a pause never splits a line);
+//! - [`run_cluster`]: relays of a cluster on a simulated bus, with bus delays and
+//!   relay deaths, checked as it goes.
 
 mod check;
+mod cluster;
 mod judged;
 mod plain_text;
 mod random;
@@ -28,6 +31,7 @@ mod transcript;
 pub use check::{
     COLLAPSE_MIN_MESSAGES, Checker, RunInfo, Verdict, Violation, Workload, check, judge,
 };
+pub use cluster::{ClusterRun, ClusterSpec, run_cluster};
 pub use judged::{Corruption, JudgedRun, run_corrupted, run_judged};
 pub use plain_text::{TextLineSeen, TextRun, TextSpec, run_plain_text};
 pub use random::{FaultSet, RandomSpec, Traffic, random_scenario};

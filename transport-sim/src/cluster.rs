@@ -1,0 +1,625 @@
+//! Relays of a cluster on a simulated bus (docs/SCALING.md): the real core machines
+//! (`RelayServer::clustered`, `RelayClient`) with an in-memory bus that keeps NATS's
+//! semantics, seeded, with bus delays and relay deaths.
+//!
+//! The bus: an admission counter decided at once (compare-and-set has one winner);
+//! what one relay publishes reaches each other relay in order, after a random delay
+//! (per-publisher order, as NATS keeps it); mail and receipts go to the relay that
+//! holds their client, and are kept (JetStream) while no relay does. A relay that
+//! dies takes its clients' connections with it; the others learn it after a liveness
+//! delay (its clients leave). Clients do not come back (sessions do not move between
+//! relays yet: a client whose relay died would join again as a new client).
+//!
+//! What is checked, as the run goes and at its end ([`ClusterRun::violations`]):
+//! IDs unique across relays; no message received twice, out of its sender's order,
+//! or that was never sent to its reader; every message its sender was told was
+//! delivered (without an error about it) was received; and between clients whose
+//! relays lived, every message sent was received.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use p2pchat_core::{
+    ClientEvent, ClientId, ClusterInput, ClusterRequest, ConnId, ErrorCode, Identity, Limits,
+    RelayClient, RelayServer, Security, Timestamp,
+};
+
+use crate::rng::Rng;
+
+/// How a cluster run is shaped.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Relays.
+    pub relays: usize,
+    /// Clients, spread over the relays.
+    pub clients: usize,
+    /// Messages sent in all.
+    pub messages: usize,
+    /// Whether relays die during the run (at most all but one).
+    pub deaths: bool,
+    /// The longest a bus delivery takes (each takes a random time up to it).
+    pub max_bus_delay: Duration,
+    /// Percent of mail a broken bus loses (0 for NATS): what proves the checks catch
+    /// a loss.
+    pub lose_mail: u64,
+}
+
+impl ClusterSpec {
+    /// A spec drawn from `seed`: 2-4 relays, 4-16 clients, 50-300 messages, bus
+    /// delays up to 1-50 ms, relay deaths in half the runs.
+    pub fn random(seed: u64) -> ClusterSpec {
+        let mut rng = Rng::new(seed ^ 0xC1A5_7E55);
+        ClusterSpec {
+            relays: rng.between(2, 4) as usize,
+            clients: rng.between(4, 16) as usize,
+            messages: rng.between(50, 300) as usize,
+            deaths: rng.chance(50),
+            max_bus_delay: Duration::from_millis(rng.between(1, 50)),
+            lose_mail: 0,
+        }
+    }
+}
+
+/// What a cluster run did, and what it broke.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterRun {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Messages their senders were told were delivered.
+    pub confirmed: u64,
+    /// Relays that died.
+    pub deaths: u64,
+    /// Every broken rule, in words.
+    pub violations: Vec<String>,
+}
+
+/// How long the others take to notice a relay died (its heartbeats stop).
+const DEAD_AFTER: Duration = Duration::from_secs(5);
+
+/// The machines' clock ticks this often when nothing else happens.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long a link between a client and its relay takes, one way.
+const LINK_DELAY: Duration = Duration::from_micros(200);
+
+enum Ev {
+    /// Bytes from a client to its relay.
+    Up { client: usize, bytes: Vec<u8> },
+    /// Bytes from a relay to a client.
+    Down { client: usize, bytes: Vec<u8> },
+    /// Something the bus delivers to a relay.
+    Bus { relay: usize, input: ClusterInput },
+    /// A relay's clients are found gone by the others (its heartbeats stopped).
+    Dead { relay: usize },
+    /// A client sends its next message.
+    Send { client: usize },
+    /// A relay dies.
+    Kill { relay: usize },
+    /// Every machine's timers.
+    Tick,
+}
+
+struct Client {
+    relay: usize,
+    conn: ConnId,
+    machine: RelayClient,
+    id: Option<ClientId>,
+    /// IDs it has seen online (it writes only to them).
+    known: BTreeSet<u32>,
+    /// Its relay died with it.
+    gone: bool,
+    /// The last sequence number it was told was delivered (cumulative).
+    confirmed: u64,
+    /// Sequence numbers an error said did not get through.
+    failed: BTreeSet<u64>,
+}
+
+struct Sent {
+    to: ClientId,
+    text: String,
+}
+
+struct World {
+    rng: Rng,
+    now: Timestamp,
+    queue: BTreeMap<(Timestamp, u64), Ev>,
+    next: u64,
+    relays: Vec<Option<RelayServer>>,
+    clients: Vec<Client>,
+    /// (relay, conn) -> client.
+    conn_client: BTreeMap<(usize, ConnId), usize>,
+    /// Where each client ID lives.
+    home: BTreeMap<ClientId, usize>,
+    /// The bus's admission counter.
+    next_id: u32,
+    /// Per (from relay, to relay), the time of the last delivery (per-publisher order).
+    last_delivery: BTreeMap<(usize, usize), Timestamp>,
+    /// What each client sent, by sequence number.
+    sent: Vec<BTreeMap<u64, Sent>>,
+    /// What each client received: (sender ID, seq) pairs, and the last seq per sender.
+    received: Vec<BTreeSet<(ClientId, u64)>>,
+    last_from: Vec<BTreeMap<ClientId, u64>>,
+    ids: BTreeSet<ClientId>,
+    max_bus_delay: Duration,
+    lose_mail: u64,
+    run: ClusterRun,
+}
+
+/// Runs one cluster scenario drawn from `seed` with `spec`.
+pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
+    let mut w = World {
+        rng: Rng::new(seed),
+        now: Timestamp::ZERO,
+        queue: BTreeMap::new(),
+        next: 0,
+        relays: Vec::new(),
+        clients: Vec::new(),
+        conn_client: BTreeMap::new(),
+        home: BTreeMap::new(),
+        next_id: 0,
+        last_delivery: BTreeMap::new(),
+        sent: Vec::new(),
+        received: Vec::new(),
+        last_from: Vec::new(),
+        ids: BTreeSet::new(),
+        max_bus_delay: spec.max_bus_delay,
+        lose_mail: spec.lose_mail,
+        run: ClusterRun::default(),
+    };
+    let limits = Limits::default();
+    for r in 0..spec.relays {
+        let security =
+            Security::encrypted(Identity::from_secret([r as u8 + 1; 32]), w.seed(r as u64));
+        w.relays
+            .push(Some(RelayServer::clustered(limits.clone(), security)));
+    }
+    for c in 0..spec.clients {
+        let relay = c % spec.relays;
+        let secret = w.seed(1_000 + c as u64);
+        let security = Security::encrypted(Identity::from_secret(secret), w.seed(2_000 + c as u64));
+        let machine = match RelayClient::new(&format!("c{c}"), limits.clone(), security, w.now) {
+            Ok(m) => m,
+            Err(e) => {
+                w.run
+                    .violations
+                    .push(format!("client {c} could not be made: {e}"));
+                return w.run;
+            }
+        };
+        let conn = w
+            .relay(relay)
+            .map_or(ConnId(u64::MAX), |s| s.handle_connected(Timestamp::ZERO));
+        w.conn_client.insert((relay, conn), c);
+        w.clients.push(Client {
+            relay,
+            conn,
+            machine,
+            id: None,
+            known: BTreeSet::new(),
+            gone: false,
+            confirmed: 0,
+            failed: BTreeSet::new(),
+        });
+        w.sent.push(BTreeMap::new());
+        w.received.push(BTreeSet::new());
+        w.last_from.push(BTreeMap::new());
+    }
+    // Sends spread over 3 s, after a second for everyone to join and be announced.
+    for _ in 0..spec.messages {
+        let client = w.rng.below(spec.clients as u64) as usize;
+        let at = Duration::from_millis(1_000 + w.rng.below(3_000));
+        w.at(at, Ev::Send { client });
+    }
+    if spec.deaths {
+        let dying = w.rng.between(1, spec.relays as u64 - 1);
+        for _ in 0..dying {
+            let relay = w.rng.below(spec.relays as u64) as usize;
+            let at = Duration::from_millis(1_500 + w.rng.below(2_000));
+            w.at(at, Ev::Kill { relay });
+        }
+    }
+    w.at(TICK, Ev::Tick);
+    w.pump_all();
+    // Until everything sent has been read and confirmed (receipts wait up to a
+    // second for company), and a relay death has been noticed.
+    let end = Timestamp::ZERO + Duration::from_secs(15);
+    while let Some(((t, _), ev)) = w.queue.pop_first() {
+        if t > end {
+            break;
+        }
+        w.now = t;
+        w.handle(ev);
+        w.pump_all();
+    }
+    w.finish();
+    w.run
+}
+
+impl World {
+    fn seed(&mut self, salt: u64) -> [u8; 32] {
+        let mut rng = Rng::new(self.rng.next_u64() ^ salt);
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_be_bytes());
+        }
+        out
+    }
+
+    fn relay(&mut self, r: usize) -> Option<&mut RelayServer> {
+        self.relays.get_mut(r).and_then(Option::as_mut)
+    }
+
+    fn at(&mut self, after: Duration, ev: Ev) {
+        let t = self.now + after;
+        self.queue.insert((t, self.next), ev);
+        self.next += 1;
+    }
+
+    /// A bus delivery from relay `from` to relay `to`, after a random delay but never
+    /// before the one `from` sent `to` before it.
+    fn bus(&mut self, from: usize, to: usize, input: ClusterInput) {
+        let delay =
+            Duration::from_micros(self.rng.below(self.max_bus_delay.as_micros() as u64 + 1));
+        let earliest = self
+            .last_delivery
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(Timestamp::ZERO);
+        let t = (self.now + delay).max(earliest);
+        self.last_delivery.insert((from, to), t);
+        self.queue
+            .insert((t, self.next), Ev::Bus { relay: to, input });
+        self.next += 1;
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        (0..self.relays.len())
+            .filter(|&r| self.relays[r].is_some())
+            .collect()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Up { client, bytes } => {
+                let (relay, conn) = (self.clients[client].relay, self.clients[client].conn);
+                if let Some(s) = self.relay(relay) {
+                    s.handle_bytes(conn, &bytes, now);
+                }
+            }
+            Ev::Down { client, bytes } => {
+                let c = &mut self.clients[client];
+                if !c.gone {
+                    c.machine.handle_bytes(&bytes, now);
+                }
+            }
+            Ev::Bus { relay, input } => {
+                if let Some(s) = self.relay(relay) {
+                    s.handle_cluster(input, now);
+                }
+            }
+            Ev::Dead { relay } => {
+                let gone: Vec<ClientId> = self
+                    .home
+                    .iter()
+                    .filter(|&(_, &r)| r == relay)
+                    .map(|(&id, _)| id)
+                    .collect();
+                for id in gone {
+                    self.home.remove(&id);
+                    for r in self.alive() {
+                        if let Some(s) = self.relay(r) {
+                            s.handle_cluster(
+                                ClusterInput::Left {
+                                    id,
+                                    code: ErrorCode::ConnectionLost,
+                                },
+                                now,
+                            );
+                        }
+                    }
+                }
+            }
+            Ev::Send { client } => self.send(client),
+            Ev::Kill { relay } => {
+                if self.relays[relay].take().is_some() && !self.alive().is_empty() {
+                    self.run.deaths += 1;
+                    for c in &mut self.clients {
+                        if c.relay == relay && !c.gone {
+                            c.gone = true;
+                            c.machine.handle_closed(now);
+                        }
+                    }
+                    self.at(DEAD_AFTER, Ev::Dead { relay });
+                } else if self.alive().is_empty() {
+                    // The last relay stays: a cluster with none is not a run.
+                    self.relays[relay] = None;
+                }
+            }
+            Ev::Tick => {
+                for r in 0..self.relays.len() {
+                    if let Some(s) = self.relay(r) {
+                        s.handle_timeout(now);
+                    }
+                }
+                for c in &mut self.clients {
+                    if !c.gone {
+                        c.machine.handle_timeout(now);
+                    }
+                }
+                self.at(TICK, Ev::Tick);
+            }
+        }
+    }
+
+    fn send(&mut self, client: usize) {
+        let now = self.now;
+        let c = &mut self.clients[client];
+        if c.gone || c.id.is_none() {
+            return;
+        }
+        let me = c.id.map(|id| id.0);
+        let targets: Vec<u32> = c
+            .known
+            .iter()
+            .copied()
+            .filter(|&id| Some(id) != me)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let to = ClientId(targets[self.rng.below(targets.len() as u64) as usize]);
+        let text = format!("m{client}-{}", self.sent[client].len());
+        if let Ok(seq) = self.clients[client].machine.send_chat(to, &text, now) {
+            self.sent[client].insert(seq, Sent { to, text });
+            self.run.sent += 1;
+        }
+    }
+
+    /// Moves what every machine has to move, until nothing moves.
+    fn pump_all(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.clients.len() {
+                if self.clients[i].gone {
+                    continue;
+                }
+                while let Some(bytes) = self.clients[i].machine.poll_transmit() {
+                    moved = true;
+                    self.clients[i].machine.handle_written(bytes.len());
+                    self.at(LINK_DELAY, Ev::Up { client: i, bytes });
+                }
+                while let Some(event) = self.clients[i].machine.poll_event() {
+                    self.on_client_event(i, event);
+                }
+            }
+            for r in 0..self.relays.len() {
+                let Some(server) = self.relays[r].as_mut() else {
+                    continue;
+                };
+                let mut out = Vec::new();
+                while let Some(t) = server.poll_transmit() {
+                    server.handle_written(t.conn, t.bytes.len());
+                    out.push(t);
+                }
+                let mut requests = Vec::new();
+                while let Some(request) = server.poll_cluster() {
+                    requests.push(request);
+                }
+                while server.poll_close().is_some() {}
+                while server.poll_event().is_some() {}
+                for t in out {
+                    moved = true;
+                    if let Some(&client) = self.conn_client.get(&(r, t.conn)) {
+                        self.at(
+                            LINK_DELAY,
+                            Ev::Down {
+                                client,
+                                bytes: t.bytes,
+                            },
+                        );
+                    }
+                }
+                for request in requests {
+                    moved = true;
+                    self.carry(r, request);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// The bus carries out relay `r`'s request.
+    fn carry(&mut self, r: usize, request: ClusterRequest) {
+        let others: Vec<usize> = self.alive().into_iter().filter(|&o| o != r).collect();
+        match request {
+            ClusterRequest::Admit { conn } => {
+                let id = ClientId(self.next_id);
+                self.next_id += 1;
+                let admission = p2pchat_core::Admission::Id(id);
+                self.bus(r, r, ClusterInput::Admission { conn, admission });
+            }
+            ClusterRequest::Announce(entry) | ClusterRequest::Update(entry) => {
+                self.home.insert(entry.id, r);
+                for o in others {
+                    self.bus(r, o, ClusterInput::Roster(entry.clone()));
+                }
+            }
+            ClusterRequest::Withdraw { id, code } => {
+                self.home.remove(&id);
+                for o in others {
+                    self.bus(r, o, ClusterInput::Left { id, code });
+                }
+            }
+            ClusterRequest::Forward { to, frames } => {
+                // Kept for its reader's relay; lost with nobody to read it (its
+                // reader's relay died: the sender was never told it was delivered).
+                if let Some(&home) = self.home.get(&to)
+                    && (self.lose_mail == 0 || !self.rng.chance(self.lose_mail))
+                {
+                    self.bus(r, home, ClusterInput::Mail { to, frames });
+                }
+            }
+            ClusterRequest::Broadcast { frames } => {
+                for o in others {
+                    self.bus(
+                        r,
+                        o,
+                        ClusterInput::Broadcast {
+                            frames: frames.clone(),
+                        },
+                    );
+                }
+            }
+            ClusterRequest::Receipt { to, by, seqs } => {
+                if let Some(&home) = self.home.get(&to) {
+                    self.bus(r, home, ClusterInput::Receipt { to, by, seqs });
+                }
+            }
+        }
+    }
+
+    fn on_client_event(&mut self, i: usize, event: ClientEvent) {
+        match event {
+            ClientEvent::Welcomed { id, .. } => {
+                if !self.ids.insert(id) {
+                    self.run.violations.push(format!("ID {id} given twice"));
+                }
+                self.clients[i].id = Some(id);
+            }
+            ClientEvent::Roster { entries, .. } => {
+                for e in entries {
+                    self.clients[i].known.insert(e.id.0);
+                }
+            }
+            ClientEvent::Joined { id, .. } => {
+                self.clients[i].known.insert(id.0);
+            }
+            ClientEvent::Left { id, .. } => {
+                self.clients[i].known.remove(&id.0);
+            }
+            ClientEvent::Delivered { seq } => {
+                let c = &mut self.clients[i];
+                c.confirmed = c.confirmed.max(seq);
+            }
+            ClientEvent::Error(report) if report.seq > 0 => {
+                self.clients[i].failed.insert(report.seq);
+            }
+            ClientEvent::Message {
+                from, seq, text, ..
+            } => {
+                self.run.received += 1;
+                let me = self.clients[i].id;
+                if !self.received[i].insert((from, seq)) {
+                    self.run
+                        .violations
+                        .push(format!("client {i} received {from}'s {seq} twice"));
+                }
+                let last = self.last_from[i].insert(from, seq).unwrap_or(0);
+                if seq <= last {
+                    self.run.violations.push(format!(
+                        "client {i} received {from}'s {seq} after {last}: out of order"
+                    ));
+                }
+                let sender = self.clients.iter().position(|c| c.id == Some(from));
+                let sent = sender.and_then(|s| self.sent[s].get(&seq));
+                match sent {
+                    Some(sent) if Some(sent.to) == me && sent.text == text => {}
+                    _ => self.run.violations.push(format!(
+                        "client {i} received {text:?} as {from}'s {seq}, which was never sent to it"
+                    )),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The end-of-run rules.
+    fn finish(&mut self) {
+        let by_id: BTreeMap<ClientId, usize> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.id.map(|id| (id, i)))
+            .collect();
+        for (s, sent) in self.sent.iter().enumerate() {
+            let sender = &self.clients[s];
+            let Some(from) = sender.id else { continue };
+            for (&seq, m) in sent {
+                let Some(&reader) = by_id.get(&m.to) else {
+                    continue;
+                };
+                let received = self.received[reader].contains(&(from, seq));
+                let confirmed = seq <= sender.confirmed && !sender.failed.contains(&seq);
+                if confirmed {
+                    self.run.confirmed += 1;
+                }
+                if confirmed && !received {
+                    self.run.violations.push(format!(
+                        "client {s}'s {seq} to {} was confirmed delivered and never received",
+                        m.to
+                    ));
+                }
+                let healthy = !sender.gone && !self.clients[reader].gone;
+                if healthy && !received && !sender.failed.contains(&seq) {
+                    self.run.violations.push(format!(
+                        "client {s}'s {seq} to {} (both on living relays) never arrived",
+                        m.to
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_cluster_delivers_everything_and_confirms_it() {
+        let spec = ClusterSpec {
+            relays: 3,
+            clients: 9,
+            messages: 200,
+            deaths: false,
+            max_bus_delay: Duration::from_millis(20),
+            lose_mail: 0,
+        };
+        let run = run_cluster(1, &spec);
+        assert!(run.violations.is_empty(), "{:?}", run.violations);
+        assert!(run.sent >= 150, "{run:?}");
+        assert_eq!(run.received, run.sent, "{run:?}");
+        assert_eq!(run.confirmed, run.sent, "{run:?}");
+    }
+
+    #[test]
+    fn a_bus_that_loses_mail_is_caught() {
+        let spec = ClusterSpec {
+            relays: 2,
+            clients: 6,
+            messages: 200,
+            deaths: false,
+            max_bus_delay: Duration::from_millis(5),
+            lose_mail: 10,
+        };
+        let run = run_cluster(7, &spec);
+        assert!(
+            run.violations.iter().any(|v| v.contains("never arrived")),
+            "{:?}",
+            run.violations
+        );
+        // Nothing lost was confirmed: receipts come from readers.
+        assert!(
+            !run.violations
+                .iter()
+                .any(|v| v.contains("confirmed delivered")),
+            "{:?}",
+            run.violations
+        );
+    }
+}
