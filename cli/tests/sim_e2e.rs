@@ -63,8 +63,14 @@ fn a_run_prints_its_workload_hash_and_figures() {
 fn a_cluster_seed_replays_its_run_and_verdict() {
     let (ok, out, _) = sim(&["--cluster", "--seed", "3"]);
     assert!(ok, "{out}");
-    assert!(out.starts_with("# p2pchat sim --cluster --seed 3: "), "{out}");
-    assert!(out.contains(" relays, ") && out.contains("verdict: ok"), "{out}");
+    assert!(
+        out.starts_with("# p2pchat sim --cluster --seed 3: "),
+        "{out}"
+    );
+    assert!(
+        out.contains(" relays, ") && out.contains("verdict: ok"),
+        "{out}"
+    );
     let (_, again, _) = sim(&["--cluster", "--seed", "3"]);
     assert_eq!(out, again, "a seed is its run");
 }
