@@ -241,71 +241,78 @@ impl Hub {
             Start::Listen { port, .. } => ("direct", format!("port {port}")),
             Start::Connect { host, .. } => ("direct", host.clone()),
         };
-        let hub = self.clone();
-        let show = move |json: String| hub.publish(json);
-        let ended = self.clone();
-        match start {
-            Start::Join {
-                host,
-                name,
-                insecure,
-                password,
-            } => {
-                let mut options = RelayOptions::new(host, name);
-                options.wishes.insecure = insecure;
-                options.wishes.password = password.filter(|p| !p.is_empty());
-                options.data_dir = self.options.data_dir.clone();
-                options.download_dir = self.options.download_dir.clone();
-                let (tx, rx) = async_channel::unbounded();
-                state.active = Some(Active::Relay(tx));
-                std::thread::spawn(move || {
-                    let result = smol::block_on(relay::run(options, rx, |burst| {
-                        for output in burst {
-                            show(to_json_line(&output));
-                        }
-                    }));
-                    ended.ended(result);
-                });
-            }
-            Start::Listen { .. } | Start::Connect { .. } => {
-                let (role, name, insecure) = match start {
-                    Start::Listen {
-                        port,
-                        name,
-                        insecure,
-                    } => (
-                        Role::Listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
-                        name,
-                        insecure,
-                    ),
-                    Start::Connect {
-                        host,
-                        name,
-                        insecure,
-                    } => (Role::Connect(host), name, insecure),
-                    Start::Join { .. } => return,
-                };
-                let mut options = DirectOptions::new(role, name);
-                options.wishes.insecure = insecure;
-                options.data_dir = self.options.data_dir.clone();
-                options.download_dir = self.options.download_dir.clone();
-                let (tx, rx) = async_channel::unbounded();
-                state.active = Some(Active::Direct(tx));
-                std::thread::spawn(move || {
-                    let result = smol::block_on(direct::run(options, rx, |burst| {
-                        for output in burst {
-                            show(to_json_line(&output));
-                        }
-                    }));
-                    ended.ended(result);
-                });
-            }
-        }
+        let (commands, run): (Active, Box<dyn FnOnce() -> Result<(), SessionError> + Send>) =
+            match start {
+                Start::Join {
+                    host,
+                    name,
+                    insecure,
+                    password,
+                } => {
+                    let mut options = RelayOptions::new(host, name);
+                    options.wishes.insecure = insecure;
+                    options.wishes.password = password.filter(|p| !p.is_empty());
+                    options.data_dir = self.options.data_dir.clone();
+                    options.download_dir = self.options.download_dir.clone();
+                    let (tx, rx) = async_channel::unbounded();
+                    let hub = self.clone();
+                    let run = move || {
+                        smol::block_on(relay::run(options, rx, |burst| {
+                            for output in burst {
+                                hub.publish(to_json_line(&output));
+                            }
+                        }))
+                    };
+                    (Active::Relay(tx), Box::new(run))
+                }
+                Start::Listen {
+                    port,
+                    name,
+                    insecure,
+                } => self.direct(
+                    Role::Listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
+                    name,
+                    insecure,
+                ),
+                Start::Connect {
+                    host,
+                    name,
+                    insecure,
+                } => self.direct(Role::Connect(host), name, insecure),
+            };
+        state.active = Some(commands);
         drop(state);
+        // Said before the conversation can say anything (or end).
         self.publish(to_json_line(&WebEvent::WebStarted {
             mode,
             target: &target,
         }));
+        let ended = self.clone();
+        std::thread::spawn(move || ended.ended(run()));
+    }
+
+    /// A direct conversation's commands, and how it runs (on a thread of its own).
+    #[allow(clippy::type_complexity)]
+    fn direct(
+        self: &Arc<Self>,
+        role: Role,
+        name: String,
+        insecure: bool,
+    ) -> (Active, Box<dyn FnOnce() -> Result<(), SessionError> + Send>) {
+        let mut options = DirectOptions::new(role, name);
+        options.wishes.insecure = insecure;
+        options.data_dir = self.options.data_dir.clone();
+        options.download_dir = self.options.download_dir.clone();
+        let (tx, rx) = async_channel::unbounded();
+        let hub = self.clone();
+        let run = move || {
+            smol::block_on(direct::run(options, rx, |burst| {
+                for output in burst {
+                    hub.publish(to_json_line(&output));
+                }
+            }))
+        };
+        (Active::Direct(tx), Box::new(run))
     }
 
     /// The conversation is over: pages are told, and a new one may start.

@@ -1704,6 +1704,10 @@ impl RelayServer {
         if self.clients.len() > MAX_IDS_LISTED {
             let _ = write!(message, " and {} more", self.clients.len() - MAX_IDS_LISTED);
         }
+        if self.cluster.is_some() {
+            // The relays of a cluster learn each other's newcomers a moment later.
+            message.push_str(" (a client that just joined another relay of the cluster is known here a moment later)");
+        }
         message
     }
 }
