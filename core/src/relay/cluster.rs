@@ -214,7 +214,8 @@ impl Cluster {
 
     /// A client left: if it was ours, the cluster frees its place.
     pub(super) fn withdraw_if_ours(&mut self, id: ClientId, code: ErrorCode) {
-        if !self.remote.contains(&id) {
+        // Not one the cluster already took for gone (its place is freed already).
+        if !self.remote.contains(&id) && !self.left.contains(&id) {
             self.requests
                 .push_back(ClusterRequest::Withdraw { id, code });
         }
@@ -312,6 +313,7 @@ impl RelayServer {
                     cluster.left.insert(id);
                 }
                 self.handle_remote_left(id, code, now);
+                self.expel_if_ours(id, now);
             }
             ClusterInput::Mail { to, frames } => return self.handle_mail(to, &frames, now),
             ClusterInput::Receipt { to, by, seqs } => self.handle_receipt(to, by, seqs, now),
@@ -416,6 +418,28 @@ impl RelayServer {
                 },
             );
         }
+    }
+
+    /// The cluster took client `id` of this relay for gone: this relay was cut off from
+    /// the bus long enough for the others to think it dead, and they removed its
+    /// clients. Such a client cannot be reached from the others any more, so it is
+    /// told to join again (it does so by itself, with a new ID), rather than left
+    /// talking to this relay alone.
+    fn expel_if_ours(&mut self, id: ClientId, now: Timestamp) {
+        let Some(&conn) = self.clients.get(&id) else {
+            return;
+        };
+        let local = matches!(
+            self.conns.get(&conn).map(|c| &c.state),
+            Some(ConnState::Admitted(client)) if !client.remote
+        );
+        if !local {
+            return;
+        }
+        self.now = self.now.max(now);
+        let detail = "this relay lost touch with its cluster, which took you for gone; join again (you get a new ID)".to_owned();
+        self.close_client(conn, ErrorCode::ResumeFailed, detail, false);
+        self.cut_off_overflowed();
     }
 
     /// A client of another relay changed: it said exit.
@@ -936,6 +960,46 @@ mod tests {
             events.iter().any(|e| matches!(e, ClientEvent::Error(r)
                 if r.code == ErrorCode::Undelivered && r.seq == unread)),
             "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_relay_the_cluster_took_for_dead_tells_its_clients_to_join_again() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        let online = c.bus.online;
+        // Relay 0 was cut off from the bus; relay 1 took its clients for gone (and
+        // freed their places), and the tombstone reaches relay 0 once it is back.
+        c.relays[1].server.handle_cluster(
+            ClusterInput::Left {
+                id: ClientId(0),
+                code: ErrorCode::ConnectionLost,
+            },
+            T,
+        );
+        c.relays[0].server.handle_cluster(
+            ClusterInput::Left {
+                id: ClientId(0),
+                code: ErrorCode::ConnectionLost,
+            },
+            T,
+        );
+        c.settle();
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            events.iter().any(
+                |e| matches!(e, ClientEvent::Disconnected { code: ErrorCode::ResumeFailed, reason }
+                if reason.contains("lost touch with its cluster"))
+            ),
+            "{events:?}"
+        );
+        assert_eq!(c.bus.online, online, "its place is not freed twice");
+        assert!(
+            c.relays[1]
+                .take_events(bob)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Left { id, .. } if id.0 == 0))
         );
     }
 
