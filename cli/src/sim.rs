@@ -19,17 +19,18 @@ use crate::args::SimArgs;
 fn run_cluster(seed: u64) -> i32 {
     let spec = p2pchat_sim::ClusterSpec::random(seed);
     println!(
-        "# p2pchat sim --cluster --seed {seed}: {} relays, {} clients, {} messages, bus delays up to {} ms, relay deaths: {}",
+        "# p2pchat sim --cluster --seed {seed}: {} relays, {} clients, {} messages, bus delays up to {} ms, relay deaths: {}, a relay cut off from the bus: {}",
         spec.relays,
         spec.clients,
         spec.messages,
         spec.max_bus_delay.as_millis(),
-        if spec.deaths { "yes" } else { "no" }
+        if spec.deaths { "yes" } else { "no" },
+        if spec.cut { "yes" } else { "no" }
     );
     let run = p2pchat_sim::run_cluster(seed, &spec);
     println!(
-        "# sent {}, received {}, confirmed delivered {}, relays died {}",
-        run.sent, run.received, run.confirmed, run.deaths
+        "# sent {}, received {}, confirmed delivered {}, relays died {}, cut off {}, clients told to join again {}",
+        run.sent, run.received, run.confirmed, run.deaths, run.cuts, run.expelled
     );
     if run.violations.is_empty() {
         println!("verdict: ok");

@@ -7,8 +7,11 @@
 //! (per-publisher order, as NATS keeps it); mail and receipts go to the relay that
 //! holds their client, and are kept (JetStream) while no relay does. A relay that
 //! dies takes its clients' connections with it; the others learn it after a liveness
-//! delay (its clients leave). Clients do not come back (sessions do not move between
-//! relays yet: a client whose relay died would join again as a new client).
+//! delay (its clients leave). A relay cut off from the bus for a while queues what
+//! it publishes and receives it all once back; cut off past the liveness delay, the
+//! others take it for dead, and once back it tells its clients to join again. Clients
+//! do not come back (sessions do not move between relays yet: a client whose relay
+//! died would join again as a new client).
 //!
 //! What is checked, as the run goes and at its end ([`ClusterRun::violations`]):
 //! IDs unique across relays; no message received twice, out of its sender's order,
@@ -37,6 +40,9 @@ pub struct ClusterSpec {
     pub messages: usize,
     /// Whether relays die during the run (at most all but one).
     pub deaths: bool,
+    /// Whether a relay is cut off from the bus for a while (0.5-8 s: past 5 s the
+    /// others take it for dead, and it must tell its clients to join again).
+    pub cut: bool,
     /// The longest a bus delivery takes (each takes a random time up to it).
     pub max_bus_delay: Duration,
     /// Percent of mail a broken bus loses (0 for NATS): what proves the checks catch
@@ -54,6 +60,7 @@ impl ClusterSpec {
             clients: rng.between(4, 16) as usize,
             messages: rng.between(50, 300) as usize,
             deaths: rng.chance(50),
+            cut: rng.chance(40),
             max_bus_delay: Duration::from_millis(rng.between(1, 50)),
             lose_mail: 0,
         }
@@ -71,6 +78,11 @@ pub struct ClusterRun {
     pub confirmed: u64,
     /// Relays that died.
     pub deaths: u64,
+    /// Relays cut off from the bus for a while, and how many of those the others
+    /// took for dead.
+    pub cuts: u64,
+    /// Clients a relay told to join again (the cluster had taken them for gone).
+    pub expelled: u64,
     /// Every broken rule, in words.
     pub violations: Vec<String>,
 }
@@ -97,6 +109,8 @@ enum Ev {
     Send { client: usize },
     /// A relay dies.
     Kill { relay: usize },
+    /// A relay is cut off from the bus for `lasting`.
+    Cut { relay: usize, lasting: Duration },
     /// Every machine's timers.
     Tick,
 }
@@ -144,6 +158,8 @@ struct World {
     ids: BTreeSet<ClientId>,
     max_bus_delay: Duration,
     lose_mail: u64,
+    /// Until when each relay is cut off from the bus.
+    cut_until: Vec<Timestamp>,
     run: ClusterRun,
 }
 
@@ -166,6 +182,7 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
         ids: BTreeSet::new(),
         max_bus_delay: spec.max_bus_delay,
         lose_mail: spec.lose_mail,
+        cut_until: vec![Timestamp::ZERO; spec.relays],
         run: ClusterRun::default(),
     };
     let limits = Limits::default();
@@ -220,6 +237,12 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
             w.at(at, Ev::Kill { relay });
         }
     }
+    if spec.cut {
+        let relay = w.rng.below(spec.relays as u64) as usize;
+        let at = Duration::from_millis(1_200 + w.rng.below(1_500));
+        let lasting = Duration::from_millis(w.rng.between(500, 8_000));
+        w.at(at, Ev::Cut { relay, lasting });
+    }
     w.at(TICK, Ev::Tick);
     w.pump_all();
     // Until everything sent has been read and confirmed (receipts wait up to a
@@ -267,7 +290,10 @@ impl World {
             .get(&(from, to))
             .copied()
             .unwrap_or(Timestamp::ZERO);
-        let t = (self.now + delay).max(earliest);
+        // What a relay cut off from the bus sends waits in its node; what is sent to
+        // it waits in NATS: both go once the cut is over.
+        let cut_over = self.cut_until[from].max(self.cut_until[to]);
+        let t = (self.now + delay).max(earliest).max(cut_over + delay);
         self.last_delivery.insert((from, to), t);
         self.queue
             .insert((t, self.next), Ev::Bus { relay: to, input });
@@ -307,17 +333,22 @@ impl World {
                     .filter(|&(_, &r)| r == relay)
                     .map(|(&id, _)| id)
                     .collect();
+                // The tombstones: at once to the relays that noticed, and to the
+                // relay itself (when it was only cut off) once it is back.
+                let noticing = self.alive().into_iter().find(|&r| r != relay);
                 for id in gone {
                     self.home.remove(&id);
+                    let left = ClusterInput::Left {
+                        id,
+                        code: ErrorCode::ConnectionLost,
+                    };
                     for r in self.alive() {
-                        if let Some(s) = self.relay(r) {
-                            s.handle_cluster(
-                                ClusterInput::Left {
-                                    id,
-                                    code: ErrorCode::ConnectionLost,
-                                },
-                                now,
-                            );
+                        if r == relay {
+                            if let Some(from) = noticing {
+                                self.bus(from, r, left.clone());
+                            }
+                        } else if let Some(s) = self.relay(r) {
+                            s.handle_cluster(left.clone(), now);
                         }
                     }
                 }
@@ -336,6 +367,15 @@ impl World {
                 } else if self.alive().is_empty() {
                     // The last relay stays: a cluster with none is not a run.
                     self.relays[relay] = None;
+                }
+            }
+            Ev::Cut { relay, lasting } => {
+                if self.relays[relay].is_some() && self.alive().len() > 1 {
+                    self.run.cuts += 1;
+                    self.cut_until[relay] = now + lasting;
+                    if lasting > DEAD_AFTER {
+                        self.at(DEAD_AFTER, Ev::Dead { relay });
+                    }
                 }
             }
             Ev::Tick => {
@@ -502,6 +542,13 @@ impl World {
             ClientEvent::Left { id, .. } => {
                 self.clients[i].known.remove(&id.0);
             }
+            ClientEvent::Disconnected { code, .. } => {
+                if code == ErrorCode::ResumeFailed {
+                    self.run.expelled += 1;
+                }
+                // Told to join again (or ended otherwise): out of the run from here.
+                self.clients[i].gone = true;
+            }
             ClientEvent::Delivered { seq } => {
                 let c = &mut self.clients[i];
                 c.confirmed = c.confirmed.max(seq);
@@ -587,6 +634,7 @@ mod tests {
             clients: 9,
             messages: 200,
             deaths: false,
+            cut: false,
             max_bus_delay: Duration::from_millis(20),
             lose_mail: 0,
         };
@@ -604,6 +652,7 @@ mod tests {
             clients: 6,
             messages: 200,
             deaths: false,
+            cut: false,
             max_bus_delay: Duration::from_millis(5),
             lose_mail: 10,
         };
