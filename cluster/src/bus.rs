@@ -158,8 +158,13 @@ impl Bus {
                         return;
                     }
                 };
-                // The server knows of the subscription once the client flushed.
+                // In place once the server has seen it: a flush only empties our
+                // buffer, so a round trip follows (a request nobody answers; the server
+                // says so after it handled what came before on this connection).
                 let flushed = client.flush().await;
+                let _ = client
+                    .request("_p2pchat_sync.subscribe", Bytes::new())
+                    .await;
                 let _ = ready_tx
                     .send(flushed.map_err(|e| BusError::Nats(e.to_string())))
                     .await;
