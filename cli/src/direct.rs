@@ -40,11 +40,7 @@ pub fn listen(args: ListenArgs) -> i32 {
         auto_accept: args.auto_accept,
         saving: saving(args.new_session),
         data_dir: p2pchat_client::data_dir(),
-        history: HistoryOptions {
-            keep: !args.no_history,
-            file: args.history,
-            lines: args.history_lines,
-        },
+        history: history(args.no_history, args.history, args.history_lines),
         resume_grace: Some(std::time::Duration::from_secs(args.resume_grace)),
     };
     converse(options, args.json)
@@ -69,14 +65,19 @@ pub fn connect(args: ConnectArgs) -> i32 {
         auto_accept: args.auto_accept,
         saving: saving(args.new_session),
         data_dir: p2pchat_client::data_dir(),
-        history: HistoryOptions {
-            keep: !args.no_history,
-            file: args.history,
-            lines: args.history_lines,
-        },
+        history: history(args.no_history, args.history, args.history_lines),
         resume_grace: None,
     };
     converse(options, args.json)
+}
+
+/// `--no-history`, `--history FILE` and `--history-lines N`.
+fn history(off: bool, file: Option<std::path::PathBuf>, lines: usize) -> HistoryOptions {
+    HistoryOptions {
+        keep: !off,
+        file,
+        lines,
+    }
 }
 
 /// The conversation is saved as it goes, so that this command started again after

@@ -8,9 +8,15 @@ mod support;
 use p2pchat_cluster::NatsServer;
 use support::{Proc, fresh_data_dir, port_in, without_key_tags};
 
-/// A relay of the cluster on NATS at `nats`; returns it and its port.
+/// A relay of cluster `e2e` on NATS at `nats`; returns it and its port.
 fn relay(nats: &str) -> (Proc, u16) {
-    let mut p = Proc::start(&[
+    relay_in(nats, "e2e", &fresh_data_dir())
+}
+
+/// A relay of cluster `cluster` on NATS at `nats`, with its key in the data folder
+/// `data`; returns it and its port.
+fn relay_in(nats: &str, cluster: &str, data: &std::path::Path) -> (Proc, u16) {
+    let args = [
         "server",
         "--bind",
         "127.0.0.1",
@@ -19,8 +25,9 @@ fn relay(nats: &str) -> (Proc, u16) {
         "--cluster",
         nats,
         "--cluster-name",
-        "e2e",
-    ]);
+        cluster,
+    ];
+    let mut p = Proc::start_in(&args, data);
     let line = p.expect_err("listening line", |l| l.contains("listening on"));
     (p, port_in(&line))
 }
@@ -161,26 +168,8 @@ fn a_client_given_several_relays_joins_another_when_its_relay_is_killed() {
     // The relays of a cluster share one key (one data folder here), so that a client
     // that trusted one on first use trusts the others.
     let shared = fresh_data_dir();
-    let start = |data: &std::path::Path| {
-        let mut p = Proc::start_in(
-            &[
-                "server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--cluster",
-                &url,
-                "--cluster-name",
-                "failover",
-            ],
-            data,
-        );
-        let line = p.expect_err("listening line", |l| l.contains("listening on"));
-        (p, port_in(&line))
-    };
-    let (mut relay_a, port_a) = start(&shared);
-    let (_relay_b, port_b) = start(&shared);
+    let (mut relay_a, port_a) = relay_in(&url, "failover", &shared);
+    let (_relay_b, port_b) = relay_in(&url, "failover", &shared);
     let both = format!("127.0.0.1:{port_a},127.0.0.1:{port_b}");
     let mut ann = Proc::start(&["join", &both, "--name", "ann"]);
     ann.expect_out("admitted on the first", |l| {
