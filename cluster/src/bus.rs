@@ -126,6 +126,32 @@ impl Bus {
         rx.recv().await.map_err(|_| BusError::Stopped)
     }
 
+    /// Opens a JetStream stream, creating it if this is the first relay: `subject`
+    /// (wildcards allowed), messages kept for `max_age` (zero: for ever), and with
+    /// `last_only` one message kept per subject (a roster).
+    pub async fn open_stream(
+        &self,
+        name: String,
+        subject: String,
+        max_age: std::time::Duration,
+        last_only: bool,
+    ) -> Result<(), BusError> {
+        let config = async_nats::jetstream::stream::Config {
+            name,
+            subjects: vec![subject],
+            max_age,
+            max_messages_per_subject: if last_only { 1 } else { 0 },
+            ..Default::default()
+        };
+        self.call(move |_, js| async move {
+            js.get_or_create_stream(config)
+                .await
+                .map(|_| ())
+                .map_err(|e| BusError::Nats(e.to_string()))
+        })
+        .await?
+    }
+
     /// Publishes `payload` on `subject` (core NATS: at most once, in order per
     /// publisher), flushed to the server before it returns.
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{consumer, stream};
+use async_nats::jetstream::consumer;
 use bytes::Bytes;
 
 use crate::bus::{Bus, BusError};
@@ -40,19 +40,9 @@ impl Mail {
     /// keeping messages for `keep`.
     pub async fn open(bus: &Bus, cluster: &str, keep: Duration) -> Result<Mail, BusError> {
         let stream = format!("P2PCHAT_MAIL_{cluster}");
-        let config = stream::Config {
-            name: stream.clone(),
-            subjects: vec![format!("p2pchat.{cluster}.mail.*")],
-            max_age: keep,
-            ..Default::default()
-        };
-        bus.call(move |_, js| async move {
-            js.get_or_create_stream(config)
-                .await
-                .map(|_| ())
-                .map_err(|e| BusError::Nats(e.to_string()))
-        })
-        .await??;
+        let subject = format!("p2pchat.{cluster}.mail.*");
+        bus.open_stream(stream.clone(), subject, keep, false)
+            .await?;
         Ok(Mail {
             bus: bus.clone(),
             cluster: cluster.to_owned(),

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
-use async_nats::jetstream::{consumer, stream};
+use async_nats::jetstream::consumer;
 use bytes::Bytes;
 use p2pchat_core::{
     Admission, ClientId, ClusterInput, ClusterRequest, ErrorCode, Frame, RosterEntry,
@@ -149,8 +149,7 @@ pub async fn start(
     let counter = Counter::open(&bus, &c).await?;
     let mail = Mail::open(&bus, &c, options.keep).await?;
     let roster = format!("P2PCHAT_ROSTER_{c}");
-    open_stream(
-        &bus,
+    bus.open_stream(
         roster,
         format!("p2pchat.{c}.roster.*"),
         Duration::ZERO,
@@ -158,16 +157,12 @@ pub async fn start(
     )
     .await?;
     let all = format!("P2PCHAT_ALL_{c}");
-    open_stream(&bus, all, format!("p2pchat.{c}.all"), options.keep, false).await?;
+    bus.open_stream(all, format!("p2pchat.{c}.all"), options.keep, false)
+        .await?;
     let receipts = format!("P2PCHAT_RECEIPTS_{c}");
-    open_stream(
-        &bus,
-        receipts.clone(),
-        format!("p2pchat.{c}.receipt"),
-        options.keep,
-        false,
-    )
-    .await?;
+    let subject = format!("p2pchat.{c}.receipt");
+    bus.open_stream(receipts.clone(), subject, options.keep, false)
+        .await?;
     follow(
         &bus,
         receipts,
@@ -259,9 +254,9 @@ async fn watch_for_dead(
 }
 
 impl Node {
-    /// Carries requests out, one at a time in the core's order, until `requests`
-    /// closes. A single operation that fails is answered to the core (an admission
-    /// the bus could not decide is `Unavailable`) or retried once.
+    /// Carries requests out, in the core's order, until `requests` closes: an
+    /// admission the bus cannot decide in time is answered `Unavailable`; a store is
+    /// tried again while NATS is away, for as long as a session is held.
     pub async fn serve(self, requests: Receiver<ClusterRequest>) {
         let Node {
             bus,
@@ -452,31 +447,6 @@ impl Node {
         admitting.await;
         receipting.await;
     }
-}
-
-/// Opens (creating it if needed) a stream; `last_only` keeps one message per
-/// subject (the roster).
-async fn open_stream(
-    bus: &Bus,
-    name: String,
-    subject: String,
-    max_age: Duration,
-    last_only: bool,
-) -> Result<(), BusError> {
-    let config = stream::Config {
-        name,
-        subjects: vec![subject],
-        max_age,
-        max_messages_per_subject: if last_only { 1 } else { 0 },
-        ..Default::default()
-    };
-    bus.call(move |_, js| async move {
-        js.get_or_create_stream(config)
-            .await
-            .map(|_| ())
-            .map_err(|e| BusError::Nats(e.to_string()))
-    })
-    .await?
 }
 
 /// How long an admission may wait for the bus before the newcomer is told it is
