@@ -191,10 +191,14 @@ async fn serve(
         return;
     };
     let timers = ex.spawn(timer_loop(hub.clone(), timer_wake));
-    smol::future::or(accept_loop(hub.clone(), listener), async {
-        let _ = shutdown.recv().await;
-    })
-    .await;
+    // The accept loop is a task of its own, not part of this future: the executor
+    // polls the future it runs each time it wakes from a sleep, and a pending
+    // `accept` polled that way tries `accept(2)` again and re-arms the listener
+    // (`async-io` assumes a poll means readiness). Beside a relay waking thousands of
+    // times a second that was two wasted system calls per wake-up.
+    let accepting = ex.spawn(accept_loop(hub.clone(), listener));
+    let _ = shutdown.recv().await;
+    drop(accepting);
     {
         let mut h = hub.borrow_mut();
         let now = h.clock.now();
