@@ -11,7 +11,8 @@
 //! `window` in flight (closed loop), so that a fast generator cannot make the relay
 //! cut its own receivers off as slow consumers. Paced, sender `k` of `S` sends its
 //! `j`-th message at `(k + j·S) / rate` seconds: every client writes its own messages,
-//! one per write, staggered, never in bursts.
+//! one per write, staggered, never in bursts (unless `burst` allows a sender to write
+//! every message that is due, up to that many, in one write).
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -82,6 +83,11 @@ pub struct LoadConfig {
     pub pattern: Pattern,
     /// Total send rate in messages per second; `None` sends flat out.
     pub rate: Option<u64>,
+    /// Paced, the most messages a sender writes at once: 1 writes each on its own
+    /// at its time; more lets a sender that fell behind its schedule catch up in one
+    /// write, as a busy client would (to load a relay at a set rate in batches, e.g.
+    /// two relays compared at the same offered load).
+    pub burst: usize,
     /// Bytes of text per message (at least enough for the timestamp).
     pub size: usize,
     /// Messages one sender may have in flight.
@@ -542,7 +548,8 @@ impl Load<'_> {
                 }
                 self.schedule.pop();
                 if self.can_send(s) {
-                    self.send(s, 1);
+                    let most = self.due_count(s, now).clamp(1, self.config.burst.max(1));
+                    self.send(s, most);
                     self.schedule_next(s);
                 } else {
                     self.senders[s].blocked = true;
@@ -564,6 +571,20 @@ impl Load<'_> {
             Duration::from_millis(100)
         } else {
             Duration::ZERO
+        }
+    }
+
+    /// How many of sender `s`'s messages are due at `now` (µs after the start).
+    fn due_count(&self, s: usize, now: u64) -> usize {
+        let rate = self.config.rate.unwrap_or(1).max(1) as f64;
+        let count = self.senders.len() as f64;
+        let sender = &self.senders[s];
+        // The last `j` with `(rank + j·count) / rate <= now`.
+        let last = ((now as f64 / 1e6 * rate - sender.rank as f64) / count).floor();
+        if last < sender.sent as f64 {
+            0
+        } else {
+            (last as u64 - sender.sent + 1).min(sender.quota - sender.sent) as usize
         }
     }
 

@@ -51,6 +51,7 @@ pub fn run(config: &SweepConfig, mut progress: impl FnMut(&str)) -> Result<Vec<S
             messages: config.messages,
             pattern: Pattern::Ring,
             rate: None,
+            burst: 1,
             size: 64,
             window: 64,
             max_duration: Duration::from_secs(120),

@@ -39,6 +39,7 @@ fn two_clients_exchange_a_hundred_messages() {
             messages: 100,
             pattern,
             rate: None,
+            burst: 1,
             size: 32,
             window: 16,
             max_duration: Duration::from_secs(30),

@@ -270,6 +270,10 @@ pub struct BenchArgs {
     /// (default: flat out, batched)
     #[argh(option)]
     pub rate: Option<u64>,
+    /// with --rate: the most messages a sender that fell behind its schedule writes
+    /// at once (default 1: each on its own)
+    #[argh(option, default = "1")]
+    pub burst: usize,
     /// bytes of text per message (default 64)
     #[argh(option, default = "64")]
     pub size: usize,

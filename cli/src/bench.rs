@@ -65,6 +65,7 @@ pub fn run(args: BenchArgs) -> i32 {
         messages: args.messages,
         pattern,
         rate: args.rate,
+        burst: args.burst,
         size: args.size.max(24),
         window: args.window,
         max_duration: Duration::from_secs(args.max_seconds),
