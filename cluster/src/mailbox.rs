@@ -79,7 +79,9 @@ impl Mail {
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: format!("p2pchat.{}.mail.{to}", self.cluster),
-            ack_policy: consumer::AckPolicy::Explicit,
+            // Acknowledging a letter acknowledges those before it: a client reads
+            // its mailbox in order.
+            ack_policy: consumer::AckPolicy::All,
             ack_wait,
             ..Default::default()
         };
@@ -173,7 +175,8 @@ impl MailReader {
         Ok(rx)
     }
 
-    /// The client confirmed `letter`: it is not delivered again, by any relay.
+    /// The client confirmed `letter`, and every letter before it: they are not
+    /// delivered again, by any relay.
     pub async fn acknowledge(&self, letter: &Letter) -> Result<(), BusError> {
         let ack = letter.ack.clone();
         self.bus

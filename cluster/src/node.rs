@@ -7,7 +7,9 @@
 //!   relay reads from the start (the last entry of each client) and then as it
 //!   grows; a withdrawal is a tombstone entry, and frees the client's place.
 //! - `Forward`: the client's mailbox ([`crate::mailbox`]); each relay reads the
-//!   mailboxes of its own clients and acknowledges what it handed to the core.
+//!   mailboxes of its own clients; `MailRead` acknowledges the letters a client read
+//!   (not those merely handed to the core: a relay that dies with letters its
+//!   client has not read leaves them for the relay the client resumes on).
 //! - `Broadcast`: the broadcast stream (`P2PCHAT_ALL_C`), read by every relay from
 //!   when it started, skipping its own.
 //!
@@ -269,7 +271,7 @@ impl Node {
         } = self;
         let c = options.cluster.clone();
         // Our clients' mailboxes, each read by a task of its own.
-        let mut readers: HashMap<ClientId, smol::Task<()>> = HashMap::new();
+        let mut readers: HashMap<ClientId, (smol::Task<()>, Sender<u64>)> = HashMap::new();
         // Each store's ID: this relay's name and a count (JetStream drops a repeat).
         let mut stores = 0u64;
         let mut next_id = || {
@@ -371,8 +373,9 @@ impl Node {
                 ClusterRequest::Announce(entry) => {
                     let id = entry.id;
                     publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
-                    let reader = read_mailbox(mail.clone(), id, inputs.clone());
-                    readers.insert(id, smol::spawn(reader));
+                    let (read_tx, read_rx) = async_channel::unbounded();
+                    let reader = read_mailbox(mail.clone(), id, inputs.clone(), read_rx);
+                    readers.insert(id, (smol::spawn(reader), read_tx));
                 }
                 ClusterRequest::Update(entry) => {
                     publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
@@ -427,6 +430,11 @@ impl Node {
                     let tasks: Vec<_> = stores.map(smol::spawn).collect();
                     for task in tasks {
                         task.await;
+                    }
+                }
+                ClusterRequest::MailRead { to, letter } => {
+                    if let Some((_, read)) = readers.get(&to) {
+                        let _ = read.try_send(letter);
                     }
                 }
                 ClusterRequest::Receipt { to, by, seqs } => {
@@ -693,25 +701,65 @@ async fn follow(
     crate::pull::follow(bus, open, read, inputs).await
 }
 
-/// Reads client `to`'s mailbox and hands each letter to the core, acknowledging it
-/// once handed over, until the task is dropped (the client left) or the relay is
-/// gone.
-async fn read_mailbox(mail: Mail, to: ClientId, inputs: Sender<ClusterInput>) {
-    let Ok(reader) = mail.reader(to.0, Duration::from_secs(5)).await else {
+/// How long a letter handed to a relay may go unacknowledged before JetStream offers
+/// it again (a relay skips letters it has already handed over; the relay a session
+/// moves to starts from the last acknowledged letter at once).
+const LETTER_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads client `to`'s mailbox and hands each letter to the core; acknowledges
+/// letters when the core says the client read them (`read` carries the letter's
+/// number), until the task is dropped (the client left) or the relay is gone.
+async fn read_mailbox(mail: Mail, to: ClientId, inputs: Sender<ClusterInput>, read: Receiver<u64>) {
+    let Ok(reader) = mail.reader(to.0, LETTER_ACK_WAIT).await else {
         return;
     };
     let Ok(letters) = reader.letters().await else {
         return;
     };
-    while let Ok(letter) = letters.recv().await {
-        let input = ClusterInput::Mail {
-            to,
-            frames: letter.payload.to_vec(),
-        };
-        if inputs.send(input).await.is_err() {
-            return;
+    // Handed over and not yet read, in order.
+    let mut unread: std::collections::VecDeque<crate::mailbox::Letter> = Default::default();
+    let mut last_handed = 0u64;
+    enum Next {
+        Letter(crate::mailbox::Letter),
+        Read(u64),
+        Done,
+    }
+    loop {
+        let next = smol::future::or(
+            async { letters.recv().await.map_or(Next::Done, Next::Letter) },
+            async { read.recv().await.map_or(Next::Done, Next::Read) },
+        )
+        .await;
+        match next {
+            Next::Letter(letter) => {
+                // Offered again after the ack wait, while its reader is slow: it is
+                // queued already.
+                if letter.sequence <= last_handed {
+                    continue;
+                }
+                last_handed = letter.sequence;
+                let input = ClusterInput::Mail {
+                    to,
+                    frames: letter.payload.to_vec(),
+                    letter: letter.sequence,
+                };
+                if inputs.send(input).await.is_err() {
+                    return;
+                }
+                unread.push_back(letter);
+            }
+            Next::Read(upto) => {
+                let mut last = None;
+                while unread.front().is_some_and(|l| l.sequence <= upto) {
+                    last = unread.pop_front();
+                }
+                // The consumer acknowledges all up to the one named.
+                if let Some(letter) = last {
+                    let _ = reader.acknowledge(&letter).await;
+                }
+            }
+            Next::Done => return,
         }
-        let _ = reader.acknowledge(&letter).await;
     }
 }
 

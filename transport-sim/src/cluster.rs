@@ -148,6 +148,9 @@ struct World {
     home: BTreeMap<ClientId, usize>,
     /// The bus's admission counter.
     next_id: u32,
+    /// Letters stored so far (each one's number), and the last each reader read.
+    letters: u64,
+    letters_read: BTreeMap<ClientId, u64>,
     /// Per (from relay, to relay), the time of the last delivery (per-publisher order).
     last_delivery: BTreeMap<(usize, usize), Timestamp>,
     /// What each client sent, by sequence number.
@@ -175,6 +178,8 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
         conn_client: BTreeMap::new(),
         home: BTreeMap::new(),
         next_id: 0,
+        letters: 0,
+        letters_read: BTreeMap::new(),
         last_delivery: BTreeMap::new(),
         sent: Vec::new(),
         received: Vec::new(),
@@ -321,7 +326,13 @@ impl World {
                     c.machine.handle_bytes(&bytes, now);
                 }
             }
-            Ev::Bus { relay, input } => {
+            Ev::Bus { relay, mut input } => {
+                // A letter is numbered as it is stored (arrives): a mailbox gives its
+                // letters in the order it stored them, whoever sent them.
+                if let ClusterInput::Mail { letter, .. } = &mut input {
+                    self.letters += 1;
+                    *letter = self.letters;
+                }
                 if let Some(s) = self.relay(relay) {
                     s.handle_cluster(input, now);
                 }
@@ -501,7 +512,17 @@ impl World {
                 if let Some(&home) = self.home.get(&to)
                     && (self.lose_mail == 0 || !self.rng.chance(self.lose_mail))
                 {
-                    self.bus(r, home, ClusterInput::Mail { to, frames });
+                    // Numbered when it arrives (below).
+                    let letter = 0;
+                    self.bus(r, home, ClusterInput::Mail { to, frames, letter });
+                }
+            }
+            ClusterRequest::MailRead { to, letter } => {
+                let before = self.letters_read.insert(to, letter);
+                if before.is_some_and(|b| b >= letter) || letter > self.letters {
+                    self.run.violations.push(format!(
+                        "client {to}'s relay acknowledged letter {letter} out of order"
+                    ));
                 }
             }
             ClusterRequest::Broadcast { frames } => {

@@ -10,6 +10,7 @@
 
 mod receiving;
 mod saved;
+mod seen;
 mod sending;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -245,6 +246,8 @@ pub struct RelayClient {
     outbox: sending::Outbox,
     /// Messages held until their sender's group key arrives.
     held: receiving::Held,
+    /// Messages already given, so that one delivered twice is shown once.
+    seen: seen::Seen,
     /// The clients we told the user have no key (and whether about messages to
     /// everyone).
     told_plain: FxHashSet<(ClientId, bool)>,
@@ -327,6 +330,7 @@ impl RelayClient {
             keyring,
             outbox: sending::Outbox::default(),
             held: receiving::Held::default(),
+            seen: seen::Seen::default(),
             told_plain: FxHashSet::default(),
             resumable: false,
             unconfirmed: BTreeMap::new(),
@@ -1031,7 +1035,13 @@ impl RelayClient {
                 to,
                 seq,
                 payload,
-            } => self.on_deliver(from, to, seq, payload, now),
+            } => {
+                // A repeat (the session moved between relays) is acknowledged with
+                // the rest of the stream, and not shown again.
+                if self.seen.first_time(from, seq) {
+                    self.on_deliver(from, to, seq, payload, now);
+                }
+            }
             Frame::Error(report) => {
                 // Refused, and the user is told why: settled either way.
                 self.unconfirmed.remove(&report.seq);

@@ -67,6 +67,17 @@ pub enum ClusterRequest {
         /// The frames.
         frames: Vec<u8>,
     },
+    /// Client `to` of this relay acknowledged everything up to mailbox letter `letter`
+    /// (a [`ClusterInput::Mail`]'s): acknowledge it, and every letter before it, on
+    /// the bus, so that no relay delivers them again. Letters are acknowledged only
+    /// when the client read them, not when its relay took them: a letter its relay
+    /// took and died with is delivered again by the relay the client resumes on.
+    MailRead {
+        /// The reader.
+        to: ClientId,
+        /// The last letter it read all of.
+        letter: u64,
+    },
     /// Client `by` of this relay read messages of client `to` of another relay: tell
     /// `to`'s relay (a [`ClusterInput::Receipt`] there), which tells `to` they were
     /// delivered.
@@ -106,6 +117,9 @@ pub enum ClusterInput {
         to: ClientId,
         /// `Deliver` frames.
         frames: Vec<u8>,
+        /// The letter's number in the bus's mail (increasing per mailbox), named again
+        /// by [`ClusterRequest::MailRead`] once the client read it all.
+        letter: u64,
     },
     /// Broadcast frames from another relay.
     Broadcast {
@@ -172,6 +186,9 @@ pub(super) struct Cluster {
     /// client, until its relay says it read them (a receipt) or it leaves (then
     /// their senders are told they did not reach it).
     awaiting: FxHashMap<ClientId, super::sessions::Owed>,
+    /// Mailbox letters queued to our clients and not yet read: where each ends in
+    /// its reader's session stream, and its number.
+    letters: FxHashMap<ClientId, VecDeque<(u64, u64)>>,
 }
 
 impl Cluster {
@@ -214,6 +231,7 @@ impl Cluster {
 
     /// A client left: if it was ours, the cluster frees its place.
     pub(super) fn withdraw_if_ours(&mut self, id: ClientId, code: ErrorCode) {
+        self.forget_letters(id);
         // Not one the cluster already took for gone (its place is freed already).
         if !self.remote.contains(&id) && !self.left.contains(&id) {
             self.requests
@@ -231,6 +249,45 @@ impl Cluster {
             self.requests
                 .push_back(ClusterRequest::Receipt { to, by, seqs });
         }
+    }
+
+    /// Mailbox letter `letter` for our client `to` was queued up to offset `end` of
+    /// its stream (`None`: a reader without a session, which counts as having read
+    /// what is queued).
+    pub(super) fn letter_queued(&mut self, to: ClientId, end: Option<u64>, letter: u64) {
+        match end {
+            Some(end) => self.letters.entry(to).or_default().push_back((end, letter)),
+            None => self
+                .requests
+                .push_back(ClusterRequest::MailRead { to, letter }),
+        }
+    }
+
+    /// Our client `to` acknowledged its stream up to `upto`: the letters it read all
+    /// of are acknowledged on the bus (the last one covers those before it).
+    pub(super) fn letters_read(&mut self, to: ClientId, upto: u64) {
+        let Some(queued) = self.letters.get_mut(&to) else {
+            return;
+        };
+        let mut last = None;
+        while let Some(&(end, letter)) = queued.front()
+            && end <= upto
+        {
+            queued.pop_front();
+            last = Some(letter);
+        }
+        if queued.is_empty() {
+            self.letters.remove(&to);
+        }
+        if let Some(letter) = last {
+            self.requests
+                .push_back(ClusterRequest::MailRead { to, letter });
+        }
+    }
+
+    /// Our client `to` is gone: its unread letters are nobody's business here now.
+    pub(super) fn forget_letters(&mut self, to: ClientId) {
+        self.letters.remove(&to);
     }
 
     pub(super) fn forward(&mut self, to: ClientId, frames: Vec<u8>) {
@@ -315,7 +372,9 @@ impl RelayServer {
                 self.handle_remote_left(id, code, now);
                 self.expel_if_ours(id, now);
             }
-            ClusterInput::Mail { to, frames } => return self.handle_mail(to, &frames, now),
+            ClusterInput::Mail { to, frames, letter } => {
+                return self.handle_mail(to, &frames, letter, now);
+            }
             ClusterInput::Receipt { to, by, seqs } => self.handle_receipt(to, by, seqs, now),
             ClusterInput::Broadcast { frames } => {
                 return self.handle_remote_broadcast(&frames, now);
@@ -517,7 +576,13 @@ impl RelayServer {
     /// Frames from another relay's mailbox for client `to` of this relay. `false`
     /// when they are not `Deliver` frames, or `to` is not here (the caller keeps
     /// them, or drops them, as its bus allows).
-    pub fn handle_mail(&mut self, to: ClientId, frames: &[u8], now: Timestamp) -> bool {
+    pub fn handle_mail(
+        &mut self,
+        to: ClientId,
+        frames: &[u8],
+        letter: u64,
+        now: Timestamp,
+    ) -> bool {
         self.now = self.now.max(now);
         let Some(&target) = self.clients.get(&to) else {
             return false;
@@ -530,6 +595,15 @@ impl RelayServer {
         };
         for (from, bytes, ends) in runs {
             self.push_remote_deliveries(target, from, bytes, ends);
+        }
+        let end = self.conns.get(&target).and_then(|t| match &t.state {
+            ConnState::Admitted(Client {
+                session: Some(_), ..
+            }) => Some(t.out.stream_end()),
+            _ => None,
+        });
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.letter_queued(to, end, letter);
         }
         self.cut_off_overflowed();
         true
@@ -624,6 +698,9 @@ mod tests {
         online: u32,
         limit: u32,
         home: BTreeMap<ClientId, usize>,
+        /// Letters stored so far (their numbers), and the last each reader read.
+        letters: u64,
+        read: BTreeMap<ClientId, u64>,
     }
 
     /// Relays of one cluster, each with its clients, and the bus between them.
@@ -651,6 +728,8 @@ mod tests {
                     online: 0,
                     limit,
                     home: BTreeMap::new(),
+                    letters: 0,
+                    read: BTreeMap::new(),
                 },
                 parties: 0,
             }
@@ -730,9 +809,15 @@ mod tests {
                 }
                 ClusterRequest::Forward { to, frames } => {
                     let home = self.bus.home.get(&to).copied();
-                    let taken =
-                        home.is_some_and(|h| self.relays[h].server.handle_mail(to, &frames, T));
+                    self.bus.letters += 1;
+                    let letter = self.bus.letters;
+                    let taken = home
+                        .is_some_and(|h| self.relays[h].server.handle_mail(to, &frames, letter, T));
                     assert!(taken, "mail for {to} found no relay");
+                }
+                ClusterRequest::MailRead { to, letter } => {
+                    let before = self.bus.read.insert(to, letter);
+                    assert!(before.is_none_or(|b| b < letter), "letters read in order");
                 }
                 ClusterRequest::Broadcast { frames } => {
                     for o in self.others(r) {
@@ -936,6 +1021,9 @@ mod tests {
                 .any(|e| matches!(e, ClientEvent::Delivered { seq: s } if *s >= seq)),
             "{events:?}"
         );
+        // The letter bob read is acknowledged on the bus, so no relay gives it again.
+        let read = c.bus.read.get(&ClientId(1)).copied();
+        assert_eq!(read, Some(c.bus.letters));
         // bob stops reading; what ann sends now is not confirmed...
         c.relays[1].clients[bob].stalled = true;
         let unread = c.relays[0]
@@ -944,6 +1032,10 @@ mod tests {
             .unwrap();
         c.settle();
         c.wait(4_000);
+        // ...and its letter, handed to bob's relay but not read, is not acknowledged:
+        // were that relay to die, the letter would wait for bob elsewhere.
+        assert!(c.bus.letters > read.unwrap_or(0));
+        assert_eq!(c.bus.read.get(&ClientId(1)).copied(), read);
         let events = c.relays[0].take_events(ann);
         assert!(
             !events
@@ -1011,13 +1103,13 @@ mod tests {
         assert!(
             !c.relays[0]
                 .server
-                .handle_mail(id, &Frame::Who.to_bytes(), T)
+                .handle_mail(id, &Frame::Who.to_bytes(), 1, T)
         );
         assert!(
             !c.relays[0]
                 .server
-                .handle_mail(id, b"\x00\x00\x00\x09garbage", T)
+                .handle_mail(id, b"\x00\x00\x00\x09garbage", 1, T)
         );
-        assert!(!c.relays[0].server.handle_mail(ClientId(99), &[], T));
+        assert!(!c.relays[0].server.handle_mail(ClientId(99), &[], 1, T));
     }
 }

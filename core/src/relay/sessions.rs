@@ -373,6 +373,9 @@ impl RelayServer {
                 read.push(delivery);
             }
         }
+        if let (Some(id), Some(cluster)) = (reader, self.cluster.as_mut()) {
+            cluster.letters_read(id, upto);
+        }
         let mut start = 0;
         while let Some(&(from, _)) = read.get(start) {
             let run = read
