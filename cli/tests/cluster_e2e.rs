@@ -162,38 +162,78 @@ fn nats_restarted_mid_conversation_delays_messages_between_relays_but_loses_none
 }
 
 #[test]
-fn a_client_given_several_relays_joins_another_when_its_relay_is_killed() {
+fn a_relay_killed_mid_conversation_its_clients_resume_on_another_with_their_ids() {
     let nats = NatsServer::start().expect("nats-server starts (apt-get install -y nats-server)");
     let url = nats.url();
     // The relays of a cluster share one key (one data folder here), so that a client
     // that trusted one on first use trusts the others.
     let shared = fresh_data_dir();
     let (mut relay_a, port_a) = relay_in(&url, "failover", &shared);
-    let (_relay_b, port_b) = relay_in(&url, "failover", &shared);
+    let (mut relay_b, port_b) = relay_in(&url, "failover", &shared);
     let both = format!("127.0.0.1:{port_a},127.0.0.1:{port_b}");
+    // ann and carl are on relay A (the first address that answers), bob on B.
     let mut ann = Proc::start(&["join", &both, "--name", "ann"]);
-    ann.expect_out("admitted on the first", |l| {
-        l.starts_with("* you are client 0 ")
-    });
-    let mut bob = join(port_b, "bob", 1, &fresh_data_dir());
-    ann.expect_out("bob joining", |l| l.starts_with("* 1 bob joined"));
+    ann.expect_out("ann admitted", |l| l.starts_with("* you are client 0 "));
+    let mut carl = Proc::start(&["join", &both, "--name", "carl"]);
+    carl.expect_out("carl admitted", |l| l.starts_with("* you are client 1 "));
+    let mut bob = join(port_b, "bob", 2, &fresh_data_dir());
+    ann.expect_out("bob joining", |l| l.starts_with("* 2 bob joined"));
+    carl.expect_out("bob joining", |l| l.starts_with("* 2 bob joined"));
 
+    // Mid-conversation, relay A is SIGKILLed: messages are on their way both ways.
+    for i in 1..=10 {
+        bob.send(&format!("0 b{i}"));
+        ann.send(&format!("2 a{i}"));
+    }
     relay_a.kill();
-    // Its session cannot be resumed elsewhere yet (sessions do not move between
-    // relays): ann joins the other relay as a new client, and says so.
-    ann.expect_out("joined again on the other relay", |l| {
-        l.starts_with("* reconnected: you are a new client, 2 (you were 0)")
+    for i in 11..=20 {
+        bob.send(&format!("0 b{i}"));
+    }
+    // Within seconds both resume on relay B, with their IDs.
+    ann.expect_out("ann back with her ID", |l| {
+        l.starts_with("* back: you are still client 0")
     });
-    bob.expect_out("ann back as 2", |l| l.starts_with("* 2 ann joined"));
-    bob.send("2 welcome back");
-    ann.expect_out_line("1 welcome back");
-    // The dead relay's clients leave the roster once it has been silent a while.
-    bob.expect_out("the dead relay's client gone", |l| {
-        l == "* 0 left (connection lost)"
+    carl.expect_out("carl back with his ID", |l| {
+        l.starts_with("* back: you are still client 1")
+    });
+    // Every message of bob's reaches ann exactly once and in order: what relay A had
+    // taken from her mailbox and she had not read waited there for relay B.
+    ann.expect_out_line("2 b20");
+    let got: Vec<&String> = ann
+        .out_seen
+        .iter()
+        .filter(|l| l.starts_with("2 b"))
+        .collect();
+    let want: Vec<String> = (1..=20).map(|i| format!("2 b{i}")).collect();
+    assert_eq!(got, want.iter().collect::<Vec<_>>(), "{:?}", ann.out_seen);
+    // Hers reach bob at most once each; any that relay A took and died with were
+    // named to her as not confirmed delivered, and she can go on.
+    ann.send("2 after the move");
+    bob.expect_out_line("0 after the move");
+    carl.send("2 carl after the move");
+    bob.expect_out_line("1 carl after the move");
+    bob.send("1 to carl on his new relay");
+    carl.expect_out_line("2 to carl on his new relay");
+    for i in 1..=10 {
+        let line = format!("0 a{i}");
+        let n = bob.out_seen.iter().filter(|l| **l == line).count();
+        assert!(n <= 1, "{line} arrived {n} times: {:?}", bob.out_seen);
+    }
+    // Once relay B takes relay A for dead, nobody leaves: its clients moved.
+    relay_b.expect_err("relay A taken for dead", |l| {
+        l.contains("taken for dead: 0 client(s) still on it")
     });
     bob.send("/who");
     let roster = bob.expect_out("the roster", |l| l.starts_with("* online:"));
-    assert_eq!(without_key_tags(&roster), "* online: 1 bob (you), 2 ann");
+    assert_eq!(
+        without_key_tags(&roster),
+        "* online: 0 ann, 1 carl, 2 bob (you)"
+    );
+    assert!(
+        !bob.out_seen.iter().any(|l| l.contains(" left")),
+        "{:?}",
+        bob.out_seen
+    );
 }
 
 #[test]

@@ -74,9 +74,17 @@ impl Mail {
 
     /// Reads client `to`'s mailbox from where it was last acknowledged (by any relay);
     /// a message read and not acknowledged within `ack_wait` is delivered again.
-    pub async fn reader(&self, to: u32, ack_wait: Duration) -> Result<MailReader, BusError> {
+    /// With `take_over` (the client's session moved here from a relay that may have
+    /// died holding letters unacknowledged), the reading restarts at once from the
+    /// first letter not acknowledged, instead of waiting out `ack_wait` for those.
+    pub async fn reader(
+        &self,
+        to: u32,
+        ack_wait: Duration,
+        take_over: bool,
+    ) -> Result<MailReader, BusError> {
         let name = format!("client-{to}");
-        let config = consumer::pull::Config {
+        let mut config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: format!("p2pchat.{}.mail.{to}", self.cluster),
             // Acknowledging a letter acknowledges those before it: a client reads
@@ -92,6 +100,17 @@ impl Mail {
                     .get_stream(stream)
                     .await
                     .map_err(|e| BusError::Nats(e.to_string()))?;
+                if take_over && let Ok(info) = stream.consumer_info(&name).await {
+                    // Made again, from the first letter nobody acknowledged: what the
+                    // old reader held unacknowledged comes now, in order.
+                    let start_sequence = info.ack_floor.stream_sequence + 1;
+                    stream
+                        .delete_consumer(&name)
+                        .await
+                        .map_err(|e| BusError::Nats(e.to_string()))?;
+                    config.deliver_policy =
+                        consumer::DeliverPolicy::ByStartSequence { start_sequence };
+                }
                 stream
                     .get_or_create_consumer(&name, config)
                     .await

@@ -76,8 +76,15 @@ impl Liveness {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn home(&self, id: ClientId, relay: String) {
-        self.state().homes.insert(id, relay);
+    /// Client `id` is on `relay` now; where it was before. A relay first heard of
+    /// through the roster is watched from then on, even once no client is on it.
+    fn home(&self, id: ClientId, relay: String) -> Option<String> {
+        let mut state = self.state();
+        state
+            .heard
+            .entry(relay.clone())
+            .or_insert_with(std::time::Instant::now);
+        state.homes.insert(id, relay)
     }
 
     fn gone(&self, id: ClientId) {
@@ -110,6 +117,17 @@ impl Liveness {
             if !alive(relay, &state) {
                 dead.entry(relay.clone()).or_default().push(*id);
             }
+        }
+        // A relay whose clients all moved away is dead all the same (and said once).
+        let silent: Vec<String> = state
+            .heard
+            .keys()
+            .filter(|r| !alive(r, &state))
+            .cloned()
+            .collect();
+        for relay in silent {
+            state.heard.remove(&relay);
+            dead.entry(relay).or_default();
         }
         for ids in dead.values() {
             for id in ids {
@@ -175,7 +193,7 @@ pub async fn start(
     )
     .await?;
     let liveness = Liveness::default();
-    watch_roster(&bus, &c, liveness.clone(), inputs.clone()).await?;
+    watch_roster(&bus, &c, &options.relay, liveness.clone(), inputs.clone()).await?;
     watch_broadcasts(&bus, &c, &options.relay, inputs.clone()).await?;
     let heartbeats = bus.subscribe(format!("p2pchat.{c}.alive.*")).await?;
     let listening = {
@@ -232,7 +250,7 @@ async fn watch_for_dead(
         let (dead, first) = liveness.take_dead(&options.relay, since);
         for (relay, ids) in dead {
             eprintln!(
-                "p2pchat server: relay {relay} of the cluster is silent (over {} s): its {} client(s) are gone",
+                "p2pchat server: relay {relay} of the cluster is silent (over {} s), taken for dead: {} client(s) still on it are gone",
                 DEAD_AFTER.as_secs(),
                 ids.len()
             );
@@ -374,7 +392,17 @@ impl Node {
                     let id = entry.id;
                     publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
                     let (read_tx, read_rx) = async_channel::unbounded();
-                    let reader = read_mailbox(mail.clone(), id, inputs.clone(), read_rx);
+                    let reader = read_mailbox(mail.clone(), id, false, inputs.clone(), read_rx);
+                    readers.insert(id, (smol::spawn(reader), read_tx));
+                }
+                ClusterRequest::Adopt(entry) => {
+                    // Its entry names this relay now (its old relay, if alive, lets it
+                    // go on reading it), and its mailbox is read from its first
+                    // unread letter.
+                    let id = entry.id;
+                    publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
+                    let (read_tx, read_rx) = async_channel::unbounded();
+                    let reader = read_mailbox(mail.clone(), id, true, inputs.clone(), read_rx);
                     readers.insert(id, (smol::spawn(reader), read_tx));
                 }
                 ClusterRequest::Update(entry) => {
@@ -431,6 +459,10 @@ impl Node {
                     for task in tasks {
                         task.await;
                     }
+                }
+                ClusterRequest::Release { id } => {
+                    // It moved to another relay, which reads its mailbox now.
+                    readers.remove(&id);
                 }
                 ClusterRequest::MailRead { to, letter } => {
                     if let Some((_, read)) = readers.get(&to) {
@@ -607,9 +639,11 @@ fn encode_receipt(out: &mut Vec<u8>, to: ClientId, by: ClientId, seqs: &[u64]) {
 async fn watch_roster(
     bus: &Bus,
     cluster: &str,
+    me: &str,
     homes: Liveness,
     inputs: Sender<ClusterInput>,
 ) -> Result<(), BusError> {
+    let me = me.to_owned();
     let stream = format!("P2PCHAT_ROSTER_{cluster}");
     let subject = format!("p2pchat.{cluster}.roster.*");
     follow(
@@ -622,7 +656,14 @@ async fn watch_roster(
                 return Vec::new();
             };
             match (&input, relay) {
-                (ClusterInput::Roster(entry), Some(relay)) => homes.home(entry.id, relay),
+                (ClusterInput::Roster(entry), Some(relay)) => {
+                    let id = entry.id;
+                    let moved = relay != me;
+                    if homes.home(id, relay).is_some_and(|before| before == me) && moved {
+                        // One of ours resumed its session on another relay.
+                        return vec![ClusterInput::MovedAway { id }];
+                    }
+                }
                 (ClusterInput::Left { id, .. }, _) => homes.gone(*id),
                 _ => {}
             }
@@ -709,8 +750,14 @@ const LETTER_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Reads client `to`'s mailbox and hands each letter to the core; acknowledges
 /// letters when the core says the client read them (`read` carries the letter's
 /// number), until the task is dropped (the client left) or the relay is gone.
-async fn read_mailbox(mail: Mail, to: ClientId, inputs: Sender<ClusterInput>, read: Receiver<u64>) {
-    let Ok(reader) = mail.reader(to.0, LETTER_ACK_WAIT).await else {
+async fn read_mailbox(
+    mail: Mail,
+    to: ClientId,
+    take_over: bool,
+    inputs: Sender<ClusterInput>,
+    read: Receiver<u64>,
+) {
+    let Ok(reader) = mail.reader(to.0, LETTER_ACK_WAIT, take_over).await else {
         return;
     };
     let Ok(letters) = reader.letters().await else {

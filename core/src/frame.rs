@@ -330,6 +330,13 @@ pub enum Frame {
         /// Bytes of the resuming side's session stream the answering side handled.
         received: u64,
     },
+    /// 0x66: relay to a client, the answer to a `Resume` for a session this relay
+    /// did not hold but took over from another relay of its cluster (that relay died
+    /// or let it go): the session goes on here, with the same ID. The relay's
+    /// session stream goes on from the `Resume`'s `received`; the client's starts
+    /// anew at offset 0, beginning with everything it kept (what the old relay never
+    /// acknowledged), sent again. A new `ResumeToken` follows.
+    Moved,
     /// 0x64: the token a side needs to come back to this session after losing its
     /// connection, and how long the other side holds the session for it.
     ResumeToken {
@@ -379,7 +386,7 @@ pub enum Frame {
 }
 
 /// Frame type bytes, as listed in `docs/PROTOCOL.md`.
-mod ty {
+pub(crate) mod ty {
     pub const HELLO: u8 = 0x01;
     pub const WELCOME: u8 = 0x02;
     pub const REFUSED: u8 = 0x03;
@@ -401,6 +408,7 @@ mod ty {
     pub const RESUMED: u8 = 0x63;
     pub const RESUME_TOKEN: u8 = 0x64;
     pub const DELIVERED: u8 = 0x65;
+    pub const MOVED: u8 = 0x66;
     pub const MESSAGE: u8 = 0x20;
     pub const EXIT: u8 = 0x30;
     pub const PING: u8 = 0x31;
@@ -444,6 +452,7 @@ pub fn is_session_frame(type_byte: u8) -> bool {
             | ty::RESUME
             | ty::RESUMED
             | ty::RESUME_TOKEN
+            | ty::MOVED
     )
 }
 
@@ -666,6 +675,7 @@ impl Frame {
             Frame::Left { .. } => "Left",
             Frame::Exited { .. } => "Exited",
             Frame::AllExited => "AllExited",
+            Frame::Moved => "Moved",
             Frame::Lookup { .. } => "Lookup",
             Frame::Profile(_) => "Profile",
             Frame::Away { .. } => "Away",
@@ -700,6 +710,7 @@ impl Frame {
             Frame::Left { .. } => ty::LEFT,
             Frame::Exited { .. } => ty::EXITED,
             Frame::AllExited => ty::ALL_EXITED,
+            Frame::Moved => ty::MOVED,
             Frame::Lookup { .. } => ty::LOOKUP,
             Frame::Profile(_) => ty::PROFILE,
             Frame::Away { .. } => ty::AWAY,
@@ -766,7 +777,7 @@ impl Frame {
                 seq,
                 payload,
             } => deliver_body(w, *from, *to, *seq, payload.kind, &payload.body),
-            Frame::Who | Frame::Exit | Frame::AllExited => {}
+            Frame::Who | Frame::Exit | Frame::AllExited | Frame::Moved => {}
             Frame::Roster { total, entries } => {
                 w.u32(*total);
                 w.u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
@@ -1045,6 +1056,10 @@ impl Frame {
             ty::ALL_EXITED => {
                 Reader::new(body, "AllExited").finish()?;
                 Frame::AllExited
+            }
+            ty::MOVED => {
+                Reader::new(body, "Moved").finish()?;
+                Frame::Moved
             }
             ty::MESSAGE => {
                 let mut r = Reader::new(body, "Message");

@@ -17,8 +17,13 @@ pub const CAP_NOISE: u64 = 1 << 1;
 /// also tells a client when its messages reached their recipients (`Delivered`).
 pub const CAP_RESUME: u64 = 1 << 2;
 
+/// Capability bit: a relay client whose session can move to another relay of a
+/// cluster (`docs/PROTOCOL.md` 5b, "Moving"): it understands `Moved`, starts both
+/// session streams anew on it, and shows a message delivered twice once.
+pub const CAP_MOVES: u64 = 1 << 3;
+
 /// Capability bits this build supports. Unknown bits from the other side are ignored.
-pub const CAPABILITIES: u64 = CAP_NOISE | CAP_RESUME;
+pub const CAPABILITIES: u64 = CAP_NOISE | CAP_RESUME | CAP_MOVES;
 
 /// Our opening frame, offering the capabilities in `capabilities`.
 pub(crate) fn our_hello(role: Role, name: &str, capabilities: u64) -> Hello {

@@ -55,7 +55,7 @@ pub use frame::{
     ErrorReport, Frame, Hello, Payload, PayloadKind, Refused, Role, RosterEntry, Welcome,
     is_session_frame,
 };
-pub use handshake::{CAP_NOISE, CAP_RESUME, CAPABILITIES, validate_name};
+pub use handshake::{CAP_MOVES, CAP_NOISE, CAP_RESUME, CAPABILITIES, validate_name};
 pub use id::{ClientId, ConnId};
 pub use limits::{Limits, MAGIC, MIN_PROTOCOL_VERSION, PRESENCE_NOTICE_BYTES, PROTOCOL_VERSION};
 pub use peer::{Peer, PeerEvent, PeerSide};

@@ -327,6 +327,13 @@ impl Link {
         self.out.resend_from(from)
     }
 
+    /// The session moved to another relay: our whole kept stream is sent again as
+    /// that relay's offset 0 on. Returns the sequence numbers of the chat messages
+    /// in it.
+    pub(crate) fn resend_all_anew(&mut self) -> Vec<u64> {
+        self.out.resend_all_anew()
+    }
+
     /// Bytes queued or in flight.
     pub(crate) fn pending(&self) -> usize {
         self.out.pending()

@@ -176,6 +176,30 @@ impl Outbound {
         Ok(())
     }
 
+    /// The session moved to another relay, which holds none of our stream: what is
+    /// kept becomes the stream's beginning (offset 0) and is all sent again. Returns
+    /// the sequence numbers of the chat messages among it.
+    pub(crate) fn resend_all_anew(&mut self) -> Vec<u64> {
+        let Some(retained) = self.retained.as_mut() else {
+            self.session_on_wire = true;
+            return Vec::new();
+        };
+        retained.rebase_to_zero();
+        let kept = retained.bytes_from(0);
+        let seqs = encoded_frames(kept)
+            .filter(|(ty, _)| *ty == crate::frame::ty::CHAT)
+            .filter_map(|(ty, span)| {
+                let body = kept.get(span.start + 5..span.end)?;
+                match Frame::decode(ty, body) {
+                    Ok(Frame::Chat { seq, .. }) => Some(seq),
+                    _ => None,
+                }
+            })
+            .collect();
+        let _ = self.resend_from(0);
+        seqs
+    }
+
     /// Moves the next frames of the stream being resent onto the wire, as many as
     /// the bound leaves room for (at least one when the queue is empty).
     fn refill(&mut self) {

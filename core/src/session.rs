@@ -278,6 +278,12 @@ impl Retained {
         }
     }
 
+    /// The stream starts anew: what is kept becomes its beginning (offset 0). For a
+    /// session that moved to another relay, which counts from 0.
+    pub(crate) fn rebase_to_zero(&mut self) {
+        self.base = 0;
+    }
+
     /// The other side holds everything before stream offset `from`, and the rest is
     /// to be sent again: acknowledges up to there.
     pub(crate) fn resend_from(&mut self, from: u64) -> Result<(), BeyondSent> {

@@ -494,7 +494,12 @@ impl World {
                 let admission = p2pchat_core::Admission::Id(id);
                 self.bus(r, r, ClusterInput::Admission { conn, admission });
             }
-            ClusterRequest::Announce(entry) | ClusterRequest::Update(entry) => {
+            // (Clients of a relay that dies do not come back in this simulator, so
+            // none moves; an adoption would be announced like a join.)
+            ClusterRequest::Release { .. } => {}
+            ClusterRequest::Announce(entry)
+            | ClusterRequest::Update(entry)
+            | ClusterRequest::Adopt(entry) => {
                 self.home.insert(entry.id, r);
                 for o in others {
                     self.bus(r, o, ClusterInput::Roster(entry.clone()));

@@ -21,7 +21,7 @@ use crate::e2e::Keyring;
 use crate::error::{ErrorCode, SendError};
 use crate::file::{FileEvent, FileMsg, Files, Hash, TransferId};
 use crate::frame::{Envelope, ErrorReport, Frame, Hello, Refused, Role, RosterEntry};
-use crate::handshake::{CAP_NOISE, CAP_RESUME, our_hello, validate_name};
+use crate::handshake::{CAP_MOVES, CAP_NOISE, CAP_RESUME, our_hello, validate_name};
 use crate::id::ClientId;
 use crate::keepalive::KeepaliveAction;
 use crate::limits::Limits;
@@ -298,7 +298,7 @@ impl RelayClient {
             _ => None,
         };
         let noise = if offers { CAP_NOISE } else { 0 };
-        let hello = our_hello(Role::RelayClient, name, noise | CAP_RESUME);
+        let hello = our_hello(Role::RelayClient, name, noise | CAP_RESUME | CAP_MOVES);
         link.send(&Frame::Hello(hello.clone()), now);
         // Everything after the Hello is our session stream, kept until acknowledged.
         link.retain_session(limits.max_unacked_bytes);
@@ -896,6 +896,34 @@ impl RelayClient {
                 self.events.push_back(ClientEvent::Resumed { id });
                 self.flush_outbox(now);
             }
+            (Phase::Resuming(id), Frame::Moved) => {
+                // Another relay of the cluster took the session over: its stream goes
+                // on from our count, ours starts anew there, and we send again all
+                // our old relay never acknowledged.
+                let resent = self.link.resend_all_anew();
+                // What the old relay acknowledged but never confirmed delivered,
+                // nobody can confirm now: the user is told, as when a session ends.
+                let gone: Vec<(u64, ClientId)> = self
+                    .unconfirmed
+                    .iter()
+                    .filter(|(seq, _)| !resent.contains(seq))
+                    .map(|(&seq, &to)| (seq, to))
+                    .collect();
+                for (seq, to) in &gone {
+                    self.unconfirmed.remove(seq);
+                    if let Some(ring) = self.keyring.as_mut() {
+                        ring.may_have_lost(*to);
+                    }
+                }
+                if !gone.is_empty() {
+                    self.events
+                        .push_back(ClientEvent::Unconfirmed { messages: gone });
+                }
+                self.phase = Phase::Admitted(id);
+                self.away = None;
+                self.events.push_back(ClientEvent::Resumed { id });
+                self.flush_outbox(now);
+            }
             (Phase::Resuming(_), Frame::Refused(r)) => {
                 self.link.finish();
                 self.end(r.code, r.reason);
@@ -1045,6 +1073,11 @@ impl RelayClient {
             Frame::Error(report) => {
                 // Refused, and the user is told why: settled either way.
                 self.unconfirmed.remove(&report.seq);
+                if report.code == ErrorCode::Undelivered
+                    && let (Some(to), Some(ring)) = (report.subject, self.keyring.as_mut())
+                {
+                    ring.may_have_lost(to);
+                }
                 if report.code == ErrorCode::UnknownRecipient
                     && report.seq == 0
                     && let Some(id) = report.subject

@@ -289,6 +289,17 @@ impl Keyring {
         self.group_holders.remove(&id);
     }
 
+    /// What we sent client `id` may not have reached it (the relay said it did not,
+    /// or our session moved to another relay with it unconfirmed): the next message
+    /// to it tells it again how to compute our pair key, and our group key is handed
+    /// to it again, in case the message that did so was among the lost.
+    pub(crate) fn may_have_lost(&mut self, id: ClientId) {
+        if let Some(pair) = self.out_pairs.get_mut(&id) {
+            pair.opened = false;
+        }
+        self.group_holders.remove(&id);
+    }
+
     /// Whether client `id` has yet to be handed our group key.
     pub(crate) fn lacks_group_key(&self, id: ClientId) -> bool {
         !self.group_holders.contains(&id)

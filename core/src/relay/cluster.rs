@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::sessions::ClientSession;
-use super::{Client, ConnState, Connection, RelayServer, rate, strikes};
+use super::{Client, ConnState, Connection, RelayServer, ServerEvent, rate, strikes};
 use crate::decode::FrameDecoder;
 use crate::error::ErrorCode;
 use crate::frame::{Frame, RosterEntry};
@@ -44,6 +44,17 @@ pub enum ClusterRequest {
     },
     /// A client of this relay joined: publish its roster entry.
     Announce(RosterEntry),
+    /// A client of another relay moved its session here (its relay died, or it could
+    /// no longer reach it): publish its entry as ours, and read its mailbox from the
+    /// last letter it read (letters its old relay took and it never read come
+    /// again). Its old relay, if alive, lets it go ([`ClusterInput::MovedAway`]).
+    Adopt(RosterEntry),
+    /// A client of this relay moved its session to another relay
+    /// ([`ClusterInput::MovedAway`]): stop reading its mailbox here.
+    Release {
+        /// Its ID.
+        id: ClientId,
+    },
     /// A client of this relay changed (it said exit): publish its entry again.
     Update(RosterEntry),
     /// A client of this relay is gone for good: remove its entry and free its place.
@@ -104,6 +115,12 @@ pub enum ClusterInput {
     /// A client's roster entry, as published by its relay (a newcomer, one there
     /// before this relay started, or a change).
     Roster(RosterEntry),
+    /// A client of this relay resumed its session on another relay, which now holds
+    /// it: it is a remote client here from now on.
+    MovedAway {
+        /// Its ID.
+        id: ClientId,
+    },
     /// A client is gone for good.
     Left {
         /// Its ID.
@@ -244,6 +261,16 @@ impl Cluster {
         self.awaiting.entry(to).or_default().push_back((from, seq));
     }
 
+    /// What our senders sent client `to` that it has not been seen to read.
+    /// Client `id` is not a remote client any more (its session moved here).
+    pub(super) fn remove_remote(&mut self, id: ClientId) {
+        self.remote.remove(&id);
+    }
+
+    pub(super) fn take_awaiting(&mut self, to: ClientId) -> super::sessions::Owed {
+        self.awaiting.remove(&to).unwrap_or_default()
+    }
+
     pub(super) fn receipt(&mut self, to: ClientId, by: ClientId, seqs: Vec<u64>) {
         if !seqs.is_empty() {
             self.requests
@@ -372,6 +399,7 @@ impl RelayServer {
                 self.handle_remote_left(id, code, now);
                 self.expel_if_ours(id, now);
             }
+            ClusterInput::MovedAway { id } => self.handle_moved_away(id, now),
             ClusterInput::Mail { to, frames, letter } => {
                 return self.handle_mail(to, &frames, letter, now);
             }
@@ -456,6 +484,7 @@ impl RelayServer {
             strikes: strikes::Strikes::default(),
             session: None,
             remote: true,
+            via_mail: false,
         };
         let out = Outbound::new(self.limits.relay_queue_bytes());
         let connection = Connection::without_transport(client, out, None, ErrorCode::Normal);
@@ -631,6 +660,164 @@ impl RelayServer {
         true
     }
 
+    /// A `Resume` on `conn` for client `id`, whose session this relay does not hold:
+    /// if `id` is a client of another relay of the cluster and the connection proved
+    /// its key, the session moves here (`Moved`; both session streams start anew,
+    /// the client resending what its old relay never acknowledged). The token stays
+    /// with the relay that issued it; the key, which the handshake proved, is what
+    /// shows it is the same client. `false` if it cannot move here.
+    pub(super) fn adopt_moved(
+        &mut self,
+        conn: ConnId,
+        id: ClientId,
+        key: Option<PublicKey>,
+        received: u64,
+        now: Timestamp,
+    ) -> bool {
+        let Some(&handle) = self.clients.get(&id) else {
+            return false;
+        };
+        let movable = key.is_some()
+            && matches!(
+                self.conns.get(&handle).map(|c| &c.state),
+                Some(ConnState::Admitted(client)) if client.remote && client.key == key
+            );
+        if !movable || self.cluster.is_none() {
+            return false;
+        }
+        let Some(mut old) = self.conns.remove(&handle) else {
+            return false;
+        };
+        // Deliveries queued for it and not yet handed to the bus go through its
+        // mailbox as before, and come back here in order behind what is there.
+        let queued = old.out.take(None);
+        let ConnState::Admitted(mut client) = std::mem::replace(&mut old.state, ConnState::Closing)
+        else {
+            return false;
+        };
+        let session = self.new_session();
+        let (token, grace_ms) = (
+            session.token,
+            u32::try_from(self.limits.resume_grace.as_millis()).unwrap_or(u32::MAX),
+        );
+        client.remote = false;
+        client.via_mail = true;
+        client.last_heard = now;
+        client.last_seq = 0;
+        client.session = Some(session);
+        let entry = RosterEntry {
+            id,
+            exited: client.exited,
+            away: false,
+            name: client.name.clone(),
+            key: client.key,
+        };
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.remove_remote(id);
+            // What our senders sent it still comes through its mailbox, as what
+            // they send from now on will (`via_mail`), and is settled by the
+            // receipts its reading here gives.
+            if let Some(bytes) = queued {
+                cluster.forward(id, bytes);
+            }
+            cluster.requests.push_back(ClusterRequest::Adopt(entry));
+        }
+        let max = self.limits.relay_queue_bytes();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if let ConnState::Handshaking { deadline, .. } = c.state {
+            self.deadlines.remove(&(deadline, conn));
+        }
+        c.out.push(&Frame::Moved);
+        c.out.push(&Frame::ResumeToken { token, grace_ms });
+        // Our session stream to it goes on from where its count of the old relay's
+        // stopped (so its count simply continues), with a roster first, as after
+        // `Welcome`; its stream to us starts anew at 0.
+        c.out
+            .adopt_retained(crate::session::Retained::restored(received, &[]), max);
+        let _ = c.out.resend_from(received);
+        c.state = ConnState::Admitted(client);
+        self.clients.insert(id, conn);
+        let roster = self.roster();
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.out.try_push(&roster)
+        {
+            c.out.push(&Frame::Roster {
+                total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
+                entries: Vec::new(),
+            });
+        }
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.limits.idle_timeout / 3);
+        }
+        self.mark_ready(conn);
+        self.events.push_back(ServerEvent::Resumed { conn, id });
+        true
+    }
+
+    /// Our client `id` resumed on another relay: it is a remote client here now. Its
+    /// connection, if it still looks open, is closed without a word; what was queued
+    /// to it and not acknowledged is given up, and its senders are told it did not
+    /// reach it (their messages sent from now on go through its mailbox).
+    fn handle_moved_away(&mut self, id: ClientId, now: Timestamp) {
+        self.now = self.now.max(now);
+        let Some(&conn) = self.clients.get(&id) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(&c.state, ConnState::Admitted(client) if !client.remote) {
+            return;
+        }
+        let ConnState::Admitted(mut client) = std::mem::replace(&mut c.state, ConnState::Closing)
+        else {
+            return;
+        };
+        let was_away = c.parked_until.is_some();
+        match c.parked_until.take() {
+            Some(until) => {
+                self.parked.remove(&(until, conn));
+                self.conns.remove(&conn);
+            }
+            None => {
+                // Its old connection still looked alive: it is not; close it quietly.
+                c.out.discard_queued();
+                self.closes.push_back(conn);
+            }
+        }
+        let queued_here = super::sessions::take_owed(&mut client);
+        // What came through its mailbox is still there for its new relay (it was not
+        // acknowledged): only what this relay queued to it directly is lost.
+        let owed = if client.via_mail {
+            super::sessions::Owed::new()
+        } else {
+            queued_here
+        };
+        client.remote = true;
+        client.via_mail = false;
+        client.session = None;
+        let handle = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let out = Outbound::new(self.limits.relay_queue_bytes());
+        let remote = Connection::without_transport(client, out, None, ErrorCode::Normal);
+        self.conns.insert(handle, remote);
+        self.clients.insert(id, handle);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.forget_letters(id);
+            cluster.remote.insert(id);
+            cluster.requests.push_back(ClusterRequest::Release { id });
+        }
+        self.told_held.retain(|&(away, _)| away != id);
+        if was_away && self.presence_on() {
+            self.notify_others(id, &Frame::Back { id });
+        }
+        self.report_undelivered(id, ErrorCode::ConnectionLost, owed);
+        self.flush_delivered(now);
+        self.cut_off_overflowed();
+    }
+
     /// Queues one sender's run of `Deliver` frames for the local client on `target`.
     fn push_remote_deliveries(
         &mut self,
@@ -701,6 +888,10 @@ mod tests {
         /// Letters stored so far (their numbers), and the last each reader read.
         letters: u64,
         read: BTreeMap<ClientId, u64>,
+        /// Letters not yet read, per mailbox, in order.
+        mail: BTreeMap<ClientId, Vec<(u64, Vec<u8>)>>,
+        /// Relays that died (no longer run, nothing delivered to them).
+        dead: Vec<usize>,
     }
 
     /// Relays of one cluster, each with its clients, and the bus between them.
@@ -730,6 +921,8 @@ mod tests {
                     home: BTreeMap::new(),
                     letters: 0,
                     read: BTreeMap::new(),
+                    mail: BTreeMap::new(),
+                    dead: Vec::new(),
                 },
                 parties: 0,
             }
@@ -752,10 +945,15 @@ mod tests {
         fn settle(&mut self) {
             loop {
                 let mut moved = false;
-                for w in &mut self.relays {
-                    w.pump();
+                for (r, w) in self.relays.iter_mut().enumerate() {
+                    if !self.bus.dead.contains(&r) {
+                        w.pump();
+                    }
                 }
                 for r in 0..self.relays.len() {
+                    if self.bus.dead.contains(&r) {
+                        continue;
+                    }
                     while let Some(request) = self.relays[r].server.poll_cluster() {
                         moved = true;
                         self.carry(r, request);
@@ -768,7 +966,29 @@ mod tests {
         }
 
         fn others(&self, r: usize) -> Vec<usize> {
-            (0..self.relays.len()).filter(|&o| o != r).collect()
+            (0..self.relays.len())
+                .filter(|&o| o != r && !self.bus.dead.contains(&o))
+                .collect()
+        }
+
+        /// Client `i` of relay `from` loses its connection and dials relay `to`
+        /// instead (its session resumes there, or not); returns its index there.
+        /// (The clients after it on `from` move down one place.)
+        fn move_client(&mut self, from: usize, i: usize, to: usize) -> usize {
+            let mut a = self.relays[from].clients.remove(i);
+            if !a.closed {
+                a.closed = true;
+                a.client.handle_closed(self.relays[to].now);
+            }
+            let w = &mut self.relays[to];
+            a.conn = w.server.handle_connected(w.now);
+            a.closed = false;
+            a.stalled = false;
+            a.held.clear();
+            a.client.handle_reconnected(w.now);
+            w.clients.push(a);
+            self.settle();
+            self.relays[to].clients.len() - 1
         }
 
         fn carry(&mut self, r: usize, request: ClusterRequest) {
@@ -811,13 +1031,35 @@ mod tests {
                     let home = self.bus.home.get(&to).copied();
                     self.bus.letters += 1;
                     let letter = self.bus.letters;
-                    let taken = home
-                        .is_some_and(|h| self.relays[h].server.handle_mail(to, &frames, letter, T));
+                    let mailbox = self.bus.mail.entry(to).or_default();
+                    mailbox.push((letter, frames.clone()));
+                    let alive = home.filter(|h| !self.bus.dead.contains(h));
+                    let taken = alive
+                        .is_none_or(|h| self.relays[h].server.handle_mail(to, &frames, letter, T));
                     assert!(taken, "mail for {to} found no relay");
                 }
                 ClusterRequest::MailRead { to, letter } => {
                     let before = self.bus.read.insert(to, letter);
                     assert!(before.is_none_or(|b| b < letter), "letters read in order");
+                    if let Some(mailbox) = self.bus.mail.get_mut(&to) {
+                        mailbox.retain(|(l, _)| *l > letter);
+                    }
+                }
+                ClusterRequest::Release { .. } => {}
+                ClusterRequest::Adopt(entry) => {
+                    let id = entry.id;
+                    let old = self.bus.home.insert(id, r);
+                    if let Some(old) = old.filter(|o| *o != r && !self.bus.dead.contains(o)) {
+                        self.relays[old]
+                            .server
+                            .handle_cluster(ClusterInput::MovedAway { id }, T);
+                    }
+                    // Its mailbox is read here from the last letter it read.
+                    let unread = self.bus.mail.get(&id).cloned().unwrap_or_default();
+                    for (letter, frames) in unread {
+                        let ok = self.relays[r].server.handle_mail(id, &frames, letter, T);
+                        assert!(ok, "letter {letter} for {id} not taken at relay {r}");
+                    }
                 }
                 ClusterRequest::Broadcast { frames } => {
                     for o in self.others(r) {
@@ -1093,6 +1335,129 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, ClientEvent::Left { id, .. } if id.0 == 0))
         );
+    }
+
+    #[test]
+    fn a_client_whose_relay_died_resumes_on_another_with_its_id_and_nothing_lost_or_repeated() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        let (ann_id, bob_id) = (ClientId(0), ClientId(1));
+        c.relays[1].client(bob).send_chat(ann_id, "one", T).unwrap();
+        c.settle();
+        c.wait(2_000);
+        assert_eq!(c.relays[0].take_messages(ann), vec![(1, "one".to_owned())]);
+        // ann's relay takes a letter for her but she never reads it...
+        c.relays[0].clients[ann].stalled = true;
+        let two = c.relays[1].client(bob).send_chat(ann_id, "two", T).unwrap();
+        c.settle();
+        c.wait(2_000);
+        // ...and dies. What ann types meanwhile is kept by her client.
+        c.bus.dead.push(0);
+        c.relays[0].clients[ann].client.handle_closed(T);
+        c.relays[0]
+            .client(ann)
+            .send_chat(bob_id, "while moving", T)
+            .unwrap();
+        let ann = c.move_client(0, ann, 1);
+        c.wait(2_000);
+        let events = c.relays[1].take_events(ann);
+        assert!(
+            events.contains(&ClientEvent::Resumed { id: ann_id }),
+            "{events:?}"
+        );
+        let shown: Vec<(u32, String)> = events
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message { from, text, .. } => Some((from.0, text)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![(1, "two".to_owned())],
+            "the unread letter, once"
+        );
+        assert_eq!(c.id(1, ann), Some(0), "the same ID");
+        assert_eq!(
+            c.relays[1].take_messages(bob),
+            vec![(0, "while moving".to_owned())]
+        );
+        // bob's message is confirmed once ann read it here; later ones reach her
+        // directly.
+        let three = c.relays[1]
+            .client(bob)
+            .send_chat(ann_id, "three", T)
+            .unwrap();
+        c.settle();
+        c.wait(2_000);
+        assert_eq!(
+            c.relays[1].take_messages(ann),
+            vec![(1, "three".to_owned())]
+        );
+        let events = c.relays[1].take_events(bob);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= three)),
+            "{events:?}"
+        );
+        assert!(three > two);
+        // The relay lists her as its own: /who shows both, once.
+        assert_eq!(c.relays[1].server.online(), 2);
+    }
+
+    #[test]
+    fn a_client_that_moves_while_its_old_relay_lives_is_let_go_there() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let carl = c.join(0, "carl");
+        let _bob = c.join(1, "bob");
+        let ann_id = ClientId(0);
+        // ann's link to relay 0 breaks (relay 0 lives and holds her session); carl
+        // writes to her there meanwhile.
+        c.relays[0].cut(ann);
+        let held = c.relays[0]
+            .client(carl)
+            .send_chat(ann_id, "held", T)
+            .unwrap();
+        c.settle();
+        // She comes back through relay 1, which takes her session over.
+        let ann = c.move_client(0, ann, 1);
+        let carl = carl - 1;
+        c.wait(2_000);
+        assert!(
+            c.relays[1]
+                .take_events(ann)
+                .contains(&ClientEvent::Resumed { id: ann_id })
+        );
+        // Relay 0 let her go: carl is told his held message did not reach her...
+        let events = c.relays[0].take_events(carl);
+        assert!(
+            events.iter().any(|e| matches!(e, ClientEvent::Error(r)
+                if r.code == ErrorCode::Undelivered && r.seq == held)),
+            "{events:?}"
+        );
+        // ...and what he sends now reaches her on relay 1, confirmed.
+        let after = c.relays[0]
+            .client(carl)
+            .send_chat(ann_id, "after", T)
+            .unwrap();
+        c.settle();
+        c.wait(2_000);
+        assert_eq!(
+            c.relays[1].take_messages(ann),
+            vec![(1, "after".to_owned())]
+        );
+        let events = c.relays[0].take_events(carl);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= after)),
+            "{events:?}"
+        );
+        assert_eq!(c.relays[0].server.online(), 3);
+        assert_eq!(c.relays[1].server.online(), 3);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::frame::{
     ChatRef, ErrorReport, Frame, Hello, PayloadKind, Refused, Role, RosterEntry, Welcome,
     encode_deliver,
 };
-use crate::handshake::{CAP_RESUME, CAPABILITIES, negotiate_version, validate_name};
+use crate::handshake::{CAP_MOVES, CAP_RESUME, CAPABILITIES, negotiate_version, validate_name};
 use crate::id::{ClientId, ConnId};
 use crate::limits::{Limits, MAGIC, PROTOCOL_VERSION};
 use crate::outbound::Outbound;
@@ -155,6 +155,11 @@ struct Client {
     /// It is on another relay of the cluster (`cluster.rs`): what is queued for it
     /// goes to the bus, and it is never pinged, swept or sent presence.
     remote: bool,
+    /// Its session moved here from another relay of the cluster: every message
+    /// addressed to it, from this relay's clients too, goes through its mailbox, so
+    /// that they reach it in their senders' order behind what was already on its way
+    /// there (a sender's first message carries what it needs to open the rest).
+    via_mail: bool,
 }
 
 #[derive(Debug)]
@@ -633,7 +638,7 @@ impl RelayServer {
                         "connection closed without exit".to_owned(),
                     )
                 };
-                let owed = sessions::take_owed(&mut client);
+                let owed = Self::owed_by(self.cluster.as_mut(), &mut client);
                 self.announce_left(conn, client.id, client.exited, code, detail, owed);
                 self.cut_off_overflowed();
                 self.flush_delivered(now);
@@ -851,7 +856,7 @@ impl RelayServer {
     fn admit_hello(&mut self, conn: ConnId, hello: Hello, key: Option<PublicKey>, now: Timestamp) {
         let capabilities = hello.capabilities & CAPABILITIES;
         if hello.resuming && capabilities & CAP_RESUME != 0 {
-            self.await_resume(conn, key);
+            self.await_resume(conn, key, capabilities & CAP_MOVES != 0);
             return;
         }
         let welcome = Welcome {
@@ -970,6 +975,7 @@ impl RelayServer {
                 strikes: strikes::Strikes::default(),
                 session: None,
                 remote: false,
+                via_mail: false,
             });
             welcome(id, &mut c.out);
         }
@@ -1172,6 +1178,17 @@ impl RelayServer {
         let Some(t) = self.conns.get_mut(&target) else {
             return 0;
         };
+        if let ConnState::Admitted(Client {
+            via_mail: true, id, ..
+        }) = &t.state
+            && let Some(cluster) = self.cluster.as_mut()
+        {
+            let mut bytes = Vec::new();
+            encode_deliver(&mut bytes, from, chat.to, chat.seq, chat.kind, chat.body);
+            cluster.forward(*id, bytes);
+            cluster.await_receipt(*id, from, chat.seq);
+            return 1;
+        }
         if t.out.try_push_deliver(from, chat) {
             let owes = match &mut t.state {
                 ConnState::Admitted(Client {
@@ -1483,6 +1500,17 @@ impl RelayServer {
         self.begin_close(conn);
     }
 
+    /// What a departing client still owed acknowledgements for: what was queued to
+    /// it; for one whose messages come through its mailbox, what was sent to it
+    /// from here (its other senders' relays know their own).
+    fn owed_by(cluster: Option<&mut cluster::Cluster>, client: &mut Client) -> sessions::Owed {
+        let queued = sessions::take_owed(client);
+        match cluster {
+            Some(cluster) if client.via_mail => cluster.take_awaiting(client.id),
+            _ => queued,
+        }
+    }
+
     /// Closes an admitted client's connection and tells everybody else it left.
     /// `orderly` is true when the client itself asked to close.
     fn close_client(&mut self, conn: ConnId, code: ErrorCode, detail: String, orderly: bool) {
@@ -1494,7 +1522,7 @@ impl RelayServer {
         };
         let id = client.id;
         let exited = client.exited;
-        let owed = sessions::take_owed(client);
+        let owed = Self::owed_by(self.cluster.as_mut(), client);
         if !orderly && c.parked_until.is_none() {
             if code == ErrorCode::SlowConsumer {
                 // It cannot read what is queued anyway; make the reason the next thing it sees.

@@ -29,6 +29,8 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone)]
 pub(super) struct Returning {
     key: Option<PublicKey>,
+    /// It can move to this relay from another of its cluster (`CAP_MOVES`).
+    moves: bool,
 }
 
 /// One `Deliver` a client has not yet acknowledged: where it ends in the client's
@@ -232,13 +234,13 @@ impl RelayServer {
 
     /// A client's `Hello` (and handshake) passed: it comes back to a session, which
     /// its `Resume` names next.
-    pub(super) fn await_resume(&mut self, conn: ConnId, key: Option<PublicKey>) {
+    pub(super) fn await_resume(&mut self, conn: ConnId, key: Option<PublicKey>, moves: bool) {
         if let Some(Connection {
             state: ConnState::Handshaking { resume, .. },
             ..
         }) = self.conns.get_mut(&conn)
         {
-            *resume = Some(Box::new(Returning { key }));
+            *resume = Some(Box::new(Returning { key, moves }));
         }
     }
 
@@ -275,6 +277,10 @@ impl RelayServer {
             )
         });
         let Some(old) = old else {
+            // Not ours: perhaps a session another relay of the cluster held.
+            if returning.moves && self.adopt_moved(conn, id, returning.key, received, now) {
+                return;
+            }
             let reason = format!(
                 "this relay does not hold a session for client {id} (it restarted, or more than {grace} s passed); join again as a new client"
             );
@@ -362,13 +368,16 @@ impl RelayServer {
     fn settle_acknowledged(&mut self, conn: ConnId, upto: u64) {
         let mut read = std::mem::take(&mut self.settling);
         let mut reader = None;
+        let mut via_mail = false;
         if let Some(ConnState::Admitted(Client {
             id,
             session: Some(session),
+            via_mail: mailed,
             ..
         })) = self.conns.get_mut(&conn).map(|c| &mut c.state)
         {
             reader = Some(*id);
+            via_mail = *mailed;
             while let Some(delivery) = session.pop_acknowledged(upto) {
                 read.push(delivery);
             }
@@ -390,8 +399,10 @@ impl RelayServer {
                 .get(&from)
                 .and_then(|c| self.conns.get(c))
                 .is_some_and(Connection::is_remote);
-            match (remote_sender, reader, self.cluster.as_mut()) {
-                // Its relay tells the sender.
+            match (remote_sender || via_mail, reader, self.cluster.as_mut()) {
+                // Its relay tells the sender (through the bus, even when that is this
+                // relay, for a reader whose messages all come through its mailbox:
+                // they wait for the receipt there).
                 (true, Some(by), Some(cluster)) => {
                     cluster.receipt(from, by, settled.iter().map(|&(_, s)| s).collect());
                 }
