@@ -388,21 +388,16 @@ impl Node {
             };
             match request {
                 ClusterRequest::Admit { .. } => {}
-                ClusterRequest::Announce(entry) => {
+                ClusterRequest::Announce(ref entry) | ClusterRequest::Adopt(ref entry) => {
+                    // A client that moved here (`Adopt`): its entry names this relay
+                    // now (its old relay, if alive, lets it go), and its mailbox is
+                    // read from its first unread letter at once.
+                    let take_over = matches!(request, ClusterRequest::Adopt(_));
                     let id = entry.id;
+                    let entry = entry.clone();
                     publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
                     let (read_tx, read_rx) = async_channel::unbounded();
-                    let reader = read_mailbox(mail.clone(), id, false, inputs.clone(), read_rx);
-                    readers.insert(id, (smol::spawn(reader), read_tx));
-                }
-                ClusterRequest::Adopt(entry) => {
-                    // Its entry names this relay now (its old relay, if alive, lets it
-                    // go on reading it), and its mailbox is read from its first
-                    // unread letter.
-                    let id = entry.id;
-                    publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
-                    let (read_tx, read_rx) = async_channel::unbounded();
-                    let reader = read_mailbox(mail.clone(), id, true, inputs.clone(), read_rx);
+                    let reader = read_mailbox(mail.clone(), id, take_over, inputs.clone(), read_rx);
                     readers.insert(id, (smol::spawn(reader), read_tx));
                 }
                 ClusterRequest::Update(entry) => {

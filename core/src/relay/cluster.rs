@@ -739,15 +739,7 @@ impl RelayServer {
         let _ = c.out.resend_from(received);
         c.state = ConnState::Admitted(client);
         self.clients.insert(id, conn);
-        let roster = self.roster();
-        if let Some(c) = self.conns.get_mut(&conn)
-            && !c.out.try_push(&roster)
-        {
-            c.out.push(&Frame::Roster {
-                total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
-                entries: Vec::new(),
-            });
-        }
+        self.queue_roster(conn);
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.limits.idle_timeout / 3);
         }

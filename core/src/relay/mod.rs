@@ -984,16 +984,7 @@ impl RelayServer {
         }
         self.clients.insert(id, conn);
         self.still_sending += 1;
-        let roster = self.roster();
-        if let Some(c) = self.conns.get_mut(&conn)
-            && !c.out.try_push(&roster)
-        {
-            // A queue bound smaller than the roster: send the count alone.
-            c.out.push(&Frame::Roster {
-                total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
-                entries: Vec::new(),
-            });
-        }
+        self.queue_roster(conn);
         self.mark_ready(conn);
         self.events.push_back(ServerEvent::Admitted {
             conn,
@@ -1011,6 +1002,20 @@ impl RelayServer {
         }
         if self.presence_on() {
             self.notify_others(id, &Frame::Joined { id, name, key });
+        }
+    }
+
+    /// Queues the roster to a client that just came in (admitted, or moved here).
+    fn queue_roster(&mut self, conn: ConnId) {
+        let roster = self.roster();
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.out.try_push(&roster)
+        {
+            // A queue bound smaller than the roster: send the count alone.
+            c.out.push(&Frame::Roster {
+                total: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
+                entries: Vec::new(),
+            });
         }
     }
 
