@@ -1140,12 +1140,43 @@ mod tests {
         for (r, i) in [(0, ann), (0, also), (1, bob), (2, cy)] {
             c.relays[r].take_events(i);
         }
-        c.relays[0].client(ann).broadcast("hello all", T).unwrap();
+        let first = c.relays[0].client(ann).broadcast("hello all", T).unwrap();
         c.settle();
         for (r, i) in [(0, also), (1, bob), (2, cy)] {
             assert_eq!(c.messages(r, i), [(0, "hello all".to_owned())], "relay {r}");
         }
         assert!(c.messages(0, ann).is_empty(), "not back to its sender");
+        // Confirmed once read everywhere: on its relay and on the other two.
+        c.wait(2_000);
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= first)),
+            "{events:?}"
+        );
+        // One reader on another relay stops reading: the next one is not confirmed
+        // until it reads it, and is reported undelivered when it leaves instead.
+        c.relays[2].clients[cy].stalled = true;
+        let next = c.relays[0].client(ann).broadcast("second", T).unwrap();
+        c.settle();
+        c.wait(2_000);
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= next)),
+            "{events:?}"
+        );
+        c.relays[2].client(cy).leave(T);
+        c.settle();
+        c.wait(2_000);
+        let events = c.relays[0].take_events(ann);
+        assert!(
+            events.iter().any(|e| matches!(e, ClientEvent::Error(r)
+                if r.code == ErrorCode::Undelivered && r.seq == next)),
+            "{events:?}"
+        );
     }
 
     #[test]

@@ -1295,6 +1295,9 @@ impl RelayServer {
         // of ours (a batch that came from the bus is not sent back to it).
         let from_here = conns.get(&sender).is_some_and(|c| !c.is_remote());
         let mut any_remote = false;
+        // Clients on other relays that this batch waits for receipts from (a sender
+        // of ours: their relays tell us when they read it).
+        let mut remote_readers = Vec::new();
         // How many acknowledgements each message of the batch waits for.
         let mut owed = vec![0u32; batch.ends.len()];
         // One copy of the batch that every recipient's session stream keeps, and of
@@ -1312,6 +1315,9 @@ impl RelayServer {
             };
             if t.is_remote() {
                 any_remote = true;
+                if from_here {
+                    remote_readers.push(id);
+                }
                 continue;
             }
             let before = t.out.stream_end();
@@ -1351,14 +1357,21 @@ impl RelayServer {
                 }
             }
         }
+        let mut awaited = 0u32;
         if any_remote
             && from_here
             && let Some(cluster) = cluster.as_mut()
         {
             cluster.broadcast(batch.bytes.clone());
+            for &reader in &remote_readers {
+                for &(seq, _) in &batch.ends {
+                    cluster.await_receipt(reader, from, seq);
+                }
+            }
+            awaited = u32::try_from(remote_readers.len()).unwrap_or(u32::MAX);
         }
         for (&(seq, _), &n) in batch.ends.iter().zip(&owed) {
-            self.routed(sender, seq, n + took_all);
+            self.routed(sender, seq, n + took_all + awaited);
         }
         // Keep the buffers' capacity for the next batch.
         self.batch = Broadcasts {
