@@ -203,6 +203,9 @@ pub(super) struct Cluster {
     /// client, until its relay says it read them (a receipt) or it leaves (then
     /// their senders are told they did not reach it).
     awaiting: FxHashMap<ClientId, super::sessions::Owed>,
+    /// Clients of other relays that are away (their connection was lost and their
+    /// relay holds their session), as their relays published.
+    away: FxHashSet<ClientId>,
     /// Mailbox letters queued to our clients and not yet read: where each ends in
     /// its reader's session stream, and its number.
     letters: FxHashMap<ClientId, VecDeque<(u64, u64)>>,
@@ -263,8 +266,15 @@ impl Cluster {
 
     /// What our senders sent client `to` that it has not been seen to read.
     /// Client `id` is not a remote client any more (its session moved here).
-    pub(super) fn remove_remote(&mut self, id: ClientId) {
+    /// Whether it was away.
+    pub(super) fn remove_remote(&mut self, id: ClientId) -> bool {
         self.remote.remove(&id);
+        self.away.remove(&id)
+    }
+
+    /// Whether client `id` of another relay is away.
+    pub(super) fn is_away(&self, id: ClientId) -> bool {
+        self.away.contains(&id)
     }
 
     pub(super) fn take_awaiting(&mut self, to: ClientId) -> super::sessions::Owed {
@@ -553,6 +563,29 @@ impl RelayServer {
             self.one_less_sending();
             self.cut_off_overflowed();
         }
+        // Away and back, as its relay saw them.
+        let remote = self.conns.get(&conn).is_some_and(Connection::is_remote);
+        let id = entry.id;
+        let Some(cluster) = self.cluster.as_mut().filter(|_| remote) else {
+            return;
+        };
+        let notice = match (cluster.away.contains(&id), entry.away) {
+            (false, true) => {
+                cluster.away.insert(id);
+                let grace_ms =
+                    u32::try_from(self.limits.resume_grace.as_millis()).unwrap_or(u32::MAX);
+                let code = ErrorCode::ConnectionLost;
+                Frame::Away { id, code, grace_ms }
+            }
+            (true, false) => {
+                cluster.away.remove(&id);
+                Frame::Back { id }
+            }
+            _ => return,
+        };
+        if self.presence_on() {
+            self.notify_others(id, &notice);
+        }
     }
 
     /// A client of another relay is gone for good.
@@ -577,7 +610,7 @@ impl RelayServer {
         self.announce_left(conn, id, exited, code, detail, owed);
         self.flush_delivered(now);
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.remote.remove(&id);
+            cluster.remove_remote(id);
         }
         self.cut_off_overflowed();
     }
@@ -712,8 +745,12 @@ impl RelayServer {
             name: client.name.clone(),
             key: client.key,
         };
+        // Others here may have seen it away (its old relay said so before it died).
+        let was_away = self
+            .cluster
+            .as_mut()
+            .is_some_and(|cluster| cluster.remove_remote(id));
         if let Some(cluster) = self.cluster.as_mut() {
-            cluster.remove_remote(id);
             // What our senders sent it still comes through its mailbox, as what
             // they send from now on will (`via_mail`), and is settled by the
             // receipts its reading here gives.
@@ -745,6 +782,9 @@ impl RelayServer {
         }
         self.mark_ready(conn);
         self.events.push_back(ServerEvent::Resumed { conn, id });
+        if was_away && self.presence_on() {
+            self.notify_others(id, &Frame::Back { id });
+        }
         true
     }
 
@@ -1481,6 +1521,36 @@ mod tests {
         );
         assert_eq!(c.relays[0].server.online(), 3);
         assert_eq!(c.relays[1].server.online(), 3);
+    }
+
+    #[test]
+    fn a_client_away_from_its_relay_is_shown_away_and_back_on_the_others() {
+        let mut c = Cluster::new(2, 100);
+        let ann = c.join(0, "ann");
+        let bob = c.join(1, "bob");
+        c.relays[1].take_events(bob);
+        c.relays[0].cut(ann);
+        c.settle();
+        let events = c.relays[1].take_events(bob);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Away { id, .. } if *id == ClientId(0))),
+            "{events:?}"
+        );
+        let roster = c.relays[1].server.roster();
+        assert!(
+            matches!(&roster, Frame::Roster { entries, .. }
+                if entries.iter().any(|e| e.id == ClientId(0) && e.away)),
+            "{roster:?}"
+        );
+        c.relays[0].reconnect(ann);
+        c.settle();
+        let events = c.relays[1].take_events(bob);
+        assert!(
+            events.contains(&ClientEvent::Back { id: ClientId(0) }),
+            "{events:?}"
+        );
     }
 
     #[test]

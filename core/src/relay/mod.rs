@@ -1660,10 +1660,25 @@ impl RelayServer {
         Some(RosterEntry {
             id: client.id,
             exited: client.exited,
-            away: c.parked_until.is_some(),
+            away: c.parked_until.is_some()
+                || (client.remote
+                    && self
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|cl| cl.is_away(client.id))),
             name: client.name.clone(),
             key: client.key,
         })
+    }
+
+    /// Tells the cluster's other relays how our client on `conn` is now (away, back).
+    fn publish_presence(&mut self, conn: ConnId) {
+        if self.cluster.is_some()
+            && let Some(entry) = self.roster_entry(conn)
+            && let Some(cluster) = self.cluster.as_mut()
+        {
+            cluster.update(entry);
+        }
     }
 
     /// The answer to a `Lookup` of client `id`: its roster entry, or an error naming

@@ -337,6 +337,7 @@ impl RelayServer {
         self.clients.insert(id, conn);
         self.mark_ready(conn);
         self.events.push_back(ServerEvent::Resumed { conn, id });
+        self.publish_presence(conn);
         self.told_held.retain(|&(away, _)| away != id);
         if self.presence_on() {
             self.notify_others(id, &Frame::Back { id });
@@ -705,6 +706,7 @@ impl RelayServer {
         self.conns.insert(handle, connection);
         self.clients.insert(id, handle);
         self.parked.insert((until, handle));
+        self.publish_presence(handle);
         self.events
             .push_back(ServerEvent::Parked { id, code, until });
         if self.presence_on() {
