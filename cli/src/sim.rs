@@ -29,8 +29,8 @@ fn run_cluster(seed: u64) -> i32 {
     );
     let run = p2pchat_sim::run_cluster(seed, &spec);
     println!(
-        "# sent {}, received {}, confirmed delivered {}, relays died {}, cut off {}, clients told to join again {}",
-        run.sent, run.received, run.confirmed, run.deaths, run.cuts, run.expelled
+        "# sent {}, received {}, confirmed delivered {}, relays died {}, cut off {}, clients told to join again {}, sessions moved {}",
+        run.sent, run.received, run.confirmed, run.deaths, run.cuts, run.expelled, run.moved
     );
     if run.violations.is_empty() {
         println!("verdict: ok");

@@ -40,6 +40,7 @@ mod peer;
 mod relay;
 mod saved;
 mod secure;
+mod seq_window;
 mod session;
 #[cfg(test)]
 mod test_support;

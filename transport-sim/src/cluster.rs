@@ -9,15 +9,19 @@
 //! dies takes its clients' connections with it; the others learn it after a liveness
 //! delay (its clients leave). A relay cut off from the bus for a while queues what
 //! it publishes and receives it all once back; cut off past the liveness delay, the
-//! others take it for dead, and once back it tells its clients to join again. Clients
-//! do not come back (sessions do not move between relays yet: a client whose relay
-//! died would join again as a new client).
+//! others take it for dead, and once back it tells its clients to join again. The
+//! clients of a relay that dies dial the relays alive in turn, as `join A,B` does, and
+//! their sessions move there (`Moved`) with their IDs; mailboxes keep every letter
+//! until its reader read it, and the relay a session moves to reads them again from
+//! there.
 //!
 //! What is checked, as the run goes and at its end ([`ClusterRun::violations`]):
 //! IDs unique across relays; no message received twice, out of its sender's order,
 //! or that was never sent to its reader; every message its sender was told was
-//! delivered (without an error about it) was received; and between clients whose
-//! relays lived, every message sent was received.
+//! delivered (without an error about it) was received; and between clients still in
+//! the run (their relays lived, or they moved), every message sent was received,
+//! unless its sender was told it was not (an error, or named as not confirmed when
+//! its session moved).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -83,6 +87,8 @@ pub struct ClusterRun {
     pub cuts: u64,
     /// Clients a relay told to join again (the cluster had taken them for gone).
     pub expelled: u64,
+    /// Sessions that resumed (moved to another relay when theirs died).
+    pub moved: u64,
     /// Every broken rule, in words.
     pub violations: Vec<String>,
 }
@@ -97,12 +103,27 @@ const TICK: Duration = Duration::from_millis(100);
 const LINK_DELAY: Duration = Duration::from_micros(200);
 
 enum Ev {
-    /// Bytes from a client to its relay.
-    Up { client: usize, bytes: Vec<u8> },
-    /// Bytes from a relay to a client.
-    Down { client: usize, bytes: Vec<u8> },
+    /// Bytes from a client to its relay, on connection `conn` of relay `relay`.
+    Up {
+        relay: usize,
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// Bytes from a relay to a client, on connection `conn` of relay `relay` (lost if
+    /// the client has moved on meanwhile).
+    Down {
+        client: usize,
+        relay: usize,
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
     /// Something the bus delivers to a relay.
-    Bus { relay: usize, input: ClusterInput },
+    Bus {
+        /// The relay that published it.
+        from: usize,
+        relay: usize,
+        input: ClusterInput,
+    },
     /// A relay's clients are found gone by the others (its heartbeats stopped).
     Dead { relay: usize },
     /// A client sends its next message.
@@ -111,6 +132,12 @@ enum Ev {
     Kill { relay: usize },
     /// A relay is cut off from the bus for `lasting`.
     Cut { relay: usize, lasting: Duration },
+    /// Relay `relay` took a client's session over, and its node (back on the bus,
+    /// if it was cut off) carries that out.
+    Adopted {
+        relay: usize,
+        entry: p2pchat_core::RosterEntry,
+    },
     /// Every machine's timers.
     Tick,
 }
@@ -151,6 +178,10 @@ struct World {
     /// Letters stored so far (each one's number), and the last each reader read.
     letters: u64,
     letters_read: BTreeMap<ClientId, u64>,
+    /// Each mailbox's letters not yet read, in order (JetStream keeps them).
+    mail: BTreeMap<ClientId, Vec<(u64, Vec<u8>)>>,
+    /// (reader, letter, relay): letters handed to a relay (each once per relay).
+    handed: BTreeSet<(ClientId, u64, usize)>,
     /// Per (from relay, to relay), the time of the last delivery (per-publisher order).
     last_delivery: BTreeMap<(usize, usize), Timestamp>,
     /// What each client sent, by sequence number.
@@ -180,6 +211,8 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
         next_id: 0,
         letters: 0,
         letters_read: BTreeMap::new(),
+        mail: BTreeMap::new(),
+        handed: BTreeSet::new(),
         last_delivery: BTreeMap::new(),
         sent: Vec::new(),
         received: Vec::new(),
@@ -192,8 +225,9 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
     };
     let limits = Limits::default();
     for r in 0..spec.relays {
-        let security =
-            Security::encrypted(Identity::from_secret([r as u8 + 1; 32]), w.seed(r as u64));
+        // The relays of a cluster share one key (README), so that a client trusts
+        // every relay it may move to.
+        let security = Security::encrypted(Identity::from_secret([1; 32]), w.seed(r as u64));
         w.relays
             .push(Some(RelayServer::clustered(limits.clone(), security)));
     }
@@ -300,8 +334,14 @@ impl World {
         let cut_over = self.cut_until[from].max(self.cut_until[to]);
         let t = (self.now + delay).max(earliest).max(cut_over + delay);
         self.last_delivery.insert((from, to), t);
-        self.queue
-            .insert((t, self.next), Ev::Bus { relay: to, input });
+        self.queue.insert(
+            (t, self.next),
+            Ev::Bus {
+                from,
+                relay: to,
+                input,
+            },
+        );
         self.next += 1;
     }
 
@@ -314,25 +354,42 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         let now = self.now;
         match ev {
-            Ev::Up { client, bytes } => {
-                let (relay, conn) = (self.clients[client].relay, self.clients[client].conn);
+            Ev::Up { relay, conn, bytes } => {
                 if let Some(s) = self.relay(relay) {
                     s.handle_bytes(conn, &bytes, now);
                 }
             }
-            Ev::Down { client, bytes } => {
+            Ev::Down {
+                client,
+                relay,
+                conn,
+                bytes,
+            } => {
                 let c = &mut self.clients[client];
-                if !c.gone {
+                if !c.gone && c.relay == relay && c.conn == conn {
                     c.machine.handle_bytes(&bytes, now);
                 }
             }
-            Ev::Bus { relay, mut input } => {
-                // A letter is numbered as it is stored (arrives): a mailbox gives its
-                // letters in the order it stored them, whoever sent them.
-                if let ClusterInput::Mail { letter, .. } = &mut input {
+            Ev::Bus {
+                relay,
+                input: ClusterInput::Mail { to, frames, letter },
+                ..
+            } => {
+                if letter == 0 {
+                    // Stored as it arrives, numbered in the order the mailbox stored it
+                    // (whoever sent it), and kept until read.
                     self.letters += 1;
-                    *letter = self.letters;
+                    let letter = self.letters;
+                    self.mail
+                        .entry(to)
+                        .or_default()
+                        .push((letter, frames.clone()));
+                    self.hand_letter(to, letter, frames);
+                } else if self.home.get(&to) == Some(&relay) {
+                    self.hand_letter(to, letter, frames);
                 }
+            }
+            Ev::Bus { relay, input, .. } => {
                 if let Some(s) = self.relay(relay) {
                     s.handle_cluster(input, now);
                 }
@@ -345,8 +402,12 @@ impl World {
                     .map(|(&id, _)| id)
                     .collect();
                 // The tombstones: at once to the relays that noticed, and to the
-                // relay itself (when it was only cut off) once it is back.
-                let noticing = self.alive().into_iter().find(|&r| r != relay);
+                // relay itself (when it was only cut off) once it is back. With no
+                // other relay alive, nobody notices anything.
+                let Some(noticing) = self.alive().into_iter().find(|&r| r != relay) else {
+                    return;
+                };
+                let noticing = Some(noticing);
                 for id in gone {
                     self.home.remove(&id);
                     let left = ClusterInput::Left {
@@ -368,9 +429,15 @@ impl World {
             Ev::Kill { relay } => {
                 if self.relays[relay].take().is_some() && !self.alive().is_empty() {
                     self.run.deaths += 1;
+                    // What it published while cut off from the bus was still in its
+                    // node, waiting: it dies with it.
+                    if self.cut_until[relay] > now {
+                        self.queue
+                            .retain(|_, ev| !matches!(ev, Ev::Bus { from, .. } if *from == relay));
+                    }
+                    // Its clients' connections end; they dial the others (below).
                     for c in &mut self.clients {
                         if c.relay == relay && !c.gone {
-                            c.gone = true;
                             c.machine.handle_closed(now);
                         }
                     }
@@ -389,6 +456,7 @@ impl World {
                     }
                 }
             }
+            Ev::Adopted { relay, entry } => self.adopted(relay, entry),
             Ev::Tick => {
                 for r in 0..self.relays.len() {
                     if let Some(s) = self.relay(r) {
@@ -400,8 +468,93 @@ impl World {
                         c.machine.handle_timeout(now);
                     }
                 }
+                self.redial(now);
                 self.at(TICK, Ev::Tick);
             }
+        }
+    }
+
+    /// Hands letter `letter` to the relay that holds its reader, once (at once, or
+    /// when that relay is back on the bus); a letter read meanwhile is not.
+    fn hand_letter(&mut self, to: ClientId, letter: u64, frames: Vec<u8>) {
+        let Some(&home) = self.home.get(&to) else {
+            return;
+        };
+        if self.cut_until[home] > self.now {
+            let input = ClusterInput::Mail { to, frames, letter };
+            let t = self.cut_until[home];
+            let ev = Ev::Bus {
+                from: home,
+                relay: home,
+                input,
+            };
+            self.queue.insert((t, self.next), ev);
+            self.next += 1;
+            return;
+        }
+        let unread = self
+            .mail
+            .get(&to)
+            .is_some_and(|m| m.iter().any(|(l, _)| *l == letter));
+        if !unread || !self.handed.insert((to, letter, home)) {
+            return;
+        }
+        let now = self.now;
+        if let Some(s) = self.relay(home) {
+            s.handle_cluster(ClusterInput::Mail { to, frames, letter }, now);
+        }
+    }
+
+    /// Relay `relay` took over the session of `entry`'s client: its entry names
+    /// `relay` now (its old relay, if alive, lets it go), and its mailbox is read
+    /// there from its first unread letter.
+    fn adopted(&mut self, relay: usize, entry: p2pchat_core::RosterEntry) {
+        if self.relays[relay].is_none() {
+            return;
+        }
+        let id = entry.id;
+        let old = self.home.insert(id, relay);
+        let others: Vec<usize> = self.alive().into_iter().filter(|&o| o != relay).collect();
+        for o in others {
+            let input = if Some(o) == old {
+                ClusterInput::MovedAway { id }
+            } else {
+                ClusterInput::Roster(entry.clone())
+            };
+            self.bus(relay, o, input);
+        }
+        for (letter, frames) in self.mail.get(&id).cloned().unwrap_or_default() {
+            self.hand_letter(id, letter, frames);
+        }
+    }
+
+    /// Clients whose connection was lost and whose time to dial has come dial the
+    /// relays in turn, from their own (as `join A,B,C` does), and reach the first
+    /// one alive.
+    fn redial(&mut self, now: Timestamp) {
+        for i in 0..self.clients.len() {
+            let c = &self.clients[i];
+            if c.gone || c.machine.poll_reconnect().is_none_or(|at| at > now) {
+                continue;
+            }
+            let n = self.relays.len();
+            let from = c.relay;
+            let reachable = (0..n)
+                .map(|k| (from + k) % n)
+                .find(|&r| self.relays[r].is_some());
+            let Some(relay) = reachable else {
+                self.clients[i].machine.handle_reconnect_failed(now);
+                continue;
+            };
+            let Some(conn) = self.relay(relay).map(|s| s.handle_connected(now)) else {
+                continue;
+            };
+            let c = &mut self.clients[i];
+            self.conn_client.remove(&(c.relay, c.conn));
+            c.relay = relay;
+            c.conn = conn;
+            self.conn_client.insert((relay, conn), i);
+            self.clients[i].machine.handle_reconnected(now);
         }
     }
 
@@ -440,7 +593,9 @@ impl World {
                 while let Some(bytes) = self.clients[i].machine.poll_transmit() {
                     moved = true;
                     self.clients[i].machine.handle_written(bytes.len());
-                    self.at(LINK_DELAY, Ev::Up { client: i, bytes });
+                    let (relay, conn) = (self.clients[i].relay, self.clients[i].conn);
+                    let up = Ev::Up { relay, conn, bytes };
+                    self.at(LINK_DELAY, up);
                 }
                 while let Some(event) = self.clients[i].machine.poll_event() {
                     self.on_client_event(i, event);
@@ -468,6 +623,8 @@ impl World {
                             LINK_DELAY,
                             Ev::Down {
                                 client,
+                                relay: r,
+                                conn: t.conn,
                                 bytes: t.bytes,
                             },
                         );
@@ -494,12 +651,13 @@ impl World {
                 let admission = p2pchat_core::Admission::Id(id);
                 self.bus(r, r, ClusterInput::Admission { conn, admission });
             }
-            // (Clients of a relay that dies do not come back in this simulator, so
-            // none moves; an adoption would be announced like a join.)
             ClusterRequest::Release { .. } => {}
-            ClusterRequest::Announce(entry)
-            | ClusterRequest::Update(entry)
-            | ClusterRequest::Adopt(entry) => {
+            ClusterRequest::Adopt(entry) => {
+                // Carried out by its node once it is on the bus.
+                let after = self.cut_until[r].saturating_duration_since(self.now);
+                self.at(after, Ev::Adopted { relay: r, entry });
+            }
+            ClusterRequest::Announce(entry) | ClusterRequest::Update(entry) => {
                 self.home.insert(entry.id, r);
                 for o in others {
                     self.bus(r, o, ClusterInput::Roster(entry.clone()));
@@ -512,17 +670,21 @@ impl World {
                 }
             }
             ClusterRequest::Forward { to, frames } => {
-                // Kept for its reader's relay; lost with nobody to read it (its
-                // reader's relay died: the sender was never told it was delivered).
-                if let Some(&home) = self.home.get(&to)
+                // Stored once it leaves its relay's node (after its cut, if any), in
+                // its publisher's order; then handed to its reader's relay. Lost
+                // with nobody to read it (its reader left).
+                if self.home.contains_key(&to)
                     && (self.lose_mail == 0 || !self.rng.chance(self.lose_mail))
                 {
-                    // Numbered when it arrives (below).
+                    // Numbered when it is stored.
                     let letter = 0;
-                    self.bus(r, home, ClusterInput::Mail { to, frames, letter });
+                    self.bus(r, r, ClusterInput::Mail { to, frames, letter });
                 }
             }
             ClusterRequest::MailRead { to, letter } => {
+                if let Some(mailbox) = self.mail.get_mut(&to) {
+                    mailbox.retain(|(l, _)| *l > letter);
+                }
                 let before = self.letters_read.insert(to, letter);
                 if before.is_some_and(|b| b >= letter) || letter > self.letters {
                     self.run.violations.push(format!(
@@ -582,6 +744,14 @@ impl World {
             ClientEvent::Error(report) if report.seq > 0 => {
                 self.clients[i].failed.insert(report.seq);
             }
+            ClientEvent::Unconfirmed { messages } => {
+                // Its session moved, and its old relay took these without confirming
+                // them: the sender was told they may not have arrived.
+                self.clients[i]
+                    .failed
+                    .extend(messages.into_iter().map(|(seq, _)| seq));
+            }
+            ClientEvent::Resumed { .. } => self.run.moved += 1,
             ClientEvent::Message {
                 from, seq, text, ..
             } => {

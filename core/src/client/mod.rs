@@ -1003,7 +1003,13 @@ impl RelayClient {
                 self.flush_outbox(now);
             }
             Frame::Delivered { seq } => {
-                self.unconfirmed = self.unconfirmed.split_off(&(seq.saturating_add(1)));
+                let later = self.unconfirmed.split_off(&(seq.saturating_add(1)));
+                let delivered = std::mem::replace(&mut self.unconfirmed, later);
+                if let Some(ring) = self.keyring.as_mut() {
+                    for (s, to) in delivered {
+                        ring.delivered(to, s);
+                    }
+                }
                 self.events.push_back(ClientEvent::Delivered { seq });
             }
             Frame::Ack { received } => {

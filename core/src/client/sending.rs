@@ -532,9 +532,6 @@ impl RelayClient {
         let Some(ring) = self.keyring.as_mut() else {
             return;
         };
-        // An offer may be refused by the relay, so it cannot be what tells the
-        // recipient our pair key.
-        let refusable = header.is_some_and(|h| h.size.is_some());
         let place = Place { kind, to, seq };
         self.link.send_encoded(
             |out| {
@@ -544,7 +541,7 @@ impl RelayClient {
                         h.encode_into(b);
                     }
                     // Cannot fail: `prepare` made the pair key.
-                    let _ = ring.seal(place, key, refusable, plain, b, start);
+                    let _ = ring.seal(place, key, plain, b, start);
                 });
             },
             now,

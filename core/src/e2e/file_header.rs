@@ -134,7 +134,7 @@ mod tests {
     ) -> Vec<u8> {
         let mut body = Vec::new();
         header.encode_into(&mut body);
-        ann.seal(place, &bob.public(), true, &msg.encode(), &mut body, 0)
+        ann.seal(place, &bob.public(), &msg.encode(), &mut body, 0)
             .unwrap();
         body
     }

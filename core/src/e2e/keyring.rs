@@ -7,9 +7,13 @@
 //! client in a pair-sealed `Keys` message before it is needed (or when a client asks
 //! for it). So a broadcast costs one encryption, however many read it.
 //!
-//! Each stream (pair or group, per sender) keeps the last sequence number it opened:
-//! sequence numbers only go up, so a message that comes again, or out of order, is
-//! refused.
+//! Each stream (pair or group, per sender) keeps the sequence numbers it opened (a
+//! [`SeqWindow`]): a message that comes again is refused; one overtaken by later ones
+//! (a session that moved between relays) is not.
+//!
+//! A sender tells a recipient how to compute their pair key (`PairOpen`) on every
+//! message until one of those messages is confirmed delivered: any of them may be
+//! lost with a relay that dies, and the messages behind it must still open.
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -18,6 +22,7 @@ use crate::error::DecodeError;
 use crate::frame::PayloadKind;
 use crate::id::ClientId;
 use crate::secure::{Identity, PublicKey, RecordCipher, derive};
+use crate::seq_window::SeqWindow;
 use crate::wire::{Reader, Writer};
 
 /// A `Keys` message: what one client tells another about keys.
@@ -70,9 +75,11 @@ pub(crate) enum OpenError {
 /// The pair key we seal with towards one client.
 struct OutPair {
     key: SealKey,
-    /// Whether a message that tells the recipient how to compute the key has been
-    /// sent, one the relay does not refuse (an offer may be refused: file too large).
+    /// Whether a message that tells the recipient how to compute the key was
+    /// confirmed delivered: then it has the key.
     opened: bool,
+    /// The messages sent since that tell it (until one is confirmed).
+    opening: Vec<u64>,
 }
 
 /// The pair key one client seals with towards us.
@@ -80,13 +87,13 @@ struct InPair {
     key: SealKey,
     /// The sender's ephemeral key it came from: the same again needs no new work.
     ephemeral: PublicKey,
-    last_seq: u64,
+    seqs: SeqWindow,
 }
 
 /// One client's group key, as it handed it to us.
 struct InGroup {
     key: SealKey,
-    last_seq: u64,
+    seqs: SeqWindow,
 }
 
 /// See the module documentation.
@@ -185,7 +192,7 @@ impl Keyring {
             w.u32(id.0);
             w.rest(pair.key.bytes());
             w.rest(&pair.ephemeral.0);
-            w.u64(pair.last_seq);
+            w.u64(pair.seqs.last());
         }
         let mut groups: Vec<_> = self.in_groups.iter().collect();
         groups.sort_unstable_by_key(|(id, _)| **id);
@@ -193,7 +200,7 @@ impl Keyring {
         for (id, group) in groups {
             w.u32(id.0);
             w.rest(group.key.bytes());
-            w.u64(group.last_seq);
+            w.u64(group.seqs.last());
         }
     }
 
@@ -224,27 +231,35 @@ impl Keyring {
             let id = ClientId(r.u32()?);
             let key = SealKey::new(r.array()?);
             let opened = r.u8()? != 0;
-            ring.out_pairs.insert(id, OutPair { key, opened });
-        }
-        for _ in 0..r.u32()? {
-            let id = ClientId(r.u32()?);
-            let key = SealKey::new(r.array()?);
-            let ephemeral = PublicKey(r.array()?);
-            let last_seq = r.u64()?;
-            ring.in_pairs.insert(
+            let opening = Vec::new();
+            ring.out_pairs.insert(
                 id,
-                InPair {
+                OutPair {
                     key,
-                    ephemeral,
-                    last_seq,
+                    opened,
+                    opening,
                 },
             );
         }
         for _ in 0..r.u32()? {
             let id = ClientId(r.u32()?);
             let key = SealKey::new(r.array()?);
-            let last_seq = r.u64()?;
-            ring.in_groups.insert(id, InGroup { key, last_seq });
+            let ephemeral = PublicKey(r.array()?);
+            let seqs = SeqWindow::after(r.u64()?);
+            ring.in_pairs.insert(
+                id,
+                InPair {
+                    key,
+                    ephemeral,
+                    seqs,
+                },
+            );
+        }
+        for _ in 0..r.u32()? {
+            let id = ClientId(r.u32()?);
+            let key = SealKey::new(r.array()?);
+            let seqs = SeqWindow::after(r.u64()?);
+            ring.in_groups.insert(id, InGroup { key, seqs });
         }
         Ok(ring)
     }
@@ -289,6 +304,17 @@ impl Keyring {
         self.group_holders.remove(&id);
     }
 
+    /// Our message `seq` to client `to` was confirmed delivered: if it told `to` how
+    /// to compute our pair key, `to` has it, and later messages need not tell it.
+    pub(crate) fn delivered(&mut self, to: ClientId, seq: u64) {
+        if let Some(pair) = self.out_pairs.get_mut(&to)
+            && pair.opening.contains(&seq)
+        {
+            pair.opened = true;
+            pair.opening.clear();
+        }
+    }
+
     /// What we sent client `id` may not have reached it (the relay said it did not,
     /// or our session moved to another relay with it unconfirmed): the next message
     /// to it tells it again how to compute our pair key, and our group key is handed
@@ -323,7 +349,8 @@ impl Keyring {
             Some(g) => g.key = SealKey::new(key),
             None => {
                 let key = SealKey::new(key);
-                self.in_groups.insert(from, InGroup { key, last_seq: 0 });
+                let seqs = SeqWindow::default();
+                self.in_groups.insert(from, InGroup { key, seqs });
             }
         }
     }
@@ -342,20 +369,27 @@ impl Keyring {
             return Err(format!("client {to}'s key cannot be used for encryption"));
         };
         let key = SealKey::new(pair_key(&es, &ss, &self.ephemeral_public, &me, recipient));
-        self.out_pairs.insert(to, OutPair { key, opened: false });
+        let opening = Vec::new();
+        self.out_pairs.insert(
+            to,
+            OutPair {
+                key,
+                opened: false,
+                opening,
+            },
+        );
         Ok(())
     }
 
     /// Seals `plain` for `place`, appending to `out` (whose bytes from `header_start`
     /// on are the clear header, if any): to everyone with our group key, to one client with our pair key,
-    /// worked out from `recipient`'s key the first time. `refusable` says the relay
-    /// may turn this message away (a file offer), so it cannot be the one that
-    /// tells the recipient how to compute the key.
+    /// worked out from `recipient`'s key the first time. Until a message that tells
+    /// the recipient how to compute the key is confirmed delivered
+    /// ([`Keyring::delivered`]), every message does.
     pub(crate) fn seal(
         &mut self,
         place: Place,
         recipient: &PublicKey,
-        refusable: bool,
         plain: &[u8],
         out: &mut Vec<u8>,
         header_start: usize,
@@ -379,7 +413,7 @@ impl Keyring {
                 sender: self.identity.public(),
             }
             .encode_into(self.cipher, out);
-            pair.opened = !refusable;
+            pair.opening.push(place.seq);
         }
         pair.key
             .seal_into(self.cipher, place, plain, out, header_start);
@@ -414,10 +448,9 @@ impl Keyring {
                     || reject("it does not open with the sender's group key"),
                     Ok,
                 )?;
-                if place.seq <= group.last_seq {
-                    return reject("it was replayed or reordered");
+                if !group.seqs.take(place.seq) {
+                    return reject("it was replayed");
                 }
-                group.last_seq = place.seq;
                 Ok(plain)
             }
             Envelope::PairOpen { ephemeral, sender } => {
@@ -437,10 +470,9 @@ impl Keyring {
                         .key
                         .open(cipher, place, header, sealed)
                         .map_or_else(|| reject("it does not open with the keys it names"), Ok)?;
-                    if place.seq <= pair.last_seq {
-                        return reject("it was replayed or reordered");
+                    if !pair.seqs.take(place.seq) {
+                        return reject("it was replayed");
                     }
-                    pair.last_seq = place.seq;
                     return Ok(plain);
                 }
                 let secret = self.identity.secret();
@@ -462,9 +494,12 @@ impl Keyring {
                     InPair {
                         key,
                         ephemeral,
-                        last_seq: place.seq,
+                        seqs: SeqWindow::default(),
                     },
                 );
+                if let Some(pair) = self.in_pairs.get_mut(&from) {
+                    pair.seqs.take(place.seq);
+                }
                 self.known.insert(from, Some(sender));
                 Ok(plain)
             }
@@ -476,10 +511,9 @@ impl Keyring {
                     .key
                     .open(cipher, place, header, sealed)
                     .map_or_else(|| reject("it does not open with the pair key"), Ok)?;
-                if place.seq <= pair.last_seq {
-                    return reject("it was replayed or reordered");
+                if !pair.seqs.take(place.seq) {
+                    return reject("it was replayed");
                 }
-                pair.last_seq = place.seq;
                 Ok(plain)
             }
         }
@@ -509,7 +543,7 @@ mod tests {
     const BOB: ClientId = ClientId(1);
 
     #[test]
-    fn pair_messages_open_for_their_recipient_in_order_and_once() {
+    fn pair_messages_open_for_their_recipient_once_even_late() {
         let (mut ann, mut bob, mut eve) = (ring(1), ring(2), ring(3));
         bob.announce(ANN, Some(ann.public()));
         let bob_key = bob.public();
@@ -517,16 +551,11 @@ mod tests {
         for seq in 1..=3 {
             let mut out = Vec::new();
             let p = place(PayloadKind::Sealed, BOB, seq);
-            ann.seal(
-                p,
-                &bob_key,
-                false,
-                format!("m{seq}").as_bytes(),
-                &mut out,
-                0,
-            )
-            .unwrap();
+            ann.seal(p, &bob_key, format!("m{seq}").as_bytes(), &mut out, 0)
+                .unwrap();
             sealed.push((p, out));
+            // The first is confirmed delivered: bob has the pair key.
+            ann.delivered(BOB, 1);
         }
         assert_ne!(
             sealed[0].1[0], sealed[1].1[0],
@@ -540,9 +569,14 @@ mod tests {
             "replayed"
         );
         assert_eq!(bob.open(ANN, sealed[2].0, 0, &sealed[2].1).unwrap(), b"m3");
+        assert_eq!(
+            bob.open(ANN, sealed[1].0, 0, &sealed[1].1).unwrap(),
+            b"m2",
+            "overtaken, not replayed"
+        );
         assert!(
             bob.open(ANN, sealed[1].0, 0, &sealed[1].1).is_err(),
-            "reordered"
+            "replayed"
         );
     }
 
@@ -552,8 +586,7 @@ mod tests {
         bob.announce(ANN, Some(ring(9).public()));
         let mut out = Vec::new();
         let p = place(PayloadKind::Sealed, BOB, 1);
-        ann.seal(p, &bob.public(), false, b"hi", &mut out, 0)
-            .unwrap();
+        ann.seal(p, &bob.public(), b"hi", &mut out, 0).unwrap();
         match bob.open(ANN, p, 0, &out) {
             Err(OpenError::Rejected(why)) => assert!(why.contains("announced"), "{why}"),
             other => panic!("{other:?}"),
@@ -561,20 +594,22 @@ mod tests {
     }
 
     #[test]
-    fn a_refusable_opening_message_is_followed_by_another_opening_message() {
+    fn every_message_tells_the_pair_key_until_one_that_did_is_confirmed_delivered() {
         let (mut ann, bob) = (ring(1), ring(2));
-        let mut first = Vec::new();
-        let mut second = Vec::new();
-        let p1 = place(PayloadKind::SealedFile, BOB, 1);
-        ann.seal(p1, &bob.public(), true, b"offer", &mut first, 0)
-            .unwrap();
-        let p2 = place(PayloadKind::Sealed, BOB, 2);
-        ann.seal(p2, &bob.public(), false, b"hi", &mut second, 0)
-            .unwrap();
-        assert_eq!(
-            Envelope::parse(&second).unwrap().2,
-            super::super::seal::PAIR_OPEN_LEN
-        );
+        let seal = |ann: &mut Keyring, seq| {
+            let mut out = Vec::new();
+            let p = place(PayloadKind::Sealed, BOB, seq);
+            ann.seal(p, &bob.public(), b"hi", &mut out, 0).unwrap();
+            Envelope::parse(&out).unwrap().2 == super::super::seal::PAIR_OPEN_LEN
+        };
+        // Either of the first two may be lost (a relay that dies, a refused offer).
+        assert!(seal(&mut ann, 1));
+        assert!(seal(&mut ann, 2));
+        ann.delivered(BOB, 2);
+        assert!(!seal(&mut ann, 3), "bob has the key");
+        // Messages to bob were lost after all: tell it again.
+        ann.may_have_lost(BOB);
+        assert!(seal(&mut ann, 4));
     }
 
     #[test]
@@ -582,8 +617,7 @@ mod tests {
         let (mut ann, mut bob) = (ring(1), ring(2));
         let mut out = Vec::new();
         let p = place(PayloadKind::Sealed, ClientId::BROADCAST, 5);
-        ann.seal(p, &bob.public(), false, b"all", &mut out, 0)
-            .unwrap();
+        ann.seal(p, &bob.public(), b"all", &mut out, 0).unwrap();
         assert_eq!(bob.open(ANN, p, 0, &out), Err(OpenError::NoGroupKey));
         let KeysMsg::GroupKey(key) = ann.group_key_for(BOB) else {
             panic!()

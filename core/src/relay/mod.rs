@@ -224,6 +224,12 @@ impl Connection {
     fn is_remote(&self) -> bool {
         matches!(&self.state, ConnState::Admitted(client) if client.remote)
     }
+
+    /// Whether this is a client whose session moved here from another relay (what
+    /// it sends and what is sent to it goes through mailboxes).
+    fn via_mail(&self) -> bool {
+        matches!(&self.state, ConnState::Admitted(client) if client.via_mail)
+    }
 }
 
 /// The relay server state machine. See the module documentation.
@@ -1180,12 +1186,14 @@ impl RelayServer {
         to: ClientId,
         chat: &ChatRef<'_>,
     ) -> u32 {
+        // A session that moved here sends and receives through mailboxes, so that
+        // its messages keep their order behind those its old relay forwarded.
+        let sender_moved = self.conns.get(&sender).is_some_and(Connection::via_mail);
         let Some(t) = self.conns.get_mut(&target) else {
             return 0;
         };
-        if let ConnState::Admitted(Client {
-            via_mail: true, id, ..
-        }) = &t.state
+        if (sender_moved || t.via_mail())
+            && let ConnState::Admitted(Client { id, .. }) = &t.state
             && let Some(cluster) = self.cluster.as_mut()
         {
             let mut bytes = Vec::new();
@@ -2051,8 +2059,9 @@ mod tests {
                 .unwrap();
             w.pump();
         }
-        // ...and then four broadcasts arrive in one read: it takes three.
-        let text = "x".repeat(550);
+        // ...and then four broadcasts arrive in one read: it takes three. (Both
+        // messages above tell b a's pair key: neither was confirmed delivered.)
+        let text = "x".repeat(520);
         let seqs: Vec<u64> = (0..4)
             .map(|_| w.client(a).broadcast(&text, T).unwrap())
             .collect();
@@ -2112,7 +2121,7 @@ mod tests {
         let b = w.join("b");
         let c = w.join("c");
         w.clients[b].stalled = true;
-        let text = "x".repeat(100);
+        let text = "x".repeat(520);
         let mut sent = 0;
         while !w.clients[b].closed && sent < 200 {
             w.client(a).send_chat(ClientId(1), &text, T).unwrap();

@@ -395,12 +395,15 @@ impl RelayServer {
                 .take_while(|&&(f, _)| f == from)
                 .count();
             let settled = read.get(start..start + run).unwrap_or_default();
-            let remote_sender = self
-                .clients
-                .get(&from)
-                .and_then(|c| self.conns.get(c))
-                .is_some_and(Connection::is_remote);
-            match (remote_sender || via_mail, reader, self.cluster.as_mut()) {
+            // Came through the bus: from another relay, or to or from a session that
+            // moved here.
+            let mailed = via_mail
+                || self
+                    .clients
+                    .get(&from)
+                    .and_then(|c| self.conns.get(c))
+                    .is_some_and(|c| c.is_remote() || c.via_mail());
+            match (mailed, reader, self.cluster.as_mut()) {
                 // Its relay tells the sender (through the bus, even when that is this
                 // relay, for a reader whose messages all come through its mailbox:
                 // they wait for the receipt there).
