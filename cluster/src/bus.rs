@@ -77,7 +77,14 @@ impl Bus {
                     }
                 };
                 runtime.block_on(async move {
-                    let client = match async_nats::connect(url_owned.as_str()).await {
+                    // Several servers of one NATS cluster, comma-separated: any that
+                    // answers will do, and the client fails over between them.
+                    let servers: Vec<&str> = url_owned
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    let client = match async_nats::connect(servers).await {
                         Ok(c) => c,
                         Err(e) => {
                             let _ = ready_tx.try_send(Err(e.to_string()));

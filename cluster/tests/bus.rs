@@ -175,3 +175,24 @@ trait Pipe: Sized {
     }
 }
 impl<T> Pipe for T {}
+
+#[test]
+fn several_nats_urls_are_accepted_and_one_that_answers_is_used() {
+    let nats = server();
+    // A loopback port nothing listens on (bound, then released).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| format!("nats://{a}"))
+        .expect("a free port");
+    let urls = format!("{dead}, {}", nats.url());
+    let bus = within("connecting", Bus::connect(&urls)).expect("connected through the live one");
+    let inbox =
+        within("subscribing", bus.subscribe("p2pchat.t.several".into())).expect("subscribed");
+    within(
+        "publishing",
+        bus.publish("p2pchat.t.several".into(), Bytes::from("hi")),
+    )
+    .expect("published");
+    let m = within("receiving", inbox.recv()).expect("a message");
+    assert_eq!(m.payload, Bytes::from("hi"));
+}
