@@ -48,26 +48,19 @@ impl Admission {
     /// relay).
     pub async fn open(bus: &Bus, cluster: &str) -> Result<Admission, BusError> {
         let bucket = format!("p2pchat-{cluster}");
-        let name = bucket.clone();
-        bus.call(move |_, js| async move {
-            // The bucket's stream, made as JetStream's key-value layer makes it
-            // (async-nats's `create_key_value` asks for server 2.10 settings that
-            // Debian's 2.9 does not answer in a shape it reads).
-            let config = stream::Config {
-                name: format!("KV_{name}"),
-                subjects: vec![format!("$KV.{name}.>")],
-                max_messages_per_subject: 1,
-                discard: stream::DiscardPolicy::New,
-                allow_rollup: true,
-                deny_delete: true,
-                ..Default::default()
-            };
-            js.get_or_create_stream(config)
-                .await
-                .map(|_| ())
-                .map_err(|e| BusError::Nats(e.to_string()))
-        })
-        .await??;
+        // The bucket's stream, made as JetStream's key-value layer makes it
+        // (async-nats's `create_key_value` asks for server 2.10 settings that
+        // Debian's 2.9 does not answer in a shape it reads).
+        let config = stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            ..Default::default()
+        };
+        bus.ensure_stream(config).await?;
         Ok(Admission {
             bus: bus.clone(),
             bucket,

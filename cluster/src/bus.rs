@@ -150,11 +150,26 @@ impl Bus {
             max_messages_per_subject: if last_only { 1 } else { 0 },
             ..Default::default()
         };
+        self.ensure_stream(config).await
+    }
+
+    /// Makes the stream `config` describes unless it exists. Relays of a cluster that
+    /// start at the same moment race to make it: the loser's create fails (2.9 says
+    /// the subjects overlap), and it finds the winner's stream instead.
+    pub async fn ensure_stream(
+        &self,
+        config: async_nats::jetstream::stream::Config,
+    ) -> Result<(), BusError> {
         self.call(move |_, js| async move {
-            js.get_or_create_stream(config)
-                .await
-                .map(|_| ())
-                .map_err(|e| BusError::Nats(e.to_string()))
+            let name = config.name.clone();
+            match js.get_or_create_stream(config).await {
+                Ok(_) => Ok(()),
+                Err(lost) => js
+                    .get_stream(&name)
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| BusError::Nats(lost.to_string())),
+            }
         })
         .await?
     }

@@ -196,3 +196,28 @@ fn several_nats_urls_are_accepted_and_one_that_answers_is_used() {
     let m = within("receiving", inbox.recv()).expect("a message");
     assert_eq!(m.payload, Bytes::from("hi"));
 }
+
+#[test]
+fn relays_starting_at_the_same_moment_both_open_the_clusters_streams() {
+    let nats = server();
+    let (a, b) = (bus(&nats), bus(&nats));
+    let keep = Duration::from_secs(60);
+    // Fresh names each round: both relays find no stream and race to make it.
+    for round in 0..100 {
+        let cluster = format!("race{round}");
+        let (first, second) = within(
+            "opening at once",
+            smol::future::zip(
+                async {
+                    Admission::open(&a, &cluster).await?;
+                    Mail::open(&a, &cluster, keep).await.map(|_| ())
+                },
+                async {
+                    Admission::open(&b, &cluster).await?;
+                    Mail::open(&b, &cluster, keep).await.map(|_| ())
+                },
+            ),
+        );
+        assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    }
+}
