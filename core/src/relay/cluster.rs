@@ -910,6 +910,20 @@ mod tests {
 
     const T: Timestamp = Timestamp::ZERO;
 
+    /// Whether `events` confirm our message `seq` delivered.
+    fn confirmed(events: &[ClientEvent], seq: u64) -> bool {
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Delivered { seq: s } if *s >= seq))
+    }
+
+    /// Whether `events` say our message `seq` did not reach its recipient.
+    fn undelivered(events: &[ClientEvent], seq: u64) -> bool {
+        events.iter().any(|e| {
+            matches!(e, ClientEvent::Error(r) if r.code == ErrorCode::Undelivered && r.seq == seq)
+        })
+    }
+
     /// An in-memory bus between relays in one test: the admission counter, where
     /// each client lives, and every request carried to the relays it concerns.
     struct Bus {
@@ -1189,12 +1203,7 @@ mod tests {
         // Confirmed once read everywhere: on its relay and on the other two.
         c.wait(2_000);
         let events = c.relays[0].take_events(ann);
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= first)),
-            "{events:?}"
-        );
+        assert!(confirmed(&events, first), "{events:?}");
         // One reader on another relay stops reading: the next one is not confirmed
         // until it reads it, and is reported undelivered when it leaves instead.
         c.relays[2].clients[cy].stalled = true;
@@ -1202,21 +1211,12 @@ mod tests {
         c.settle();
         c.wait(2_000);
         let events = c.relays[0].take_events(ann);
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= next)),
-            "{events:?}"
-        );
+        assert!(!confirmed(&events, next), "{events:?}");
         c.relays[2].client(cy).leave(T);
         c.settle();
         c.wait(2_000);
         let events = c.relays[0].take_events(ann);
-        assert!(
-            events.iter().any(|e| matches!(e, ClientEvent::Error(r)
-                if r.code == ErrorCode::Undelivered && r.seq == next)),
-            "{events:?}"
-        );
+        assert!(undelivered(&events, next), "{events:?}");
     }
 
     #[test]
@@ -1342,22 +1342,13 @@ mod tests {
         assert!(c.bus.letters > read.unwrap_or(0));
         assert_eq!(c.bus.read.get(&ClientId(1)).copied(), read);
         let events = c.relays[0].take_events(ann);
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= unread)),
-            "{events:?}"
-        );
+        assert!(!confirmed(&events, unread), "{events:?}");
         // ...and when bob leaves without reading it, ann is told it did not reach him.
         c.relays[1].client(bob).leave(T);
         c.settle();
         c.wait(4_000);
         let events = c.relays[0].take_events(ann);
-        assert!(
-            events.iter().any(|e| matches!(e, ClientEvent::Error(r)
-                if r.code == ErrorCode::Undelivered && r.seq == unread)),
-            "{events:?}"
-        );
+        assert!(undelivered(&events, unread), "{events:?}");
     }
 
     #[test]
@@ -1459,12 +1450,7 @@ mod tests {
             vec![(1, "three".to_owned())]
         );
         let events = c.relays[1].take_events(bob);
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= three)),
-            "{events:?}"
-        );
+        assert!(confirmed(&events, three), "{events:?}");
         assert!(three > two);
         // The relay lists her as its own: /who shows both, once.
         assert_eq!(c.relays[1].server.online(), 2);
@@ -1496,11 +1482,7 @@ mod tests {
         );
         // Relay 0 let her go: carl is told his held message did not reach her...
         let events = c.relays[0].take_events(carl);
-        assert!(
-            events.iter().any(|e| matches!(e, ClientEvent::Error(r)
-                if r.code == ErrorCode::Undelivered && r.seq == held)),
-            "{events:?}"
-        );
+        assert!(undelivered(&events, held), "{events:?}");
         // ...and what he sends now reaches her on relay 1, confirmed.
         let after = c.relays[0]
             .client(carl)
@@ -1513,12 +1495,7 @@ mod tests {
             vec![(1, "after".to_owned())]
         );
         let events = c.relays[0].take_events(carl);
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::Delivered { seq } if *seq >= after)),
-            "{events:?}"
-        );
+        assert!(confirmed(&events, after), "{events:?}");
         assert_eq!(c.relays[0].server.online(), 3);
         assert_eq!(c.relays[1].server.online(), 3);
     }
