@@ -711,6 +711,7 @@ impl RelayServer {
             return false;
         };
         let movable = key.is_some()
+            && self.conns.contains_key(&conn)
             && matches!(
                 self.conns.get(&handle).map(|c| &c.state),
                 Some(ConnState::Admitted(client)) if client.remote && client.key == key
