@@ -163,6 +163,9 @@ pub fn relay_event(event: &RelayEvent, me: Option<u32>) -> Option<Line> {
         RelayEvent::Resumed { id } => Line::Out(format!(
             "* back: you are still client {id}; nothing was lost, nothing repeated"
         )),
+        RelayEvent::Moved { id } => Line::Out(format!(
+            "* back on another relay of the cluster (yours went away): you are still client {id}; what it had not confirmed was sent again, nothing is shown twice"
+        )),
         RelayEvent::Unreadable { from, seq, reason } => Line::Err(format!(
             "error: message {seq} from client {from} could not be read: {}",
             sanitize(reason)

@@ -155,9 +155,9 @@ impl View {
         match output {
             RelayOutput::Event(event) => {
                 match event {
-                    RelayEvent::Welcome { id, .. } | RelayEvent::Resumed { id } => {
-                        self.me = Some(*id)
-                    }
+                    RelayEvent::Welcome { id, .. }
+                    | RelayEvent::Resumed { id }
+                    | RelayEvent::Moved { id } => self.me = Some(*id),
                     RelayEvent::Refused { .. } => self.refused = true,
                     RelayEvent::Disconnected(_) if self.refused && !self.json => return None,
                     _ => {}

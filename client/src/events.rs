@@ -249,6 +249,11 @@ pub enum RelayEvent {
         /// Our ID (unchanged).
         id: u32,
     },
+    /// Our relay went away; another relay of its cluster took the session over.
+    Moved {
+        /// Our ID (unchanged).
+        id: u32,
+    },
     /// A kind of message this version cannot show.
     Unsupported {
         /// Its sender.
@@ -377,6 +382,7 @@ impl From<&ClientEvent> for RelayEvent {
                 RelayEvent::Reconnecting { attempt: *attempt }
             }
             ClientEvent::Resumed { id } => RelayEvent::Resumed { id: id.0 },
+            ClientEvent::Moved { id } => RelayEvent::Moved { id: id.0 },
             ClientEvent::UnsupportedPayload { from, kind } => RelayEvent::Unsupported {
                 from: from.0,
                 kind: *kind,

@@ -751,7 +751,7 @@ impl World {
                     .failed
                     .extend(messages.into_iter().map(|(seq, _)| seq));
             }
-            ClientEvent::Resumed { .. } => self.run.moved += 1,
+            ClientEvent::Moved { .. } => self.run.moved += 1,
             ClientEvent::Message {
                 from, seq, text, ..
             } => {

@@ -1696,7 +1696,8 @@ fn client_record(client: usize, e: ClientEvent) -> Option<Record> {
         },
         ClientEvent::Delivered { .. } | ClientEvent::Reconnecting { .. } => return None,
         ClientEvent::ConnectionLost { code, .. } => Record::ConnectionLost { client, code },
-        ClientEvent::Resumed { id } => Record::Resumed { client, id },
+        // (Sessions move only between relays of a cluster: `cluster.rs`.)
+        ClientEvent::Resumed { id } | ClientEvent::Moved { id } => Record::Resumed { client, id },
         ClientEvent::UnsupportedPayload { from, kind } => Record::Notice {
             client,
             text: format!("unsupported payload {kind} from {from}"),

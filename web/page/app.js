@@ -225,6 +225,7 @@ const handlers = {
   connection_lost(ev) { notice(`${ev.reason}; getting back (held for ${ev.grace_s} s)`); },
   reconnecting(ev) { notice(`could not reach the other side (attempt ${ev.attempt}); trying again`); },
   resumed() { notice("back: nothing was lost, nothing repeated"); },
+  moved(ev) { notice(`back on another relay of the cluster: still client ${ev.id}; nothing is shown twice`); },
   session_lost(ev) { notice(`${ev.reason} (${ev.code})`, "error"); },
   rejoining(ev) { notice(`joining again in ${(ev.wait_ms / 1000).toFixed(1)} s (attempt ${ev.attempt})`); },
   rejoined(ev) { me = ev.id; notice(`joined again as client ${ev.id} (you were ${ev.was}); IDs may have changed`); },

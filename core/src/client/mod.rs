@@ -193,6 +193,14 @@ pub enum ClientEvent {
         /// Our ID, as before.
         id: ClientId,
     },
+    /// Our relay went away and another relay of its cluster took our session over:
+    /// same ID; what the old relay had not acknowledged was sent again, nothing is
+    /// shown twice, and what it took without confirming was named just before
+    /// ([`ClientEvent::Unconfirmed`]).
+    Moved {
+        /// Our ID, as before.
+        id: ClientId,
+    },
     /// The session is over (after `Refused`, too). `Normal` when we left on purpose;
     /// `ResumeFailed` when the relay no longer held it (it restarted, or the grace
     /// period passed): join again as a new client.
@@ -921,7 +929,7 @@ impl RelayClient {
                 }
                 self.phase = Phase::Admitted(id);
                 self.away = None;
-                self.events.push_back(ClientEvent::Resumed { id });
+                self.events.push_back(ClientEvent::Moved { id });
                 self.flush_outbox(now);
             }
             (Phase::Resuming(_), Frame::Refused(r)) => {

@@ -1418,7 +1418,7 @@ mod tests {
         c.wait(2_000);
         let events = c.relays[1].take_events(ann);
         assert!(
-            events.contains(&ClientEvent::Resumed { id: ann_id }),
+            events.contains(&ClientEvent::Moved { id: ann_id }),
             "{events:?}"
         );
         let shown: Vec<(u32, String)> = events
@@ -1479,7 +1479,7 @@ mod tests {
         assert!(
             c.relays[1]
                 .take_events(ann)
-                .contains(&ClientEvent::Resumed { id: ann_id })
+                .contains(&ClientEvent::Moved { id: ann_id })
         );
         // Relay 0 let her go: carl is told his held message did not reach her...
         let events = c.relays[0].take_events(carl);
