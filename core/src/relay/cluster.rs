@@ -12,9 +12,14 @@
 //! that passes its checks waits for [`RelayServer::handle_admission`], so IDs are
 //! unique across the cluster and in the order admissions were decided.
 //!
-//! Not yet (issue #23): a message to a remote client counts as delivered once
-//! handed to the bus (its receipt does not cross relays), sessions do not move
-//! between relays, and relay liveness is the driver's business.
+//! Receipts cross relays: a message to a remote client is delivered when its relay
+//! says its client read it ([`ClusterInput::Receipt`]), and a mailbox letter is
+//! acknowledged on the bus only then ([`ClusterRequest::MailRead`]). Sessions move:
+//! a `Resume` for a remote client whose key the connection proved takes its session
+//! over here ([`RelayServer::adopt_moved`], answered `Moved`), and the relay it left
+//! lets it go ([`ClusterInput::MovedAway`]); a moved session sends and receives
+//! through mailboxes so that its messages keep their order. Relay liveness is the
+//! driver's business (heartbeats on the bus); the core hears of it as `Left`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
