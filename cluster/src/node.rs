@@ -737,6 +737,9 @@ async fn follow(
     crate::pull::follow(bus, open, read, inputs).await
 }
 
+/// How long a relay waits before it tries again to open a mailbox NATS refused.
+const MAILBOX_RETRY: Duration = Duration::from_millis(500);
+
 /// How long a letter handed to a relay may go unacknowledged before JetStream offers
 /// it again (a relay skips letters it has already handed over; the relay a session
 /// moves to starts from the last acknowledged letter at once).
@@ -752,11 +755,15 @@ async fn read_mailbox(
     inputs: Sender<ClusterInput>,
     read: Receiver<u64>,
 ) {
-    let Ok(reader) = mail.reader(to.0, LETTER_ACK_WAIT, take_over).await else {
-        return;
-    };
-    let Ok(letters) = reader.letters().await else {
-        return;
+    // NATS may be away right now (restarting): the mailbox is opened as soon as it
+    // is back, for as long as the client is ours (this task is dropped when it goes).
+    let (reader, letters) = loop {
+        if let Ok(reader) = mail.reader(to.0, LETTER_ACK_WAIT, take_over).await
+            && let Ok(letters) = reader.letters().await
+        {
+            break (reader, letters);
+        }
+        smol::Timer::after(MAILBOX_RETRY).await;
     };
     // Handed over and not yet read, in order.
     let mut unread: std::collections::VecDeque<crate::mailbox::Letter> = Default::default();

@@ -221,3 +221,55 @@ fn relays_starting_at_the_same_moment_both_open_the_clusters_streams() {
         assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
     }
 }
+
+#[test]
+fn a_mailbox_opened_while_nats_restarts_is_read_once_it_is_back() {
+    use p2pchat_cluster::NodeOptions;
+    use p2pchat_cluster::node::start;
+    use p2pchat_core::{ClientId, ClusterInput, ClusterRequest, RosterEntry};
+    let nats = server();
+    let port = nats.port();
+    let keep = Duration::from_secs(60);
+    let relay = bus(&nats);
+    let (inputs, heard) = async_channel::unbounded();
+    let options = NodeOptions {
+        cluster: "restart".into(),
+        relay: "r1".into(),
+        max_clients: 10,
+        keep,
+    };
+    let node = within("starting", start(relay, options, inputs)).expect("a node");
+    let (requests, taken) = async_channel::unbounded();
+    let serving = std::thread::spawn(move || smol::block_on(node.serve(taken)));
+    // NATS goes away; meanwhile the relay takes a client's session over, which
+    // publishes its entry and opens its mailbox: both wait for NATS.
+    let store = nats.kill();
+    let entry = RosterEntry {
+        id: ClientId(4),
+        exited: false,
+        away: false,
+        name: "ann".into(),
+        key: None,
+    };
+    requests
+        .try_send(ClusterRequest::Adopt(entry))
+        .expect("queued");
+    // Back on its store (starting it takes longer than the node takes to pick the
+    // request up): a letter for the client reaches the relay.
+    let nats = NatsServer::start_on(port, Some(store)).expect("restarted on its store");
+    let sender = bus(&nats);
+    let mail = within("opening", Mail::open(&sender, "restart", keep)).expect("the stream");
+    within("storing", mail.put(4, Bytes::from("after"))).expect("stored");
+    let letter = within("the letter", async {
+        loop {
+            match heard.recv().await {
+                Ok(ClusterInput::Mail { to, frames, .. }) => break Some((to, frames)),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        }
+    });
+    assert_eq!(letter, Some((ClientId(4), b"after".to_vec())));
+    drop(requests);
+    let _ = serving.join();
+}
