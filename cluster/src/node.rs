@@ -68,6 +68,9 @@ struct Liveness(std::sync::Arc<std::sync::Mutex<LivenessState>>);
 #[derive(Default)]
 struct LivenessState {
     homes: HashMap<ClientId, String>,
+    /// The stream sequence of each client's latest roster entry seen: what a
+    /// relay's next change to the entry must still find there (compare-and-set).
+    entry_seqs: HashMap<ClientId, u64>,
     heard: HashMap<String, std::time::Instant>,
 }
 
@@ -89,6 +92,23 @@ impl Liveness {
 
     fn gone(&self, id: ClientId) {
         self.state().homes.remove(&id);
+    }
+
+    /// Client `id`'s latest roster entry is at `sequence` of the roster stream.
+    fn entry_stored(&self, id: ClientId, sequence: u64) {
+        let mut state = self.state();
+        let seq = state.entry_seqs.entry(id).or_default();
+        *seq = (*seq).max(sequence);
+    }
+
+    /// Where client `id`'s latest entry is, if it is `me`'s to change: `None` when
+    /// another relay holds the client now (this relay's change would be stale).
+    fn ours(&self, id: ClientId, me: &str) -> Option<Option<u64>> {
+        let state = self.state();
+        match state.homes.get(&id) {
+            Some(relay) if relay != me => None,
+            _ => Some(state.entry_seqs.get(&id).copied()),
+        }
     }
 
     fn heard(&self, relay: &str) {
@@ -188,7 +208,7 @@ pub async fn start(
         receipts,
         format!("p2pchat.{c}.receipt"),
         consumer::DeliverPolicy::New,
-        |_, payload| receipt_inputs(payload),
+        |_, payload, _| receipt_inputs(payload),
         inputs.clone(),
     )
     .await?;
@@ -395,22 +415,53 @@ impl Node {
                     let take_over = matches!(request, ClusterRequest::Adopt(_));
                     let id = entry.id;
                     let entry = entry.clone();
-                    publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
+                    let stored =
+                        publish_entry(&bus, &c, &options.relay, entry, next_id(), within, None)
+                            .await;
+                    if let Stored::At(sequence) = stored {
+                        liveness.home(id, options.relay.clone());
+                        liveness.entry_stored(id, sequence);
+                    }
                     let (read_tx, read_rx) = async_channel::unbounded();
                     let reader = read_mailbox(mail.clone(), id, take_over, inputs.clone(), read_rx);
                     readers.insert(id, (smol::spawn(reader), read_tx));
                 }
+                // A change to an entry is made only if the entry is still the one
+                // this relay last saw: a relay that was cut off from the bus while
+                // its client moved to another must not overwrite the new entry.
                 ClusterRequest::Update(entry) => {
-                    publish_entry(&bus, &c, &options.relay, entry, next_id(), within).await;
+                    let id = entry.id;
+                    if let Some(expected) = liveness.ours(id, &options.relay) {
+                        let stored = publish_entry(
+                            &bus,
+                            &c,
+                            &options.relay,
+                            entry,
+                            next_id(),
+                            within,
+                            Some(expected),
+                        )
+                        .await;
+                        if let Stored::At(sequence) = stored {
+                            liveness.entry_stored(id, sequence);
+                        }
+                    }
                 }
                 ClusterRequest::Withdraw { id, code } => {
                     readers.remove(&id);
-                    liveness.gone(id);
-                    let _ = counter.release().await;
+                    let Some(expected) = liveness.ours(id, &options.relay) else {
+                        // It lives on another relay now: its place is not ours to free.
+                        continue;
+                    };
                     let mut tombstone = vec![b'L'];
                     tombstone.extend_from_slice(&code.to_u16().to_be_bytes());
                     let subject = format!("p2pchat.{c}.roster.{}", id.0);
-                    store(&bus, subject, tombstone, next_id(), within).await;
+                    let stored =
+                        store_if(&bus, subject, tombstone, next_id(), within, Some(expected)).await;
+                    if !matches!(stored, Stored::Stale) {
+                        liveness.gone(id);
+                        let _ = counter.release().await;
+                    }
                 }
                 ClusterRequest::Forward { to, frames } => {
                     // The forwards waiting right behind it go in the same round: one
@@ -507,26 +558,66 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// message ID, so JetStream stores it once even if an earlier attempt's
 /// acknowledgement was what got lost. `false` if it never got through.
 async fn store(bus: &Bus, subject: String, payload: Vec<u8>, id: String, within: Duration) -> bool {
+    matches!(
+        store_if(bus, subject, payload, id, within, None).await,
+        Stored::At(_)
+    )
+}
+
+/// What became of a store.
+enum Stored {
+    /// Stored, at this stream sequence.
+    At(u64),
+    /// Refused: the subject's last message is not the one expected (another relay
+    /// changed the entry since).
+    Stale,
+    /// Not stored in time (NATS away), or the bus is gone.
+    Failed,
+}
+
+/// [`store`], and with `expected` only if the subject's last message is still at
+/// that stream sequence (`Some(None)`: if the subject has none).
+async fn store_if(
+    bus: &Bus,
+    subject: String,
+    payload: Vec<u8>,
+    id: String,
+    within: Duration,
+    expected: Option<Option<u64>>,
+) -> Stored {
     let payload = Bytes::from(payload);
     let deadline = std::time::Instant::now() + within;
     loop {
         let (s, p, i) = (subject.clone(), payload.clone(), id.clone());
         let stored = bus
             .call(move |_, js| async move {
-                let publish = async_nats::jetstream::message::PublishMessage::build()
+                let mut publish = async_nats::jetstream::message::PublishMessage::build()
                     .payload(p)
                     .message_id(i);
+                if let Some(last) = expected {
+                    publish = publish.expected_last_subject_sequence(last.unwrap_or(0));
+                }
                 match js.send_publish(s, publish).await {
-                    Ok(ack) => ack.await.is_ok(),
-                    Err(_) => false,
+                    Ok(ack) => match ack.await {
+                        Ok(ack) => Stored::At(ack.sequence),
+                        Err(e)
+                            if e.kind()
+                                == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+                        {
+                            Stored::Stale
+                        }
+                        Err(_) => Stored::Failed,
+                    },
+                    Err(_) => Stored::Failed,
                 }
             })
             .await;
         match stored {
-            Ok(true) => return true,
-            Err(BusError::Stopped) => return false,
-            _ if std::time::Instant::now() >= deadline => return false,
-            _ => smol::Timer::after(RETRY_PAUSE).await,
+            Ok(Stored::Failed) if std::time::Instant::now() < deadline => {
+                smol::Timer::after(RETRY_PAUSE).await;
+            }
+            Ok(done) => return done,
+            Err(_) => return Stored::Failed,
         };
     }
 }
@@ -540,7 +631,8 @@ async fn publish_entry(
     entry: RosterEntry,
     id: String,
     within: Duration,
-) {
+    expected: Option<Option<u64>>,
+) -> Stored {
     let client = entry.id;
     let mut payload = vec![b'J', u8::try_from(relay.len()).unwrap_or(u8::MAX)];
     payload.extend_from_slice(
@@ -550,14 +642,8 @@ async fn publish_entry(
             .unwrap_or_default(),
     );
     payload.extend_from_slice(&Frame::Profile(entry).to_bytes());
-    store(
-        bus,
-        format!("p2pchat.{cluster}.roster.{}", client.0),
-        payload,
-        id,
-        within,
-    )
-    .await;
+    let subject = format!("p2pchat.{cluster}.roster.{}", client.0);
+    store_if(bus, subject, payload, id, within, expected).await
 }
 
 /// A roster message: an entry (`J`, its relay's name, a `Profile` frame), with the
@@ -646,7 +732,7 @@ async fn watch_roster(
         stream,
         subject,
         consumer::DeliverPolicy::LastPerSubject,
-        move |subject, payload| {
+        move |subject, payload, sequence| {
             let Some((relay, input)) = roster_input(subject, payload) else {
                 return Vec::new();
             };
@@ -654,6 +740,7 @@ async fn watch_roster(
                 (ClusterInput::Roster(entry), Some(relay)) => {
                     let id = entry.id;
                     let moved = relay != me;
+                    homes.entry_stored(id, sequence);
                     if homes.home(id, relay).is_some_and(|before| before == me) && moved {
                         // One of ours resumed its session on another relay.
                         return vec![ClusterInput::MovedAway { id }];
@@ -684,7 +771,7 @@ async fn watch_broadcasts(
         stream,
         subject,
         consumer::DeliverPolicy::New,
-        move |_, payload| {
+        move |_, payload, _| {
             let Some(at) = payload.iter().position(|&b| b == 0) else {
                 return Vec::new();
             };
@@ -709,7 +796,7 @@ async fn follow(
     stream: String,
     subject: String,
     from: consumer::DeliverPolicy,
-    read: impl Fn(&str, &[u8]) -> Vec<ClusterInput> + Send + 'static,
+    read: impl Fn(&str, &[u8], u64) -> Vec<ClusterInput> + Send + 'static,
     inputs: Sender<ClusterInput>,
 ) -> Result<(), BusError> {
     let open: crate::pull::Open = Box::new(move |js, next| {
@@ -733,7 +820,10 @@ async fn follow(
             consumer.messages().await.map_err(|e| e.to_string())
         })
     });
-    let read = move |m: &async_nats::jetstream::Message| read(m.subject.as_str(), &m.payload);
+    let read = move |m: &async_nats::jetstream::Message| {
+        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        read(m.subject.as_str(), &m.payload, sequence)
+    };
     crate::pull::follow(bus, open, read, inputs).await
 }
 

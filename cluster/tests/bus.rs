@@ -273,3 +273,76 @@ fn a_mailbox_opened_while_nats_restarts_is_read_once_it_is_back() {
     drop(requests);
     let _ = serving.join();
 }
+
+#[test]
+fn a_relay_does_not_overwrite_the_entry_of_a_client_that_moved_away() {
+    use p2pchat_cluster::NodeOptions;
+    use p2pchat_cluster::node::start;
+    use p2pchat_core::{ClientId, ClusterInput, ClusterRequest, RosterEntry};
+    let nats = server();
+    let keep = Duration::from_secs(60);
+    let node = |name: &str| {
+        let (inputs, heard) = async_channel::unbounded();
+        let options = NodeOptions {
+            cluster: "cas".into(),
+            relay: name.into(),
+            max_clients: 10,
+            keep,
+        };
+        let node = within("starting", start(bus(&nats), options, inputs)).expect("a node");
+        let (requests, taken) = async_channel::unbounded();
+        let serving = std::thread::spawn(move || smol::block_on(node.serve(taken)));
+        (requests, heard, serving)
+    };
+    let (old, _, old_serving) = node("old");
+    let (new, new_heard, new_serving) = node("new");
+    let entry = |away| RosterEntry {
+        id: ClientId(4),
+        exited: false,
+        away,
+        name: "ann".into(),
+        key: None,
+    };
+    old.try_send(ClusterRequest::Announce(entry(false)))
+        .expect("queued");
+    // The client moves to the new relay; the old one, not knowing yet, publishes
+    // that it is away (as a relay cut off from the bus would once back).
+    within("the old entry seen", async {
+        while let Ok(input) = new_heard.recv().await {
+            if matches!(input, ClusterInput::Roster(ref e) if e.id == ClientId(4)) {
+                break;
+            }
+        }
+    });
+    new.try_send(ClusterRequest::Adopt(entry(false)))
+        .expect("queued");
+    old.try_send(ClusterRequest::Update(entry(true)))
+        .expect("queued");
+    // A later entry of the new relay's, read back in order behind anything the old
+    // one stored: had the old relay's overwritten the new one, the new relay would
+    // have been told its client moved away before this.
+    new.try_send(ClusterRequest::Update(entry(false)))
+        .expect("queued");
+    let mut seen_new = 0;
+    let moved_away = within("the new relay's entries read back", async {
+        while let Ok(input) = new_heard.recv().await {
+            match input {
+                ClusterInput::MovedAway { id } if id == ClientId(4) => return true,
+                ClusterInput::Roster(e) if e.id == ClientId(4) => {
+                    seen_new += 1;
+                    if seen_new == 2 {
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    });
+    assert!(
+        !moved_away,
+        "the old relay's stale entry took the client back"
+    );
+    drop((old, new));
+    let _ = (old_serving.join(), new_serving.join());
+}

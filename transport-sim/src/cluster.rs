@@ -47,6 +47,10 @@ pub struct ClusterSpec {
     /// Whether a relay is cut off from the bus for a while (0.5-8 s: past 5 s the
     /// others take it for dead, and it must tell its clients to join again).
     pub cut: bool,
+    /// Whether clients lose their connection to a living relay now and then (1-3
+    /// times a run); half of them then reach another relay first, as a client that
+    /// cannot reach its own would, and their sessions move while the old relay lives.
+    pub link_faults: bool,
     /// The longest a bus delivery takes (each takes a random time up to it).
     pub max_bus_delay: Duration,
     /// Percent of mail a broken bus loses (0 for NATS): what proves the checks catch
@@ -67,6 +71,7 @@ impl ClusterSpec {
             cut: rng.chance(40),
             max_bus_delay: Duration::from_millis(rng.between(1, 50)),
             lose_mail: 0,
+            link_faults: rng.chance(40),
         }
     }
 }
@@ -87,8 +92,11 @@ pub struct ClusterRun {
     pub cuts: u64,
     /// Clients a relay told to join again (the cluster had taken them for gone).
     pub expelled: u64,
-    /// Sessions that resumed (moved to another relay when theirs died).
+    /// Sessions that moved to another relay (theirs died, or they lost their way to
+    /// it).
     pub moved: u64,
+    /// Client connections that dropped while their relay lived.
+    pub link_drops: u64,
     /// Every broken rule, in words.
     pub violations: Vec<String>,
 }
@@ -132,12 +140,14 @@ enum Ev {
     Kill { relay: usize },
     /// A relay is cut off from the bus for `lasting`.
     Cut { relay: usize, lasting: Duration },
-    /// Relay `relay` took a client's session over, and its node (back on the bus,
-    /// if it was cut off) carries that out.
-    Adopted {
+    /// What relay `relay` asked of the bus while it was cut off from it, carried out
+    /// once it is back (it waited in its node).
+    Deferred {
         relay: usize,
-        entry: p2pchat_core::RosterEntry,
+        request: ClusterRequest,
     },
+    /// Client `client`'s connection drops (its relay lives).
+    Drop { client: usize },
     /// Every machine's timers.
     Tick,
 }
@@ -151,6 +161,9 @@ struct Client {
     known: BTreeSet<u32>,
     /// Its relay died with it.
     gone: bool,
+    /// After a dropped connection: it reaches the next relay first (it cannot reach
+    /// its own).
+    elsewhere: bool,
     /// The last sequence number it was told was delivered (cumulative).
     confirmed: u64,
     /// Sequence numbers an error said did not get through.
@@ -255,6 +268,7 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
             id: None,
             known: BTreeSet::new(),
             gone: false,
+            elsewhere: false,
             confirmed: 0,
             failed: BTreeSet::new(),
         });
@@ -281,6 +295,13 @@ pub fn run_cluster(seed: u64, spec: &ClusterSpec) -> ClusterRun {
         let at = Duration::from_millis(1_200 + w.rng.below(1_500));
         let lasting = Duration::from_millis(w.rng.between(500, 8_000));
         w.at(at, Ev::Cut { relay, lasting });
+    }
+    if spec.link_faults {
+        for _ in 0..w.rng.between(1, 3) {
+            let client = w.rng.below(spec.clients as u64) as usize;
+            let at = Duration::from_millis(1_300 + w.rng.below(2_200));
+            w.at(at, Ev::Drop { client });
+        }
     }
     w.at(TICK, Ev::Tick);
     w.pump_all();
@@ -456,7 +477,29 @@ impl World {
                     }
                 }
             }
-            Ev::Adopted { relay, entry } => self.adopted(relay, entry),
+            Ev::Deferred { relay, request } => {
+                // Lost if the relay died meanwhile: it was still in its node.
+                if self.relays[relay].is_some() {
+                    self.carry(relay, request);
+                }
+            }
+            Ev::Drop { client } => {
+                let (relay, conn) = (self.clients[client].relay, self.clients[client].conn);
+                if self.clients[client].gone || self.relays[relay].is_none() {
+                    return;
+                }
+                self.run.link_drops += 1;
+                if let Some(s) = self.relay(relay) {
+                    s.handle_closed(conn, now);
+                }
+                self.conn_client.remove(&(relay, conn));
+                let elsewhere = self.rng.chance(50);
+                let c = &mut self.clients[client];
+                // Bytes on their way on the old connection are lost.
+                c.conn = ConnId(u64::MAX);
+                c.elsewhere = elsewhere;
+                c.machine.handle_closed(now);
+            }
             Ev::Tick => {
                 for r in 0..self.relays.len() {
                     if let Some(s) = self.relay(r) {
@@ -538,7 +581,7 @@ impl World {
                 continue;
             }
             let n = self.relays.len();
-            let from = c.relay;
+            let from = c.relay + usize::from(c.elsewhere);
             let reachable = (0..n)
                 .map(|k| (from + k) % n)
                 .find(|&r| self.relays[r].is_some());
@@ -551,6 +594,7 @@ impl World {
             };
             let c = &mut self.clients[i];
             self.conn_client.remove(&(c.relay, c.conn));
+            c.elsewhere = false;
             c.relay = relay;
             c.conn = conn;
             self.conn_client.insert((relay, conn), i);
@@ -643,6 +687,20 @@ impl World {
 
     /// The bus carries out relay `r`'s request.
     fn carry(&mut self, r: usize, request: ClusterRequest) {
+        // Roster changes wait in the node of a relay cut off from the bus (messages
+        // wait in `bus`, which knows the cut).
+        let roster_change = matches!(
+            request,
+            ClusterRequest::Announce(_)
+                | ClusterRequest::Update(_)
+                | ClusterRequest::Withdraw { .. }
+                | ClusterRequest::Adopt(_)
+        );
+        if roster_change && self.cut_until[r] > self.now {
+            let after = self.cut_until[r].saturating_duration_since(self.now);
+            self.at(after, Ev::Deferred { relay: r, request });
+            return;
+        }
         let others: Vec<usize> = self.alive().into_iter().filter(|&o| o != r).collect();
         match request {
             ClusterRequest::Admit { conn } => {
@@ -652,11 +710,14 @@ impl World {
                 self.bus(r, r, ClusterInput::Admission { conn, admission });
             }
             ClusterRequest::Release { .. } => {}
-            ClusterRequest::Adopt(entry) => {
-                // Carried out by its node once it is on the bus.
-                let after = self.cut_until[r].saturating_duration_since(self.now);
-                self.at(after, Ev::Adopted { relay: r, entry });
-            }
+            ClusterRequest::Adopt(entry) => self.adopted(r, entry),
+            // A change to an entry is made only if it is still the publisher's (the
+            // node compares and sets): a relay that was cut off while its client
+            // moved away does not overwrite the new entry.
+            ClusterRequest::Update(entry)
+                if self.home.get(&entry.id).is_some_and(|&home| home != r) => {}
+            ClusterRequest::Withdraw { id, .. }
+                if self.home.get(&id).is_some_and(|&home| home != r) => {}
             ClusterRequest::Announce(entry) | ClusterRequest::Update(entry) => {
                 self.home.insert(entry.id, r);
                 for o in others {
@@ -833,6 +894,7 @@ mod tests {
             cut: false,
             max_bus_delay: Duration::from_millis(20),
             lose_mail: 0,
+            link_faults: false,
         };
         let run = run_cluster(1, &spec);
         assert!(run.violations.is_empty(), "{:?}", run.violations);
@@ -851,6 +913,7 @@ mod tests {
             cut: false,
             max_bus_delay: Duration::from_millis(5),
             lose_mail: 10,
+            link_faults: false,
         };
         let run = run_cluster(7, &spec);
         assert!(
