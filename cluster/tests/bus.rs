@@ -327,7 +327,7 @@ fn a_relay_does_not_overwrite_the_entry_of_a_client_that_moved_away() {
     let moved_away = within("the new relay's entries read back", async {
         while let Ok(input) = new_heard.recv().await {
             match input {
-                ClusterInput::MovedAway { id } if id == ClientId(4) => return true,
+                ClusterInput::MovedAway { id: ClientId(4) } => return true,
                 ClusterInput::Roster(e) if e.id == ClientId(4) => {
                     seen_new += 1;
                     if seen_new == 2 {

@@ -1,6 +1,7 @@
 //! Many seeds of relays acting as one on a simulated bus (docs/SCALING.md), with bus
-//! delays, relay deaths (whose clients' sessions move to the relays alive) and relays
-//! cut off from the bus: the rules of `p2pchat_sim::run_cluster` hold on every one. A failure names its seed; `p2pchat sim --cluster --seed N` replays it.
+//! delays, relay deaths (whose clients' sessions move to the relays alive), relays
+//! cut off from the bus and clients' links dropped (half of them moving while their
+//! old relay lives): the rules of `p2pchat_sim::run_cluster` hold on every one. A failure names its seed; `p2pchat sim --cluster --seed N` replays it.
 
 use p2pchat_sim::{ClusterSpec, run_cluster};
 
@@ -40,6 +41,7 @@ fn relays_of_a_cluster_keep_every_rule_over_many_seeds() {
         moved > 100,
         "moved {moved}: the clients of dead relays resume elsewhere"
     );
+    assert!(drops > 100, "links dropped {drops}");
     assert!(
         cuts > 50 && expelled > 20,
         "cuts {cuts}, expelled {expelled}"
