@@ -196,27 +196,33 @@ fn scan_frames(buf: &[u8], on: &mut impl FnMut(Incoming)) -> usize {
         if is_session_frame(ty) {
             stream += 4 + len as u64;
         }
-        match ty {
-            // Welcome: version u16, capabilities u64, client_id u32, ...
-            WELCOME => match be_u32(body, 10) {
-                Some(id) => on(Incoming::Admitted(id)),
-                None => on(Incoming::Broken),
-            },
-            REFUSED => on(Incoming::Refused),
-            // Deliver: from u32, to u32, seq u64, kind u8, text.
-            DELIVER => {
-                let from = be_u32(body, 0);
-                let stamp = body.get(17..).and_then(leading_number);
-                on(Incoming::Delivery { from, stamp });
-            }
-            ERROR | CLOSE => on(Incoming::Error),
-            _ => {}
+        if let Some(item) = frame_item(ty, body) {
+            on(item);
         }
     };
     if stream > 0 {
         on(Incoming::Stream(stream));
     }
     used
+}
+
+/// What the bench reads in one frame of type `ty` with this body, if anything.
+pub(crate) fn frame_item(ty: u8, body: &[u8]) -> Option<Incoming> {
+    match ty {
+        // Welcome: version u16, capabilities u64, client_id u32, ...
+        WELCOME => Some(match be_u32(body, 10) {
+            Some(id) => Incoming::Admitted(id),
+            None => Incoming::Broken,
+        }),
+        REFUSED => Some(Incoming::Refused),
+        // Deliver: from u32, to u32, seq u64, kind u8, text.
+        DELIVER => Some(Incoming::Delivery {
+            from: be_u32(body, 0),
+            stamp: body.get(17..).and_then(leading_number),
+        }),
+        ERROR | CLOSE => Some(Incoming::Error),
+        _ => None,
+    }
 }
 
 fn scan_lines(dialect: Dialect, buf: &[u8], on: &mut impl FnMut(Incoming)) -> usize {

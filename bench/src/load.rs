@@ -23,7 +23,7 @@ use std::cmp::Reverse;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use p2pchat_core::{ClientEvent, ClientId, Identity, RelayClient, Security, Timestamp};
+use p2pchat_core::{ClientEvent, ClientId, Identity, RecordLink, RelayClient, Security, Timestamp};
 
 use crate::dialect::{Dialect, Incoming};
 use crate::stats::{Latencies, Percentiles};
@@ -63,12 +63,18 @@ pub enum ClientKind {
     /// Frames written and read in place, in the clear (the relay runs with
     /// `--insecure`): the cheapest client there is, to measure the relay alone.
     RawFrames,
+    /// The frames of [`ClientKind::RawFrames`], written and read in place, sealed in
+    /// records on an encrypted link: a real client makes the handshake and gives up
+    /// its connection ([`RecordLink`]) once admitted. The cheapest encrypted client,
+    /// to measure what encryption costs the relay alone (nothing is sealed end to
+    /// end, so the relay checks the texts as it does for raw frames).
+    SealedFrames,
 }
 
 impl ClientKind {
     /// Whether the relay must admit clients that do not encrypt.
     pub fn needs_insecure_relay(self) -> bool {
-        self != ClientKind::Encrypted
+        matches!(self, ClientKind::Insecure | ClientKind::RawFrames)
     }
 }
 
@@ -172,6 +178,10 @@ struct Client {
     lost: bool,
     /// A real client machine, when the dialect is [`Dialect::Machine`].
     machine: Option<Box<RelayClient>>,
+    /// With [`ClientKind::SealedFrames`], once admitted: the connection its machine
+    /// gave up, and the frames waiting to be sealed into it.
+    link: Option<Box<RecordLink>>,
+    frames: Vec<u8>,
     /// Bytes of the relay's session stream read, and what the last `Ack` put in
     /// `out` said (framed clients acknowledge what they read as real ones do: with
     /// their next write, within `ACK_DELAY`, or at once past `ACK_NOW`).
@@ -187,8 +197,18 @@ impl Client {
     fn queue_ack(&mut self) {
         self.ack_owed_since = None;
         if self.received > self.acked && self.machine.is_none() {
-            crate::dialect::encode_ack(self.received, &mut self.out);
+            crate::dialect::encode_ack(self.received, self.frame_buffer());
             self.acked = self.received;
+        }
+    }
+
+    /// Where frames the generator writes itself go: straight out, or to be sealed
+    /// first on a record link.
+    fn frame_buffer(&mut self) -> &mut Vec<u8> {
+        if self.link.is_some() {
+            &mut self.frames
+        } else {
+            &mut self.out
         }
     }
 }
@@ -269,6 +289,7 @@ pub fn run(
         (true, _, _) => Dialect::Broker,
         (false, true, _) => Dialect::Text,
         (false, false, ClientKind::RawFrames) => Dialect::Framed,
+        // Real clients until admitted, then frames in records (`Load::give_up_machines`).
         (false, false, _) => Dialect::Machine,
     };
     let poll = Poll::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
@@ -301,6 +322,9 @@ pub fn run(
     let t0 = Instant::now();
     load.connect_all(addrs)?;
     let connect_time = t0.elapsed();
+    if config.kind == ClientKind::SealedFrames && dialect == Dialect::Machine {
+        load.give_up_machines()?;
+    }
     connected();
     load.plan();
     load.run_load()?;
@@ -371,6 +395,8 @@ impl Load<'_> {
                 out: Vec::new(),
                 lost: false,
                 machine,
+                link: None,
+                frames: Vec::new(),
                 received: 0,
                 acked: 0,
                 ack_owed_since: None,
@@ -409,6 +435,28 @@ impl Load<'_> {
                 self.refused
             ));
         }
+        Ok(())
+    }
+
+    /// Every admitted client gives up its machine and keeps its encrypted connection
+    /// ([`ClientKind::SealedFrames`]); from now on the generator writes and reads the
+    /// frames itself, as with raw frames.
+    fn give_up_machines(&mut self) -> Result<(), String> {
+        for i in 0..self.clients.len() {
+            self.pull_machine(i);
+            self.flush(i);
+            let client = &mut self.clients[i];
+            let Some(machine) = client.machine.take() else {
+                continue;
+            };
+            let link = machine
+                .into_record_link()
+                .map_err(|e| format!("client {i}: {e}"))?;
+            client.received = link.received();
+            client.acked = link.received();
+            client.link = Some(Box::new(link));
+        }
+        self.dialect = Dialect::Framed;
         Ok(())
     }
 
@@ -622,7 +670,7 @@ impl Load<'_> {
         let n = self.ids.len();
         // An acknowledgement owed rides with this write.
         self.clients[i].queue_ack();
-        let mut out = std::mem::take(&mut self.clients[i].out);
+        let mut out = std::mem::take(self.clients[i].frame_buffer());
         let mut count = 0;
         while count < most && sender.sent < sender.quota && sender.in_flight < window {
             let to = match self.config.pattern {
@@ -661,7 +709,7 @@ impl Load<'_> {
             }
         }
         self.sent += count as u64;
-        self.clients[i].out = out;
+        *self.clients[i].frame_buffer() = out;
         self.pull_machine(i);
         self.flush(i);
     }
@@ -672,7 +720,7 @@ impl Load<'_> {
             return Ok(None);
         }
         let security = match self.config.kind {
-            ClientKind::Encrypted => {
+            ClientKind::Encrypted | ClientKind::SealedFrames => {
                 let mut secret = [0u8; 32];
                 secret[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
                 let mut seed = secret;
@@ -704,8 +752,26 @@ impl Load<'_> {
         }
     }
 
+    /// Seals the frames client `i` wrote on its record link, if any, into its output.
+    fn seal(&mut self, i: usize) {
+        let now = Timestamp::from_micros(self.micros());
+        let client = &mut self.clients[i];
+        if let Some(link) = client.link.as_mut()
+            && !client.frames.is_empty()
+        {
+            link.send_frames(&client.frames, now);
+            client.frames.clear();
+            while let Some(bytes) = link.poll_transmit() {
+                // As with a machine: the generator's buffer is bounded by the window.
+                link.handle_written(bytes.len());
+                client.out.extend_from_slice(&bytes);
+            }
+        }
+    }
+
     /// Writes what client `i` has pending; keeps what the socket would not take.
     fn flush(&mut self, i: usize) {
+        self.seal(i);
         let client = &mut self.clients[i];
         let mut written = 0;
         while written < client.out.len() {
@@ -824,12 +890,30 @@ impl Load<'_> {
             }
             return;
         }
+        let mut items = Vec::new();
+        if let Some(link) = self.clients[i].link.as_mut() {
+            let mut stream = 0;
+            let opened = link.handle_bytes(bytes, now, |frame| {
+                stream += frame.session_bytes();
+                if let Some(item) = crate::dialect::frame_item(frame.type_byte, frame.body) {
+                    items.push(item);
+                }
+            });
+            if stream > 0 {
+                items.push(Incoming::Stream(stream));
+            }
+            if opened.is_err() {
+                items.push(Incoming::Broken);
+            }
+            bytes = &[];
+        }
         let skip = self.clients[i].skip.min(bytes.len());
         self.clients[i].skip -= skip;
         bytes = &bytes[skip..];
-        let mut items = Vec::new();
         let partial = std::mem::take(&mut self.clients[i].partial);
-        if partial.is_empty() {
+        if bytes.is_empty() && partial.is_empty() {
+            // Everything came through the record link (or nothing came).
+        } else if partial.is_empty() {
             let used = self.dialect.scan(bytes, |item| items.push(item));
             self.clients[i].partial = bytes[used..].to_vec();
         } else {

@@ -33,6 +33,8 @@ fn two_clients_exchange_a_hundred_messages() {
         (Pattern::Broadcast, false, ClientKind::RawFrames),
         (Pattern::Ring, true, ClientKind::RawFrames),
         (Pattern::Broadcast, true, ClientKind::RawFrames),
+        (Pattern::Ring, false, ClientKind::SealedFrames),
+        (Pattern::Broadcast, false, ClientKind::SealedFrames),
     ] {
         let config = LoadConfig {
             clients: 2,

@@ -308,6 +308,11 @@ pub struct BenchArgs {
     /// there is, to measure the relay alone; the relay runs --insecure)
     #[argh(switch)]
     pub raw_frames: bool,
+    /// the same frames as --raw-frames, written and read in place, but on an
+    /// encrypted link (a real client's handshake, then records): the cheapest
+    /// encrypted client, to measure what encryption costs the relay alone
+    #[argh(switch)]
+    pub sealed_frames: bool,
     /// run a sweep instead: for each number of clients in this comma-separated list,
     /// p2pchat and the reference relay flat out (--messages) and paced (--rate,
     /// default 20000); prints a Markdown table

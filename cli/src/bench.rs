@@ -184,6 +184,8 @@ fn hash_speed(path: &std::path::Path) -> i32 {
 fn kind(args: &BenchArgs) -> ClientKind {
     if args.raw_frames {
         ClientKind::RawFrames
+    } else if args.sealed_frames {
+        ClientKind::SealedFrames
     } else if args.insecure {
         ClientKind::Insecure
     } else {

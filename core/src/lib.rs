@@ -48,7 +48,7 @@ mod text;
 mod time;
 mod wire;
 
-pub use client::{ClientEvent, RelayClient};
+pub use client::{ClientEvent, RecordLink, RecordLinkError, RelayClient};
 pub use decode::{FrameDecoder, RawFrame};
 pub use error::{DecodeError, ErrorCode, SendError};
 pub use file::{CHUNK_SIZE, FileEvent, FileMsg, Hash, PeerRef, TransferId};

@@ -271,6 +271,12 @@ impl Link {
         }
     }
 
+    /// Drops the acknowledgement owed, if any: whoever drives the link from now on
+    /// keeps its own count ([`crate::RecordLink`]).
+    pub(crate) fn forget_owed_ack(&mut self) {
+        self.ack_owed = None;
+    }
+
     /// The other side handled our session stream up to `upto`.
     pub(crate) fn acknowledge(&mut self, upto: u64) -> Result<(), crate::session::BeyondSent> {
         self.out.acknowledge(upto)
@@ -460,6 +466,60 @@ impl Link {
         }
         received.error = bad_frame.or(fed.err());
         received
+    }
+
+    /// Opens the records in `bytes` and hands the frames inside them over undecoded
+    /// ([`crate::RecordLink`]: a load generator reading in place). Only for a link
+    /// whose channel is established: any frame in the clear is an error, as is a
+    /// record that does not open.
+    pub(crate) fn receive_raw(
+        &mut self,
+        bytes: &[u8],
+        now: Timestamp,
+        mut on_frame: impl FnMut(RawFrame<'_>),
+    ) -> Result<(), DecodeError> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        self.keepalive.on_received(now);
+        let Link {
+            decoder,
+            inner,
+            secure,
+            plain,
+            ..
+        } = self;
+        let Secure::Channel(channel) = secure else {
+            return Err(DecodeError::Unencrypted { type_byte: SEALED });
+        };
+        let mut failed = None;
+        let fed = decoder.feed(bytes, |raw| {
+            if raw.type_byte != SEALED {
+                failed = Some(DecodeError::Unencrypted {
+                    type_byte: raw.type_byte,
+                });
+                return false;
+            }
+            let Ok(n) = channel.open(raw.body, plain) else {
+                failed = Some(DecodeError::DecryptFailed);
+                return false;
+            };
+            let opened = plain.get(..n).unwrap_or_default();
+            if let Err(e) = inner.feed(opened, |frame| {
+                on_frame(frame);
+                true
+            }) {
+                failed = Some(e);
+            }
+            failed.is_none()
+        });
+        if failed.is_some() {
+            decoder.fail();
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => fed,
+        }
     }
 
     // ----- the secure channel -------------------------------------------------------

@@ -9,9 +9,12 @@
 //! ([`sending`]), and what they send it is opened the same way ([`receiving`]).
 
 mod receiving;
+mod record_link;
 mod saved;
 mod seen;
 mod sending;
+
+pub use record_link::{RecordLink, RecordLinkError};
 
 use std::collections::{BTreeMap, VecDeque};
 
