@@ -6,7 +6,8 @@
 # MODE is text (plain-text lines, relay --insecure), raw (--raw-frames, relay
 # --insecure), insecure (p2pchat clients in the clear), enc (p2pchat clients,
 # encrypted as by default) or ref (the minimal reference relay of BINARY, driven in
-# text). Every relay is driven by GENERATOR's `p2pchat bench --server`, so the load
+# text), sealed (--sealed-frames: the frames of raw, in records on an encrypted
+# link). Every relay is driven by GENERATOR's `p2pchat bench --server`, so the load
 # is the same; the relay's CPU (user + system, from /proc) covers the whole bench
 # run: connecting, the load, and the clients closing. Prints one line per run and
 # the medians per label. With PIN=1 the relay runs on CPU 0 and the generator on
@@ -26,6 +27,7 @@ for r in $(seq 1 "$rounds"); do
       insecure) ins=--insecure; flags=--insecure ;;
       text|ref) ins=--insecure; flags=--text ;;
       enc) ins=; flags= ;;
+      sealed) ins=; flags=--sealed-frames ;;
       *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
     log=$(mktemp)

@@ -9,6 +9,9 @@
 //! - [`RelayClient`]: one client of a relay;
 //! - [`Peer`]: one side of a direct conversation.
 //!
+//! [`RecordLink`] is what is left of an admitted [`RelayClient`] when a load generator
+//! takes its encrypted connection over, to write and read frames in place.
+//!
 //! The wire format is specified in `docs/PROTOCOL.md`; [`Frame`] and [`FrameDecoder`]
 //! implement it. The same inputs in the same order always give byte-identical outputs.
 #![forbid(unsafe_code)]
