@@ -19,6 +19,19 @@ pub fn run(args: BenchArgs) -> i32 {
             }
         };
     }
+    let kinds = [args.insecure, args.raw_frames, args.sealed_frames];
+    if kinds.iter().filter(|&&k| k).count() > 1 {
+        eprintln!(
+            "p2pchat: --insecure, --raw-frames and --sealed-frames each choose the clients: give one"
+        );
+        return 2;
+    }
+    if args.sealed_frames && (args.text || args.reference || args.ncat) {
+        eprintln!(
+            "p2pchat: --sealed-frames are p2pchat frames on an encrypted link; plain text (--text, --reference, --ncat) has no records"
+        );
+        return 2;
+    }
     if let Some(list) = &args.sweep {
         return sweep(&args, list);
     }

@@ -63,3 +63,43 @@ fn bad_sweep_lists_are_refused_with_a_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected numbers of clients"));
 }
+
+#[test]
+fn sealed_frames_load_an_encrypted_relay_and_every_message_arrives() {
+    // Enough messages that acknowledgements go out sealed, not only the chat.
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pchat"))
+        .args([
+            "bench",
+            "--clients",
+            "4",
+            "--messages",
+            "4000",
+            "--sealed-frames",
+        ])
+        .output()
+        .expect("p2pchat runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("delivered 4000/4000") && stdout.contains("errors 0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ns a message"),
+        "the relay's CPU is measured: {stdout}"
+    );
+}
+
+#[test]
+fn sealed_frames_with_another_kind_of_client_is_refused_with_a_reason() {
+    for other in ["--raw-frames", "--insecure", "--text"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_p2pchat"))
+            .args(["bench", "--sealed-frames", other])
+            .output()
+            .expect("p2pchat runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{other}: {stderr}");
+        assert!(stderr.contains("--sealed-frames"), "{other}: {stderr}");
+    }
+}
