@@ -3,7 +3,8 @@
 //! dropped. Debian's `nats-server` package (2.9) provides the binary; `.ci/run`
 //! installs it when missing.
 
-use std::net::TcpStream;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +34,19 @@ pub enum StartError {
         /// The port.
         port: u16,
     },
+    /// It stopped before it listened (most often: the port was taken meanwhile).
+    #[error("nats-server on 127.0.0.1:{port} stopped before it listened ({status})")]
+    Exited {
+        /// The port.
+        port: u16,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
 }
+
+/// Attempts at a free port before [`NatsServer::start`] gives up: a port found free
+/// can be taken by another process before the server binds it.
+const PORT_ATTEMPTS: usize = 5;
 
 /// A running `nats-server -js`.
 pub struct NatsServer {
@@ -45,26 +58,36 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts one (the binary is `$NATS_SERVER` or `nats-server` on the PATH).
     pub fn start() -> Result<NatsServer, StartError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(StartError::Prepare)?
-            .port();
-        NatsServer::start_on(port, None)
+        let mut attempt = 0;
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(StartError::Prepare)?
+                .port();
+            attempt += 1;
+            match NatsServer::start_on(port, None) {
+                Err(StartError::Exited { .. }) if attempt < PORT_ATTEMPTS => continue,
+                started => return started,
+            }
+        }
     }
 
     /// Starts one on `port` with the store at `store` (a new temporary folder when
     /// `None`): restarting a server on its port and store keeps its JetStream data.
     pub fn start_on(port: u16, store: Option<PathBuf>) -> Result<NatsServer, StartError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        // A name of its own, which it says in its greeting: how it is told apart from
+        // whatever else may take the port meanwhile.
+        let name = format!(
+            "p2pchat-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let store = match store {
             Some(store) => store,
             None => {
-                use std::sync::atomic::{AtomicUsize, Ordering};
-                static NEXT: AtomicUsize = AtomicUsize::new(0);
-                let dir = std::env::temp_dir().join(format!(
-                    "p2pchat-nats-{}-{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, Ordering::Relaxed)
-                ));
+                let dir = std::env::temp_dir().join(format!("{name}-store"));
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(&dir).map_err(StartError::Prepare)?;
                 dir
@@ -72,16 +95,26 @@ impl NatsServer {
         };
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-n", &name])
+            .args(["-js", "-sd"])
             .arg(&store)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|source| StartError::Spawn { binary, source })?;
-        let server = NatsServer { child, port, store };
+        let mut server = NatsServer { child, port, store };
         let deadline = Instant::now() + START_WITHIN;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Ready when *it* answers: whatever else took the port meanwhile (a relay or
+        // a NATS server of another test) accepts connections too, but does not greet
+        // with this server's name.
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(StartError::Exited { port, status });
+            }
+            if greets_as(port, &name) {
+                break;
+            }
             if Instant::now() > deadline {
                 return Err(StartError::NotListening { port });
             }
@@ -113,6 +146,29 @@ impl NatsServer {
         std::mem::forget(self);
         store
     }
+}
+
+/// Whether the NATS server named `name` listens on `port`: a NATS server sends
+/// `INFO {..."server_name":"NAME"...}` and a newline to every new connection at once.
+fn greets_as(port: u16, name: &str) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            break end;
+        }
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 && line.len() < 64 * 1024 => line.extend_from_slice(&chunk[..n]),
+            _ => return false,
+        }
+    };
+    let greeting = String::from_utf8_lossy(&line[..end]);
+    greeting.starts_with("INFO ") && greeting.contains(&format!("\"server_name\":\"{name}\""))
 }
 
 impl Drop for NatsServer {

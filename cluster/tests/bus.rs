@@ -346,3 +346,20 @@ fn a_relay_does_not_overwrite_the_entry_of_a_client_that_moved_away() {
     drop((old, new));
     let _ = (old_serving.join(), new_serving.join());
 }
+
+#[test]
+fn a_port_taken_by_something_else_is_not_mistaken_for_a_started_nats_server() {
+    // A relay of another test took the port between "free" and "bound": the server
+    // cannot listen, and whatever answers there is not it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    match NatsServer::start_on(port, None) {
+        Err(p2pchat_cluster::nats_server::StartError::Exited { port: p, .. }) => {
+            assert_eq!(p, port)
+        }
+        Err(other) => panic!("expected the server to stop, got: {other}"),
+        Ok(_) => panic!("a server that could not bind its port was taken as started"),
+    }
+    // And one on a port of its own starts.
+    assert!(NatsServer::start().is_ok());
+}
