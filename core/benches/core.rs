@@ -316,3 +316,29 @@ fn client_to_client(bencher: divan::Bencher, secure: bool) {
         assert_eq!(p.pump(), N);
     });
 }
+
+/// One encrypted client admitted by a relay and gone again, both machines in one
+/// thread: the handshake's cost (three X25519 on each side, hashing, the records of
+/// the Welcome), which a relay pays again for every client that connects.
+#[divan::bench]
+fn admit_encrypted_client(bencher: divan::Bencher) {
+    let mut p = Pipeline::new(true);
+    let mut n: u8 = 3;
+    bencher.bench_local(|| {
+        let t = Timestamp::ZERO;
+        n = n.wrapping_add(1).max(3);
+        let conn = p.server.handle_connected(t);
+        let security = p2pchat_core::Security::encrypted(
+            p2pchat_core::Identity::from_secret([n; 32]),
+            [n ^ 0x55; 32],
+        );
+        let client = p2pchat_core::RelayClient::new("", Limits::default(), security, t)
+            .expect("a valid name");
+        p.clients.push((conn, client));
+        p.pump();
+        let (conn, client) = p.clients.pop().expect("the client just pushed");
+        assert!(client.id().is_some(), "admitted");
+        p.server.handle_closed(conn, t);
+        while p.server.poll_transmit().is_some() {}
+    });
+}

@@ -21,7 +21,6 @@
 //! new for every connection of the sender, so sequence numbers (which restart at 1
 //! with each connection) never repeat under one key.
 
-use curve25519_dalek::MontgomeryPoint;
 use snow::params::CipherChoice;
 use snow::resolvers::{CryptoResolver, RingResolver};
 use snow::types::Cipher;
@@ -125,13 +124,13 @@ impl Envelope {
 /// X25519 of our `secret` and their `public`; `None` when the result is all zeros
 /// (their key is a low-order point: no key at all).
 pub(crate) fn dh(secret: &[u8; 32], public: &PublicKey) -> Option<[u8; 32]> {
-    let shared = MontgomeryPoint(public.0).mul_clamped(*secret).to_bytes();
+    let shared = crate::secure::x25519(secret, &public.0);
     (shared != [0; 32]).then_some(shared)
 }
 
 /// The public key of an X25519 secret.
 pub(crate) fn public_of(secret: &[u8; 32]) -> PublicKey {
-    PublicKey(MontgomeryPoint::mul_base_clamped(*secret).to_bytes())
+    PublicKey(crate::secure::x25519_public_key(secret))
 }
 
 /// The pair key from the two Diffie-Hellman results and the three public keys.

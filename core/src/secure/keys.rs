@@ -11,7 +11,6 @@ use core::fmt;
 use blake2::{Blake2s256, Digest};
 use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
-use curve25519_dalek::MontgomeryPoint;
 
 /// An X25519 public key: who a peer, a client or a relay is.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,7 +69,7 @@ impl Identity {
     /// The identity whose X25519 secret is `secret` (32 random bytes; any value works,
     /// it is clamped as X25519 requires).
     pub fn from_secret(secret: [u8; 32]) -> Identity {
-        let public = PublicKey(MontgomeryPoint::mul_base_clamped(secret).to_bytes());
+        let public = PublicKey(super::x25519::public_key(&secret));
         Identity { secret, public }
     }
 

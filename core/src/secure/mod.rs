@@ -12,6 +12,7 @@ mod cipher;
 mod keys;
 mod noise;
 mod policy;
+mod x25519;
 
 pub(crate) use channel::{SEALED, SecureChannel};
 pub use cipher::RecordCipher;
@@ -20,6 +21,7 @@ pub use keys::{Identity, PublicKey};
 pub(crate) use noise::{HandshakeError, NoiseHandshake};
 pub use noise::{Pattern, password_key};
 pub use policy::{Encryption, Expect, Security};
+pub(crate) use x25519::{public_key as x25519_public_key, x25519};
 
 use crate::frame::{Frame, Hello};
 

@@ -76,8 +76,8 @@ pub fn password_key(password: &str) -> [u8; 32] {
     derive(b"p2pchat relay password v1", &[password.as_bytes()])
 }
 
-/// `snow`'s default primitives, with randomness from a seed and the cipher from
-/// `ring` (faster; see `core/Cargo.toml`).
+/// `snow`'s default primitives, with randomness from a seed, the cipher from `ring`
+/// (faster; see `core/Cargo.toml`) and X25519 by the faster route ([`super::x25519`]).
 struct SeededResolver {
     seed: [u8; 32],
 }
@@ -97,7 +97,10 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
+        match choice {
+            DHChoice::Curve25519 => Some(Box::new(super::x25519::Dh25519::default())),
+            _ => DefaultResolver.resolve_dh(choice),
+        }
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
