@@ -2,9 +2,9 @@
 //!
 //! Why not curve25519-dalek's `MontgomeryPoint::mul_clamped` (the Montgomery ladder,
 //! which snow's own resolver calls): a relay runs three of these for every client that
-//! connects, and on the development machine they were most of a handshake (290 µs of
-//! relay CPU a client; thousands of clients reconnecting after a restart pay it all at
-//! once). The same curve25519-dalek multiplies a point in Edwards form faster (its
+//! connects, and they are most of a handshake's CPU (thousands of clients reconnecting
+//! after a restart pay it all at once). The same curve25519-dalek multiplies a point in
+//! Edwards form faster (its
 //! vectorised backend where the processor has one), so a public key that lies on the
 //! curve is moved to Edwards form, multiplied there by the same clamped scalar, and
 //! brought back. The result is the same 32 bytes (the tests compare both routes on
