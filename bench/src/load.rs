@@ -754,11 +754,12 @@ impl Load<'_> {
 
     /// Seals the frames client `i` wrote on its record link, if any, into its output.
     fn seal(&mut self, i: usize) {
+        if self.clients[i].frames.is_empty() {
+            return; // nothing to seal (and no clock to read) for other clients
+        }
         let now = Timestamp::from_micros(self.micros());
         let client = &mut self.clients[i];
-        if let Some(link) = client.link.as_mut()
-            && !client.frames.is_empty()
-        {
+        if let Some(link) = client.link.as_mut() {
             link.send_frames(&client.frames, now);
             client.frames.clear();
             while let Some(bytes) = link.poll_transmit() {
@@ -911,9 +912,7 @@ impl Load<'_> {
         self.clients[i].skip -= skip;
         bytes = &bytes[skip..];
         let partial = std::mem::take(&mut self.clients[i].partial);
-        if bytes.is_empty() && partial.is_empty() {
-            // Everything came through the record link (or nothing came).
-        } else if partial.is_empty() {
+        if partial.is_empty() {
             let used = self.dialect.scan(bytes, |item| items.push(item));
             self.clients[i].partial = bytes[used..].to_vec();
         } else {
